@@ -1,0 +1,46 @@
+"""Builds a pipeline from configuration (or from the bundled defaults)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from edge_agent.config import AgentConfig
+from edge_agent.decode import MOBILEYE_DBC, VEHICLE_DBC, FrameDecoder, bundled_dbc
+from edge_agent.extract import EventExtractor, ExtractorSettings
+from edge_agent.pipeline import Pipeline
+from edge_agent.profile import DEFAULT_PROFILE
+from edge_agent.thin import Thinner
+from protocol.records import Event
+
+
+def default_decoder() -> FrameDecoder:
+    """Both bundled DBCs on one bus: their ids do not overlap."""
+    return FrameDecoder.from_paths([bundled_dbc(MOBILEYE_DBC), bundled_dbc(VEHICLE_DBC)])
+
+
+def build_pipeline(
+    config: AgentConfig | None,
+    config_dir: Path,
+    bus_names: list[str],
+    on_event: Callable[[Event], None] | None = None,
+) -> Pipeline:
+    """A pipeline for ``bus_names``; with a config, each configured bus gets its own DBCs."""
+    if config is None:
+        shared = default_decoder()
+        decoders = dict.fromkeys(bus_names, shared)
+        settings = ExtractorSettings()
+        profile = list(DEFAULT_PROFILE)
+    else:
+        decoders = {
+            bus.name: FrameDecoder.from_paths(bus.dbc_paths(config_dir)) for bus in config.bus
+        }
+        settings = ExtractorSettings(
+            sound_table=config.camera.table(), harsh_braking_g=config.events.harsh_braking_g
+        )
+        profile = (
+            [s.policy() for s in config.signal]
+            if config.signal is not None
+            else list(DEFAULT_PROFILE)
+        )
+    return Pipeline(decoders, EventExtractor(settings), Thinner(profile), on_event=on_event)

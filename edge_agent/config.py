@@ -1,0 +1,195 @@
+"""Agent configuration: TOML, validated once, frozen.
+
+Every error names the file, the key and what was expected, on one line, because the
+person reading it is a technician at a taxi with a laptop.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge_agent.decode import MOBILEYE_DBC, VEHICLE_DBC, bundled_dbc
+from edge_agent.errors import ConfigError
+from edge_agent.signs import SOUND_TABLES
+from edge_agent.thin import SamplePolicy
+
+_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VehicleConfig(_Section):
+    id: Annotated[str, Field(pattern=_ID_PATTERN)]
+    fleet: Annotated[str, Field(pattern=_ID_PATTERN)]
+
+
+class BusConfig(_Section):
+    name: Annotated[str, Field(pattern=_ID_PATTERN)]
+    interface: Annotated[str, Field(min_length=1)]
+    channel: Annotated[str, Field(min_length=1)]
+    logged_channel: str | None = None
+    # "camera" buses default to the bundled Mobileye DBC, "vehicle" buses to the taxi subset.
+    role: Literal["camera", "vehicle"] | None = None
+    dbc: str | list[str] | None = None
+    bitrate: int | None = None
+
+    @property
+    def effective_role(self) -> str:
+        return self.role or ("camera" if "camera" in self.name.lower() else "vehicle")
+
+    def dbc_paths(self, base: Path) -> list[Path]:
+        if self.dbc is None:
+            return [bundled_dbc(MOBILEYE_DBC if self.effective_role == "camera" else VEHICLE_DBC)]
+        names = [self.dbc] if isinstance(self.dbc, str) else self.dbc
+        return [(base / n) if not Path(n).is_absolute() else Path(n) for n in names]
+
+
+class GnssConfig(_Section):
+    gpsd: Annotated[str, Field(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")]
+
+
+class OutboxConfig(_Section):
+    path: str = "/var/lib/edge-agent/outbox.sqlite3"
+    max_bytes: Annotated[int, Field(ge=1 << 20)] = 256 << 20
+
+
+class MqttConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+class CameraConfig(_Section):
+    # A named dialect of the 0x700 sound table, or an explicit code -> name table.
+    sound_table: str | dict[str, str] = "standard"
+
+    @field_validator("sound_table")
+    @classmethod
+    def _known_table(cls, value: str | dict[str, str]) -> str | dict[str, str]:
+        if isinstance(value, str):
+            if value not in SOUND_TABLES:
+                raise ValueError(f"expected one of {sorted(SOUND_TABLES)} or a table")
+        elif not all(re.fullmatch(r"[0-7]", k) for k in value):
+            raise ValueError("table keys must be sound codes '0'..'7'")
+        return value
+
+    def table(self) -> dict[int, str]:
+        if isinstance(self.sound_table, str):
+            return dict(SOUND_TABLES[self.sound_table])
+        return {int(k): v for k, v in self.sound_table.items()}
+
+
+class EventsConfig(_Section):
+    harsh_braking_g: Annotated[float, Field(gt=0, le=2)] = 0.3
+
+
+class SignalConfig(_Section):
+    name: Annotated[str, Field(min_length=3)]
+    deadband: Annotated[float, Field(ge=0)] = 0.0
+    min_interval_ms: Annotated[int, Field(ge=0)] = 0
+    max_interval_ms: Annotated[int, Field(gt=0)] | None = None
+    unit: str = ""
+
+    def policy(self) -> SamplePolicy:
+        return SamplePolicy(
+            self.name, self.deadband, self.min_interval_ms, self.max_interval_ms, self.unit
+        )
+
+
+class AgentConfig(_Section):
+    vehicle: VehicleConfig
+    bus: Annotated[list[BusConfig], Field(min_length=1)]
+    gnss: GnssConfig | None = None
+    outbox: OutboxConfig = OutboxConfig()
+    mqtt: MqttConfig = MqttConfig()
+    camera: CameraConfig = CameraConfig()
+    events: EventsConfig = EventsConfig()
+    # Replaces the default collection profile when given.
+    signal: list[SignalConfig] | None = None
+
+    @field_validator("bus")
+    @classmethod
+    def _unique_bus_names(cls, buses: list[BusConfig]) -> list[BusConfig]:
+        names = [b.name for b in buses]
+        if len(set(names)) != len(names):
+            raise ValueError(f"bus names must be unique, got {names}")
+        return buses
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    model: Any = AgentConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = next(
+            (
+                a
+                for a in getattr(field.annotation, "__args__", (field.annotation,))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
+        )
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _describe(error: Any) -> str:
+    kind, msg = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(error["loc"][-1]), _known_keys(error["loc"]), n=1)
+        return f"unknown key (did you mean '{close[0]}'?)" if close else "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    got = error.get("input")
+    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+    return f"{msg.removeprefix('Value error, ')}{shown}"
+
+
+def parse_config(data: dict[str, Any], source: str) -> AgentConfig:
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        # A misspelt key also makes the right one "missing": report the misspelling.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        first = errors[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(
+            f"{source}: key '{_key_path(first['loc'])}': {_describe(first)}{more}"
+        ) from None
+
+
+def load_config(path: Path) -> AgentConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, str(path))

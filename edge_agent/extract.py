@@ -1,0 +1,328 @@
+"""ADAS and vehicle event extraction: edge-triggered state machines.
+
+Nothing here reads a clock: every call takes ``now_ms``, the time of the frame that
+caused it. Each extractor keeps only the state it needs to see an edge.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from edge_agent.decode import DecodedValues, Payload
+from edge_agent.signs import (
+    SOUND_TABLES,
+    URBAN_FCW_SOUND,
+    sign_is_electronic,
+    sign_kind,
+    sign_limit_kmh,
+)
+from protocol.records import Event, FrameRef, GnssFix, Scalar
+
+STANDARD_GRAVITY = 9.80665
+KMH_TO_MPS = 1 / 3.6
+
+# A fix older than this (in frame time) is not attached to an event.
+FIX_MAX_AGE_MS = 10_000
+# Wheel speeds older than this lose priority to the camera's own speed echo.
+WHEEL_SPEED_MAX_AGE_MS = 1_000
+# The camera's wiper bit pulses once per blade pass; this long without one means off.
+CAMERA_WIPER_HOLD_MS = 20_000
+
+FAILSAFE_CAUSES = {1: "low_sun", 2: "blur", 4: "unused_4", 8: "unused_8"}
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractorSettings:
+    sound_table: dict[int, str] = field(default_factory=lambda: dict(SOUND_TABLES["standard"]))
+    harsh_braking_g: float = 0.3
+    harsh_braking_window_ms: int = 500
+
+
+class _Edge:
+    """Fires once when a condition becomes true; re-arms when it is false again."""
+
+    __slots__ = ("_active",)
+
+    def __init__(self) -> None:
+        self._active = False
+
+    def rises(self, active: bool | None) -> bool:
+        if active is None:  # signal not in this frame (short frame): no news
+            return False
+        rose = active and not self._active
+        self._active = active
+        return rose
+
+
+def _flag(values: DecodedValues, name: str) -> bool | None:
+    v = values.get(name)
+    return None if v is None else bool(v)
+
+
+def _at_least(values: DecodedValues, name: str, level: int) -> bool | None:
+    v = values.get(name)
+    return None if v is None else v >= level
+
+
+class _Deceleration:
+    """Deceleration of the vehicle over a sliding window of speed samples."""
+
+    def __init__(self, window_ms: int) -> None:
+        self._window_ms = window_ms
+        self._samples: deque[tuple[int, float]] = deque()
+
+    def update(self, now_ms: int, speed_kmh: float) -> float | None:
+        """Add a sample; deceleration in m/s² (positive = slowing) once the window is full."""
+        samples = self._samples
+        samples.append((now_ms, speed_kmh))
+        while len(samples) > 2 and now_ms - samples[1][0] >= self._window_ms:
+            samples.popleft()
+        t0, v0 = samples[0]
+        span_ms = now_ms - t0
+        if span_ms < self._window_ms // 2:
+            return None
+        return (v0 - speed_kmh) * KMH_TO_MPS / (span_ms / 1000)
+
+
+class EventExtractor:
+    """Turns decoded messages into events. One instance per vehicle."""
+
+    def __init__(self, settings: ExtractorSettings | None = None) -> None:
+        self.settings = settings or ExtractorSettings()
+        self._edges: dict[str, _Edge] = {}
+        self._fix: GnssFix | None = None
+        self._fix_seen_ms = 0
+        self._wheel_speed_kmh: float | None = None
+        self._wheel_speed_ms = 0
+        self._camera_speed_kmh: float | None = None
+        self._camera_failsafe_bits: int | None = None
+        self._tsr_decision: int | None = None
+        self._tsr_seen: dict[int, DecodedValues] = {}
+        self._decel = _Deceleration(self.settings.harsh_braking_window_ms)
+        self._braking_armed = True
+        self._wiper_switch_on = False
+        self._camera_wiper_ms: int | None = None
+        self._handlers = {
+            "ME_Display_Warnings": self._on_display_warnings,
+            "ME_Car_Signals": self._on_car_signals,
+            "ME_Obstacle_Status": self._on_obstacle_status,
+            "ME_TSR_Vision_Only": self._on_tsr_decision,
+            "WHL_SPD11": self._on_wheel_speeds,
+            "CGW1": self._on_body_control,
+        }
+        self._handlers.update({f"ME_TSR_{i}": self._on_tsr_detection for i in range(1, 8)})
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def update_fix(self, fix: GnssFix, now_ms: int) -> None:
+        self._fix = fix
+        self._fix_seen_ms = now_ms
+
+    def feed(
+        self, message: str, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload
+    ) -> list[Event]:
+        handler = self._handlers.get(message)
+        if handler is None:
+            return []
+        return handler(values, now_ms, source, data)
+
+    # -- state -------------------------------------------------------------------------
+
+    def speed_kmh(self, now_ms: int) -> float | None:
+        wheel = self._wheel_speed_kmh
+        if wheel is not None and now_ms - self._wheel_speed_ms <= WHEEL_SPEED_MAX_AGE_MS:
+            return wheel
+        return self._camera_speed_kmh
+
+    def fix(self, now_ms: int) -> GnssFix | None:
+        if self._fix is None or now_ms - self._fix_seen_ms > FIX_MAX_AGE_MS:
+            return None
+        return self._fix
+
+    def _event(self, kind: str, now_ms: int, source: FrameRef, attrs: dict[str, Scalar]) -> Event:
+        speed = self.speed_kmh(now_ms)
+        return Event(
+            type=kind,
+            time_ms=now_ms,
+            speed_kmh=None if speed is None else round(speed, 2),
+            fix=self.fix(now_ms),
+            source=source,
+            attrs=attrs,
+        )
+
+    def _edge(self, name: str) -> _Edge:
+        edge = self._edges.get(name)
+        if edge is None:
+            edge = self._edges[name] = _Edge()
+        return edge
+
+    # -- camera ------------------------------------------------------------------------
+
+    def _on_display_warnings(
+        self, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload
+    ) -> list[Event]:
+        sound_code = values.get("sound_type")
+        sound = None if sound_code is None else self.settings.sound_table.get(int(sound_code))
+        base: dict[str, Scalar] = {"sound_code": sound_code, "sound": sound, "raw": data.hex()}
+        events: list[Event] = []
+
+        def check(kind: str, active: bool | None, **extra: Scalar) -> None:
+            if self._edge(kind).rises(active):
+                events.append(self._event(kind, now_ms, source, {**base, **extra}))
+
+        check("fcw", _flag(values, "fcw_on"), urban=sound == URBAN_FCW_SOUND)
+        check("pcw", _flag(values, "peds_fcw"))
+        check("peds_in_dz", _flag(values, "peds_in_dz"))
+        check("ldw_left", _flag(values, "left_ldw_on"))
+        check("ldw_right", _flag(values, "right_ldw_on"))
+        check(
+            "headway_warning",
+            _at_least(values, "headway_warning_level", 2),
+            level=values.get("headway_warning_level"),
+            headway_s=_rounded(values.get("headway_measurement"), 1),
+        )
+        check(
+            "overspeed",
+            _at_least(values, "tsr_warning_level", 1),
+            level=values.get("tsr_warning_level"),
+            limit_kmh=None if self._tsr_decision is None else sign_limit_kmh(self._tsr_decision),
+        )
+        check(
+            "camera_failsafe",
+            _flag(values, "failsafe"),
+            causes=_failsafe_causes(self._camera_failsafe_bits),
+        )
+        check(
+            "camera_maintenance", _flag(values, "maintenance"), error_code=values.get("error_code")
+        )
+        check("camera_tamper", _flag(values, "tamper_alert"))
+        return events
+
+    def _on_car_signals(
+        self, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload
+    ) -> list[Event]:
+        speed = values.get("speed")
+        if speed is not None and values.get("speed_available", 1):
+            self._camera_speed_kmh = float(speed)
+            if (
+                self._wheel_speed_kmh is None
+                or now_ms - self._wheel_speed_ms > WHEEL_SPEED_MAX_AGE_MS
+            ):
+                braking = self._braking(now_ms, float(speed), source)
+                if braking is not None:
+                    return [braking]
+        if values.get("wipers"):
+            self._camera_wiper_ms = now_ms
+        return self._wipers(now_ms, source, "camera")
+
+    def _on_obstacle_status(
+        self, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload
+    ) -> list[Event]:
+        bits = values.get("failsafe")
+        if bits is not None:
+            self._camera_failsafe_bits = int(bits)
+        return []
+
+    def _on_tsr_detection(
+        self, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload
+    ) -> list[Event]:
+        sign = values.get("vision_only_sign_type")
+        if sign is not None:
+            self._tsr_seen[int(sign)] = values
+        return []
+
+    def _on_tsr_decision(
+        self, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload
+    ) -> list[Event]:
+        if "sign_type_d1" not in values:
+            return []
+        raw = values["sign_type_d1"]
+        sign = None if raw is None else int(raw)
+        previous, self._tsr_decision = self._tsr_decision, sign
+        if sign is None or sign == previous:
+            return []
+        detection = self._tsr_seen.get(sign, {})
+        supplementary = values.get("supplementary_sign_type_d1")
+        return [
+            self._event(
+                "tsr_sign",
+                now_ms,
+                source,
+                {
+                    "sign_type": sign,
+                    "kind": sign_kind(sign),
+                    "limit_kmh": sign_limit_kmh(sign),
+                    "electronic": sign_is_electronic(sign),
+                    "supplementary": None if supplementary is None else int(supplementary),
+                    "sign_x_m": detection.get("sign_position_x"),
+                    "sign_y_m": detection.get("sign_position_y"),
+                },
+            )
+        ]
+
+    # -- vehicle -----------------------------------------------------------------------
+
+    def _on_wheel_speeds(
+        self, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload
+    ) -> list[Event]:
+        wheels = [values.get(n) for n in ("WHL_SPD_FL", "WHL_SPD_FR", "WHL_SPD_RL", "WHL_SPD_RR")]
+        known = [float(w) for w in wheels if w is not None]
+        if not known:
+            return []
+        speed = sum(known) / len(known)
+        self._wheel_speed_kmh, self._wheel_speed_ms = speed, now_ms
+        braking = self._braking(now_ms, speed, source)
+        return [] if braking is None else [braking]
+
+    def _braking(self, now_ms: int, speed_kmh: float, source: FrameRef) -> Event | None:
+        decel = self._decel.update(now_ms, speed_kmh)
+        if decel is None:
+            return None
+        threshold = self.settings.harsh_braking_g * STANDARD_GRAVITY
+        if self._braking_armed and decel >= threshold:
+            self._braking_armed = False
+            return self._event(
+                "harsh_braking",
+                now_ms,
+                source,
+                {
+                    "decel_g": round(decel / STANDARD_GRAVITY, 3),
+                    "threshold_g": self.settings.harsh_braking_g,
+                },
+            )
+        if decel < threshold / 2:
+            self._braking_armed = True
+        return None
+
+    def _on_body_control(
+        self, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload
+    ) -> list[Event]:
+        switches = [
+            values.get(n)
+            for n in ("CF_Gway_WiperIntSw", "CF_Gway_WiperLowSw", "CF_Gway_WiperHighSw")
+        ]
+        if all(s is None for s in switches):
+            return []
+        self._wiper_switch_on = any(bool(s) for s in switches)
+        return self._wipers(now_ms, source, "vehicle")
+
+    def _wipers(self, now_ms: int, source: FrameRef, origin: str) -> list[Event]:
+        camera_on = (
+            self._camera_wiper_ms is not None
+            and now_ms - self._camera_wiper_ms <= CAMERA_WIPER_HOLD_MS
+        )
+        if self._edge("wipers_on").rises(self._wiper_switch_on or camera_on):
+            return [self._event("wipers_on", now_ms, source, {"origin": origin})]
+        return []
+
+
+def _rounded(value: float | int | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _failsafe_causes(bits: int | None) -> str | None:
+    if bits is None:
+        return None
+    names = [name for bit, name in FAILSAFE_CAUSES.items() if bits & bit]
+    return ",".join(names) if names else "none"

@@ -1,0 +1,293 @@
+"""gpsd's JSON protocol without I/O: report lines in, ``GnssFix`` values and counters out.
+
+Nothing here reads a clock, a socket or a random source: the caller passes the wall time
+at which a line arrived and the random numbers the backoff needs, so every function is
+deterministic and testable without gpsd. ``edge_agent.gnss`` wraps it around a socket.
+
+A bad line is never an exception: it is counted by reason and skipped, because one
+garbled report from gpsd must not stop the agent.
+"""
+
+from __future__ import annotations
+
+import calendar
+import ipaddress
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from edge_agent.errors import GnssError
+from protocol.records import GnssFix
+
+# Sent once per connection: stream JSON reports (TPV, SKY, ...) without raw NMEA.
+WATCH_COMMAND = b'?WATCH={"enable":true,"json":true};\n'
+
+# gpsd modes: 0 unknown, 1 no fix, 2 2D, 3 3D. Only 2D and 3D carry a position.
+MODE_UNKNOWN = 0
+MODE_NO_FIX = 1
+MODE_2D = 2
+MODE_3D = 3
+
+# Plausibility bounds. Receivers stop reporting above the COCOM limits (about 514 m/s,
+# 18 km), so larger values are garbage; the altitude bound leaves room below the Dead Sea
+# in height above the ellipsoid, where the geoid lies up to ~106 m below it.
+_MAX_SPEED_MPS = 515.0
+_MIN_ALT_M = -1_000.0
+_MAX_ALT_M = 50_000.0
+# GPS time starts on 1980-01-06; an earlier fix time is a receiver bug, not a clock offset.
+_GPS_EPOCH_MS = 315_964_800_000
+
+# gpsd writes "2024-05-01T10:00:01.700Z": UTC with an optional fraction of any length.
+# re.ASCII keeps \d from matching non-ASCII digits.
+_TIME_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?Z", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class TpvReport:
+    """A TPV report: the fix mode, and the fix when the mode is 2D or 3D."""
+
+    mode: int
+    fix: GnssFix | None
+
+
+@dataclass(frozen=True, slots=True)
+class OtherReport:
+    """A well-formed report of another class (VERSION, DEVICES, WATCH, SKY, ...)."""
+
+    cls: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A line that was skipped, and why (e.g. ``bad_json``, ``lat_out_of_range``)."""
+
+    reason: str
+
+
+ParsedLine = TpvReport | OtherReport | Rejected
+
+
+class _RejectError(Exception):
+    """Internal short-cut out of nested field checks; never leaves this module."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_line(line: bytes | str, received_ms: int) -> ParsedLine:
+    """Parse one gpsd report line; ``received_ms`` is the wall time it arrived (Unix ms).
+
+    Never raises: a line that cannot be used comes back as ``Rejected(reason)``.
+    """
+    try:
+        obj = _decode(line)
+        cls = obj.get("class")
+        if cls is None:
+            return Rejected("class_missing")
+        if not isinstance(cls, str):
+            return Rejected("class_wrong_type")
+        if cls != "TPV":
+            return OtherReport(cls)
+        return _parse_tpv(obj, received_ms)
+    except _RejectError as exc:
+        return Rejected(exc.reason)
+
+
+def _decode(line: bytes | str) -> dict[str, Any]:
+    try:
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+    except UnicodeDecodeError:
+        raise _RejectError("not_utf8") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    # RecursionError: a line of 60 000 "[" nests deeper than the decoder's stack.
+    except (ValueError, RecursionError):
+        raise _RejectError("bad_json") from None
+    if not isinstance(obj, dict):
+        raise _RejectError("not_object")
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    # json accepts NaN and Infinity by default; gpsd never sends them, so they are garbage.
+    raise _RejectError("bad_json")
+
+
+def _parse_tpv(obj: dict[str, Any], received_ms: int) -> TpvReport:
+    mode = _int_field(obj, "mode", MODE_UNKNOWN, MODE_3D)
+    if mode < MODE_2D:
+        # No fix: gpsd may omit or keep stale position fields, so none are read.
+        return TpvReport(mode, None)
+    time_ms = _parse_time_ms(_required(obj, "time"))
+    lat = _float_field(obj, "lat", -90.0, 90.0)
+    lon = _float_field(obj, "lon", -180.0, 180.0)
+    if lat is None:
+        raise _RejectError("lat_missing")
+    if lon is None:
+        raise _RejectError("lon_missing")
+    fix = GnssFix(
+        time_ms=time_ms,
+        lat=lat,
+        lon=lon,
+        mode=mode,
+        # A 2D fix has no valid altitude, whatever the receiver left in the field.
+        alt_m=_altitude(obj) if mode == MODE_3D else None,
+        speed_mps=_float_field(obj, "speed", 0.0, _MAX_SPEED_MPS),
+        track_deg=_float_field(obj, "track", 0.0, 360.0),
+        clock_offset_ms=received_ms - time_ms,
+    )
+    return TpvReport(mode, fix)
+
+
+def _altitude(obj: dict[str, Any]) -> float | None:
+    # gpsd >= 3.20 sends altHAE (ellipsoid) and keeps "alt" (MSL) for old clients.
+    key = "altHAE" if "altHAE" in obj else "alt"
+    return _float_field(obj, key, _MIN_ALT_M, _MAX_ALT_M)
+
+
+def _required(obj: dict[str, Any], key: str) -> Any:
+    value = obj.get(key)
+    if value is None:
+        raise _RejectError(f"{key}_missing")
+    return value
+
+
+def _int_field(obj: dict[str, Any], key: str, lo: int, hi: int) -> int:
+    value = _required(obj, key)
+    # bool is a subclass of int in Python, but ``true`` is not a mode.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _RejectError(f"{key}_wrong_type")
+    if not lo <= value <= hi:
+        raise _RejectError(f"{key}_out_of_range")
+    return value
+
+
+def _float_field(obj: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
+    """An optional number; absent (or null) is None, anything unusable rejects the line."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _RejectError(f"{key}_wrong_type")
+    number = float(value)
+    if not (math.isfinite(number) and lo <= number <= hi):
+        raise _RejectError(f"{key}_out_of_range")
+    return number
+
+
+def _parse_time_ms(value: object) -> int:
+    """gpsd's ISO 8601 UTC time to Unix milliseconds, truncating below 1 ms."""
+    if not isinstance(value, str):
+        raise _RejectError("time_wrong_type")
+    match = _TIME_RE.fullmatch(value)
+    if match is None:
+        raise _RejectError("time_bad_format")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    try:
+        # Second 60 is a leap second: valid in GNSS time, not in datetime, so check 59.
+        datetime(year, month, day, hour, minute, min(second, 59))
+    except ValueError:
+        raise _RejectError("time_out_of_range") from None
+    if second > 60:
+        raise _RejectError("time_out_of_range")
+    # timegm is plain arithmetic, so a leap second simply lands on the next second's ms.
+    whole_s = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    millis = int((match.group(7) or "0").ljust(3, "0")[:3])
+    time_ms = whole_s * 1000 + millis
+    if time_ms < _GPS_EPOCH_MS:
+        raise _RejectError("time_out_of_range")
+    return time_ms
+
+
+class GpsdStream:
+    """The state of one gpsd report stream: latest fix, fix mode and counters.
+
+    Pure: it only remembers what it was fed. ``fix_mode`` follows every TPV (so health can
+    say "no fix"), while ``latest`` keeps the last usable fix, with its own time.
+    """
+
+    def __init__(self) -> None:
+        self.latest: GnssFix | None = None
+        self.fix_mode: int = MODE_UNKNOWN
+        self.fixes: int = 0
+        self.malformed: Counter[str] = Counter()
+        self.reports: Counter[str] = Counter()
+
+    def feed(self, line: bytes | str, received_ms: int) -> ParsedLine:
+        """Parse a line, update the state, and return what the line was."""
+        parsed = parse_line(line, received_ms)
+        if isinstance(parsed, Rejected):
+            self.malformed[parsed.reason] += 1
+        elif isinstance(parsed, OtherReport):
+            self.reports[parsed.cls] += 1
+        else:
+            self.reports["TPV"] += 1
+            self.fix_mode = parsed.mode
+            if parsed.fix is not None:
+                self.latest = parsed.fix
+                self.fixes += 1
+        return parsed
+
+    def count_malformed(self, reason: str) -> None:
+        """Count a line the transport dropped before parsing (e.g. ``line_too_long``)."""
+        self.malformed[reason] += 1
+
+    def lost(self) -> None:
+        """The stream ended: the fix state is unknown until gpsd reports again."""
+        self.fix_mode = MODE_UNKNOWN
+
+
+def backoff_delay(
+    attempt: int, random01: Callable[[], float], *, base_s: float = 0.5, cap_s: float = 30.0
+) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): capped exponential, full jitter.
+
+    The delay is uniform in [0, min(cap, base * 2**attempt)); full jitter spreads the
+    reconnects of a fleet (or of several clients of one gpsd) instead of having them
+    retry in lockstep. ``random01`` returns a float in [0, 1), e.g. ``random.random``.
+    """
+    # Past 2**62 the bound is the cap anyway; clamping keeps the float from overflowing.
+    bound = min(cap_s, base_s * 2.0 ** min(max(attempt, 0), 62))
+    return random01() * bound
+
+
+# A host name or IPv4 address: letters, digits, dots, dashes, underscores.
+_HOST_RE = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)
+_PORT_RE = re.compile(r"[0-9]{1,5}", re.ASCII)
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[ipv6]:port"`` to ``(host, port)``; raises ``GnssError``."""
+    value = text.strip()
+    if value.startswith("["):
+        host, sep, port_text = value[1:].partition("]:")
+        if not sep:
+            raise GnssError(f"gpsd address {text!r}: expected [IPv6 address]:port, e.g. [::1]:2947")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise GnssError(f"gpsd address {text!r}: {host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep:
+            raise GnssError(f"gpsd address {text!r}: expected host:port, e.g. localhost:2947")
+        if ":" in host:
+            raise GnssError(
+                f"gpsd address {text!r}: write an IPv6 address in brackets, e.g. [::1]:2947"
+            )
+        if not _HOST_RE.fullmatch(host):
+            raise GnssError(f"gpsd address {text!r}: {host!r} is not a host name or address")
+    return host, _parse_port(text, port_text)
+
+
+def _parse_port(text: str, port_text: str) -> int:
+    port = int(port_text) if _PORT_RE.fullmatch(port_text) else 0
+    if not 1 <= port <= 65535:
+        raise GnssError(f"gpsd address {text!r}: port {port_text!r} is not in 1..65535")
+    return port

@@ -1,0 +1,122 @@
+"""source -> decode -> extract -> thin, for all buses of one vehicle.
+
+The pipeline is synchronous and clock-free: the caller hands it frames (with their own
+timestamps) and fixes, and drains events and samples when it wants to batch them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cantools.database.errors import DecodeError
+
+from edge_agent.decode import FrameDecoder
+from edge_agent.extract import EventExtractor
+from edge_agent.profile import VEHICLE_SPEED
+from edge_agent.sources import FrameLike
+from edge_agent.thin import Thinner
+from protocol.records import Event, FrameRef, GnssFix
+
+log = logging.getLogger(__name__)
+
+# Messages after which the vehicle speed may have changed.
+_SPEED_MESSAGES = frozenset({"WHL_SPD11", "ME_Car_Signals"})
+
+
+@dataclass
+class BusCounters:
+    """Per-bus counts; every frame lands in exactly one of the first five."""
+
+    decoded: int = 0
+    unknown_id: int = 0
+    error_frames: int = 0
+    remote_frames: int = 0
+    decode_errors: int = 0
+    short_frames: int = 0
+
+    @property
+    def frames(self) -> int:
+        return (
+            self.decoded
+            + self.unknown_id
+            + self.error_frames
+            + self.remote_frames
+            + self.decode_errors
+        )
+
+
+@dataclass
+class Pipeline:
+    decoders: dict[str, FrameDecoder]
+    extractor: EventExtractor
+    thinner: Thinner
+    on_event: Callable[[Event], None] | None = None
+    counters: dict[str, BusCounters] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    fixes: list[GnssFix] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for bus in self.decoders:
+            self.counters.setdefault(bus, BusCounters())
+        self._refs: dict[tuple[str, int], FrameRef] = {}
+
+    def add_bus(self, bus: str, decoder: FrameDecoder) -> None:
+        self.decoders[bus] = decoder
+        self.counters.setdefault(bus, BusCounters())
+
+    def on_frame(self, bus: str, frame: FrameLike) -> None:
+        counters = self.counters[bus]
+        if frame.is_error_frame:
+            counters.error_frames += 1
+            return
+        if frame.is_remote_frame:
+            counters.remote_frames += 1
+            return
+        compiled = self.decoders[bus].lookup(frame.arbitration_id, frame.is_extended_id)
+        if compiled is None:
+            counters.unknown_id += 1
+            return
+        data = frame.data
+        try:
+            values = compiled.decode(data)
+        except (DecodeError, ValueError) as exc:
+            counters.decode_errors += 1
+            if counters.decode_errors in (1, 10, 100, 1000) or counters.decode_errors % 10_000 == 0:
+                log.warning(
+                    "cannot decode %s (0x%X) on %s: %s (%d so far)",
+                    compiled.name,
+                    frame.arbitration_id,
+                    bus,
+                    exc,
+                    counters.decode_errors,
+                )
+            return
+        counters.decoded += 1
+        if len(data) < compiled.length:
+            counters.short_frames += 1
+        now_ms = int(frame.timestamp * 1000)
+        name = compiled.name
+        self.thinner.feed(name, values, now_ms)
+        events = self.extractor.feed(
+            name, values, now_ms, self._ref(bus, frame.arbitration_id), data
+        )
+        if name in _SPEED_MESSAGES:
+            self.thinner.offer(VEHICLE_SPEED, self.extractor.speed_kmh(now_ms), now_ms)
+        if events:
+            self.events.extend(events)
+            if self.on_event is not None:
+                for event in events:
+                    self.on_event(event)
+
+    def on_fix(self, fix: GnssFix, now_ms: int) -> None:
+        self.extractor.update_fix(fix, now_ms)
+        self.fixes.append(fix)
+
+    def _ref(self, bus: str, can_id: int) -> FrameRef:
+        key = (bus, can_id)
+        ref = self._refs.get(key)
+        if ref is None:
+            ref = self._refs[key] = FrameRef(bus, can_id)
+        return ref
