@@ -21,13 +21,13 @@ from edge_agent.gpsd_protocol import (
     WATCH_COMMAND,
     GpsdStream,
     OtherReport,
-    TpvReport,
+    Rejected,
     backoff_delay,
     parse_endpoint,
 )
 from protocol.records import GnssFix
 
-__all__ = ["GpsdClient", "backoff_delay", "parse_endpoint"]
+__all__ = ["GPSD_DEFAULT_PORT", "GpsdClient", "backoff_delay", "parse_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,10 @@ class GpsdClient:
 
     ``wall_clock`` (Unix seconds) stamps each line's arrival for ``clock_offset_ms``;
     ``random01`` draws the backoff jitter; ``monotonic`` paces the log. All three are
-    injectable so tests are deterministic.
+    injectable so tests are deterministic. ``epoch_wait_s`` is how long a fix waits for
+    another gpsd report of the same epoch before it is delivered; it must exceed the time
+    the receiver takes to send one epoch's sentences (at 9600 baud a GGA, GSA, GSV...
+    RMC burst takes ~0.4 s). A report of the next epoch ends the wait sooner.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class GpsdClient:
         connect_timeout_s: float = 5.0,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         log_interval_s: float = 60.0,
+        epoch_wait_s: float = 0.5,
     ) -> None:
         self.host = host
         self.port = port
@@ -91,9 +95,12 @@ class GpsdClient:
         self._backoff_cap_s = backoff_cap_s
         self._connect_timeout_s = connect_timeout_s
         self._max_line_bytes = max_line_bytes
+        self._epoch_wait_s = epoch_wait_s
         self._throttle = _LogThrottle(log_interval_s, monotonic)
         self._stream = GpsdStream()
         self.connected = False
+        # Fixes delivered to on_fix: one per GNSS epoch.
+        self.fixes = 0
         # Successful connections; every one after the first is a reconnect.
         self.connects = 0
         self.connect_failures = 0
@@ -119,10 +126,6 @@ class GpsdClient:
         return self._stream.fix_mode
 
     @property
-    def fixes(self) -> int:
-        return self._stream.fixes
-
-    @property
     def malformed(self) -> Counter[str]:
         """Skipped lines by reason, e.g. ``bad_json``, ``lat_out_of_range``."""
         return self._stream.malformed
@@ -141,6 +144,8 @@ class GpsdClient:
             "gnss_connect_failures": self.connect_failures,
             "gnss_disconnects": self.disconnects,
             "gnss_protocol_errors": self.protocol_errors,
+            "gnss_merged_reports": self._stream.merged_reports,
+            "gnss_late_reports": self._stream.late_reports,
         }
         for reason, count in sorted(self.malformed.items()):
             values[f"gnss_malformed_{reason}"] = count
@@ -149,8 +154,10 @@ class GpsdClient:
     async def run(self, on_fix: Callable[[GnssFix], None], stop: asyncio.Event) -> None:
         """Deliver fixes to ``on_fix`` until ``stop`` is set; reconnects on its own.
 
-        Returns soon after ``stop`` is set. Connection problems never end it; an exception
-        raised by ``on_fix`` does, since that is a bug in the caller.
+        Each GNSS epoch arrives once, complete, at most ``epoch_wait_s`` after gpsd's
+        last report of it (see ``GpsdStream``). Returns soon after ``stop`` is set.
+        Connection problems never end it; an exception raised by ``on_fix`` does, since
+        that is a bug in the caller.
         """
         loop_task = asyncio.create_task(self._reconnect_forever(on_fix))
         stop_task = asyncio.create_task(stop.wait())
@@ -162,8 +169,9 @@ class GpsdClient:
             await asyncio.gather(loop_task, stop_task, return_exceptions=True)
             self.connected = False
             self._stream.lost()
-        if loop_task.done() and not loop_task.cancelled():
+        if not loop_task.cancelled():
             loop_task.result()  # re-raises the callback's exception
+        self._deliver(on_fix, self._stream.flush())  # the epoch that was still open
 
     async def _reconnect_forever(self, on_fix: Callable[[GnssFix], None]) -> None:
         attempt = 0
@@ -198,22 +206,56 @@ class GpsdClient:
             writer.write(WATCH_COMMAND)
             await writer.drain()
             while True:
-                greeted = self._handle_line(await self._read_line(reader), greeted, on_fix)
-        except (OSError, asyncio.IncompleteReadError, _SessionEndError) as exc:
-            self.disconnects += 1
-            if not isinstance(exc, _SessionEndError):
-                self._log(logging.WARNING, "lost", "connection to gpsd at %s lost: %s", exc)
+                line = await self._next_line(reader)
+                if line is None:  # quiet spell: the pending epoch is complete
+                    self._deliver(on_fix, self._stream.flush())
+                    continue
+                self._handle_line(line, greeted)
+                greeted = True
+                self._deliver(on_fix, self._stream.take_complete())
+        except asyncio.IncompleteReadError:
+            self._lost("gpsd at %s closed the connection")
+        except OSError as exc:
+            self._lost("connection to gpsd at %s lost: %s", exc)
+        except _SessionEndError:
+            self._lost(None)  # already logged where it was raised
         finally:
             self.connected = False
             self._stream.lost()
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+        # Outside the finally, so an exception from on_fix is not followed by another call.
+        self._deliver(on_fix, self._stream.flush())
         return greeted
+
+    def _lost(self, message: str | None, *args: object) -> None:
+        self.disconnects += 1
+        if message is not None:
+            self._log(logging.WARNING, "lost", message, *args)
+
+    def _deliver(self, on_fix: Callable[[GnssFix], None], fixes: list[GnssFix]) -> None:
+        for fix in fixes:
+            self.fixes += 1
+            on_fix(fix)
+
+    async def _next_line(self, reader: asyncio.StreamReader) -> bytes | None:
+        """The next line, or None if a fix is pending and nothing came for a while."""
+        if not self._stream.pending:
+            return await self._read_line(reader)
+        timeout = asyncio.timeout(self._epoch_wait_s)
+        try:
+            async with timeout:
+                return await self._read_line(reader)
+        except TimeoutError:
+            if not timeout.expired():
+                raise  # a socket's own ETIMEDOUT, not our quiet spell
+            return None
 
     async def _read_line(self, reader: asyncio.StreamReader) -> bytes:
         try:
-            # Raises IncompleteReadError at EOF, e.g. when gpsd exits.
+            # Raises IncompleteReadError at EOF, e.g. when gpsd exits. Cancelling it (the
+            # quiet-spell timeout) leaves a partly received line in the reader's buffer.
             return await reader.readuntil(b"\n")
         except asyncio.LimitOverrunError:
             # The rest of an over-long line cannot be skipped without reading it all;
@@ -227,8 +269,8 @@ class GpsdClient:
             )
             raise _SessionEndError from None
 
-    def _handle_line(self, line: bytes, greeted: bool, on_fix: Callable[[GnssFix], None]) -> bool:
-        """Feed one line; returns whether gpsd's banner has been seen on this connection."""
+    def _handle_line(self, line: bytes, greeted: bool) -> None:
+        """Feed one line; the first one of a connection must be gpsd's banner."""
         received_ms = round(self._wall_clock() * 1000)
         parsed = self._stream.feed(line, received_ms)
         if not greeted:
@@ -243,15 +285,10 @@ class GpsdClient:
                     line[:80],
                 )
                 raise _SessionEndError
-            return True
-        if isinstance(parsed, TpvReport):
-            if parsed.fix is not None:
-                on_fix(parsed.fix)
-        elif not isinstance(parsed, OtherReport):
+        elif isinstance(parsed, Rejected):
             self._log(
                 logging.WARNING, parsed.reason, "skipped a gpsd line from %s: %s", parsed.reason
             )
-        return True
 
     def _log(self, level: int, key: str, message: str, *args: object) -> None:
         """Log ``message % (endpoint, *args)`` unless this key was logged recently."""

@@ -206,18 +206,36 @@ def _parse_time_ms(value: object) -> int:
 
 
 class GpsdStream:
-    """The state of one gpsd report stream: latest fix, fix mode and counters.
+    """The state of one gpsd report stream: fix mode, epochs of fixes and counters.
 
     Pure: it only remembers what it was fed. ``fix_mode`` follows every TPV (so health can
-    say "no fix"), while ``latest`` keeps the last usable fix, with its own time.
+    say "no fix"); ``latest`` is the newest fix, however old (its ``time_ms`` tells).
+
+    gpsd cannot always tell where a receiver's NMEA cycle ends, and then sends one TPV per
+    sentence: after a spell without fix, gpsd 3.22 sends a TPV after GGA (no track, speed
+    derived from positions) and another after RMC, both with the same time. So a fix is
+    held as *pending* and later reports of its epoch are merged into it; it becomes
+    *complete* (``take_complete``) when a report of another epoch arrives, or when the
+    caller ends it with ``flush`` after a quiet spell. One record per epoch, nothing lost.
     """
 
     def __init__(self) -> None:
-        self.latest: GnssFix | None = None
         self.fix_mode: int = MODE_UNKNOWN
-        self.fixes: int = 0
+        self.latest: GnssFix | None = None
         self.malformed: Counter[str] = Counter()
         self.reports: Counter[str] = Counter()
+        # TPV reports of the same epoch that were merged into its pending fix.
+        self.merged_reports = 0
+        # Reports that came after their epoch had been flushed (see ``_add_fix``).
+        self.late_reports = 0
+        self._flushed_ms: int | None = None
+        self._pending: GnssFix | None = None
+        self._complete: list[GnssFix] = []
+
+    @property
+    def pending(self) -> bool:
+        """Whether a fix waits for more reports of its epoch."""
+        return self._pending is not None
 
     def feed(self, line: bytes | str, received_ms: int) -> ParsedLine:
         """Parse a line, update the state, and return what the line was."""
@@ -230,9 +248,36 @@ class GpsdStream:
             self.reports["TPV"] += 1
             self.fix_mode = parsed.mode
             if parsed.fix is not None:
-                self.latest = parsed.fix
-                self.fixes += 1
+                self._add_fix(parsed.fix)
         return parsed
+
+    def _add_fix(self, fix: GnssFix) -> None:
+        pending = self._pending
+        if pending is not None and pending.time_ms == fix.time_ms:
+            self._pending = self.latest = merge_fixes(pending, fix)
+            self.merged_reports += 1
+        elif self._flushed_ms == fix.time_ms and self.latest is not None:
+            # A report of an epoch that was already flushed as complete: the wait was too
+            # short for this receiver. Keep the data in latest but send no second record.
+            self.latest = merge_fixes(self.latest, fix)
+            self.late_reports += 1
+        else:
+            if pending is not None:
+                self._complete.append(pending)
+            self._pending = self.latest = fix
+
+    def take_complete(self) -> list[GnssFix]:
+        """The fixes whose epoch ended since the last call, oldest first."""
+        complete, self._complete = self._complete, []
+        return complete
+
+    def flush(self) -> list[GnssFix]:
+        """End the pending epoch too (after a quiet spell, or when the stream ends)."""
+        if self._pending is not None:
+            self._complete.append(self._pending)
+            self._flushed_ms = self._pending.time_ms
+            self._pending = None
+        return self.take_complete()
 
     def count_malformed(self, reason: str) -> None:
         """Count a line the transport dropped before parsing (e.g. ``line_too_long``)."""
@@ -241,6 +286,22 @@ class GpsdStream:
     def lost(self) -> None:
         """The stream ended: the fix state is unknown until gpsd reports again."""
         self.fix_mode = MODE_UNKNOWN
+
+
+def merge_fixes(earlier: GnssFix, later: GnssFix) -> GnssFix:
+    """Two reports of one epoch as one fix: the later one's values, gaps filled from the
+    earlier one, and the earlier arrival's clock offset (the closer one to the epoch)."""
+    alt_m = later.alt_m if later.alt_m is not None else earlier.alt_m
+    return GnssFix(
+        time_ms=later.time_ms,
+        lat=later.lat,
+        lon=later.lon,
+        mode=later.mode,
+        alt_m=alt_m if later.mode == MODE_3D else None,
+        speed_mps=later.speed_mps if later.speed_mps is not None else earlier.speed_mps,
+        track_deg=later.track_deg if later.track_deg is not None else earlier.track_deg,
+        clock_offset_ms=earlier.clock_offset_ms,
+    )
 
 
 def backoff_delay(

@@ -1,0 +1,133 @@
+"""Decode throughput: source -> decode -> extract -> thin, against a plain floor.
+
+    .venv/bin/python -m bench.decode [--minutes 10] [--repeat 3]
+
+Generates (once, cached under bench/out/) a full-load two-bus recording, then measures in
+fresh child processes, so each peak RSS is its own:
+
+- ``floor``: python-can's LogReader over the file and a plain cantools decode of every frame
+  whose id is in the DBCs, nothing else;
+- ``agent``: the agent's replay source and whole pipeline (decode, events, thinning).
+
+Prints frames per CPU-second for both, their ratio, and peak RSS. Best of ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def recording(minutes: int) -> Path:
+    from hw_fixtures.generate import generate_drive
+
+    path = OUT / f"full_load_{minutes}min" / "drive.log"
+    if not path.exists():
+        generate_drive(path.parent, minutes=minutes, full_load=True, formats=("log",))
+    return path
+
+
+def run_floor(path: Path) -> dict[str, Any]:
+    import can
+    import cantools
+
+    from edge_agent.decode import MOBILEYE_DBC, VEHICLE_DBC, bundled_dbc
+
+    by_id: dict[int, Any] = {}
+    for name in (MOBILEYE_DBC, VEHICLE_DBC):
+        for message in cantools.database.load_file(str(bundled_dbc(name))).messages:
+            by_id[message.frame_id] = message
+    frames = decoded = 0
+    start = time.process_time()
+    for msg in can.LogReader(str(path)):
+        frames += 1
+        message = by_id.get(msg.arbitration_id)
+        if message is not None and not msg.is_error_frame:
+            message.decode(msg.data, allow_truncated=True)
+            decoded += 1
+    cpu = time.process_time() - start
+    return {"frames": frames, "decoded": decoded, "cpu_s": cpu}
+
+
+def run_agent(path: Path) -> dict[str, Any]:
+    from edge_agent.assemble import build_pipeline
+    from edge_agent.sources import ReplaySource
+
+    source = ReplaySource(path)
+    pipeline = build_pipeline(None, Path.cwd(), ["can0", "can1"])
+    on_frame = pipeline.on_frame
+    events = 0
+    start = time.process_time()
+    for frame in source.frames():
+        on_frame(frame.channel, frame)
+        if len(pipeline.events) > 1000:  # in the agent, batches take them away
+            events += len(pipeline.events)
+            pipeline.events.clear()
+    events += len(pipeline.events)
+    samples = sum(len(s.times_ms) for s in pipeline.thinner.drain())
+    cpu = time.process_time() - start
+    return {
+        "frames": source.stats.frames,
+        "cpu_s": cpu,
+        "events": events,
+        "samples": samples,
+        "buses": {k: vars(v) for k, v in pipeline.counters.items()},
+    }
+
+
+def child(mode: str, path: Path) -> None:
+    result = run_floor(path) if mode == "floor" else run_agent(path)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def measure(mode: str, path: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.decode", "--child", mode, "--file", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["fps"] = result["frames"] / result["cpu_s"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--child", choices=["floor", "agent"])
+    parser.add_argument("--file", type=Path)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.file)
+        return
+    path = recording(args.minutes)
+    size_mb = path.stat().st_size / 1e6
+    floor = max((measure("floor", path) for _ in range(args.repeat)), key=lambda r: r["fps"])
+    agent = max((measure("agent", path) for _ in range(args.repeat)), key=lambda r: r["fps"])
+    seconds = args.minutes * 60
+    print(f"recording: {path} ({size_mb:.1f} MB, {floor['frames']} frames, "
+          f"{floor['frames'] / seconds:.0f} frames/s of driving)")
+    print(f"floor  (python-can LogReader + cantools decode): {floor['fps']:,.0f} frames/CPU-s, "
+          f"peak RSS {floor['peak_rss_mb']:.1f} MB")
+    print(f"agent  (source -> decode -> extract -> thin):    {agent['fps']:,.0f} frames/CPU-s, "
+          f"peak RSS {agent['peak_rss_mb']:.1f} MB")
+    print(f"ratio agent/floor: {agent['fps'] / floor['fps']:.2f} "
+          f"(target >= 0.7; absolute target >= 50,000 frames/CPU-s; RSS < 60 MB)")
+    print(f"agent output: {agent['events']} events, {agent['samples']} thinned samples")
+    print(json.dumps({"floor": floor, "agent": agent}, default=str))
+
+
+if __name__ == "__main__":
+    main()
