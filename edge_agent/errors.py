@@ -30,3 +30,7 @@ class SourceError(AgentError):
 
 class GnssError(AgentError):
     """gpsd cannot be reached or answers with something that is not its protocol."""
+
+
+class OutboxError(AgentError):
+    """The SQLite outbox cannot be read or written (disk full, I/O error, closed outbox)."""

@@ -1,0 +1,174 @@
+"""Batching and eviction policy of the outbox: pure decisions, no I/O and no clock.
+
+Every function takes the current time as ``now_ms`` from the caller, so the policy is
+tested with plain numbers and the outbox decides what "now" is in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+from protocol.topics import Channel
+
+# Priorities: higher survives longer when the outbox is full. Bulk telemetry is the
+# cheapest to lose, health next, safety events are kept until nothing else is left.
+PRIORITY_BULK: Final = 0
+PRIORITY_HEALTH: Final = 1
+PRIORITY_EVENT: Final = 2
+
+# The outbox stages and batches per lane; a lane is the channel its batches go out on.
+LANES: Final = (Channel.EVENT, Channel.HEALTH, Channel.BATCH)
+PRIORITY: Final[dict[str, int]] = {
+    Channel.EVENT: PRIORITY_EVENT,
+    Channel.HEALTH: PRIORITY_HEALTH,
+    Channel.BATCH: PRIORITY_BULK,
+}
+# Names of the eviction counters, by priority of the evicted batch.
+EVICTION_CAUSE: Final[dict[int, str]] = {
+    PRIORITY_BULK: "evicted_bulk",
+    PRIORITY_HEALTH: "evicted_health",
+    PRIORITY_EVENT: "evicted_event",
+}
+
+# ADAS safety events: someone (dispatcher, safety team) may act on them within seconds,
+# so they go out within urgent_max_age_ms on the "event" channel, ahead of bulk.
+URGENT_EVENT_TYPES: Final = frozenset(
+    {
+        "fcw",
+        "pcw",
+        "peds_in_dz",
+        "harsh_braking",
+        "camera_failsafe",
+        "camera_tamper",
+        "ldw_left",
+        "ldw_right",
+        "headway_warning",
+        "overspeed",
+    }
+)
+# Not urgent and therefore bulk: ``tsr_sign`` (a recognised traffic sign) and
+# ``wipers_on`` describe the drive, nobody acts on them in real time, and they are
+# frequent enough that sending each within a second would cost many small messages.
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """When staged records are closed into a batch, per lane.
+
+    ``max_bytes`` counts staged (uncompressed msgpack) bytes; the default keeps a batch
+    far below the protocol's 1 MiB compressed payload and 16 MiB body limits even for
+    incompressible raw frames.
+    """
+
+    max_records: int = 20_000
+    max_bytes: int = 512 * 1024
+    bulk_max_age_ms: int = 10_000
+    urgent_max_age_ms: int = 1_000
+    health_max_age_ms: int = 30_000
+    urgent_types: frozenset[str] = field(default=URGENT_EVENT_TYPES)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_records",
+            "max_bytes",
+            "bulk_max_age_ms",
+            "urgent_max_age_ms",
+            "health_max_age_ms",
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"BatchPolicy.{name} must be a positive int, not {value!r}")
+
+    def is_urgent(self, event_type: str) -> bool:
+        return event_type in self.urgent_types
+
+    def max_age_ms(self, lane: str) -> int:
+        if lane == Channel.EVENT:
+            return self.urgent_max_age_ms
+        if lane == Channel.HEALTH:
+            return self.health_max_age_ms
+        return self.bulk_max_age_ms
+
+
+def should_close(
+    policy: BatchPolicy,
+    lane: str,
+    *,
+    oldest_staged_ms: int | None,
+    count: int,
+    nbytes: int,
+    now_ms: int,
+) -> bool:
+    """Whether a lane's staged records form a batch now: when full by count or bytes, or
+    when its oldest staged record has waited the lane's maximum age.
+
+    Age counts from when a record was staged, not from its own time stamp: a wrong clock
+    in a record must not hold it back or flush everything at once.
+    """
+    if oldest_staged_ms is None or count <= 0:
+        return False
+    if count >= policy.max_records or nbytes >= policy.max_bytes:
+        return True
+    return now_ms - oldest_staged_ms >= policy.max_age_ms(lane)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One staged chunk as the planner sees it: its row id, record count and byte size."""
+
+    ident: int
+    count: int
+    nbytes: int
+
+
+def plan_batches(policy: BatchPolicy, chunks: Sequence[Chunk]) -> list[list[int]]:
+    """Group chunks (in staging order) into batches of at most ``max_records`` records and
+    ``max_bytes`` bytes; a chunk larger than a limit forms a batch of its own."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    count = nbytes = 0
+    for chunk in chunks:
+        if current and (
+            count + chunk.count > policy.max_records or nbytes + chunk.nbytes > policy.max_bytes
+        ):
+            groups.append(current)
+            current, count, nbytes = [], 0, 0
+        current.append(chunk.ident)
+        count += chunk.count
+        nbytes += chunk.nbytes
+    if current:
+        groups.append(current)
+    return groups
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Candidate:
+    """A stored batch that may be evicted. Ordering is eviction order: lowest priority
+    first, then oldest (lowest seq) first."""
+
+    priority: int
+    seq: int
+    nbytes: int
+
+
+C = TypeVar("C", bound=Candidate)
+
+
+def choose_victims(candidates: Iterable[C], bytes_to_free: int) -> list[C]:
+    """The batches to evict to free at least ``bytes_to_free`` bytes, in eviction order.
+
+    If even all candidates are not enough, all of them are returned: the caller has done
+    what it can and the cap is exceeded only by what cannot be evicted (staged records).
+    """
+    if bytes_to_free <= 0:
+        return []
+    victims: list[C] = []
+    freed = 0
+    for candidate in sorted(candidates):
+        if freed >= bytes_to_free:
+            break
+        victims.append(candidate)
+        freed += candidate.nbytes
+    return victims
