@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(python3 python3-venv python3-dev gcc gpsd mosquitto)
+DEBIAN_PACKAGES=(python3 python3-venv python3-dev gcc gpsd mosquitto postgresql)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -21,7 +21,7 @@ if ((${#missing[@]})); then
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
     # The packaged services are not wanted running system-wide: tests start their own.
-    for svc in gpsd.socket gpsd.service mosquitto.service; do
+    for svc in gpsd.socket gpsd.service mosquitto.service postgresql.service; do
         systemctl disable --now "$svc" >/dev/null 2>&1 || true
     done
 fi
