@@ -1,0 +1,36 @@
+"""Exception tree of the cloud collector.
+
+Every error the collector raises on purpose derives from :class:`CollectorError`, so the
+ingest service, the HTTP API and the CLI can catch one base class at their boundary and
+map the subclasses to their own reactions (retry, quarantine, HTTP status, exit code).
+"""
+
+from __future__ import annotations
+
+
+class CollectorError(Exception):
+    """Base class of every error the collector raises deliberately."""
+
+
+class ConfigError(CollectorError):
+    """The configuration (file, environment, command line) is missing or invalid."""
+
+
+class StoreError(CollectorError):
+    """The road-condition store failed: bad URL, unreachable database, failed migration."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached right now; the caller may retry later."""
+
+
+class MigrationError(StoreError):
+    """A schema migration could not be applied or the schema is newer than this code."""
+
+
+class QueryError(CollectorError):
+    """A query parameter is invalid (bad cursor, inverted bbox, negative limit)."""
+
+
+class IngestError(CollectorError):
+    """A received message cannot be ingested (it should be quarantined, not retried)."""

@@ -1,0 +1,68 @@
+"""The road-condition store: ingest of taxi batches and the queries of the traffic backend.
+
+``open_store(url)`` picks the backend from the URL scheme:
+
+* ``sqlite:///abs/path.db`` - a SQLite file in WAL mode (single collector process);
+* ``postgresql://user@host:port/db`` (or ``postgres://``) - an asyncpg pool.
+
+Migrations are applied when the store opens. The interface is ``base.Store``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+from cloud_collector.errors import StoreError
+from cloud_collector.store.base import (
+    BBox,
+    CellHour,
+    EventPage,
+    EventQuery,
+    IngestResult,
+    RoadQuery,
+    SignCluster,
+    Store,
+    StoredEvent,
+    VehicleStatus,
+)
+
+# How long a seq gap may hold acks back before it counts as evicted on the taxi
+# (see aggregate.advance_contiguous).
+DEFAULT_GAP_GRACE_MS: Final = 10 * 60_000
+
+__all__ = [
+    "DEFAULT_GAP_GRACE_MS",
+    "BBox",
+    "CellHour",
+    "EventPage",
+    "EventQuery",
+    "IngestResult",
+    "RoadQuery",
+    "SignCluster",
+    "Store",
+    "StoredEvent",
+    "VehicleStatus",
+    "open_store",
+]
+
+
+async def open_store(url: str, *, gap_grace_ms: int = DEFAULT_GAP_GRACE_MS) -> Store:
+    """Open (and migrate) the store at ``url``. Raises StoreError for a bad URL or an
+    unreachable or unmigratable database."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "sqlite":
+        from cloud_collector.store.sqlite import open_sqlite
+
+        path = url[len("sqlite://") :]
+        if not path.startswith("/") or path == "/":
+            raise StoreError(f"sqlite URL needs an absolute path (sqlite:///abs/path.db): {url}")
+        return await open_sqlite(Path(path), gap_grace_ms=gap_grace_ms)
+    if scheme in ("postgresql", "postgres"):
+        from cloud_collector.store.postgres import open_postgres
+
+        return await open_postgres(url, gap_grace_ms=gap_grace_ms)
+    raise StoreError(
+        f"unsupported store URL scheme {scheme!r}: use sqlite:///abs/path.db or postgresql://"
+    )

@@ -1,0 +1,337 @@
+"""Pure aggregation logic of the road-condition store: no I/O, no clock.
+
+Decisions (both backends run exactly this code, so their aggregates are identical):
+
+* **Cells.** Events and fixes are indexed at H3 resolution 12 (``h3_12``, ~9 m edge) and
+  aggregated at resolution 10 (~66 m edge, a road segment or a junction), the res-10 parent
+  of the res-12 cell. Cells are stored as integers (``h3.str_to_int``).
+* **Hours.** A cell-hour is keyed by the hour-start time in ms (UTC). An event belongs to
+  the cell of its fix and the hour of its own time; an event without a fix is stored but
+  not aggregated.
+* **Passes (exposure).** A vehicle makes a pass of a cell when one of its GNSS fixes (mode
+  >= 2) lies in that cell and its previous fix did not: another cell, another hour, or more
+  than ``PASS_GAP_MS`` ago (a parked taxi that drives off again makes a new visit). So a
+  contiguous visit counts once, and a visit spanning an hour boundary counts once per hour
+  it touches. This needs only a tiny per-vehicle state (current cell, hour, last fix time),
+  kept in the ``vehicle_state`` table, so it is maintained incrementally per batch.
+* **Shares.** The per-vehicle state also holds the wipers, camera-failsafe and lane-quality
+  state from thinned signals (wiper switches ``CGW1.CF_Gway_Wiper{Int,Low,High}Sw`` != 0,
+  ``ME_Display_Warnings.failsafe`` != 0, ``ME_LKA_{Left,Right}_Lane_A.quality`` >= 2 on at
+  least one side). A pass is "with wipers" (failsafe, good lanes) if the condition held at
+  any moment of the pass: at entry or whenever it becomes true during the pass; a
+  ``wipers_on`` / ``camera_failsafe`` event during a pass marks it too. Each pass is counted
+  at most once per condition (per-pass flags in the state).
+* **Mean speed.** Sum and count of the fix speeds (km/h) per cell-hour.
+* **Order.** Records of one batch are applied in time order (state changes before fixes
+  at equal times). Batches are applied in arrival order; a late bulk batch can therefore
+  add an extra pass, a bounded error that keeps the aggregates incremental.
+* **Signs.** A ``tsr_sign`` event with a fix joins the nearest cluster of the same sign type
+  whose centroid is within ``SIGN_RADIUS_M`` (haversine), else starts a new cluster. The
+  centroid is the running mean of the observations. Clusters are never merged afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+import h3
+
+from protocol.batch import Batch
+from protocol.records import Event, GnssFix
+
+EVENT_RES: Final = 12
+AGG_RES: Final = 10
+HOUR_MS: Final = 3_600_000
+DAY_MS: Final = 86_400_000
+PASS_GAP_MS: Final = 5 * 60_000
+SIGN_RADIUS_M: Final = 15.0
+EARTH_RADIUS_M: Final = 6_371_008.8
+M_PER_DEG_LAT: Final = 111_320.0
+MIN_FIX_MODE: Final = 2  # gpsd 2D or 3D
+HIGH_LANE_QUALITY: Final = 2
+
+WIPER_SIGNALS: Final = (
+    "CGW1.CF_Gway_WiperIntSw",
+    "CGW1.CF_Gway_WiperLowSw",
+    "CGW1.CF_Gway_WiperHighSw",
+)
+FAILSAFE_SIGNAL: Final = "ME_Display_Warnings.failsafe"
+LANE_SIGNALS: Final = ("ME_LKA_Left_Lane_A.quality", "ME_LKA_Right_Lane_A.quality")
+SIGN_EVENT: Final = "tsr_sign"
+WIPERS_EVENT: Final = "wipers_on"
+FAILSAFE_EVENT: Final = "camera_failsafe"
+
+# Bits of the per-pass and per-vehicle condition flags.
+WIPERS: Final = 1
+FAILSAFE: Final = 2
+LANES: Final = 4
+
+
+def cell_at(lat: float, lon: float, res: int = EVENT_RES) -> int:
+    return int(h3.str_to_int(h3.latlng_to_cell(lat, lon, res)))
+
+
+def parent(cell: int, res: int = AGG_RES) -> int:
+    return int(h3.str_to_int(h3.cell_to_parent(h3.int_to_str(cell), res)))
+
+
+def centre(cell: int) -> tuple[float, float]:
+    lat, lon = h3.cell_to_latlng(h3.int_to_str(cell))
+    return float(lat), float(lon)
+
+
+def hour_of(time_ms: int) -> int:
+    return time_ms - time_ms % HOUR_MS
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, a)))
+
+
+def degree_box(lat: float, lon: float, radius_m: float) -> tuple[float, float, float, float]:
+    """A (min_lon, min_lat, max_lon, max_lat) box that contains the circle: the index
+    lookup for candidates; the exact test is haversine."""
+    dlat = radius_m / M_PER_DEG_LAT * 1.01
+    dlon = dlat / max(math.cos(math.radians(lat)), 1e-6)
+    return lon - dlon, lat - dlat, lon + dlon, lat + dlat
+
+
+# -- acknowledgements ------------------------------------------------------------------
+
+
+def advance_contiguous(
+    acked: int, receipts: Iterable[tuple[int, int]], now_ms: int, grace_ms: int
+) -> int:
+    """The highest seq to acknowledge, starting from ``acked`` (already acknowledged).
+
+    ``receipts`` are ``(seq, received_ms)`` of stored batches with seq > acked, ascending.
+    The next seq extends the run when it is present. A run of missing seqs (including
+    1 .. lowest-1 at the start of an epoch) is skipped once the batch right after it was
+    received at least ``grace_ms`` before ``now_ms``: the agent re-publishes unacknowledged
+    batches, so a seq still missing that long after a later one arrived was evicted on the
+    taxi and would otherwise block the acks of the epoch forever. Until then, a gap holds the
+    ack back, so that an early ack never lets the taxi delete a batch still in flight.
+    """
+    current = acked
+    for seq, received_ms in receipts:
+        if seq <= current:
+            continue
+        if seq != current + 1 and now_ms - received_ms < grace_ms:
+            break
+        current = seq
+    return current
+
+
+# -- per-vehicle state and cell-hour deltas --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleState:
+    """What pass detection remembers about a vehicle between batches."""
+
+    cell: int | None = None  # res-10 cell of the current pass
+    hour_ms: int | None = None
+    last_fix_ms: int | None = None
+    wiper_bits: int = 0  # one bit per wiper switch that is on
+    failsafe: bool = False
+    lane_left: int | None = None
+    lane_right: int | None = None
+    pass_flags: int = 0  # conditions already counted for the current pass
+
+    @property
+    def conditions(self) -> int:
+        flags = WIPERS if self.wiper_bits else 0
+        if self.failsafe:
+            flags |= FAILSAFE
+        qualities = [q for q in (self.lane_left, self.lane_right) if q is not None]
+        if any(q >= HIGH_LANE_QUALITY for q in qualities):
+            flags |= LANES
+        return flags
+
+
+@dataclass(slots=True)
+class CellDelta:
+    passes: int = 0
+    wipers: int = 0
+    failsafe: int = 0
+    lanes: int = 0
+    speed_sum: float = 0.0
+    speed_n: int = 0
+
+    def add_flags(self, flags: int) -> None:
+        self.wipers += bool(flags & WIPERS)
+        self.failsafe += bool(flags & FAILSAFE)
+        self.lanes += bool(flags & LANES)
+
+
+@dataclass(slots=True)
+class Deltas:
+    """Increments to the road aggregates from one batch, keyed by (cell, hour_ms)."""
+
+    cells: dict[tuple[int, int], CellDelta] = field(default_factory=dict)
+    events: dict[tuple[int, int, str], int] = field(default_factory=dict)
+
+    def cell(self, cell: int, hour_ms: int) -> CellDelta:
+        return self.cells.setdefault((cell, hour_ms), CellDelta())
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    time_ms: int
+    name: str
+    value: float | int | None
+
+
+def _apply_signal(state: VehicleState, name: str, value: float | int | None) -> VehicleState:
+    if name in WIPER_SIGNALS:
+        bit = 1 << WIPER_SIGNALS.index(name)
+        bits = state.wiper_bits | bit if value else state.wiper_bits & ~bit
+        return replace(state, wiper_bits=bits)
+    if name == FAILSAFE_SIGNAL:
+        return replace(state, failsafe=bool(value))
+    if name == LANE_SIGNALS[0]:
+        return replace(state, lane_left=None if value is None else int(value))
+    if name == LANE_SIGNALS[1]:
+        return replace(state, lane_right=None if value is None else int(value))
+    return state
+
+
+def _in_pass(state: VehicleState, time_ms: int) -> bool:
+    return (
+        state.cell is not None
+        and state.last_fix_ms is not None
+        and time_ms - state.last_fix_ms <= PASS_GAP_MS
+    )
+
+
+def _mark(state: VehicleState, flags: int, time_ms: int, deltas: Deltas) -> VehicleState:
+    """Count conditions ``flags`` for the current pass, once each."""
+    new = flags & ~state.pass_flags
+    if not new or not _in_pass(state, time_ms):
+        return state
+    assert state.cell is not None
+    assert state.hour_ms is not None
+    deltas.cell(state.cell, state.hour_ms).add_flags(new)
+    return replace(state, pass_flags=state.pass_flags | new)
+
+
+def _apply_fix(state: VehicleState, fix: GnssFix, deltas: Deltas) -> VehicleState:
+    if fix.mode < MIN_FIX_MODE:
+        return state
+    cell = cell_at(fix.lat, fix.lon, AGG_RES)
+    hour = hour_of(fix.time_ms)
+    entered = (
+        cell != state.cell
+        or hour != state.hour_ms
+        or state.last_fix_ms is None
+        or abs(fix.time_ms - state.last_fix_ms) > PASS_GAP_MS
+    )
+    delta = deltas.cell(cell, hour)
+    if entered:
+        delta.passes += 1
+        state = replace(state, cell=cell, hour_ms=hour, pass_flags=0)
+    if fix.speed_mps is not None:
+        delta.speed_sum += fix.speed_mps * 3.6
+        delta.speed_n += 1
+    state = replace(state, last_fix_ms=fix.time_ms)
+    return _mark(state, state.conditions, fix.time_ms, deltas)
+
+
+def _event_flags(event: Event) -> int:
+    if event.type == WIPERS_EVENT:
+        return WIPERS
+    if event.type == FAILSAFE_EVENT:
+        return FAILSAFE
+    return 0
+
+
+TRACKED_SIGNALS: Final = frozenset((*WIPER_SIGNALS, FAILSAFE_SIGNAL, *LANE_SIGNALS))
+
+
+def apply_batch(state: VehicleState, batch: Batch) -> tuple[VehicleState, Deltas]:
+    """Advance a vehicle's state over one batch; return the new state and the increments."""
+    deltas = Deltas()
+    # (time, order, item): at equal times state changes (0) come before events (1) and
+    # fixes (2), so a condition that starts with a fix counts for that fix's pass.
+    timeline: list[tuple[int, int, int, _Change | Event | GnssFix]] = []
+    n = 0
+    for series in batch.signals:
+        if series.name in TRACKED_SIGNALS:
+            for t, v in zip(series.times_ms, series.values, strict=True):
+                timeline.append((t, 0, n, _Change(t, series.name, v)))
+                n += 1
+    for event in batch.events:
+        if _event_flags(event):
+            timeline.append((event.time_ms, 1, n, event))
+            n += 1
+        if event.fix is not None:
+            cell = parent(cell_at(event.fix.lat, event.fix.lon))
+            key = (cell, hour_of(event.time_ms), event.type)
+            deltas.events[key] = deltas.events.get(key, 0) + 1
+            deltas.cell(cell, key[1])  # the cell-hour row exists even without a pass
+    for fix in batch.gnss:
+        timeline.append((fix.time_ms, 2, n, fix))
+        n += 1
+    timeline.sort(key=lambda item: item[:3])
+    for time_ms, _, _, item in timeline:
+        if isinstance(item, _Change):
+            state = _apply_signal(state, item.name, item.value)
+            state = _mark(state, state.conditions, time_ms, deltas)
+        elif isinstance(item, Event):
+            state = _mark(state, _event_flags(item), time_ms, deltas)
+        else:
+            state = _apply_fix(state, item, deltas)
+    return state, deltas
+
+
+# -- signs -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SignObservation:
+    sign_type: int
+    lat: float
+    lon: float
+    limit_kmh: int | None
+    time_ms: int
+
+
+def sign_observations(events: Iterable[Event]) -> list[SignObservation]:
+    """The ``tsr_sign`` events that can be placed: with a fix and an integer sign type."""
+    found = []
+    for event in events:
+        sign = event.attrs.get("sign_type")
+        if event.type != SIGN_EVENT or event.fix is None or isinstance(sign, bool):
+            continue
+        if not isinstance(sign, int):
+            continue
+        limit = event.attrs.get("limit_kmh")
+        limit_kmh = limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+        found.append(SignObservation(sign, event.fix.lat, event.fix.lon, limit_kmh, event.time_ms))
+    return found
+
+
+def nearest_cluster(
+    candidates: Sequence[tuple[int, float, float]],
+    lat: float,
+    lon: float,
+    radius_m: float = SIGN_RADIUS_M,
+) -> int | None:
+    """The id of the nearest ``(id, lat, lon)`` within ``radius_m``, or None."""
+    best: tuple[float, int] | None = None
+    for cluster_id, c_lat, c_lon in candidates:
+        d = haversine_m(lat, lon, c_lat, c_lon)
+        if d <= radius_m and (best is None or (d, cluster_id) < best):
+            best = (d, cluster_id)
+    return None if best is None else best[1]
+
+
+def running_mean(mean: float, n: int, value: float) -> float:
+    """The mean of n values ``mean`` plus one more value."""
+    return mean + (value - mean) / (n + 1)

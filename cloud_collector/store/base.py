@@ -1,0 +1,178 @@
+"""The road-condition store interface: the ``Store`` protocol and its result types.
+
+Conventions shared by every backend:
+
+* Times are integers, ms since the Unix epoch (UTC). Hours are hour-start times in ms.
+* ``epoch`` (an unsigned 64-bit id) is stored as decimal text; ``seq`` as a signed 64-bit
+  integer (a seq above 2**63 - 1 cannot occur with a counter that starts at 1, and is
+  rejected with ``IngestError`` so that it is quarantined).
+* ``events`` returns the OLDEST event first and pages forward with an opaque cursor (keyset
+  on ``(time, id)``): a client paging through "since T" never misses rows that arrive while
+  it pages, because new rows sort after the cursor or are late arrivals with older times
+  that a new query from ``since_ms`` finds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from protocol.batch import Batch
+from protocol.records import Scalar
+
+# (min_lon, min_lat, max_lon, max_lat), like GeoJSON.
+BBox = tuple[float, float, float, float]
+
+DEFAULT_EVENT_LIMIT = 100
+MAX_EVENT_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """``new``: the batch was stored now (False: a duplicate). ``contiguous_seq``: what to
+    acknowledge for the batch's (vehicle, epoch); see ``aggregate.advance_contiguous``."""
+
+    new: bool
+    contiguous_seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventQuery:
+    vehicle: str | None = None
+    type: str | None = None
+    since_ms: int | None = None  # inclusive
+    until_ms: int | None = None  # exclusive
+    bbox: BBox | None = None
+    limit: int = DEFAULT_EVENT_LIMIT
+    cursor: str | None = None  # from EventPage.next_cursor
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEvent:
+    id: int
+    time_ms: int
+    vehicle: str
+    fleet: str
+    type: str
+    attrs: dict[str, Scalar]
+    lat: float | None
+    lon: float | None
+    h3_12: int | None
+    speed_kmh: float | None
+    source_bus: str | None
+    source_id: int | None
+    epoch: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """Events oldest first; ``next_cursor`` is None on the last page."""
+
+    events: list[StoredEvent]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoadQuery:
+    """Cells whose centre lies in ``bbox`` and hours that START in [since_ms, until_ms).
+
+    Only cell-hours with ``exposure >= min_exposure`` are returned (at least 1 when a
+    hotspot rate is wanted: a rate over zero passes means nothing). ``type`` restricts the
+    event counts and the hotspot rate to one event type. Cells are H3 resolution 10.
+    """
+
+    bbox: BBox | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    type: str | None = None
+    min_exposure: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CellHour:
+    cell: int  # H3 res-10 index as an integer (h3.int_to_str for the hex form)
+    hour_ms: int
+    lat: float  # cell centre
+    lon: float
+    counts: dict[str, int]  # events per type
+    exposure: int  # vehicle passes
+    hotspot_rate: float | None  # events per 100 passes; None when exposure is 0
+    mean_speed_kmh: float | None
+    wipers_share: float | None  # share of passes with wipers on
+    failsafe_share: float | None  # share of passes with a camera failsafe
+    lane_quality_share: float | None  # share of passes with lane quality >= 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignCluster:
+    id: int
+    sign_type: int
+    lat: float
+    lon: float
+    limit_kmh: int | None
+    observations: int
+    vehicles: int
+    first_seen_ms: int
+    last_seen_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VehicleStatus:
+    vehicle: str
+    fleet: str
+    online: bool | None  # None: no presence message seen yet
+    presence_ms: int | None
+    last_seen_ms: int | None  # receive time of the last batch (new or duplicate)
+    last_epoch: int | None
+    last_seq: int | None
+    lag_ms: int | None  # receive time minus the batch's last record time
+    day: str | None  # UTC day the *_today counters refer to, YYYY-MM-DD
+    batches_today: int
+    bytes_today: int
+    batches_total: int
+    bytes_total: int
+    records_total: int
+    duplicates: int
+    quarantined: int
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    """The road-condition store. Every method is one transaction; safe to call
+    concurrently from several tasks (the backends serialise what must be serialised)."""
+
+    async def ingest(
+        self, batch: Batch, *, topic_channel: str, payload_bytes: int, received_ms: int
+    ) -> IngestResult: ...
+
+    async def quarantine(
+        self,
+        *,
+        topic: str,
+        payload: bytes,
+        reason: str,
+        received_ms: int,
+        fleet: str | None,
+        vehicle: str | None,
+    ) -> None: ...
+
+    async def set_presence(
+        self, *, fleet: str, vehicle: str, online: bool, time_ms: int
+    ) -> None: ...
+
+    async def events(self, q: EventQuery) -> EventPage: ...
+
+    async def road_conditions(self, q: RoadQuery) -> list[CellHour]: ...
+
+    async def signs(self, bbox: BBox | None) -> list[SignCluster]: ...
+
+    async def vehicles(self) -> list[VehicleStatus]: ...
+
+    async def vehicle(self, vehicle_id: str) -> VehicleStatus | None: ...
+
+    async def metrics(self) -> dict[str, int | float]: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

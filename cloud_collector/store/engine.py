@@ -1,0 +1,543 @@
+"""Backend-neutral store logic: the SQL both backends run, over a minimal connection API.
+
+SQL is written once with ``?`` placeholders (the PostgreSQL adapter numbers them) and only
+uses what SQLite >= 3.35 and PostgreSQL >= 12 share (``ON CONFLICT``, ``RETURNING``).
+Write order inside ``ingest`` is fixed (receipt, vehicle state, cell rows sorted by key,
+sign clusters, vehicle status, epoch ack) so concurrent PostgreSQL transactions of
+different vehicles cannot deadlock on the shared aggregate rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from cloud_collector.errors import IngestError, QueryError
+from cloud_collector.store import aggregate as agg
+from cloud_collector.store.base import (
+    MAX_EVENT_LIMIT,
+    BBox,
+    CellHour,
+    EventPage,
+    EventQuery,
+    IngestResult,
+    RoadQuery,
+    SignCluster,
+    StoredEvent,
+    VehicleStatus,
+)
+from protocol.batch import Batch
+
+Row = Sequence[Any]
+MAX_SEQ = 2**63 - 1
+# Receipts beyond the acknowledged seq read per round when advancing the ack.
+ACK_SCAN = 1_000
+
+
+class Tx(Protocol):
+    """One open transaction of a backend."""
+
+    # " FOR UPDATE" where row locks exist (PostgreSQL), "" where writers are serialised.
+    lock_suffix: str
+    # Two-argument minimum/maximum: MIN/MAX in SQLite, LEAST/GREATEST in PostgreSQL.
+    least: str
+    greatest: str
+
+    async def execute(self, sql: str, *args: object) -> None: ...
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None: ...
+
+    async def fetch(self, sql: str, *args: object) -> list[Row]: ...
+
+    async def lock_signs(self) -> None: ...
+
+
+async def fetchrow(tx: Tx, sql: str, *args: object) -> Row | None:
+    rows = await tx.fetch(sql, *args)
+    return rows[0] if rows else None
+
+
+def utc_day(time_ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(time_ms // 1000))
+
+
+# -- ingest ----------------------------------------------------------------------------
+
+
+async def ingest(
+    tx: Tx, batch: Batch, *, channel: str, payload_bytes: int, received_ms: int, grace_ms: int
+) -> IngestResult:
+    h = batch.header
+    if h.seq > MAX_SEQ:
+        raise IngestError(f"seq {h.seq} does not fit a signed 64-bit integer")
+    epoch = str(h.epoch)
+    inserted = await tx.fetch(
+        "INSERT INTO receipts (vehicle, epoch, seq, fleet, channel, received_ms, payload_bytes,"
+        " records) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
+        h.vehicle_id, epoch, h.seq, h.fleet_id, channel, received_ms, payload_bytes,
+        h.counts.total,
+    )  # fmt: skip
+    new = bool(inserted)
+    if new:
+        await _store_records(tx, batch)
+        await _aggregate(tx, batch)
+    await _update_status(tx, batch, new, payload_bytes, received_ms)
+    return IngestResult(new, await _advance_ack(tx, h.vehicle_id, epoch, received_ms, grace_ms))
+
+
+async def _store_records(tx: Tx, batch: Batch) -> None:
+    h = batch.header
+    vehicle, epoch = h.vehicle_id, str(h.epoch)
+    events = []
+    for e in batch.events:
+        fix = e.fix
+        events.append(
+            (
+                e.time_ms, vehicle, h.fleet_id, e.type, json.dumps(e.attrs, sort_keys=True),
+                None if fix is None else float(fix.lat), None if fix is None else float(fix.lon),
+                None if fix is None else agg.cell_at(fix.lat, fix.lon),
+                None if e.speed_kmh is None else float(e.speed_kmh),
+                None if e.source is None else e.source.bus,
+                None if e.source is None else e.source.can_id, epoch, h.seq,
+            )
+        )  # fmt: skip
+    if events:
+        await tx.executemany(
+            "INSERT INTO events (time_ms, vehicle, fleet, type, attrs, lat, lon, h3_12, speed_kmh,"
+            " source_bus, source_id, epoch, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            events,
+        )
+    samples = [
+        (vehicle, s.name, t, None if v is None else float(v), s.unit)
+        for s in batch.signals
+        for t, v in zip(s.times_ms, s.values, strict=True)
+    ]
+    if samples:
+        await tx.executemany(
+            "INSERT INTO samples (vehicle, name, time_ms, value, unit) VALUES (?, ?, ?, ?, ?)",
+            samples,
+        )
+    fixes = [
+        (
+            vehicle, f.time_ms, float(f.lat), float(f.lon), f.mode, _opt_float(f.alt_m),
+            _opt_float(f.speed_mps), _opt_float(f.track_deg), f.clock_offset_ms,
+            agg.cell_at(f.lat, f.lon),
+        )
+        for f in batch.gnss
+    ]  # fmt: skip
+    if fixes:
+        await tx.executemany(
+            "INSERT INTO gnss (vehicle, time_ms, lat, lon, mode, alt_m, speed_mps, track_deg,"
+            " clock_offset_ms, h3_12) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            fixes,
+        )
+    health = [(vehicle, s.time_ms, json.dumps(s.values, sort_keys=True)) for s in batch.health]
+    if health:
+        await tx.executemany(
+            'INSERT INTO health (vehicle, time_ms, "values") VALUES (?, ?, ?)', health
+        )
+
+
+def _opt_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+STATE_COLUMNS = (
+    "cell, hour_ms, last_fix_ms, wiper_bits, failsafe, lane_left, lane_right, pass_flags"
+)
+
+
+async def _aggregate(tx: Tx, batch: Batch) -> None:
+    vehicle = batch.header.vehicle_id
+    await tx.execute(
+        f"INSERT INTO vehicle_state (vehicle, {STATE_COLUMNS}) VALUES"
+        " (?, NULL, NULL, NULL, 0, 0, NULL, NULL, 0) ON CONFLICT DO NOTHING",
+        vehicle,
+    )
+    row = await fetchrow(
+        tx, f"SELECT {STATE_COLUMNS} FROM vehicle_state WHERE vehicle = ?{tx.lock_suffix}", vehicle
+    )
+    assert row is not None
+    state = agg.VehicleState(
+        row[0], row[1], row[2], int(row[3]), bool(row[4]), row[5], row[6], int(row[7])
+    )
+    state, deltas = agg.apply_batch(state, batch)
+    await tx.execute(
+        "UPDATE vehicle_state SET cell = ?, hour_ms = ?, last_fix_ms = ?, wiper_bits = ?,"
+        " failsafe = ?, lane_left = ?, lane_right = ?, pass_flags = ? WHERE vehicle = ?",
+        state.cell, state.hour_ms, state.last_fix_ms, state.wiper_bits, int(state.failsafe),
+        state.lane_left, state.lane_right, state.pass_flags, vehicle,
+    )  # fmt: skip
+    await upsert_deltas(tx, deltas)
+    observations = agg.sign_observations(batch.events)
+    if observations:
+        await tx.lock_signs()
+        for obs in observations:
+            await _cluster_sign(tx, obs, vehicle)
+
+
+async def upsert_deltas(tx: Tx, deltas: agg.Deltas) -> None:
+    """Add the increments to the cell-hour rows, in key order (see the module docstring)."""
+    rows = []
+    for (cell, hour), d in sorted(deltas.cells.items()):
+        lat, lon = agg.centre(cell)
+        rows.append(
+            (cell, hour, lat, lon, d.passes, d.wipers, d.failsafe, d.lanes, d.speed_sum, d.speed_n)
+        )
+    if rows:
+        await tx.executemany(
+            "INSERT INTO road_cells (cell, hour_ms, lat, lon, passes, wipers, failsafe, lanes,"
+            " speed_sum, speed_n) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (cell, hour_ms) DO UPDATE SET"
+            " passes = road_cells.passes + excluded.passes,"
+            " wipers = road_cells.wipers + excluded.wipers,"
+            " failsafe = road_cells.failsafe + excluded.failsafe,"
+            " lanes = road_cells.lanes + excluded.lanes,"
+            " speed_sum = road_cells.speed_sum + excluded.speed_sum,"
+            " speed_n = road_cells.speed_n + excluded.speed_n",
+            rows,
+        )
+    events = [(c, hr, t, n) for (c, hr, t), n in sorted(deltas.events.items())]
+    if events:
+        await tx.executemany(
+            "INSERT INTO road_events (cell, hour_ms, type, n) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (cell, hour_ms, type) DO UPDATE SET n = road_events.n + excluded.n",
+            events,
+        )
+
+
+async def _cluster_sign(tx: Tx, obs: agg.SignObservation, vehicle: str) -> None:
+    min_lon, min_lat, max_lon, max_lat = agg.degree_box(obs.lat, obs.lon, agg.SIGN_RADIUS_M)
+    candidates = await tx.fetch(
+        "SELECT id, lat, lon FROM sign_clusters WHERE sign_type = ? AND lat BETWEEN ? AND ?"
+        " AND lon BETWEEN ? AND ?",
+        obs.sign_type, min_lat, max_lat, min_lon, max_lon,
+    )  # fmt: skip
+    found = agg.nearest_cluster([(int(r[0]), r[1], r[2]) for r in candidates], obs.lat, obs.lon)
+    if found is None:
+        created = await tx.fetch(
+            "INSERT INTO sign_clusters (sign_type, lat, lon, limit_kmh, observations, vehicles,"
+            " first_seen_ms, last_seen_ms) VALUES (?, ?, ?, ?, 1, 1, ?, ?) RETURNING id",
+            obs.sign_type, obs.lat, obs.lon, obs.limit_kmh, obs.time_ms, obs.time_ms,
+        )  # fmt: skip
+        await tx.execute(
+            "INSERT INTO sign_vehicles (cluster_id, vehicle) VALUES (?, ?)",
+            created[0][0], vehicle,
+        )  # fmt: skip
+        return
+    added = await tx.fetch(
+        "INSERT INTO sign_vehicles (cluster_id, vehicle) VALUES (?, ?)"
+        " ON CONFLICT DO NOTHING RETURNING cluster_id",
+        found, vehicle,
+    )  # fmt: skip
+    row = await fetchrow(tx, "SELECT lat, lon, observations FROM sign_clusters WHERE id = ?", found)
+    assert row is not None
+    n = int(row[2])
+    await tx.execute(
+        "UPDATE sign_clusters SET lat = ?, lon = ?, observations = observations + 1,"
+        " vehicles = vehicles + ?, limit_kmh = COALESCE(?, limit_kmh),"
+        f" first_seen_ms = {tx.least}(first_seen_ms, ?),"
+        f" last_seen_ms = {tx.greatest}(last_seen_ms, ?) WHERE id = ?",
+        agg.running_mean(row[0], n, obs.lat), agg.running_mean(row[1], n, obs.lon),
+        1 if added else 0, obs.limit_kmh, obs.time_ms, obs.time_ms, found,
+    )  # fmt: skip
+
+
+async def _update_status(
+    tx: Tx, batch: Batch, new: bool, payload_bytes: int, received_ms: int
+) -> None:
+    h = batch.header
+    day = utc_day(received_ms)
+    n_new = 1 if new else 0
+    await tx.execute(
+        "INSERT INTO vehicle_status (vehicle, fleet) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        h.vehicle_id, h.fleet_id,
+    )  # fmt: skip
+    if not new:
+        await tx.execute(
+            "UPDATE vehicle_status SET duplicates = duplicates + 1,"
+            f" last_seen_ms = {tx.greatest}(COALESCE(last_seen_ms, 0), ?) WHERE vehicle = ?",
+            received_ms, h.vehicle_id,
+        )  # fmt: skip
+        return
+    # A new UTC day restarts the *_today counters.
+    await tx.execute(
+        "UPDATE vehicle_status SET fleet = ?, last_seen_ms = ?, last_epoch = ?, last_seq = ?,"
+        " lag_ms = ?,"
+        " batches_today = CASE WHEN day = ? THEN batches_today ELSE 0 END + ?,"
+        " bytes_today = CASE WHEN day = ? THEN bytes_today ELSE 0 END + ?, day = ?,"
+        " batches_total = batches_total + ?, bytes_total = bytes_total + ?,"
+        " records_total = records_total + ? WHERE vehicle = ?",
+        h.fleet_id, received_ms, str(h.epoch), h.seq, received_ms - h.last_ms,
+        day, n_new, day, payload_bytes, day, n_new, payload_bytes, h.counts.total,
+        h.vehicle_id,
+    )  # fmt: skip
+
+
+async def _advance_ack(tx: Tx, vehicle: str, epoch: str, received_ms: int, grace_ms: int) -> int:
+    await tx.execute(
+        "INSERT INTO epoch_acks (vehicle, epoch, acked_seq) VALUES (?, ?, 0)"
+        " ON CONFLICT DO NOTHING",
+        vehicle, epoch,
+    )  # fmt: skip
+    row = await fetchrow(
+        tx,
+        f"SELECT acked_seq FROM epoch_acks WHERE vehicle = ? AND epoch = ?{tx.lock_suffix}",
+        vehicle, epoch,
+    )  # fmt: skip
+    assert row is not None
+    acked = start = int(row[0])
+    while True:
+        receipts = await tx.fetch(
+            "SELECT seq, received_ms FROM receipts WHERE vehicle = ? AND epoch = ? AND seq > ?"
+            " ORDER BY seq LIMIT ?",
+            vehicle, epoch, acked, ACK_SCAN,
+        )  # fmt: skip
+        advanced = agg.advance_contiguous(
+            acked, [(int(r[0]), int(r[1])) for r in receipts], received_ms, grace_ms
+        )
+        if len(receipts) < ACK_SCAN or advanced == acked:
+            acked = advanced
+            break
+        acked = advanced
+    if acked != start:
+        await tx.execute(
+            "UPDATE epoch_acks SET acked_seq = ? WHERE vehicle = ? AND epoch = ?",
+            acked, vehicle, epoch,
+        )  # fmt: skip
+    return acked
+
+
+# -- other writes ----------------------------------------------------------------------
+
+
+async def quarantine(
+    tx: Tx,
+    *,
+    topic: str,
+    payload: bytes,
+    reason: str,
+    received_ms: int,
+    fleet: str | None,
+    vehicle: str | None,
+) -> None:
+    await tx.execute(
+        "INSERT INTO quarantine (received_ms, topic, fleet, vehicle, reason, payload)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        received_ms, topic, fleet, vehicle, reason, payload,
+    )  # fmt: skip
+    if vehicle is not None:
+        await tx.execute(
+            "INSERT INTO vehicle_status (vehicle, fleet, quarantined) VALUES (?, ?, 1)"
+            " ON CONFLICT (vehicle) DO UPDATE SET quarantined = vehicle_status.quarantined + 1",
+            vehicle, fleet or "",
+        )  # fmt: skip
+
+
+async def set_presence(tx: Tx, fleet: str, vehicle: str, online: bool, time_ms: int) -> None:
+    """Retained status messages can be re-delivered late: an older one never wins."""
+    await tx.execute(
+        "INSERT INTO vehicle_status (vehicle, fleet, online, presence_ms) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (vehicle) DO UPDATE SET online = excluded.online,"
+        " presence_ms = excluded.presence_ms"
+        " WHERE vehicle_status.presence_ms IS NULL"
+        " OR vehicle_status.presence_ms <= excluded.presence_ms",
+        vehicle, fleet, online, time_ms,
+    )  # fmt: skip
+
+
+# -- queries ---------------------------------------------------------------------------
+
+
+def encode_cursor(time_ms: int, event_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{time_ms}.{event_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        time_text, id_text = base64.urlsafe_b64decode(padded).decode().split(".")
+        return int(time_text), int(id_text)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise QueryError(f"invalid cursor {cursor!r}") from exc
+
+
+def _bbox_sql(bbox: BBox | None, where: list[str], args: list[object]) -> None:
+    if bbox is None:
+        return
+    min_lon, min_lat, max_lon, max_lat = bbox
+    if min_lon > max_lon or min_lat > max_lat:
+        raise QueryError(f"bbox {bbox} is not (min_lon, min_lat, max_lon, max_lat)")
+    where.append("lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?")
+    args += [min_lat, max_lat, min_lon, max_lon]
+
+
+EVENT_COLUMNS = (
+    "id, time_ms, vehicle, fleet, type, attrs, lat, lon, h3_12, speed_kmh, source_bus,"
+    " source_id, epoch, seq"
+)
+
+
+async def events(tx: Tx, q: EventQuery) -> EventPage:
+    if not 1 <= q.limit <= MAX_EVENT_LIMIT:
+        raise QueryError(f"limit must be in [1, {MAX_EVENT_LIMIT}], not {q.limit}")
+    where: list[str] = []
+    args: list[object] = []
+    for column, value in (("vehicle", q.vehicle), ("type", q.type)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if q.since_ms is not None:
+        where.append("time_ms >= ?")
+        args.append(q.since_ms)
+    if q.until_ms is not None:
+        where.append("time_ms < ?")
+        args.append(q.until_ms)
+    _bbox_sql(q.bbox, where, args)
+    if q.cursor is not None:
+        after_time, after_id = decode_cursor(q.cursor)
+        where.append("(time_ms > ? OR (time_ms = ? AND id > ?))")
+        args += [after_time, after_time, after_id]
+    sql = f"SELECT {EVENT_COLUMNS} FROM events"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY time_ms, id LIMIT ?"
+    rows = await tx.fetch(sql, *args, q.limit + 1)
+    page = [_event(r) for r in rows[: q.limit]]
+    more = len(rows) > q.limit
+    return EventPage(page, encode_cursor(page[-1].time_ms, page[-1].id) if more else None)
+
+
+def _event(r: Row) -> StoredEvent:
+    return StoredEvent(
+        id=int(r[0]), time_ms=int(r[1]), vehicle=r[2], fleet=r[3], type=r[4],
+        attrs=json.loads(r[5]), lat=r[6], lon=r[7], h3_12=r[8], speed_kmh=r[9],
+        source_bus=r[10], source_id=r[11], epoch=int(r[12]), seq=int(r[13]),
+    )  # fmt: skip
+
+
+def _share(part: int, passes: int) -> float | None:
+    return part / passes if passes else None
+
+
+async def road_conditions(tx: Tx, q: RoadQuery) -> list[CellHour]:
+    where = ["passes >= ?"]
+    args: list[object] = [max(q.min_exposure, 0)]
+    if q.since_ms is not None:
+        where.append("hour_ms >= ?")
+        args.append(q.since_ms)
+    if q.until_ms is not None:
+        where.append("hour_ms < ?")
+        args.append(q.until_ms)
+    _bbox_sql(q.bbox, where, args)
+    cond = " AND ".join(where)
+    cells = await tx.fetch(
+        "SELECT cell, hour_ms, lat, lon, passes, wipers, failsafe, lanes, speed_sum, speed_n"
+        f" FROM road_cells WHERE {cond} ORDER BY hour_ms, cell",
+        *args,
+    )
+    type_cond, type_args = ("", []) if q.type is None else (" AND e.type = ?", [q.type])
+    qualified = " AND ".join(f"c.{w}" for w in where)
+    counts: dict[tuple[int, int], dict[str, int]] = {}
+    for r in await tx.fetch(
+        "SELECT e.cell, e.hour_ms, e.type, e.n FROM road_events e JOIN road_cells c"
+        f" ON c.cell = e.cell AND c.hour_ms = e.hour_ms WHERE {qualified}{type_cond}",
+        *args, *type_args,
+    ):  # fmt: skip
+        counts.setdefault((int(r[0]), int(r[1])), {})[r[2]] = int(r[3])
+    result = []
+    for r in cells:
+        key = (int(r[0]), int(r[1]))
+        passes = int(r[4])
+        per_type = counts.get(key, {})
+        result.append(
+            CellHour(
+                cell=key[0], hour_ms=key[1], lat=float(r[2]), lon=float(r[3]), counts=per_type,
+                exposure=passes,
+                hotspot_rate=100.0 * sum(per_type.values()) / passes if passes else None,
+                mean_speed_kmh=float(r[8]) / int(r[9]) if r[9] else None,
+                wipers_share=_share(int(r[5]), passes), failsafe_share=_share(int(r[6]), passes),
+                lane_quality_share=_share(int(r[7]), passes),
+            )
+        )  # fmt: skip
+    return result
+
+
+async def signs(tx: Tx, bbox: BBox | None) -> list[SignCluster]:
+    where: list[str] = []
+    args: list[object] = []
+    _bbox_sql(bbox, where, args)
+    sql = (
+        "SELECT id, sign_type, lat, lon, limit_kmh, observations, vehicles, first_seen_ms,"
+        " last_seen_ms FROM sign_clusters"
+    )
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    rows = await tx.fetch(sql + " ORDER BY id", *args)
+    return [
+        SignCluster(
+            id=int(r[0]), sign_type=int(r[1]), lat=float(r[2]), lon=float(r[3]),
+            limit_kmh=None if r[4] is None else int(r[4]), observations=int(r[5]),
+            vehicles=int(r[6]), first_seen_ms=int(r[7]), last_seen_ms=int(r[8]),
+        )
+        for r in rows
+    ]  # fmt: skip
+
+
+STATUS_COLUMNS = (
+    "vehicle, fleet, online, presence_ms, last_seen_ms, last_epoch, last_seq, lag_ms, day,"
+    " batches_today, bytes_today, batches_total, bytes_total, records_total, duplicates,"
+    " quarantined"
+)
+
+
+def _status(r: Row) -> VehicleStatus:
+    return VehicleStatus(
+        vehicle=r[0], fleet=r[1], online=None if r[2] is None else bool(r[2]),
+        presence_ms=r[3], last_seen_ms=r[4], last_epoch=None if r[5] is None else int(r[5]),
+        last_seq=r[6], lag_ms=r[7], day=r[8], batches_today=int(r[9]), bytes_today=int(r[10]),
+        batches_total=int(r[11]), bytes_total=int(r[12]), records_total=int(r[13]),
+        duplicates=int(r[14]), quarantined=int(r[15]),
+    )  # fmt: skip
+
+
+async def vehicles(tx: Tx) -> list[VehicleStatus]:
+    rows = await tx.fetch(f"SELECT {STATUS_COLUMNS} FROM vehicle_status ORDER BY vehicle")
+    return [_status(r) for r in rows]
+
+
+async def vehicle(tx: Tx, vehicle_id: str) -> VehicleStatus | None:
+    row = await fetchrow(
+        tx, f"SELECT {STATUS_COLUMNS} FROM vehicle_status WHERE vehicle = ?", vehicle_id
+    )
+    return None if row is None else _status(row)
+
+
+async def metrics(tx: Tx) -> dict[str, int | float]:
+    """Totals from the per-vehicle rows (no hot global counter row to contend on) and
+    quarantine counts by reason (``quarantine_total:<reason>``)."""
+    row = await fetchrow(
+        tx,
+        "SELECT COUNT(*), COALESCE(SUM(batches_total), 0), COALESCE(SUM(bytes_total), 0),"
+        " COALESCE(SUM(records_total), 0), COALESCE(SUM(duplicates), 0),"
+        " COALESCE(SUM(CASE WHEN online THEN 1 ELSE 0 END), 0) FROM vehicle_status",
+    )
+    assert row is not None
+    out: dict[str, int | float] = {
+        "vehicles": int(row[0]),
+        "batches_total": int(row[1]),
+        "bytes_total": int(row[2]),
+        "records_total": int(row[3]),
+        "duplicates_total": int(row[4]),
+        "vehicles_online": int(row[5]),
+    }
+    quarantined = 0
+    for reason, n in await tx.fetch("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason"):
+        out[f"quarantine_total:{reason}"] = int(n)
+        quarantined += int(n)
+    out["quarantine_total"] = quarantined
+    return out

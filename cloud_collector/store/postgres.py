@@ -1,0 +1,196 @@
+"""The PostgreSQL backend: an asyncpg pool, one transaction per method.
+
+Concurrency: several ingest tasks may run at once. Per-vehicle work is serialised by the
+``vehicle_state`` and ``epoch_acks`` row locks (``FOR UPDATE``); shared aggregate rows are
+upserted in key order (see ``engine``); sign clustering takes a transaction-scoped advisory
+lock, because "find the nearest cluster, else create one" must not race with itself.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, TypeVar, cast
+
+import asyncpg
+
+from cloud_collector.errors import MigrationError, StoreError, StoreUnavailableError
+from cloud_collector.store import engine
+from cloud_collector.store import migrations as mig
+from cloud_collector.store.base import (
+    BBox,
+    CellHour,
+    EventPage,
+    EventQuery,
+    IngestResult,
+    RoadQuery,
+    SignCluster,
+    VehicleStatus,
+)
+from cloud_collector.store.engine import Row, Tx
+from protocol.batch import Batch
+
+T = TypeVar("T")
+# Arbitrary constants naming the advisory locks of this application.
+SIGN_LOCK_KEY: Final = 0x5349474E  # "SIGN"
+MIGRATION_LOCK_KEY: Final = 0x4D494752  # "MIGR"
+# Retries of a transaction PostgreSQL aborted to resolve a deadlock or serialisation
+# conflict; the transaction had no effect, so running it again is safe.
+RETRIES: Final = 3
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def numbered(sql: str) -> str:
+    """``?`` placeholders to ``$1, $2, ...`` (our SQL has no literal question marks)."""
+    counter = iter(range(1, 10_000))
+    return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
+
+
+class _PgTx:
+    lock_suffix = " FOR UPDATE"
+    least = "LEAST"
+    greatest = "GREATEST"
+
+    def __init__(self, con: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
+        self._con = con
+
+    async def execute(self, sql: str, *args: object) -> None:
+        await self._con.execute(numbered(sql), *args)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        await self._con.executemany(numbered(sql), rows)
+
+    async def fetch(self, sql: str, *args: object) -> list[Row]:
+        # asyncpg's Record indexes like a tuple but is not typed as a Sequence.
+        return cast("list[Row]", await self._con.fetch(numbered(sql), *args))
+
+    async def lock_signs(self) -> None:
+        await self._con.execute("SELECT pg_advisory_xact_lock($1)", SIGN_LOCK_KEY)
+
+
+class PostgresStore:
+    """``Store`` on PostgreSQL; create with ``open_postgres``."""
+
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], gap_grace_ms: int) -> None:
+        self._pool = pool
+        self._grace_ms = gap_grace_ms
+
+    async def _run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        for attempt in range(RETRIES + 1):
+            try:
+                async with self._pool.acquire() as con, con.transaction():
+                    return await work(_PgTx(con))
+            except (
+                asyncpg.DeadlockDetectedError,
+                asyncpg.SerializationError,
+            ):
+                if attempt == RETRIES:
+                    raise
+            except (
+                OSError,
+                asyncpg.CannotConnectNowError,
+                asyncpg.ConnectionDoesNotExistError,
+            ) as exc:
+                raise StoreUnavailableError(f"postgresql unavailable: {exc}") from exc
+            except asyncpg.PostgresError as exc:
+                raise StoreError(f"postgresql: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def ingest(
+        self, batch: Batch, *, topic_channel: str, payload_bytes: int, received_ms: int
+    ) -> IngestResult:
+        return await self._run(
+            lambda tx: engine.ingest(
+                tx,
+                batch,
+                channel=topic_channel,
+                payload_bytes=payload_bytes,
+                received_ms=received_ms,
+                grace_ms=self._grace_ms,
+            )
+        )
+
+    async def quarantine(
+        self,
+        *,
+        topic: str,
+        payload: bytes,
+        reason: str,
+        received_ms: int,
+        fleet: str | None,
+        vehicle: str | None,
+    ) -> None:
+        await self._run(
+            lambda tx: engine.quarantine(
+                tx,
+                topic=topic,
+                payload=payload,
+                reason=reason,
+                received_ms=received_ms,
+                fleet=fleet,
+                vehicle=vehicle,
+            )
+        )
+
+    async def set_presence(self, *, fleet: str, vehicle: str, online: bool, time_ms: int) -> None:
+        await self._run(lambda tx: engine.set_presence(tx, fleet, vehicle, online, time_ms))
+
+    async def events(self, q: EventQuery) -> EventPage:
+        return await self._run(lambda tx: engine.events(tx, q))
+
+    async def road_conditions(self, q: RoadQuery) -> list[CellHour]:
+        return await self._run(lambda tx: engine.road_conditions(tx, q))
+
+    async def signs(self, bbox: BBox | None) -> list[SignCluster]:
+        return await self._run(lambda tx: engine.signs(tx, bbox))
+
+    async def vehicles(self) -> list[VehicleStatus]:
+        return await self._run(engine.vehicles)
+
+    async def vehicle(self, vehicle_id: str) -> VehicleStatus | None:
+        return await self._run(lambda tx: engine.vehicle(tx, vehicle_id))
+
+    async def metrics(self) -> dict[str, int | float]:
+        return await self._run(engine.metrics)
+
+    async def ping(self) -> None:
+        await self._run(lambda tx: tx.fetch("SELECT 1"))
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def _migrate(pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    async with pool.acquire() as con, con.transaction():
+        # Several collectors may start at once: one migrates, the others wait and find
+        # nothing left to do.
+        await con.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+        await con.execute(mig.CREATE_TABLE)
+        applied = {int(r[0]) for r in await con.fetch("SELECT version FROM schema_migrations")}
+        for m in mig.pending(mig.load("postgres"), applied):
+            try:
+                async with con.transaction():
+                    await con.execute(m.sql)
+                    await con.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_ms)"
+                        " VALUES ($1, $2, $3)",
+                        m.version, m.name, int(time.time() * 1000),
+                    )  # fmt: skip
+            except asyncpg.PostgresError as exc:
+                raise MigrationError(
+                    f"postgres migration {m.version}_{m.name} failed: {exc}"
+                ) from exc
+
+
+async def open_postgres(url: str, *, gap_grace_ms: int, max_size: int = 10) -> PostgresStore:
+    try:
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StoreUnavailableError(f"postgresql: cannot connect: {exc}") from exc
+    try:
+        await _migrate(pool)
+    except BaseException:
+        await pool.close()
+        raise
+    return PostgresStore(pool, gap_grace_ms)
