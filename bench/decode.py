@@ -43,7 +43,8 @@ def run_floor(path: Path) -> dict[str, Any]:
 
     by_id: dict[int, Any] = {}
     for name in (MOBILEYE_DBC, VEHICLE_DBC):
-        for message in cantools.database.load_file(str(bundled_dbc(name))).messages:
+        db: Any = cantools.database.load_file(str(bundled_dbc(name)))
+        for message in db.messages:
             by_id[message.frame_id] = message
     frames = decoded = 0
     start = time.process_time()
@@ -117,14 +118,22 @@ def main() -> None:
     floor = max((measure("floor", path) for _ in range(args.repeat)), key=lambda r: r["fps"])
     agent = max((measure("agent", path) for _ in range(args.repeat)), key=lambda r: r["fps"])
     seconds = args.minutes * 60
-    print(f"recording: {path} ({size_mb:.1f} MB, {floor['frames']} frames, "
-          f"{floor['frames'] / seconds:.0f} frames/s of driving)")
-    print(f"floor  (python-can LogReader + cantools decode): {floor['fps']:,.0f} frames/CPU-s, "
-          f"peak RSS {floor['peak_rss_mb']:.1f} MB")
-    print(f"agent  (source -> decode -> extract -> thin):    {agent['fps']:,.0f} frames/CPU-s, "
-          f"peak RSS {agent['peak_rss_mb']:.1f} MB")
-    print(f"ratio agent/floor: {agent['fps'] / floor['fps']:.2f} "
-          f"(target >= 0.7; absolute target >= 50,000 frames/CPU-s; RSS < 60 MB)")
+    print(
+        f"recording: {path} ({size_mb:.1f} MB, {floor['frames']} frames, "
+        f"{floor['frames'] / seconds:.0f} frames/s of driving)"
+    )
+    print(
+        f"floor  (python-can LogReader + cantools decode): {floor['fps']:,.0f} frames/CPU-s, "
+        f"peak RSS {floor['peak_rss_mb']:.1f} MB"
+    )
+    print(
+        f"agent  (source -> decode -> extract -> thin):    {agent['fps']:,.0f} frames/CPU-s, "
+        f"peak RSS {agent['peak_rss_mb']:.1f} MB"
+    )
+    print(
+        f"ratio agent/floor: {agent['fps'] / floor['fps']:.2f} "
+        f"(target >= 0.7; absolute target >= 50,000 frames/CPU-s; RSS < 60 MB)"
+    )
     print(f"agent output: {agent['events']} events, {agent['samples']} thinned samples")
     print(json.dumps({"floor": floor, "agent": agent}, default=str))
 

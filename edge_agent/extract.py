@@ -97,6 +97,7 @@ class EventExtractor:
         self._wheel_speed_ms = 0
         self._camera_speed_kmh: float | None = None
         self._camera_failsafe_bits: int | None = None
+        self._failsafe_pending: tuple[int, FrameRef, dict[str, Scalar]] | None = None
         self._tsr_decision: int | None = None
         self._tsr_seen: dict[int, DecodedValues] = {}
         self._decel = _Deceleration(self.settings.harsh_braking_window_ms)
@@ -188,11 +189,10 @@ class EventExtractor:
             level=values.get("tsr_warning_level"),
             limit_kmh=None if self._tsr_decision is None else sign_limit_kmh(self._tsr_decision),
         )
-        check(
-            "camera_failsafe",
-            _flag(values, "failsafe"),
-            causes=_failsafe_causes(self._camera_failsafe_bits),
-        )
+        events.extend(self._flush_failsafe())
+        if self._edge("camera_failsafe").rises(_flag(values, "failsafe")):
+            # The cause comes in 0x738, later in the same burst: hold the event until then.
+            self._failsafe_pending = (now_ms, source, base)
         check(
             "camera_maintenance", _flag(values, "maintenance"), error_code=values.get("error_code")
         )
@@ -222,7 +222,16 @@ class EventExtractor:
         bits = values.get("failsafe")
         if bits is not None:
             self._camera_failsafe_bits = int(bits)
-        return []
+        return self._flush_failsafe()
+
+    def _flush_failsafe(self) -> list[Event]:
+        """Emit a held camera_failsafe event with the latest 0x738 cause bits."""
+        if self._failsafe_pending is None:
+            return []
+        time_ms, source, base = self._failsafe_pending
+        self._failsafe_pending = None
+        attrs = {**base, "causes": _failsafe_causes(self._camera_failsafe_bits)}
+        return [self._event("camera_failsafe", time_ms, source, attrs)]
 
     def _on_tsr_detection(
         self, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload

@@ -96,7 +96,7 @@ class Pipeline:
         counters.decoded += 1
         if len(data) < compiled.length:
             counters.short_frames += 1
-        now_ms = int(frame.timestamp * 1000)
+        now_ms = round(frame.timestamp * 1000)
         name = compiled.name
         self.thinner.feed(name, values, now_ms)
         events = self.extractor.feed(

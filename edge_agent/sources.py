@@ -132,9 +132,18 @@ def _describe_os_error(exc: BaseException) -> str:
     return f"cannot read: {getattr(exc, 'strerror', None) or exc}"
 
 
+def _open_reader(path: Path) -> Any:
+    # For .asc, python-can's LogReader makes timestamps relative to the first frame
+    # (and takes no option for .asc.gz); replay keeps the recording's own clock.
+    if recording_format(path) == ".asc":
+        text = gzip.open(path, "rt") if path.suffix == ".gz" else open(path)  # noqa: SIM115
+        return can.ASCReader(text, relative_timestamp=False)
+    return can.LogReader(str(path))
+
+
 def _read_with_python_can(path: Path, stats: ReadStats) -> Iterator[Any]:
     try:
-        reader = can.LogReader(str(path))
+        reader = _open_reader(path)
     except FileNotFoundError:
         raise RecordingError(f"{path}: file not found") from None
     except Exception as exc:  # noqa: BLE001 - each python-can reader has its own error types

@@ -73,6 +73,7 @@ def test_every_camera_warning_has_its_own_edge() -> None:
         maintenance=1,
         tamper_alert=1,
     )
+    got += x.feed("ME_Obstacle_Status", {"failsafe": 0}, 82, FrameRef("camera", 0x738), b"")
     assert sorted(types(got)) == sorted(
         [
             "pcw",
@@ -86,6 +87,24 @@ def test_every_camera_warning_has_its_own_edge() -> None:
             "camera_tamper",
         ]
     )
+
+
+def test_failsafe_waits_for_the_cause_in_the_same_burst() -> None:
+    x = EventExtractor()
+    status = FrameRef("camera", 0x738)
+    x.feed("ME_Obstacle_Status", {"failsafe": 0}, 0, status, b"")
+    assert warn(x, 80, failsafe=1) == []  # held until 0x738 of this burst
+    got = x.feed("ME_Obstacle_Status", {"failsafe": 2}, 83, status, b"")
+    assert types(got) == ["camera_failsafe"]
+    assert got[0].time_ms == 80
+    assert got[0].attrs["causes"] == "blur"
+    # a burst without 0x738 (short burst): the next 0x700 releases it with what is known
+    assert warn(x, 160) == []
+    assert warn(x, 240, failsafe=1) == []
+    late = warn(x, 320, failsafe=1)
+    assert [(e.type, e.time_ms, e.attrs["causes"]) for e in late] == [
+        ("camera_failsafe", 240, "blur")
+    ]
 
 
 def test_headway_level_three_counts_as_reaching_two() -> None:
