@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
+import time
+from collections import deque
+from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.assemble import build_pipeline
+from edge_agent.assemble import build_pipeline, default_decoder
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.errors import AgentError
 from edge_agent.logs import configure_logging
-from edge_agent.pipeline import Pipeline
+from edge_agent.nmea import read_nmea
 from edge_agent.sources import ReplaySource
 from protocol.records import Event
 
@@ -67,9 +72,11 @@ def decode(args: argparse.Namespace) -> int:
     config_dir = Path(args.config).resolve().parent if args.config else Path.cwd()
     source = ReplaySource(Path(args.file), logged_channel=args.channel)
     route = _route(config, args.channel)
-    pipeline: Pipeline | None = None
-    if config is not None:
-        pipeline = build_pipeline(config, config_dir, [b.name for b in config.bus], _print_event)
+    buses = [b.name for b in config.bus] if config is not None else []
+    pipeline = build_pipeline(config, config_dir, buses, _print_event)
+    shared = default_decoder() if config is None else None
+    # Fixes from a track file join the frames in time order, as gpsd would deliver them.
+    fixes = deque(read_nmea(Path(args.nmea))) if args.nmea else deque()
     for frame in source.frames():
         channel = str(frame.channel)
         if route is None:
@@ -79,17 +86,18 @@ def decode(args: argparse.Namespace) -> int:
             if bus_or_none is None:
                 continue
             bus = bus_or_none
-        if pipeline is None:
-            pipeline = build_pipeline(None, config_dir, [bus], _print_event)
-        elif bus not in pipeline.counters:
-            pipeline.add_bus(bus, next(iter(pipeline.decoders.values())))
+        if shared is not None and bus not in pipeline.decoders:
+            pipeline.add_bus(bus, shared)
+        while fixes and fixes[0].time_ms <= frame.timestamp * 1000:
+            fix = fixes.popleft()
+            pipeline.on_fix(fix, fix.time_ms)
         pipeline.on_frame(bus, frame)
     sys.stdout.flush()
     summary = {
         "file": args.file,
         "frames": source.stats.frames,
-        "events": 0 if pipeline is None else len(pipeline.events),
-        "buses": {} if pipeline is None else {k: vars(v) for k, v in pipeline.counters.items()},
+        "events": len(pipeline.events),
+        "buses": {k: vars(v) for k, v in pipeline.counters.items()},
         "malformed_lines": source.stats.malformed_lines,
     }
     print(json.dumps({"summary": summary}), file=sys.stderr)
@@ -106,6 +114,82 @@ def decode(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_async(coro: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop where available (the gateway's event loop), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+# Test hook: the pipeline blocks after this many frames (tests/test_agent_notify.py).
+STALL_ENV = "EDGE_AGENT_TEST_STALL_AFTER_FRAMES"
+
+
+def _stall_after(environ: Mapping[str, str]) -> int | None:
+    raw = environ.get(STALL_ENV)
+    if raw is None:
+        return None
+    try:
+        return max(int(raw), 0)
+    except ValueError:
+        raise AgentError(f"{STALL_ENV} must be a whole number, got {raw!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_agent.daemon import run_agent
+    from edge_agent.health import config_hash
+    from edge_agent.sdnotify import Notifier
+
+    config_path = Path(args.config)
+    config = load_config(config_path)
+    # The environment is read here, once: systemd's notify socket and the test hook.
+    return _run_async(
+        run_agent(
+            config,
+            config_path.resolve().parent,
+            None,
+            notifier=Notifier.from_env(os.environ),
+            config_hash=config_hash(config_path),
+            stall_after_frames=_stall_after(os.environ),
+        )
+    )
+
+
+def replay(args: argparse.Namespace) -> int:
+    from edge_agent.daemon import ReplayJob, run_agent
+    from edge_agent.health import config_hash
+
+    config_path = Path(args.config)
+    config = load_config(config_path)
+    source = Path(args.file)
+    if not source.is_file():
+        raise AgentError(f"{source}: recording not found")
+    if args.speed < 0 or args.timeout <= 0:
+        raise AgentError("--speed must be >= 0 and --timeout > 0")
+    job = ReplayJob(source, args.channel, args.speed, args.timeout)
+    return _run_async(
+        run_agent(config, config_path.resolve().parent, job, config_hash=config_hash(config_path))
+    )
+
+
+def status(args: argparse.Namespace) -> int:
+    from edge_agent.daemon import outbox_path
+    from edge_agent.outbox_status import format_human, read_status
+
+    config_path = Path(args.config)
+    config = load_config(config_path)
+    now_ms = time.time_ns() // 1_000_000
+    report = read_status(outbox_path(config, config_path.resolve().parent), now_ms)
+    if args.human:
+        print(format_human(report, now_ms))
+    else:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description="Taxi ADAS edge agent")
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
@@ -116,7 +200,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--channel", help="decode only this logged channel (e.g. can0, or 1 for ASC/BLF)"
     )
     p.add_argument("--config", help="agent config (TOML) giving buses and DBCs")
+    p.add_argument("--nmea", help="NMEA track (RMC/GGA) recorded with the drive, for positions")
     p.set_defaults(func=decode)
+
+    p = sub.add_parser("run", help="run the agent in the foreground until SIGTERM/SIGINT")
+    p.add_argument("--config", required=True, help="agent config (TOML)")
+    p.set_defaults(func=run)
+
+    p = sub.add_parser(
+        "replay",
+        help="send a recording through the whole agent; exit 0 once every batch is acknowledged",
+    )
+    p.add_argument("file", help="recording (as for decode)")
+    p.add_argument("--config", required=True, help="agent config (TOML)")
+    p.add_argument("--channel", help="replay only this logged channel")
+    p.add_argument(
+        "--speed", type=float, default=1.0, help="times recorded pace; 0 = as fast as possible"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for end-to-end acks after the last frame (default 120)",
+    )
+    p.set_defaults(func=replay)
+
+    p = sub.add_parser("status", help="print the outbox status as JSON (works offline)")
+    p.add_argument("--config", required=True, help="agent config (TOML)")
+    p.add_argument(
+        "--human",
+        action="store_true",
+        help="a headline and aligned lines from the last health snapshot, instead of JSON",
+    )
+    p.set_defaults(func=status)
     return parser
 
 

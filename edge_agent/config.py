@@ -12,7 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge_agent.decode import MOBILEYE_DBC, VEHICLE_DBC, bundled_dbc
 from edge_agent.errors import ConfigError
@@ -53,7 +60,31 @@ class BusConfig(_Section):
 
 
 class GnssConfig(_Section):
-    gpsd: Annotated[str, Field(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")]
+    """Exactly one source: ``gpsd`` (live) or ``nmea`` (a track file for replay buses,
+    relative to the config file)."""
+
+    gpsd: (
+        Annotated[str, Field(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")] | None
+    ) = None
+    nmea: Annotated[str, Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GnssConfig:
+        if (self.gpsd is None) == (self.nmea is None):
+            raise ValueError("set exactly one of 'gnss.gpsd' (live) or 'gnss.nmea' (track file)")
+        return self
+
+    def nmea_path(self, base: Path) -> Path | None:
+        if self.nmea is None:
+            return None
+        return Path(self.nmea) if Path(self.nmea).is_absolute() else base / self.nmea
+
+
+class HealthConfig(_Section):
+    # Seconds between health snapshots; state changes add snapshots in between.
+    interval_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    # A bus without a frame for this long counts as silent (a state change).
+    bus_silent_after_s: Annotated[float, Field(gt=0, le=600)] = 5.0
 
 
 class OutboxConfig(_Section):
@@ -69,6 +100,23 @@ class MqttConfig(_Section):
     tls_key: str | None = None
     username: str | None = None
     password: str | None = None
+    # Uplink tuning; docs/uplink.md explains the defaults (keep-alive data cost and all).
+    keepalive_s: Annotated[int, Field(ge=10, le=65535)] = 120
+    session_expiry_s: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 86_400
+    connect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    # Longest wait for a broker PUBACK before the connection is considered dead.
+    publish_timeout_s: Annotated[float, Field(gt=0, le=600)] = 20.0
+    max_inflight: Annotated[int, Field(ge=1, le=1024)] = 16
+    # A batch PUBACKed but not acknowledged end to end is sent again after this long.
+    resend_after_ms: Annotated[int, Field(ge=100)] = 60_000
+    # After an outage the backlog drains at this rate (0 = unlimited) so it leaves room
+    # on the LTE link; the burst lets fresh batches go out without waiting.
+    catchup_rate_bytes_per_s: Annotated[int, Field(ge=0)] = 32_768
+    catchup_burst_bytes: Annotated[int, Field(ge=0)] = 65_536
+    reconnect_min_s: Annotated[float, Field(gt=0)] = 1.0
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 120.0
+    # At shutdown, how long the last publish of what is due may take.
+    last_publish_s: Annotated[float, Field(ge=0, le=60)] = 3.0
 
 
 class CameraConfig(_Section):
@@ -112,6 +160,7 @@ class AgentConfig(_Section):
     vehicle: VehicleConfig
     bus: Annotated[list[BusConfig], Field(min_length=1)]
     gnss: GnssConfig | None = None
+    health: HealthConfig = HealthConfig()
     outbox: OutboxConfig = OutboxConfig()
     mqtt: MqttConfig = MqttConfig()
     camera: CameraConfig = CameraConfig()

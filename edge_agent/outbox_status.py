@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
 from urllib.parse import quote
@@ -85,3 +86,166 @@ def read_status(path: Path, now_ms: int) -> dict[str, object]:
                 db.rollback()
     except (sqlite3.Error, KeyError, ValueError) as exc:
         raise OutboxError(f"cannot read outbox status from {path}: {exc}") from exc
+
+
+# -- the technician's view (edge-agent status --human) ------------------------------------
+
+# A backlog: more batches than about ten minutes of normal traffic, or data this old.
+BACKLOG_BATCHES = 60
+BACKLOG_AGE_MS = 5 * 60_000
+# A snapshot older than this many health intervals means the agent is not running.
+STALE_INTERVALS = 3
+_MODES = {0: "unknown", 1: "no fix", 2: "2D fix", 3: "3D fix"}
+
+
+def _num(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def human_bytes(n: object) -> str:
+    """Decimal units, as disk and data plans count: ``1.2 MB`` is 1,200,000 bytes."""
+    value = _num(n)
+    if value is None:
+        return "-"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
+def human_duration_ms(ms: object) -> str:
+    value = _num(ms)
+    if value is None:
+        return "-"
+    if abs(value) < 1000:
+        return f"{value:.0f} ms"
+    s = value / 1000
+    if abs(s) < 120:
+        return f"{s:.0f} s"
+    if abs(s) < 7200:
+        return f"{s / 60:.0f} min"
+    if abs(s) < 172_800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} d"
+
+
+def headline(report: Mapping[str, object], now_ms: int) -> list[str]:
+    """What is wrong, worst first; ``["OK"]`` when nothing is."""
+    health = report.get("health")
+    values: Mapping[str, object] = {}
+    problems: list[str] = []
+    if isinstance(health, Mapping):
+        values = health.get("values") or {}
+        if values.get("camera_failsafe") is True:
+            problems.append("CAMERA FAILSAFE")
+        if values.get("camera_tamper") is True:
+            problems.append("CAMERA TAMPER")
+        if values.get("uplink_connected") is False:
+            problems.append("OFFLINE")
+    pending = _num(report.get("pending_batches")) or 0
+    age = _num(report.get("oldest_pending_age_ms")) or 0
+    if pending > BACKLOG_BATCHES or age > BACKLOG_AGE_MS:
+        problems.append("BACKLOG")
+    mode = _num(values.get("gnss_mode"))
+    if mode is not None and mode < 2:
+        problems.append("NO GNSS")
+    if not isinstance(health, Mapping):
+        problems.append("NO HEALTH SNAPSHOT")
+    else:
+        interval_s = _num(values.get("health_interval_s")) or 60.0
+        taken = _num(health.get("time_ms"))
+        if taken is not None and now_ms - taken > STALE_INTERVALS * interval_s * 1000:
+            problems.append("STALE")
+    return problems or ["OK"]
+
+
+def format_human(report: Mapping[str, object], now_ms: int) -> str:
+    """Aligned ``key: value`` lines for a terminal: headline first, then the last health
+    snapshot; outbox figures are read from the file now, the rest is the snapshot's."""
+    health = report.get("health")
+    values: Mapping[str, object] = {}
+    rows: list[tuple[str, str]] = [("status", " + ".join(headline(report, now_ms)))]
+    if isinstance(health, Mapping):
+        values = health.get("values") or {}
+        taken = _num(health.get("time_ms"))
+        ago = "-" if taken is None else human_duration_ms(now_ms - taken) + " ago"
+        rows.append(("snapshot", f"{ago} ({values.get('health_reason', '?')})"))
+        rows.append(
+            (
+                "agent",
+                f"{values.get('agent_version', '?')} ({values.get('agent_mode', '?')}), "
+                f"config {values.get('config_hash') or '?'}, "
+                f"up {human_duration_ms((_num(values.get('uptime_s')) or 0) * 1000)}",
+            )
+        )
+        link = "connected" if values.get("uplink_connected") else "disconnected"
+        rows.append(
+            (
+                "uplink",
+                f"{link}, {values.get('reconnects', 0)} reconnects, "
+                f"PUBACK {human_duration_ms(values.get('puback_rtt_ms'))}, "
+                f"end-to-end ack {human_duration_ms(values.get('ack_rtt_ms'))}",
+            )
+        )
+        rows.append(("sent today", human_bytes(values.get("bytes_sent_today"))))
+    rows.append(
+        (
+            "outbox",
+            f"{report.get('pending_batches')} batches pending "
+            f"({human_bytes(report.get('pending_bytes'))}), "
+            f"{report.get('staged_records')} records staged, oldest "
+            + (
+                "-"
+                if report.get("oldest_pending_age_ms") is None
+                else human_duration_ms(report.get("oldest_pending_age_ms")) + " ago"
+            ),
+        )
+    )
+    rows.append(("acked seq", f"{report.get('highest_acked_seq')} (next {report.get('next_seq')})"))
+    dropped = report.get("dropped")
+    if isinstance(dropped, Mapping) and dropped:
+        rows.append(("dropped", ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))))
+    if values:
+        mode = _num(values.get("gnss_mode"))
+        gnss = "not configured" if mode is None else _MODES.get(int(mode), f"mode {mode:.0f}")
+        offset = _num(values.get("clock_offset_ms"))
+        if offset is not None:
+            gnss += f", clock offset {offset:+.0f} ms"
+        rows.append(("gnss", gnss))
+        rows.append(
+            (
+                "camera",
+                f"failsafe {_yes_no(values.get('camera_failsafe'))}, "
+                f"tamper {_yes_no(values.get('camera_tamper'))}",
+            )
+        )
+        for key in sorted(k for k in values if k.startswith("bus_") and k.endswith("_fps")):
+            bus = key[len("bus_") : -len("_fps")]
+            active = values.get(f"bus_{bus}_active")
+            rows.append(
+                (
+                    f"bus {bus}",
+                    f"{_num(values.get(key)) or 0:.0f} frames/s"
+                    f"{'' if active is not False else ' (silent)'}, "
+                    f"{values.get(f'bus_{bus}_error_frames', 0)} error frames, "
+                    f"{values.get(f'bus_{bus}_decode_errors', 0)} decode errors",
+                )
+            )
+        rows.append(("disk free", human_bytes(values.get("disk_free_bytes"))))
+        cpu_pct = _num(values.get("cpu_pct"))
+        rows.append(
+            (
+                "cpu",
+                f"{_num(values.get('cpu_s')) or 0:.1f} s"
+                + ("" if cpu_pct is None else f" ({cpu_pct:.1f} %)"),
+            )
+        )
+        rows.append(("memory", human_bytes(values.get("rss_bytes")) + " resident"))
+    width = max(len(k) for k, _ in rows) + 1
+    return "\n".join(f"{k + ':':<{width}} {v}" for k, v in rows)
+
+
+def _yes_no(value: object) -> str:
+    if value is None:
+        return "unknown"
+    return "YES" if value else "no"

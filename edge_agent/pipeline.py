@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from cantools.database.errors import DecodeError
 
-from edge_agent.decode import FrameDecoder
+from edge_agent.decode import DecodedValues, FrameDecoder
 from edge_agent.extract import EventExtractor
 from edge_agent.profile import VEHICLE_SPEED
 from edge_agent.sources import FrameLike
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # Messages after which the vehicle speed may have changed.
 _SPEED_MESSAGES = frozenset({"WHL_SPD11", "ME_Car_Signals"})
+# The camera's warning message: its failsafe and tamper flags are health state.
+_CAMERA_WARNINGS = "ME_Display_Warnings"
 
 
 @dataclass
@@ -56,6 +58,11 @@ class Pipeline:
     counters: dict[str, BusCounters] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     fixes: list[GnssFix] = field(default_factory=list)
+    # The camera's last reported flags; None until it reported them.
+    camera_failsafe: bool | None = None
+    camera_tamper: bool | None = None
+    # The last fix handed in (for health: fix mode, clock offset).
+    last_fix: GnssFix | None = None
 
     def __post_init__(self) -> None:
         for bus in self.decoders:
@@ -98,6 +105,8 @@ class Pipeline:
             counters.short_frames += 1
         now_ms = round(frame.timestamp * 1000)
         name = compiled.name
+        if name == _CAMERA_WARNINGS:
+            self._camera_flags(values)
         self.thinner.feed(name, values, now_ms)
         events = self.extractor.feed(
             name, values, now_ms, self._ref(bus, frame.arbitration_id), data
@@ -113,6 +122,19 @@ class Pipeline:
     def on_fix(self, fix: GnssFix, now_ms: int) -> None:
         self.extractor.update_fix(fix, now_ms)
         self.fixes.append(fix)
+        self.last_fix = fix
+
+    @property
+    def frames(self) -> int:
+        """Frames handed in on all buses."""
+        return sum(c.frames for c in self.counters.values())
+
+    def _camera_flags(self, values: DecodedValues) -> None:
+        failsafe, tamper = values.get("failsafe"), values.get("tamper_alert")
+        if failsafe is not None:
+            self.camera_failsafe = bool(failsafe)
+        if tamper is not None:
+            self.camera_tamper = bool(tamper)
 
     def _ref(self, bus: str, can_id: int) -> FrameRef:
         key = (bus, can_id)

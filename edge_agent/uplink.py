@@ -1,0 +1,510 @@
+"""The MQTT uplink: the aiomqtt adapter and the delivery loop built on it.
+
+Everything aiomqtt or paho raises is turned into :class:`UplinkError` at this boundary;
+the rest of the agent only sees "connected", "published" (PUBACK), "acknowledged" (end to
+end) or ``UplinkError``. Delivery rules (docs/uplink.md):
+
+- a PUBACK marks a batch *published*; only an end-to-end ack deletes it from the outbox;
+- a published batch without an end-to-end ack is sent again after ``resend_after_ms``;
+- at most ``max_inflight`` publishes await their PUBACK at once; every round re-queries the
+  outbox, so an urgent event written meanwhile overtakes the backlog;
+- a token bucket paces the bytes sent, so a backlog after an outage does not fill the LTE link;
+- reconnects wait a capped, fully jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_agent.backoff import Backoff, TokenBucket
+from edge_agent.config import AgentConfig, MqttConfig
+from edge_agent.errors import AgentError, ConfigError
+from edge_agent.outbox import Outbox, OutboxStats, Records, StoredBatch
+from protocol import (
+    QOS,
+    Ack,
+    Presence,
+    ProtocolError,
+    Status,
+    ack_topic,
+    decode_ack,
+    encode_status,
+    status_topic,
+    topic,
+)
+
+log = logging.getLogger(__name__)
+
+# How often an idle publisher looks at the outbox again (resend timers, missed wake-ups).
+IDLE_POLL_S = 0.5
+# Publish times kept for the end-to-end ack round trip; the oldest go first beyond this.
+MAX_TRACKED_PUBLISHES = 4096
+
+
+class UplinkError(AgentError):
+    """The broker cannot be reached, refused us, or the connection broke."""
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# -- TLS -----------------------------------------------------------------------------------
+
+
+def _tls_file(value: str | None, key: str, base: Path) -> str | None:
+    if value is None:
+        return None
+    path = Path(value) if Path(value).is_absolute() else base / value
+    if not path.is_file():
+        raise ConfigError(f"key 'mqtt.{key}': file not found: {path}")
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise ConfigError(f"key 'mqtt.{key}': cannot read {path}: {exc.strerror}") from None
+    return str(path)
+
+
+def tls_context(mqtt: MqttConfig, base: Path) -> ssl.SSLContext | None:
+    """A client TLS context verifying the server, with a client certificate if configured.
+
+    Built before anything connects, so a wrong path fails the start with the key's name.
+    """
+    ca = _tls_file(mqtt.tls_ca, "tls_ca", base)
+    cert = _tls_file(mqtt.tls_cert, "tls_cert", base)
+    key = _tls_file(mqtt.tls_key, "tls_key", base)
+    if ca is None and cert is None and key is None:
+        return None
+    if (cert is None) != (key is None):
+        raise ConfigError("key 'mqtt.tls_cert'/'mqtt.tls_key': give both or neither")
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"key 'mqtt.tls_ca': not a CA certificate file: {exc}") from None
+    if cert is not None and key is not None:
+        try:
+            context.load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"key 'mqtt.tls_cert'/'mqtt.tls_key': certificate and key do not load: {exc}"
+            ) from None
+    return context
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkSettings:
+    fleet_id: str
+    vehicle_id: str
+    host: str
+    port: int
+    keepalive_s: int = 120
+    session_expiry_s: int = 86_400
+    connect_timeout_s: float = 15.0
+    publish_timeout_s: float = 20.0
+    max_inflight: int = 16
+    resend_after_ms: int = 60_000
+    catchup_rate_bytes_per_s: int = 32_768
+    catchup_burst_bytes: int = 65_536
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 120.0
+    username: str | None = None
+    password: str | None = None
+    tls: ssl.SSLContext | None = None
+
+    @property
+    def client_id(self) -> str:
+        return f"agent-{self.fleet_id}-{self.vehicle_id}"
+
+    @classmethod
+    def from_config(cls, config: AgentConfig, base: Path) -> UplinkSettings:
+        m = config.mqtt
+        return cls(
+            fleet_id=config.vehicle.fleet,
+            vehicle_id=config.vehicle.id,
+            host=m.host,
+            port=m.port,
+            keepalive_s=m.keepalive_s,
+            session_expiry_s=m.session_expiry_s,
+            connect_timeout_s=m.connect_timeout_s,
+            publish_timeout_s=m.publish_timeout_s,
+            max_inflight=m.max_inflight,
+            resend_after_ms=m.resend_after_ms,
+            catchup_rate_bytes_per_s=m.catchup_rate_bytes_per_s,
+            catchup_burst_bytes=m.catchup_burst_bytes,
+            reconnect_min_s=m.reconnect_min_s,
+            reconnect_max_s=max(m.reconnect_max_s, m.reconnect_min_s),
+            username=m.username,
+            password=m.password,
+            tls=tls_context(m, base),
+        )
+
+
+# -- the adapter ---------------------------------------------------------------------------
+
+
+class Link(Protocol):
+    """A connected session: what the delivery loop needs from MQTT."""
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
+
+    def acks(self) -> AsyncIterator[Ack]: ...
+
+
+class MqttLink:
+    """One connected aiomqtt client; every aiomqtt/paho error leaves as UplinkError."""
+
+    def __init__(self, client: aiomqtt.Client, settings: UplinkSettings) -> None:
+        self._client = client
+        self._settings = settings
+        self.bad_acks = 0
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish with QoS 1 and return once the broker's PUBACK arrived."""
+        try:
+            await self._client.publish(
+                topic, payload, qos=QOS, retain=retain, timeout=self._settings.publish_timeout_s
+            )
+        except aiomqtt.MqttError as exc:
+            raise UplinkError(f"publish to {topic} failed: {exc}") from None
+
+    async def acks(self) -> AsyncIterator[Ack]:
+        """End-to-end acks for this vehicle, until the connection breaks (UplinkError).
+
+        aiomqtt acknowledges on arrival; that is fine here because an ack is cumulative and
+        idempotent: one lost to a crash is replaced by the collector's answer to the resend.
+        """
+        try:
+            async for message in self._client.messages:
+                payload = message.payload
+                if not isinstance(payload, bytes | bytearray):
+                    self.bad_acks += 1
+                    continue
+                try:
+                    ack = decode_ack(payload)
+                except ProtocolError as exc:
+                    self.bad_acks += 1
+                    if self.bad_acks in (1, 10, 100) or self.bad_acks % 1000 == 0:
+                        log.warning("ignoring a bad ack (%s; %d so far)", exc, self.bad_acks)
+                    continue
+                if ack.vehicle_id != self._settings.vehicle_id:
+                    self.bad_acks += 1
+                    continue
+                yield ack
+        except aiomqtt.MqttError as exc:
+            raise UplinkError(f"connection lost: {exc}") from None
+        raise UplinkError("connection closed")
+
+
+def _status(state: Presence) -> bytes:
+    return encode_status(Status(state=state, time_ms=wall_ms()))
+
+
+@contextlib.asynccontextmanager
+async def connect(settings: UplinkSettings) -> AsyncIterator[MqttLink]:
+    """Connect (persistent MQTT 5 session), subscribe to our ack topic, announce ``online``.
+
+    The subscription is renewed on every connect: a broker that lost its state (no
+    persistence, or mosquitto 2.0.11's restart bug) would otherwise never send acks again.
+    Leaving the block normally publishes a retained ``offline``; a broken connection leaves
+    it to the broker, which publishes the will.
+    """
+    status = status_topic(settings.fleet_id, settings.vehicle_id)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = settings.session_expiry_s
+    try:
+        client = aiomqtt.Client(
+            settings.host,
+            settings.port,
+            identifier=settings.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            keepalive=settings.keepalive_s,
+            timeout=settings.connect_timeout_s,
+            will=aiomqtt.Will(status, _status(Presence.OFFLINE), qos=QOS, retain=True),
+            username=settings.username,
+            password=settings.password,
+            tls_context=settings.tls,
+            max_inflight_messages=settings.max_inflight,
+            max_queued_incoming_messages=1000,
+        )
+        # aiomqtt warns above 10 outstanding calls; our window is bounded on purpose.
+        client.pending_calls_threshold = settings.max_inflight + 8
+        await client.__aenter__()
+    except aiomqtt.MqttError as exc:
+        raise UplinkError(f"cannot connect to {settings.host}:{settings.port}: {exc}") from None
+    clean = False
+    try:
+        link = MqttLink(client, settings)
+        try:
+            await client.subscribe(
+                ack_topic(settings.fleet_id, settings.vehicle_id),
+                qos=QOS,
+                timeout=settings.publish_timeout_s,
+            )
+        except aiomqtt.MqttError as exc:
+            raise UplinkError(f"subscribe failed: {exc}") from None
+        await link.publish(status, _status(Presence.ONLINE), retain=True)
+        yield link
+        clean = True
+    finally:
+        with contextlib.suppress(aiomqtt.MqttError, UplinkError):
+            if clean:
+                await link.publish(status, _status(Presence.OFFLINE), retain=True)
+        # Already gone if this fails; the broker then publishes the will.
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.__aexit__(None, None, None)
+
+
+# -- delivery ------------------------------------------------------------------------------
+
+
+class BatchLike(Protocol):
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+
+
+class OutboxLike(Protocol):
+    """The part of the outbox the uplink uses (edge_agent.outbox.Outbox)."""
+
+    async def due_for_publish(
+        self, now_ms: int, *, limit: int, resend_after_ms: int
+    ) -> Sequence[BatchLike]: ...
+    async def mark_published(self, seqs: Sequence[int], now_ms: int) -> None: ...
+    async def acknowledge(self, epoch: int, upto_seq: int) -> int: ...
+
+
+class SerializedOutbox:
+    """The outbox behind one lock.
+
+    Each outbox method is its own transaction on one SQLite connection; two coroutines
+    interleaving theirs (the publisher marking while the flusher appends) would make
+    SQLite refuse a nested BEGIN. Every task of the agent uses the outbox through this.
+    """
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.inner = outbox
+        self.lock = asyncio.Lock()
+
+    @property
+    def epoch(self) -> int:
+        return self.inner.epoch
+
+    async def append(self, records: Records, now_ms: int, checkpoint: bytes | None = None) -> None:
+        async with self.lock:
+            await self.inner.append(records, now_ms, checkpoint)
+
+    async def load_checkpoint(self) -> bytes | None:
+        async with self.lock:
+            return await self.inner.load_checkpoint()
+
+    async def close_due_batches(self, now_ms: int, *, force: bool = False) -> int:
+        async with self.lock:
+            return await self.inner.close_due_batches(now_ms, force=force)
+
+    async def due_for_publish(
+        self, now_ms: int, *, limit: int, resend_after_ms: int
+    ) -> list[StoredBatch]:
+        async with self.lock:
+            return await self.inner.due_for_publish(
+                now_ms, limit=limit, resend_after_ms=resend_after_ms
+            )
+
+    async def mark_published(self, seqs: Sequence[int], now_ms: int) -> None:
+        async with self.lock:
+            await self.inner.mark_published(seqs, now_ms)
+
+    async def acknowledge(self, epoch: int, upto_seq: int) -> int:
+        async with self.lock:
+            return await self.inner.acknowledge(epoch, upto_seq)
+
+    async def stats(self, now_ms: int) -> OutboxStats:
+        async with self.lock:
+            return await self.inner.stats(now_ms)
+
+    async def close(self) -> None:
+        async with self.lock:
+            await self.inner.close()
+
+
+Connector = Callable[[UplinkSettings], contextlib.AbstractAsyncContextManager[Link]]
+
+
+@dataclass
+class UplinkCounters:
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    published: int = 0
+    published_bytes: int = 0
+    resent: int = 0
+    acks: int = 0
+    acked_batches: int = 0
+    # Last publish -> PUBACK time, and last publish -> end-to-end ack time (of the highest
+    # seq the ack covered, from its latest publish); None until measured.
+    last_puback_rtt_ms: int | None = None
+    last_ack_rtt_ms: int | None = None
+
+
+class _SessionEnd(Exception):  # noqa: N818 - a signal between tasks, not an error
+    """Raised inside a session's task group to end it on request."""
+
+
+@dataclass
+class Uplink:
+    """Keeps a connection up and moves batches from the outbox to the broker and acks back.
+
+    ``run`` returns only when ``stop`` is set; connection trouble is logged and retried.
+    """
+
+    settings: UplinkSettings
+    outbox: OutboxLike
+    connector: Connector = connect
+    random01: Callable[[], float] = random.random
+    monotonic: Callable[[], float] = time.monotonic
+    now_ms: Callable[[], int] = wall_ms
+    counters: UplinkCounters = field(default_factory=UplinkCounters)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set while the last outbox query found nothing due (used for a bounded last publish).
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._wake = asyncio.Event()
+        self._sent_at: dict[tuple[int, int], float] = {}  # (epoch, seq) -> monotonic
+        self._backoff = Backoff(
+            self.settings.reconnect_min_s, self.settings.reconnect_max_s, self.random01
+        )
+        self._bucket = TokenBucket(
+            float(self.settings.catchup_rate_bytes_per_s),
+            float(self.settings.catchup_burst_bytes),
+            self.monotonic(),
+        )
+
+    def wake(self) -> None:
+        """New batches are due (e.g. an urgent event): look at the outbox now."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with self.connector(self.settings) as link:
+                    self.counters.connects += 1
+                    self._backoff.reset()
+                    self.connected.set()
+                    log.info("uplink connected to %s:%d", self.settings.host, self.settings.port)
+                    try:
+                        await self._session(link, stop)
+                    finally:
+                        self.connected.clear()
+                        self.idle.clear()
+            except UplinkError as exc:
+                self.counters.connect_failures += 1
+                log.warning("uplink: %s", exc)
+            if stop.is_set():
+                return
+            delay = self._backoff.next_delay_s()
+            log.info("uplink reconnecting in %.1f s", delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def _session(self, link: Link, stop: asyncio.Event) -> None:
+        async def until_stop() -> None:
+            await stop.wait()
+            raise _SessionEnd
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._publish_loop(link))
+                tg.create_task(self._ack_loop(link))
+                tg.create_task(until_stop())
+        except* _SessionEnd:
+            pass  # stop was set: leave the session quietly
+        except* UplinkError as group:
+            self.counters.disconnects += 1
+            raise group.exceptions[0] from None
+
+    async def _ack_loop(self, link: Link) -> None:
+        async for ack in link.acks():
+            self.counters.acks += 1
+            self.counters.acked_batches += await self.outbox.acknowledge(ack.epoch, ack.seq)
+            self._ack_rtt(ack.epoch, ack.seq)
+
+    def _ack_rtt(self, epoch: int, upto_seq: int) -> None:
+        covered = [key for key in self._sent_at if key[0] == epoch and key[1] <= upto_seq]
+        if not covered:
+            return
+        sent = self._sent_at[max(covered)]
+        self.counters.last_ack_rtt_ms = round((self.monotonic() - sent) * 1000)
+        for key in covered:
+            del self._sent_at[key]
+
+    async def _publish_loop(self, link: Link) -> None:
+        s = self.settings
+        while True:
+            self._wake.clear()
+            due = await self.outbox.due_for_publish(
+                self.now_ms(), limit=s.max_inflight, resend_after_ms=s.resend_after_ms
+            )
+            if not due:
+                self.idle.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
+                continue
+            self.idle.clear()
+            await self._publish_round(link, due)
+
+    async def _publish_round(self, link: Link, due: Sequence[BatchLike]) -> None:
+        """Publish ``due`` with up to ``len(due)`` PUBACKs outstanding; mark what got one."""
+        s = self.settings
+        done: list[int] = []
+
+        async def one(batch: BatchLike) -> None:
+            started = self.monotonic()
+            await link.publish(topic(s.fleet_id, s.vehicle_id, batch.channel), batch.payload)
+            self.counters.last_puback_rtt_ms = round((self.monotonic() - started) * 1000)
+            key = (batch.epoch, batch.seq)
+            self._sent_at.pop(key, None)
+            self._sent_at[key] = started  # re-inserted: dict order stays oldest first
+            while len(self._sent_at) > MAX_TRACKED_PUBLISHES:
+                del self._sent_at[next(iter(self._sent_at))]
+            done.append(batch.seq)
+            self.counters.published += 1
+            self.counters.published_bytes += len(batch.payload)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for batch in due:
+                    wait = self._bucket.reserve(len(batch.payload), self.monotonic())
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    if getattr(batch, "publish_count", 0):
+                        self.counters.resent += 1
+                    tg.create_task(one(batch))
+        except* UplinkError as group:
+            raise group.exceptions[0] from None  # one broken connection, not a group
+        finally:
+            # Also after a failure: what got its PUBACK waits for the resend timer, not less.
+            if done:
+                await asyncio.shield(self.outbox.mark_published(sorted(done), self.now_ms()))
