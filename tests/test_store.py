@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import AsyncIterator
@@ -11,8 +12,9 @@ from typing import Any
 import pytest
 
 from cloud_collector.errors import QueryError, StoreError
-from cloud_collector.store import EventQuery, RoadQuery, Store, open_store
+from cloud_collector.store import CellHour, EventQuery, RoadQuery, Store, open_store
 from cloud_collector.store import aggregate as agg
+from cloud_collector.store import migrations as mig
 from protocol.batch import Batch
 from protocol.records import Event, FrameRef, GnssFix, Health, SignalSeries
 from tests.pg_harness import PgHarness, pg_server  # noqa: F401  (fixture)
@@ -187,6 +189,87 @@ async def test_aggregates(store: Store) -> None:
     assert len(await store.road_conditions(RoadQuery(bbox=bbox))) <= 1
     later = await store.road_conditions(RoadQuery(since_ms=T0 + agg.HOUR_MS))
     assert later == []
+
+
+async def test_event_counts_accumulate_in_cell_row(store: Store) -> None:
+    cell = agg.parent(agg.cell_at(LAT, LON))
+    kinds = ["fcw", "fcw", "ldw", "harsh_braking", "fcw", "ldw"]
+    for seq, kind in enumerate(kinds, start=1):
+        t = T0 + seq * 1000
+        await ingest(store, batch(seq, gnss=[fix(t)], events=[event(kind, t)]))
+    # Another vehicle: same cell-hour, so its counts merge into the same row.
+    await ingest(store, batch(1, vehicle="taxi-9", events=[event("pcw", T0 + 1)]))
+    await ingest(store, batch(2, vehicle="taxi-9", gnss=[fix(T0 + 2)]))
+    # Another hour of the same cell.
+    await ingest(store, batch(3, vehicle="taxi-9", events=[event("fcw", T0 + agg.HOUR_MS)]))
+    (row, later) = await store.road_conditions(RoadQuery(min_exposure=0))
+    assert (row.cell, row.hour_ms, later.hour_ms) == (cell, T0, T0 + agg.HOUR_MS)
+    assert row.counts == {"fcw": 3, "ldw": 2, "harsh_braking": 1, "pcw": 1}
+    assert row.exposure == 2
+    assert row.hotspot_rate == 100.0 * 7 / 2
+    assert row.mean_speed_kmh == 36.0
+    assert (later.counts, later.exposure, later.hotspot_rate) == ({"fcw": 1}, 0, None)
+    assert (later.wipers_share, later.mean_speed_kmh) == (None, None)
+    (typed,) = await store.road_conditions(RoadQuery(type="ldw", min_exposure=1))
+    assert (typed.counts, typed.hotspot_rate) == ({"ldw": 2}, 100.0 * 2 / 2)
+    # The rows are ordinary CellHour values: equal to, and hashing like, constructed ones.
+    rebuilt = CellHour(**{f.name: getattr(row, f.name) for f in dataclasses.fields(CellHour)})
+    assert rebuilt == row
+    assert repr(rebuilt) == repr(row)
+    assert row.counts is not later.counts
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        row.exposure = 3  # type: ignore[misc]
+
+
+async def test_upgrade_from_version_1_moves_event_counts(store_url: str) -> None:
+    """A database created by migration 0001 (counts in road_events) opens, upgrades and
+    answers road queries with its old counts."""
+    backend = "sqlite" if store_url.startswith("sqlite") else "postgres"
+    (initial,) = [m for m in mig.load(backend) if m.version == 1]
+    cell = agg.parent(agg.cell_at(LAT, LON))
+    lat, lon = agg.centre(cell)
+    setup = [
+        mig.CREATE_TABLE,
+        initial.sql,
+        "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (1, 'initial', 0)",
+        "INSERT INTO road_cells (cell, hour_ms, lat, lon, passes, wipers, failsafe, lanes,"
+        f" speed_sum, speed_n) VALUES ({cell}, {T0}, {lat}, {lon}, 4, 1, 0, 2, 100.0, 2),"
+        f" ({cell}, {T0 + agg.HOUR_MS}, {lat}, {lon}, 3, 0, 0, 0, 0.0, 0)",
+        "INSERT INTO road_events (cell, hour_ms, type, n) VALUES"
+        f" ({cell}, {T0}, 'fcw', 2), ({cell}, {T0}, 'ldw', 1)",
+    ]
+    if backend == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(store_url[len("sqlite://") :]) as db:
+            for sql in setup:
+                db.executescript(sql)
+    else:
+        import asyncpg
+
+        con = await asyncpg.connect(store_url)
+        try:
+            for sql in setup:
+                await con.execute(sql)
+        finally:
+            await con.close()
+    store = await open_store(store_url)
+    try:
+        first, second = await store.road_conditions(RoadQuery(min_exposure=1))
+        assert (first.counts, first.exposure, first.hotspot_rate) == ({"fcw": 2, "ldw": 1}, 4, 75.0)
+        assert (first.wipers_share, first.lane_quality_share, first.mean_speed_kmh) == (
+            0.25,
+            0.5,
+            50.0,
+        )
+        assert (second.counts, second.hotspot_rate, second.mean_speed_kmh) == ({}, 0.0, None)
+        # Ingest keeps adding to the migrated row.
+        await ingest(store, batch(1, events=[event("fcw", T0 + 5), event("pcw", T0 + 6)]))
+        first, _ = await store.road_conditions(RoadQuery(min_exposure=1))
+        assert first.counts == {"fcw": 3, "ldw": 1, "pcw": 1}
+        assert first.hotspot_rate == 125.0
+    finally:
+        await store.close()
 
 
 async def test_sign_clustering(store: Store) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from protocol.batch import Batch
+from protocol.envelope import BatchIdentity
 from protocol.records import Scalar
 
 # (min_lon, min_lat, max_lon, max_lat), like GeoJSON.
@@ -138,6 +139,50 @@ class VehicleStatus:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthPoint:
+    """One stored agent health snapshot (agent clock)."""
+
+    time_ms: int
+    values: dict[str, Scalar]
+
+
+DEFAULT_HEALTH_LIMIT = 1_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthQuery:
+    """Snapshots with ``since_ms <= time < until_ms``: the ``limit`` LATEST of them,
+    returned oldest first (a chart of "the last N points")."""
+
+    vehicle: str
+    since_ms: int | None = None
+    until_ms: int | None = None
+    limit: int = DEFAULT_HEALTH_LIMIT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VehicleHealth:
+    """What the collector knows about one vehicle's health, read in one transaction.
+
+    ``rx_*``: payload bytes received on the batch channels (new, duplicate and
+    quarantined-with-identity batches: what the taxi's data plan paid for), per UTC day
+    (``YYYY-MM-DD``) and UTC month (``YYYY-MM``). ``seq_gaps``: missing seqs below the
+    highest received seq, per epoch (decimal text), epochs without gaps left out.
+    ``camera_failsafe``: the camera failsafe state from the vehicle's data (signal and
+    events), independent of the health snapshots.
+    """
+
+    status: VehicleStatus
+    latest_health: HealthPoint | None
+    camera_failsafe: bool
+    seq_gaps: dict[str, int]
+    rx_day: str | None
+    rx_bytes_today: int
+    rx_month: str | None
+    rx_bytes_month: int
+
+
 class Store(Protocol):
     """The road-condition store. Every method is one transaction; safe to call
     concurrently from several tasks (the backends serialise what must be serialised)."""
@@ -157,9 +202,29 @@ class Store(Protocol):
         vehicle: str | None,
     ) -> None: ...
 
+    async def quarantine_batch(
+        self,
+        *,
+        identity: BatchIdentity,
+        topic: str,
+        payload: bytes,
+        reason: str,
+        received_ms: int,
+    ) -> IngestResult:
+        """Quarantine a payload whose stable identity was readable AND write its receipt
+        (one transaction), so it counts as stored for the end-to-end ack (PROTOCOL.md
+        3.2 and 6). A redelivered one is a duplicate: stored once."""
+        ...
+
     async def set_presence(
         self, *, fleet: str, vehicle: str, online: bool, time_ms: int
     ) -> None: ...
+
+    async def health_history(self, q: HealthQuery) -> list[HealthPoint]: ...
+
+    async def vehicle_health(self, vehicle_id: str | None = None) -> list[VehicleHealth]:
+        """Every vehicle's (or one vehicle's; empty when unknown) health state."""
+        ...
 
     async def events(self, q: EventQuery) -> EventPage: ...
 

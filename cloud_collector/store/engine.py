@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import gc
 import json
 import time
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import repeat
+from typing import Any, Final, Protocol
 
 from cloud_collector.errors import IngestError, QueryError
 from cloud_collector.store import aggregate as agg
+from cloud_collector.store import health
 from cloud_collector.store.base import (
     MAX_EVENT_LIMIT,
     BBox,
@@ -31,6 +36,7 @@ from cloud_collector.store.base import (
     VehicleStatus,
 )
 from protocol.batch import Batch
+from protocol.envelope import BatchIdentity
 
 Row = Sequence[Any]
 MAX_SEQ = 2**63 - 1
@@ -46,12 +52,24 @@ class Tx(Protocol):
     # Two-argument minimum/maximum: MIN/MAX in SQLite, LEAST/GREATEST in PostgreSQL.
     least: str
     greatest: str
+    # ``road_cells.counts`` (a JSON object of per-type event counts) plus
+    # ``excluded.counts``, key by key: the SET expression of the cell-hour upsert.
+    merge_counts: str
+    # The count of the event type bound to the one ``?`` in it, from ``counts``; NULL
+    # when the cell-hour has no event of that type.
+    count_of: str
 
     async def execute(self, sql: str, *args: object) -> None: ...
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None: ...
 
     async def fetch(self, sql: str, *args: object) -> list[Row]: ...
+
+    async def fetch_columns(self, sql: str, width: int, *args: object) -> list[Sequence[Any]]:
+        """The result of ``sql`` (``width`` columns, row order kept) column by column:
+        ``width`` sequences of equal length. For results of 10^5 rows: no per-row
+        objects on the way."""
+        ...
 
     async def lock_signs(self) -> None: ...
 
@@ -85,8 +103,13 @@ async def ingest(
     if new:
         await _store_records(tx, batch)
         await _aggregate(tx, batch)
+        await health.note_latest_health(tx, h.vehicle_id, batch.health)
     await _update_status(tx, batch, new, payload_bytes, received_ms)
-    return IngestResult(new, await _advance_ack(tx, h.vehicle_id, epoch, received_ms, grace_ms))
+    await health.count_rx(tx, h.vehicle_id, payload_bytes, received_ms)
+    acked = await _advance_ack(tx, h.vehicle_id, epoch, received_ms, grace_ms)
+    if new:
+        await health.count_receipt(tx, tx.greatest, h.vehicle_id, epoch, h.seq)
+    return IngestResult(new, acked)
 
 
 async def _store_records(tx: Tx, batch: Batch) -> None:
@@ -181,32 +204,39 @@ async def _aggregate(tx: Tx, batch: Batch) -> None:
 
 
 async def upsert_deltas(tx: Tx, deltas: agg.Deltas) -> None:
-    """Add the increments to the cell-hour rows, in key order (see the module docstring)."""
+    """Add the increments to the cell-hour rows, in key order (see the module docstring).
+
+    The event counts of a cell-hour live in its row (``counts``, ``events_n``), so a road
+    query reads one row per cell-hour and no join."""
+    per_cell: dict[tuple[int, int], dict[str, int]] = {}
+    for (cell, hour, kind), n in deltas.events.items():
+        per_cell.setdefault((cell, hour), {})[kind] = n
     rows = []
-    for (cell, hour), d in sorted(deltas.cells.items()):
-        lat, lon = agg.centre(cell)
+    for key, d in sorted(deltas.cells.items()):
+        lat, lon = agg.centre(key[0])
+        counts = per_cell.get(key)
         rows.append(
-            (cell, hour, lat, lon, d.passes, d.wipers, d.failsafe, d.lanes, d.speed_sum, d.speed_n)
-        )
+            (
+                key[0], key[1], lat, lon, d.passes, d.wipers, d.failsafe, d.lanes, d.speed_sum,
+                d.speed_n, json.dumps(counts, sort_keys=True) if counts else "{}",
+                sum(counts.values()) if counts else 0,
+            )
+        )  # fmt: skip
     if rows:
         await tx.executemany(
             "INSERT INTO road_cells (cell, hour_ms, lat, lon, passes, wipers, failsafe, lanes,"
-            " speed_sum, speed_n) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " speed_sum, speed_n, counts, events_n) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (cell, hour_ms) DO UPDATE SET"
             " passes = road_cells.passes + excluded.passes,"
             " wipers = road_cells.wipers + excluded.wipers,"
             " failsafe = road_cells.failsafe + excluded.failsafe,"
             " lanes = road_cells.lanes + excluded.lanes,"
             " speed_sum = road_cells.speed_sum + excluded.speed_sum,"
-            " speed_n = road_cells.speed_n + excluded.speed_n",
+            " speed_n = road_cells.speed_n + excluded.speed_n,"
+            " counts = CASE WHEN excluded.events_n = 0 THEN road_cells.counts"
+            f" ELSE {tx.merge_counts} END,"
+            " events_n = road_cells.events_n + excluded.events_n",
             rows,
-        )
-    events = [(c, hr, t, n) for (c, hr, t), n in sorted(deltas.events.items())]
-    if events:
-        await tx.executemany(
-            "INSERT INTO road_events (cell, hour_ms, type, n) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (cell, hour_ms, type) DO UPDATE SET n = road_events.n + excluded.n",
-            events,
         )
 
 
@@ -338,6 +368,56 @@ async def quarantine(
         )  # fmt: skip
 
 
+async def quarantine_batch(
+    tx: Tx,
+    *,
+    identity: BatchIdentity,
+    topic: str,
+    payload: bytes,
+    reason: str,
+    received_ms: int,
+    grace_ms: int,
+) -> IngestResult:
+    """Quarantine a payload under its readable identity and write its receipt, so that it
+    counts as stored for the ack (PROTOCOL.md 3.2 and 6). A redelivery is a duplicate.
+
+    A seq outside [1, 2^63 - 1] (0 is reserved; larger ones do not fit the receipts) is
+    quarantined without a receipt: the current ack of the epoch is returned unchanged."""
+    vehicle, fleet, epoch, seq = (
+        identity.vehicle_id, identity.fleet_id, str(identity.epoch), identity.seq
+    )  # fmt: skip
+    receipt = 1 <= seq <= MAX_SEQ
+    new = True
+    if receipt:
+        inserted = await tx.fetch(
+            "INSERT INTO receipts (vehicle, epoch, seq, fleet, channel, received_ms,"
+            " payload_bytes, records) VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
+            " ON CONFLICT DO NOTHING RETURNING seq",
+            vehicle, epoch, seq, fleet, topic.rsplit("/", 1)[-1][:16], received_ms,
+            len(payload),
+        )  # fmt: skip
+        new = bool(inserted)
+    if new:
+        await quarantine(
+            tx, topic=topic, payload=payload, reason=reason, received_ms=received_ms,
+            fleet=fleet, vehicle=vehicle,
+        )  # fmt: skip
+    else:
+        await tx.execute(
+            "UPDATE vehicle_status SET duplicates = duplicates + 1 WHERE vehicle = ?", vehicle
+        )
+    await health.count_rx(tx, vehicle, len(payload), received_ms)
+    if not receipt:
+        row = await fetchrow(
+            tx, "SELECT acked_seq FROM epoch_acks WHERE vehicle = ? AND epoch = ?", vehicle, epoch
+        )
+        return IngestResult(new, 0 if row is None else int(row[0]))
+    acked = await _advance_ack(tx, vehicle, epoch, received_ms, grace_ms)
+    if new:
+        await health.count_receipt(tx, tx.greatest, vehicle, epoch, seq)
+    return IngestResult(new, acked)
+
+
 async def set_presence(tx: Tx, fleet: str, vehicle: str, online: bool, time_ms: int) -> None:
     """Retained status messages can be re-delivered late: an older one never wins."""
     await tx.execute(
@@ -420,11 +500,20 @@ def _event(r: Row) -> StoredEvent:
     )  # fmt: skip
 
 
-def _share(part: int, passes: int) -> float | None:
-    return part / passes if passes else None
+# The fields of CellHour in the column order of the road query.
+_CELL_HOUR_FIELDS: Final = (
+    "cell", "hour_ms", "lat", "lon", "counts", "exposure", "hotspot_rate", "mean_speed_kmh",
+    "wipers_share", "failsafe_share", "lane_quality_share",
+)  # fmt: skip
+if tuple(f.name for f in dataclasses.fields(CellHour)) != _CELL_HOUR_FIELDS or hasattr(
+    CellHour, "__post_init__"
+):
+    raise ImportError("CellHour changed: update engine.road_conditions and _cell_hours")
 
 
 async def road_conditions(tx: Tx, q: RoadQuery) -> list[CellHour]:
+    """One range scan of ``road_cells`` in (hour_ms, cell) order; the shares, rates and
+    means are computed by the database (IEEE double division, as Python would)."""
     where = ["passes >= ?"]
     args: list[object] = [max(q.min_exposure, 0)]
     if q.since_ms is not None:
@@ -434,37 +523,56 @@ async def road_conditions(tx: Tx, q: RoadQuery) -> list[CellHour]:
         where.append("hour_ms < ?")
         args.append(q.until_ms)
     _bbox_sql(q.bbox, where, args)
-    cond = " AND ".join(where)
-    cells = await tx.fetch(
-        "SELECT cell, hour_ms, lat, lon, passes, wipers, failsafe, lanes, speed_sum, speed_n"
-        f" FROM road_cells WHERE {cond} ORDER BY hour_ms, cell",
-        *args,
-    )
-    type_cond, type_args = ("", []) if q.type is None else (" AND e.type = ?", [q.type])
-    qualified = " AND ".join(f"c.{w}" for w in where)
-    counts: dict[tuple[int, int], dict[str, int]] = {}
-    for r in await tx.fetch(
-        "SELECT e.cell, e.hour_ms, e.type, e.n FROM road_events e JOIN road_cells c"
-        f" ON c.cell = e.cell AND c.hour_ms = e.hour_ms WHERE {qualified}{type_cond}",
-        *args, *type_args,
-    ):  # fmt: skip
-        counts.setdefault((int(r[0]), int(r[1])), {})[r[2]] = int(r[3])
-    result = []
-    for r in cells:
-        key = (int(r[0]), int(r[1]))
-        passes = int(r[4])
-        per_type = counts.get(key, {})
-        result.append(
-            CellHour(
-                cell=key[0], hour_ms=key[1], lat=float(r[2]), lon=float(r[3]), counts=per_type,
-                exposure=passes,
-                hotspot_rate=100.0 * sum(per_type.values()) / passes if passes else None,
-                mean_speed_kmh=float(r[8]) / int(r[9]) if r[9] else None,
-                wipers_share=_share(int(r[5]), passes), failsafe_share=_share(int(r[6]), passes),
-                lane_quality_share=_share(int(r[7]), passes),
-            )
-        )  # fmt: skip
-    return result
+    if q.type is None:
+        counts, events_n, head = "counts", "events_n", []
+    else:
+        counts, events_n, head = tx.count_of, f"COALESCE({tx.count_of}, 0)", [q.type, q.type]
+    columns = await tx.fetch_columns(
+        f"SELECT cell, hour_ms, lat, lon, {counts}, passes,"
+        f" CAST(100 AS DOUBLE PRECISION) * {events_n} / NULLIF(passes, 0),"
+        " speed_sum / NULLIF(speed_n, 0),"
+        " CAST(wipers AS DOUBLE PRECISION) / NULLIF(passes, 0),"
+        " CAST(failsafe AS DOUBLE PRECISION) / NULLIF(passes, 0),"
+        " CAST(lanes AS DOUBLE PRECISION) / NULLIF(passes, 0)"
+        f" FROM road_cells WHERE {' AND '.join(where)} ORDER BY hour_ms, cell",
+        len(_CELL_HOUR_FIELDS), *head, *args,
+    )  # fmt: skip
+    return _cell_hours(columns, q.type)
+
+
+def _parsed_counts(texts: Sequence[str]) -> Iterator[dict[str, int]]:
+    """The JSON objects ``texts`` as fresh dicts. Few distinct texts recur across many
+    cell-hours, so each is parsed once and copied per row."""
+    parsed = {text: json.loads(text) for text in set(texts)}
+    return map(dict, map(parsed.__getitem__, texts))
+
+
+def _cell_hours(columns: Sequence[Sequence[Any]], kind: str | None) -> list[CellHour]:
+    """``CellHour(cell=c[0][i], hour_ms=c[1][i], ...)`` for each row i of the road query.
+
+    Built column by column with C-level loops (``map`` over the slot descriptors) instead
+    of one constructor call per row: a city-wide query returns 10^5 rows, and the
+    per-row interpreter overhead would dominate its latency. The result is the same as
+    the constructor's (the fields are checked against the dataclass at import, and
+    CellHour has no ``__post_init__``). The cyclic garbage collector is paused meanwhile:
+    the new objects hold no cycles, and its allocation-triggered passes over the
+    growing young generation would otherwise cost as much as the building."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        cells: list[CellHour] = list(map(object.__new__, repeat(CellHour, len(columns[0]))))
+        for name, column in zip(_CELL_HOUR_FIELDS, columns, strict=True):
+            values: Iterable[Any] = column
+            if name == "counts":
+                if kind is None:
+                    values = _parsed_counts(column)
+                else:
+                    values = [{} if n is None else {kind: int(n)} for n in column]
+            deque(map(getattr(CellHour, name).__set__, cells, values), maxlen=0)
+    finally:
+        if collecting:
+            gc.enable()
+    return cells
 
 
 async def signs(tx: Tx, bbox: BBox | None) -> list[SignCluster]:
@@ -503,6 +611,10 @@ def _status(r: Row) -> VehicleStatus:
         batches_total=int(r[11]), bytes_total=int(r[12]), records_total=int(r[13]),
         duplicates=int(r[14]), quarantined=int(r[15]),
     )  # fmt: skip
+
+
+# Public name for the health reads (store.health) of the same columns.
+status_of = _status
 
 
 async def vehicles(tx: Tx) -> list[VehicleStatus]:

@@ -13,25 +13,29 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import aiosqlite
 
 from cloud_collector.errors import MigrationError, StoreError
-from cloud_collector.store import engine
+from cloud_collector.store import engine, health
 from cloud_collector.store import migrations as mig
 from cloud_collector.store.base import (
     BBox,
     CellHour,
     EventPage,
     EventQuery,
+    HealthPoint,
+    HealthQuery,
     IngestResult,
     RoadQuery,
     SignCluster,
+    VehicleHealth,
     VehicleStatus,
 )
 from cloud_collector.store.engine import Row, Tx
 from protocol.batch import Batch
+from protocol.envelope import BatchIdentity
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS: Final = 10_000
@@ -49,6 +53,12 @@ class _SqliteTx:
     lock_suffix = ""
     least = "MIN"
     greatest = "MAX"
+    merge_counts = (
+        "json_patch(road_cells.counts, (SELECT json_group_object(n.key, n.value + COALESCE("
+        "(SELECT o.value FROM json_each(road_cells.counts) o WHERE o.key = n.key), 0))"
+        " FROM json_each(excluded.counts) n))"
+    )
+    count_of = "(SELECT value FROM json_each(counts) WHERE key = ?)"
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
@@ -62,6 +72,10 @@ class _SqliteTx:
     async def fetch(self, sql: str, *args: object) -> list[Row]:
         async with self._db.execute(sql, args) as cursor:
             return list(await cursor.fetchall())
+
+    async def fetch_columns(self, sql: str, width: int, *args: object) -> list[Sequence[Any]]:
+        rows = await self.fetch(sql, *args)
+        return list(zip(*rows, strict=True)) if rows else [()] * width
 
     async def lock_signs(self) -> None:
         """Nothing to do: the whole transaction already holds SQLite's write lock."""
@@ -137,8 +151,39 @@ class SqliteStore:
             )
         )
 
+    async def quarantine_batch(
+        self,
+        *,
+        identity: BatchIdentity,
+        topic: str,
+        payload: bytes,
+        reason: str,
+        received_ms: int,
+    ) -> IngestResult:
+        return await self._run(
+            lambda tx: engine.quarantine_batch(
+                tx,
+                identity=identity,
+                topic=topic,
+                payload=payload,
+                reason=reason,
+                received_ms=received_ms,
+                grace_ms=self._grace_ms,
+            )
+        )
+
     async def set_presence(self, *, fleet: str, vehicle: str, online: bool, time_ms: int) -> None:
         await self._run(lambda tx: engine.set_presence(tx, fleet, vehicle, online, time_ms))
+
+    async def health_history(self, q: HealthQuery) -> list[HealthPoint]:
+        return await self._run(lambda tx: health.history(tx, q))
+
+    async def vehicle_health(self, vehicle_id: str | None = None) -> list[VehicleHealth]:
+        return await self._run(
+            lambda tx: health.vehicle_health(
+                tx, vehicle_id, engine.STATUS_COLUMNS, engine.status_of
+            )
+        )
 
     async def events(self, q: EventQuery) -> EventPage:
         return await self._run(lambda tx: engine.events(tx, q))

@@ -1,0 +1,235 @@
+"""Vehicle health alerts and the derived per-vehicle figures: pure functions of the
+stored state, the latest health snapshot and ``now`` (no clock reads, no I/O).
+
+Rules (every comparison is strict: a value exactly at its threshold does not alert):
+
+==================  ========  =========================================================
+kind                severity  condition
+==================  ========  =========================================================
+``offline``         critical  status is offline (will message or clean shutdown) for
+                              longer than ``offline_after_min``
+``backlog_age``     warning   latest health ``outbox_oldest_age_ms`` > ``backlog_age_min``
+``camera_failsafe`` warning   latest health ``camera_failsafe`` true, or the camera
+                              failsafe state from the vehicle's data is on
+``camera_tamper``   critical  latest health ``camera_tamper`` true
+``clock_offset``    warning   \\|latest health ``clock_offset_ms``\\| > ``clock_offset_ms``
+``data_plan``       warning   payload bytes received this UTC month, extrapolated
+                              linearly to the month's end, > ``data_plan_bytes_per_month``
+                              (only after ``data_plan_min_elapsed_h`` of the month);
+                    critical  bytes received this month already > the plan
+==================  ========  =========================================================
+
+"Latest health" is the snapshot with the latest record time, whatever the order it
+arrived in; an alert from it clears when a later snapshot no longer shows the condition.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from cloud_collector.config import AlertsConfig
+from cloud_collector.store.base import HealthPoint, VehicleHealth
+from protocol.records import Scalar
+
+MINUTE_MS: Final = 60_000
+HOUR_MS: Final = 3_600_000
+
+OFFLINE: Final = "offline"
+BACKLOG_AGE: Final = "backlog_age"
+CAMERA_FAILSAFE: Final = "camera_failsafe"
+CAMERA_TAMPER: Final = "camera_tamper"
+CLOCK_OFFSET: Final = "clock_offset"
+DATA_PLAN: Final = "data_plan"
+KINDS: Final = (OFFLINE, BACKLOG_AGE, CAMERA_FAILSAFE, CAMERA_TAMPER, CLOCK_OFFSET, DATA_PLAN)
+
+WARNING: Final = "warning"
+CRITICAL: Final = "critical"
+
+# Health keys (docs/health.md of the edge agent).
+K_PENDING_BATCHES: Final = "outbox_pending_batches"
+K_OLDEST_AGE_MS: Final = "outbox_oldest_age_ms"
+K_CLOCK_OFFSET_MS: Final = "clock_offset_ms"
+K_CAMERA_FAILSAFE: Final = "camera_failsafe"
+K_CAMERA_TAMPER: Final = "camera_tamper"
+
+Thresholds = AlertsConfig
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    vehicle: str
+    kind: str
+    severity: str
+    since_ms: int  # when the condition began, as far as the collector can tell
+    message: str
+    value: float  # the measured figure (seconds, ms, bytes; 1 for a flag)
+
+
+def number(values: dict[str, Scalar], key: str) -> float | None:
+    """A numeric health value, None when absent or not a number (bools are flags)."""
+    v = values.get(key)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def flag(values: dict[str, Scalar], key: str) -> bool:
+    v = values.get(key)
+    if isinstance(v, bool | int | float):
+        return bool(v)
+    return isinstance(v, str) and v.strip().lower() in {"1", "true", "on", "yes", "active"}
+
+
+def month_span(now_ms: int) -> tuple[int, int]:
+    """Start and length (ms) of the UTC calendar month containing ``now_ms``."""
+    t = time.gmtime(now_ms // 1000)
+    start = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, 0)) * 1000
+    return start, calendar.monthrange(t.tm_year, t.tm_mon)[1] * 86_400_000
+
+
+def month_bytes(state: VehicleHealth, now_ms: int) -> int:
+    """Bytes received in the month of ``now_ms`` (0 when the counter is of an older month)."""
+    current = time.strftime("%Y-%m", time.gmtime(now_ms // 1000))
+    return state.rx_bytes_month if state.rx_month == current else 0
+
+
+def today_bytes(state: VehicleHealth, now_ms: int) -> int:
+    current = time.strftime("%Y-%m-%d", time.gmtime(now_ms // 1000))
+    return state.rx_bytes_today if state.rx_day == current else 0
+
+
+def projected_month_bytes(state: VehicleHealth, now_ms: int) -> float:
+    """This month's bytes so far, extrapolated linearly to the end of the month."""
+    start, length = month_span(now_ms)
+    elapsed = max(now_ms - start, 1)
+    return month_bytes(state, now_ms) * length / elapsed
+
+
+def evaluate_alerts(
+    vehicle_state: VehicleHealth,
+    latest_health: HealthPoint | None,
+    now_ms: int,
+    thresholds: Thresholds,
+) -> list[Alert]:
+    """The alerts active for one vehicle at ``now_ms``, in ``KINDS`` order."""
+    s = vehicle_state.status
+    v = s.vehicle
+    out: list[Alert] = []
+    if s.online is False and s.presence_ms is not None:
+        off_ms = now_ms - s.presence_ms
+        if off_ms > thresholds.offline_after_min * MINUTE_MS:
+            out.append(
+                Alert(
+                    vehicle=v, kind=OFFLINE, severity=CRITICAL, since_ms=s.presence_ms,
+                    message=f"offline for {off_ms // MINUTE_MS} min"
+                    f" (threshold {thresholds.offline_after_min} min)",
+                    value=off_ms / 1000,
+                )
+            )  # fmt: skip
+    values = latest_health.values if latest_health is not None else {}
+    t = latest_health.time_ms if latest_health is not None else now_ms
+    age = number(values, K_OLDEST_AGE_MS)
+    limit_ms = thresholds.backlog_age_min * MINUTE_MS
+    if age is not None and age > limit_ms:
+        out.append(
+            Alert(
+                vehicle=v, kind=BACKLOG_AGE, severity=WARNING,
+                since_ms=int(t - age + limit_ms),
+                message=f"oldest unsent record is {age / MINUTE_MS:.0f} min old"
+                f" (threshold {thresholds.backlog_age_min} min)",
+                value=age / 1000,
+            )
+        )  # fmt: skip
+    if flag(values, K_CAMERA_FAILSAFE) or vehicle_state.camera_failsafe:
+        source = "health" if flag(values, K_CAMERA_FAILSAFE) else "vehicle data"
+        out.append(
+            Alert(
+                vehicle=v, kind=CAMERA_FAILSAFE, severity=WARNING, since_ms=t,
+                message=f"camera failsafe active ({source})", value=1.0,
+            )
+        )  # fmt: skip
+    if flag(values, K_CAMERA_TAMPER):
+        out.append(
+            Alert(
+                vehicle=v, kind=CAMERA_TAMPER, severity=CRITICAL, since_ms=t,
+                message="camera tamper alert active", value=1.0,
+            )
+        )  # fmt: skip
+    offset = number(values, K_CLOCK_OFFSET_MS)
+    if offset is not None and abs(offset) > thresholds.clock_offset_ms:
+        out.append(
+            Alert(
+                vehicle=v, kind=CLOCK_OFFSET, severity=WARNING, since_ms=t,
+                message=f"clock offset {offset:.0f} ms"
+                f" (threshold {thresholds.clock_offset_ms} ms)",
+                value=offset,
+            )
+        )  # fmt: skip
+    out += _data_plan(vehicle_state, now_ms, thresholds)
+    return out
+
+
+def _data_plan(state: VehicleHealth, now_ms: int, thresholds: Thresholds) -> list[Alert]:
+    plan = thresholds.data_plan_bytes_per_month
+    used = month_bytes(state, now_ms)
+    start, _ = month_span(now_ms)
+    v = state.status.vehicle
+    if used > plan:
+        return [
+            Alert(
+                vehicle=v, kind=DATA_PLAN, severity=CRITICAL, since_ms=start,
+                message=f"{used} bytes this month exceed the plan of {plan} bytes",
+                value=float(used),
+            )
+        ]  # fmt: skip
+    if now_ms - start < thresholds.data_plan_min_elapsed_h * HOUR_MS:
+        return []
+    projected = projected_month_bytes(state, now_ms)
+    if projected > plan:
+        return [
+            Alert(
+                vehicle=v, kind=DATA_PLAN, severity=WARNING, since_ms=start,
+                message=f"on course for {projected:.0f} bytes this month"
+                f" (plan {plan} bytes; {used} so far)",
+                value=projected,
+            )
+        ]  # fmt: skip
+    return []
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Derived:
+    """Per-vehicle figures of the fleet view."""
+
+    status: str  # online | offline | unknown
+    backlog_batches: int | None
+    backlog_age_s: float | None
+    data_today_bytes: int
+    data_month_bytes: int
+    data_month_projected_bytes: float
+    lag_s: float | None
+    seq_gaps: int
+    duplicate_ratio: float | None  # duplicates / batches received (new + duplicate)
+
+
+def derive(state: VehicleHealth, now_ms: int) -> Derived:
+    s = state.status
+    values = state.latest_health.values if state.latest_health is not None else {}
+    pending = number(values, K_PENDING_BATCHES)
+    age = number(values, K_OLDEST_AGE_MS)
+    received = s.batches_total + s.duplicates
+    return Derived(
+        status="unknown" if s.online is None else ("online" if s.online else "offline"),
+        backlog_batches=None if pending is None else int(pending),
+        backlog_age_s=None if age is None else age / 1000,
+        data_today_bytes=today_bytes(state, now_ms),
+        data_month_bytes=month_bytes(state, now_ms),
+        data_month_projected_bytes=projected_month_bytes(state, now_ms),
+        lag_s=None if s.lag_ms is None else s.lag_ms / 1000,
+        seq_gaps=sum(state.seq_gaps.values()),
+        duplicate_ratio=s.duplicates / received if received else None,
+    )

@@ -1,0 +1,163 @@
+"""Collector configuration: TOML, validated once, frozen.
+
+Every key has an embedded default, so an empty file (or no file) runs a single-machine
+collector: SQLite under ./var, mosquitto on 127.0.0.1:1883, the HTTP API on
+127.0.0.1:8080. An error names the file, the key and what was expected, on one line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cloud_collector.errors import ConfigError
+
+_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    # Shared-subscription group: every collector instance of one deployment uses the same.
+    group: Annotated[str, Field(pattern=_ID_PATTERN)] = "collectors"
+    # Stable per instance: the broker keeps the persistent session (and the unacknowledged
+    # messages) under this id while the collector is down.
+    client_id: Annotated[str, Field(pattern=_ID_PATTERN)] = "collector-1"
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=65535)] = 30
+    # How long the broker keeps the session (and queues messages) after a disconnect.
+    session_expiry_s: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 86_400
+    # MQTT 5 Receive Maximum: unacknowledged deliveries the broker may have in flight to us.
+    # Because we acknowledge only after the commit, this is the ingest queue's real bound.
+    receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 256
+    # Messages validated and stored concurrently (PUBACKs still go out in arrival order).
+    # Overlaps decoding with the store's I/O; PostgreSQL runs the transactions in parallel.
+    ingest_concurrency: Annotated[int, Field(ge=1, le=1024)] = 16
+    reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = 0.2
+    reconnect_max_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> MqttConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+
+DEFAULT_SQLITE: Final = Path("var") / "collector.sqlite3"
+
+
+class StoreConfig(_Section):
+    # "sqlite:////abs/path.db" or "postgresql://user@host:port/db". Omitted: a SQLite file
+    # ./var/collector.sqlite3 under the working directory (see ``resolved_url``).
+    url: Annotated[str, Field(min_length=1)] | None = None
+
+    def resolved_url(self, cwd: Path) -> str:
+        return self.url if self.url is not None else f"sqlite:///{cwd / DEFAULT_SQLITE}"
+
+
+class HttpConfig(_Section):
+    listen: Annotated[str, Field(pattern=_HOST_PORT)] = "127.0.0.1:8080"
+    # Largest page of /v1/events a client may ask for.
+    max_limit: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+class LogConfig(_Section):
+    level: Annotated[str, Field(pattern=r"^(?i:debug|info|warning|error)$")] = "info"
+
+
+class AlertsConfig(_Section):
+    """Thresholds of the vehicle health alerts (see ``cloud_collector.alerts``)."""
+
+    # Offline (status "offline", e.g. the will message) for longer than this.
+    offline_after_min: Annotated[int, Field(ge=1, le=10_080)] = 10
+    # The agent's oldest pending outbox record older than this (health outbox_oldest_age_ms).
+    backlog_age_min: Annotated[int, Field(ge=1, le=100_000)] = 30
+    # |health clock_offset_ms| above this.
+    clock_offset_ms: Annotated[int, Field(ge=1, le=86_400_000)] = 2_000
+    # Payload bytes a vehicle may send per calendar month (UTC).
+    data_plan_bytes_per_month: Annotated[int, Field(ge=1, le=2**53)] = 500_000_000
+    # The month's bytes are extrapolated to its end only after this many hours of it
+    # (the first hours of a month say little); bytes already over the plan always alert.
+    data_plan_min_elapsed_h: Annotated[int, Field(ge=0, le=720)] = 24
+
+
+class CollectorConfig(_Section):
+    mqtt: MqttConfig = MqttConfig()
+    store: StoreConfig = StoreConfig()
+    http: HttpConfig = HttpConfig()
+    log: LogConfig = LogConfig()
+    alerts: AlertsConfig = AlertsConfig()
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    model: type[BaseModel] = CollectorConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _describe(error: Any) -> str:
+    loc: tuple[int | str, ...] = tuple(error["loc"])
+    key = _key_path(loc)
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"key '{key}': unknown key{hint}"
+    msg = str(error["msg"])
+    return f"key '{key}': {msg}" if key else msg
+
+
+def parse_config(data: dict[str, Any], source: str) -> CollectorConfig:
+    """Validate a parsed TOML document; raises ConfigError naming ``source`` and the key."""
+    try:
+        return CollectorConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{source}: {_describe(first)}") from None
+
+
+def load_config(path: Path) -> CollectorConfig:
+    """Read and validate a TOML file; raises ConfigError naming the file and the key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, str(path))

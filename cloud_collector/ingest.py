@@ -1,0 +1,330 @@
+"""The MQTT subscriber: receive, validate, commit, then acknowledge (broker and end to end).
+
+Delivery, in the order the code enforces it for every message:
+
+1. ``validate.classify`` decides: a batch, a presence update, or a rejection.
+2. One store transaction: the batch (receipt with conflict-ignore, data only if new), the
+   quarantine row, or the presence row.
+3. The MQTT PUBACK, only now, and in arrival order: a crash before it makes the broker
+   redeliver the message to our persistent session, and step 2 deduplicates it.
+4. The end-to-end ack on ``fleet/<fleet>/<vehicle>/ack`` with the highest contiguous seq of
+   that vehicle and epoch, also for duplicates (the agent evidently missed the last ack)
+   and for quarantined batches whose identity was readable (PROTOCOL.md 3.2 and 6).
+
+Steps 1-2 of up to ``ingest_concurrency`` messages run concurrently (decoding overlaps the
+store's I/O); a single completer awaits them in arrival order for steps 3-4. The ack
+sender publishes off that path and coalesces acks per (vehicle, epoch), never sending a
+lower seq than it sent before.
+
+A store failure is not the taxi's fault: nothing more is acknowledged, the session is
+dropped and re-established after a backoff, and the broker redelivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol, runtime_checkable
+
+import aiomqtt
+
+from cloud_collector import mqtt
+from cloud_collector.config import MqttConfig
+from cloud_collector.errors import StoreError
+from cloud_collector.metrics import IngestMetrics
+from cloud_collector.store.base import IngestResult, Store
+from cloud_collector.validate import Accepted, PresenceUpdate, Rejected, classify
+from protocol import Ack, BatchIdentity, ack_topic, collector_filters, encode_ack
+from protocol.status import Presence
+
+log = logging.getLogger(__name__)
+
+# (vehicle, epoch) pairs whose last sent ack seq is remembered (to never send a lower one).
+MAX_REMEMBERED_ACKS: Final = 100_000
+
+
+@runtime_checkable
+class IdentifiedQuarantine(Protocol):
+    """Optional store capability: quarantine a batch whose identity was readable AND write
+    its receipt, returning the contiguous seq to acknowledge (PROTOCOL.md 3.2 and 6:
+    quarantined batches count, or one bad batch would block every later ack).
+
+    A store without it still quarantines the payload, but the collector then cannot know
+    the contiguous seq, so it sends no end-to-end ack for that batch (never a guessed one:
+    acking past a gap would make the taxi delete data that is not stored).
+    """
+
+    async def quarantine_batch(
+        self,
+        *,
+        identity: BatchIdentity,
+        topic: str,
+        payload: bytes,
+        reason: str,
+        received_ms: int,
+    ) -> IngestResult: ...
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class AckIntent:
+    """After this message's PUBACK: tell ``vehicle`` that 1..seq of ``epoch`` are stored."""
+
+    fleet: str
+    vehicle: str
+    epoch: int
+    seq: int
+
+
+class AckSender:
+    """Publishes end-to-end acks, coalesced per (vehicle, epoch), off the commit path."""
+
+    def __init__(
+        self,
+        client: aiomqtt.Client,
+        metrics: IngestMetrics,
+        clock_ms: Callable[[], int],
+        sent: OrderedDict[tuple[str, int], int],
+        max_pending: int,
+    ) -> None:
+        self.client = client
+        self.metrics = metrics
+        self.clock_ms = clock_ms
+        self.sent = sent
+        self.max_pending = max_pending
+        self.pending: dict[tuple[str, str, int], int] = {}
+        self.wake = asyncio.Event()
+        self.room = asyncio.Event()
+        self.closing = False
+
+    async def offer(self, intent: AckIntent) -> None:
+        # Bounded: with many vehicles and a slow broker, the completer waits here.
+        while len(self.pending) >= self.max_pending:
+            self.room.clear()
+            await self.room.wait()
+        key = (intent.fleet, intent.vehicle, intent.epoch)
+        self.pending[key] = max(self.pending.get(key, 0), intent.seq)
+        self.wake.set()
+
+    def close(self) -> None:
+        self.closing = True
+        self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            batch, self.pending = self.pending, {}
+            self.room.set()
+            for (fleet, vehicle, epoch), seq in batch.items():
+                await self._send(fleet, vehicle, epoch, seq)
+            if self.closing and not self.pending:
+                return
+
+    async def _send(self, fleet: str, vehicle: str, epoch: int, seq: int) -> None:
+        key = (vehicle, epoch)
+        # Concurrent transactions may finish out of order: never go below what we sent.
+        seq = max(seq, self.sent.get(key, 0))
+        self.sent[key] = seq
+        self.sent.move_to_end(key)
+        while len(self.sent) > MAX_REMEMBERED_ACKS:
+            self.sent.popitem(last=False)
+        ack = Ack(vehicle_id=vehicle, epoch=epoch, seq=seq, time_ms=self.clock_ms())
+        await self.client.publish(ack_topic(fleet, vehicle), encode_ack(ack), qos=1)
+        self.metrics.acks_sent += 1
+
+
+_Inflight = asyncio.Queue[tuple[aiomqtt.Message, "asyncio.Task[AckIntent | None]"] | None]
+
+
+class Ingestor:
+    """Owns the MQTT session; ``run`` returns once ``stop`` is set."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        store: Store,
+        metrics: IngestMetrics,
+        *,
+        clock_ms: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.metrics = metrics
+        self.clock_ms = clock_ms
+        self._acks_sent: OrderedDict[tuple[str, int], int] = OrderedDict()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, subscribe and consume until ``stop``; reconnect with full-jitter backoff."""
+        failures = 0
+        while not stop.is_set():
+            failed = False
+            try:
+                await self._session(stop)
+            except* (aiomqtt.MqttError, StoreError) as group:
+                failed = True
+                log.warning("mqtt session ended: %s", group.exceptions[0])
+            self.metrics.connected = False
+            failures = failures + 1 if failed else 0
+            if stop.is_set():
+                break
+            # Full jitter: many collectors (or one after a broker restart) must not
+            # reconnect in lockstep.
+            cap = min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s * 2 ** min(failures, 16))
+            delay = random.uniform(self.cfg.reconnect_min_s, max(cap, self.cfg.reconnect_min_s))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        client = mqtt.make_client(self.cfg)
+        async with client:
+            # Every connect, even with a persistent session: mosquitto 2.0.11 forgets
+            # durable $share subscriptions when it restarts.
+            for flt in collector_filters(self.cfg.group):
+                await client.subscribe(flt, qos=1)
+            self.metrics.connected = True
+            self.metrics.connects += 1
+            log.info("mqtt connected and subscribed")
+            acks = AckSender(
+                client, self.metrics, self.clock_ms, self._acks_sent, self.cfg.receive_maximum
+            )
+            inflight: _Inflight = asyncio.Queue(maxsize=self.cfg.ingest_concurrency)
+            async with asyncio.TaskGroup() as tg:
+                sender = tg.create_task(acks.run(), name="ack-sender")
+                completer = tg.create_task(self._complete(client, inflight, acks))
+                await self._receive(client, stop, tg, inflight)
+                await completer
+                acks.close()
+                await sender
+
+    async def _receive(
+        self,
+        client: aiomqtt.Client,
+        stop: asyncio.Event,
+        tg: asyncio.TaskGroup,
+        inflight: _Inflight,
+    ) -> None:
+        """Hand messages to processing tasks until ``stop``; then tell the completer."""
+        messages = aiter(client.messages)
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                nxt = asyncio.ensure_future(anext(messages))
+                done, _ = await asyncio.wait((nxt, stopper), return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                        await nxt
+                    break
+                message = nxt.result()
+                # put() waits while ingest_concurrency messages are in progress.
+                await inflight.put((message, tg.create_task(self._process(message))))
+        finally:
+            stopper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopper
+        await inflight.put(None)
+
+    async def _complete(self, client: aiomqtt.Client, inflight: _Inflight, acks: AckSender) -> None:
+        """PUBACK and end-to-end ack, strictly in arrival order, each after its commit."""
+        while (item := await inflight.get()) is not None:
+            message, task = item
+            intent = await task  # raises StoreError: nothing from here on is acknowledged
+            mqtt.puback(client, message)
+            if intent is not None and intent.seq >= 1:
+                # seq 0 ("nothing stored yet") lets the agent delete nothing: not sent.
+                await acks.offer(intent)
+
+    async def _process(self, message: aiomqtt.Message) -> AckIntent | None:
+        """Validate and store one message; what to acknowledge end to end, if anything."""
+        payload = message.payload
+        data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+        received_ms = self.clock_ms()
+        topic = message.topic.value
+        outcome = classify(topic, data)
+        try:
+            if isinstance(outcome, Accepted):
+                return await self._store_batch(outcome, len(data), received_ms)
+            if isinstance(outcome, Rejected):
+                return await self._quarantine(outcome, topic, data, received_ms)
+            await self._presence(outcome, message.retain, received_ms)
+            return None
+        except StoreError:
+            self.metrics.store_errors += 1
+            raise
+
+    async def _store_batch(self, outcome: Accepted, size: int, received_ms: int) -> AckIntent:
+        channel = outcome.channel.value
+        header = outcome.batch.header
+        self.metrics.received[channel] += 1
+        started = time.perf_counter()
+        result = await self.store.ingest(
+            outcome.batch, topic_channel=channel, payload_bytes=size, received_ms=received_ms
+        )
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        if result.new:
+            self.metrics.stored[channel] += 1
+            self.metrics.records += header.counts.total
+            self.metrics.payload_bytes += size
+            lag_ms = max(0, self.clock_ms() - header.sent_ms)
+            self.metrics.ack_lag_ms = lag_ms
+            self.metrics.ack_lag_seconds.observe(lag_ms / 1000)
+        else:
+            self.metrics.duplicates[channel] += 1
+        return AckIntent(header.fleet_id, header.vehicle_id, header.epoch, result.contiguous_seq)
+
+    async def _quarantine(
+        self, outcome: Rejected, topic: str, data: bytes, received_ms: int
+    ) -> AckIntent | None:
+        # Acknowledged to the broker like any stored message (by the completer): redelivering
+        # garbage forever would stall the stream; the raw bytes are kept for an operator.
+        ident = outcome.identity
+        intent: AckIntent | None = None
+        if ident is not None and isinstance(self.store, IdentifiedQuarantine):
+            result = await self.store.quarantine_batch(
+                identity=ident,
+                topic=topic,
+                payload=data,
+                reason=outcome.reason,
+                received_ms=received_ms,
+            )
+            intent = AckIntent(ident.fleet_id, ident.vehicle_id, ident.epoch, result.contiguous_seq)
+        else:
+            await self.store.quarantine(
+                topic=topic,
+                payload=data,
+                reason=outcome.reason,
+                received_ms=received_ms,
+                fleet=outcome.fleet,
+                vehicle=outcome.vehicle,
+            )
+        self.metrics.quarantined[outcome.reason] += 1
+        n = self.metrics.quarantined[outcome.reason]
+        if n & (n - 1) == 0:  # rate-limited: the 1st, 2nd, 4th, 8th... of each reason
+            log.warning("quarantined payloads: %s (%d so far)", outcome.reason, n)
+        return intent
+
+    async def _presence(self, outcome: PresenceUpdate, retained: bool, received_ms: int) -> None:
+        status = outcome.status
+        if status is None:
+            self.metrics.presence["cleared"] += 1
+            return
+        # Live messages: our receive time is the truth (a will's own ``t`` is the connect
+        # time). Retained ones arrive at subscribe time, long after the fact: the agent's
+        # ``t`` is the best estimate there is.
+        await self.store.set_presence(
+            fleet=outcome.fleet,
+            vehicle=outcome.vehicle,
+            online=status.state is Presence.ONLINE,
+            time_ms=status.time_ms if retained else received_ms,
+        )
+        self.metrics.presence[status.state.value] += 1

@@ -1,0 +1,232 @@
+"""In-process metrics and their Prometheus text exposition (format 0.0.4), written by hand.
+
+The format is small (HELP, TYPE, one ``name{labels} value`` line per series), so a library
+is not worth a dependency. Label values here come from fixed vocabularies (channels,
+protocol reasons), never from payload data, so cardinality stays bounded. The
+per-vehicle health gauges carry a ``vehicle`` label (ids checked against the topic; one
+series per vehicle and gauge, fine for a fleet of hundreds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from cloud_collector.alerts import KINDS, Alert, Derived
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+# Commit latency buckets, seconds: SQLite commits take ~0.1-5 ms, PostgreSQL a few ms.
+LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass
+class Histogram:
+    """A cumulative Prometheus histogram with fixed buckets."""
+
+    buckets: tuple[float, ...] = LATENCY_BUCKETS
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.buckets)
+
+    def observe(self, value: float) -> None:
+        self.n += 1
+        self.total += value
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+
+    def lines(self, name: str) -> Iterable[str]:
+        running = 0
+        for bound, count in zip(self.buckets, self.counts, strict=True):
+            running += count
+            yield f'{name}_bucket{{le="{_num(bound)}"}} {running}'
+        yield f'{name}_bucket{{le="+Inf"}} {self.n}'
+        yield f"{name}_sum {_num(self.total)}"
+        yield f"{name}_count {self.n}"
+
+
+@dataclass
+class IngestMetrics:
+    """Counters the ingest loop updates; read by /metrics and /readyz."""
+
+    received: Counter[str] = field(default_factory=Counter)  # by channel
+    stored: Counter[str] = field(default_factory=Counter)  # new batches, by channel
+    duplicates: Counter[str] = field(default_factory=Counter)  # by channel
+    records: int = 0  # records in new batches
+    payload_bytes: int = 0  # bytes of new batches
+    quarantined: Counter[str] = field(default_factory=Counter)  # by reason
+    presence: Counter[str] = field(default_factory=Counter)  # by state
+    acks_sent: int = 0
+    store_errors: int = 0
+    connects: int = 0
+    connected: bool = False
+    commit_seconds: Histogram = field(default_factory=Histogram)
+    # Collector clock at commit minus the batch's ``sent`` (agent clock), last seen, ms.
+    ack_lag_ms: float = 0.0
+    ack_lag_seconds: Histogram = field(
+        default_factory=lambda: Histogram((0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FleetFigures:
+    """Alert counts by kind and per-vehicle gauges, computed for one scrape."""
+
+    alerts_active: dict[str, int]
+    # gauge name -> (vehicle, value); vehicles without a value are left out
+    per_vehicle: dict[str, list[tuple[str, float]]]
+
+    @classmethod
+    def of(cls, rows: Iterable[tuple[str, Derived, list[Alert]]]) -> FleetFigures:
+        active = dict.fromkeys(KINDS, 0)
+        gauges: dict[str, list[tuple[str, float]]] = {name: [] for name, _ in VEHICLE_GAUGES}
+        for vehicle, d, alerts in rows:
+            for a in alerts:
+                active[a.kind] = active.get(a.kind, 0) + 1
+            figures: dict[str, float | None] = {
+                "vehicle_online": None if d.status == "unknown" else float(d.status == "online"),
+                "vehicle_backlog_batches": d.backlog_batches,
+                "vehicle_backlog_age_seconds": d.backlog_age_s,
+                "vehicle_lag_seconds": d.lag_s,
+                "vehicle_seq_gaps": d.seq_gaps,
+                "vehicle_duplicate_ratio": d.duplicate_ratio,
+                "vehicle_data_today_bytes": d.data_today_bytes,
+                "vehicle_data_month_bytes": d.data_month_bytes,
+                "vehicle_alerts_active": len(alerts),
+            }
+            for name, value in figures.items():
+                if value is not None:
+                    gauges[name].append((vehicle, value))
+        return cls(active, gauges)
+
+
+VEHICLE_GAUGES: Final = (
+    ("vehicle_online", "1 online, 0 offline (vehicles with a status message)."),
+    ("vehicle_backlog_batches", "Batches pending in the agent's outbox (latest health)."),
+    ("vehicle_backlog_age_seconds", "Age of the oldest pending outbox record (latest health)."),
+    ("vehicle_lag_seconds", "Receive time minus the last record time of the last batch."),
+    ("vehicle_seq_gaps", "Missing seqs below the highest received seq, all epochs."),
+    ("vehicle_duplicate_ratio", "Duplicate batches / batches received."),
+    ("vehicle_data_today_bytes", "Payload bytes received this UTC day."),
+    ("vehicle_data_month_bytes", "Payload bytes received this UTC month."),
+    ("vehicle_alerts_active", "Active alerts of the vehicle."),
+)
+
+
+def _num(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _sanitize(name: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.out: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.out.append(f"# HELP {name} {help_text}")
+        self.out.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        if labels:
+            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+            self.out.append(f"{name}{{{inner}}} {_num(value)}")
+        else:
+            self.out.append(f"{name} {_num(value)}")
+
+    def labelled(self, name: str, kind: str, help_text: str, label: str, c: Counter[str]) -> None:
+        self.family(name, kind, help_text)
+        for key in sorted(c):
+            self.sample(name, c[key], {label: key})
+
+
+def render(
+    m: IngestMetrics,
+    store_metrics: Mapping[str, object] | None = None,
+    fleet: FleetFigures | None = None,
+) -> str:
+    """The whole exposition text."""
+    w = _Writer()
+    w.labelled(
+        "collector_messages_received_total",
+        "counter",
+        "MQTT messages received.",
+        "channel",
+        m.received,
+    )
+    w.labelled(
+        "collector_batches_stored_total", "counter", "New batches committed.", "channel", m.stored
+    )
+    w.labelled(
+        "collector_batches_duplicate_total",
+        "counter",
+        "Duplicate batches (already stored).",
+        "channel",
+        m.duplicates,
+    )
+    w.labelled(
+        "collector_quarantined_total",
+        "counter",
+        "Payloads quarantined, by reason.",
+        "reason",
+        m.quarantined,
+    )
+    w.labelled(
+        "collector_presence_updates_total",
+        "counter",
+        "Status messages applied.",
+        "state",
+        m.presence,
+    )
+    w.family("collector_records_stored_total", "counter", "Records in new batches.")
+    w.sample("collector_records_stored_total", m.records)
+    w.family("collector_payload_bytes_stored_total", "counter", "Payload bytes of new batches.")
+    w.sample("collector_payload_bytes_stored_total", m.payload_bytes)
+    w.family("collector_acks_sent_total", "counter", "End-to-end acks published.")
+    w.sample("collector_acks_sent_total", m.acks_sent)
+    w.family("collector_store_errors_total", "counter", "Store failures (message redelivered).")
+    w.sample("collector_store_errors_total", m.store_errors)
+    w.family("collector_mqtt_connects_total", "counter", "Successful MQTT connections.")
+    w.sample("collector_mqtt_connects_total", m.connects)
+    w.family("collector_mqtt_connected", "gauge", "1 while connected to the broker.")
+    w.sample("collector_mqtt_connected", int(m.connected))
+    w.family("collector_commit_seconds", "histogram", "Store transaction time per message.")
+    w.out.extend(m.commit_seconds.lines("collector_commit_seconds"))
+    w.family("collector_ack_lag_seconds", "histogram", "Commit time minus the batch's sent time.")
+    w.out.extend(m.ack_lag_seconds.lines("collector_ack_lag_seconds"))
+    w.family("collector_last_ack_lag_ms", "gauge", "Ack lag of the last stored batch, ms.")
+    w.sample("collector_last_ack_lag_ms", m.ack_lag_ms)
+    for key, value in sorted((store_metrics or {}).items()):
+        # Numbers only: the store may report text details that are not metrics.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        name = "collector_store_" + _sanitize(key)
+        w.family(name, "gauge", f"Store figure '{_sanitize(key)}'.")
+        w.sample(name, value)
+    if fleet is not None:
+        w.family("collector_alerts_active", "gauge", "Active vehicle health alerts, by kind.")
+        for kind in sorted(fleet.alerts_active):
+            w.sample("collector_alerts_active", fleet.alerts_active[kind], {"kind": kind})
+        for name, help_text in VEHICLE_GAUGES:
+            w.family(name, "gauge", help_text)
+            for vehicle, value in fleet.per_vehicle.get(name, []):
+                w.sample(name, value, {"vehicle": vehicle})
+    return "\n".join(w.out) + "\n"
