@@ -1,0 +1,447 @@
+// Operator dashboard: fleet table, vehicle health page (#/vehicle/<id>) and an event map.
+// Plain DOM code over the collector's JSON API; fields that a collector version does not
+// provide yet (status, backlog, alerts, health history) are shown as "–", never an error.
+import L from "leaflet";
+import uPlot from "uplot";
+
+const FLEET_POLL_MS = 3000;
+const MAP_POLL_MS = 10000;
+const VEHICLE_POLL_MS = 5000;
+const MAX_EVENTS = 500;
+const HISTORY_POINTS = 600;
+
+const $ = (sel) => document.querySelector(sel);
+const state = {
+  vehicles: [],
+  alerts: new Map(), // vehicle -> [{kind, severity, message, since}] from /v1/alerts
+  sort: { key: "vehicle", dir: 1 },
+  history: new Map(), // vehicle -> [{t, backlog_batches, backlog_age_s, lag_s, data_today_bytes}]
+  map: null,
+  layers: null,
+  fitted: false,
+  route: null,
+  timers: [],
+};
+
+// ---------------------------------------------------------------- formatting
+
+function fmtBytes(n) {
+  if (n == null || Number.isNaN(n)) return "–";
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+function fmtSeconds(s) {
+  if (s == null || Number.isNaN(s)) return "–";
+  if (s < 1) return `${Math.round(s * 1000)} ms`;
+  if (s < 120) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  if (s < 172800) return `${(s / 3600).toFixed(1)} h`;
+  return `${Math.round(s / 86400)} d`;
+}
+
+function compact(n) {
+  if (n == null) return "";
+  const a = Math.abs(n);
+  if (a >= 1e9) return `${+(n / 1e9).toFixed(1)}G`;
+  if (a >= 1e6) return `${+(n / 1e6).toFixed(1)}M`;
+  if (a >= 1e4) return `${+(n / 1e3).toFixed(1)}k`;
+  return String(+n.toFixed(2));
+}
+
+function ago(iso) {
+  if (!iso) return "never";
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return iso;
+  return `${fmtSeconds(Math.max(0, (Date.now() - t) / 1000))} ago`;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v == null) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+// ---------------------------------------------------------------- data access
+
+async function getJSON(path) {
+  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  if (!r.ok) {
+    const err = new Error(`${path}: HTTP ${r.status}`);
+    err.status = r.status;
+    throw err;
+  }
+  return r.json();
+}
+
+/** One row of the table, whatever the collector version calls its fields. */
+function normalize(v) {
+  const lagS = v.lag_s ?? (v.lag_ms != null ? v.lag_ms / 1000 : null);
+  const alerts = [...(v.alerts ?? []), ...(state.alerts.get(v.vehicle) ?? [])];
+  const seen = new Set();
+  const unique = alerts.filter((a) => {
+    const key = `${a.kind}|${a.message}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+  return {
+    raw: v,
+    vehicle: v.vehicle,
+    fleet: v.fleet ?? "",
+    status: v.status ?? v.state ?? "unknown",
+    last_seen: v.last_seen ?? null,
+    backlog_batches: v.backlog_batches ?? null,
+    backlog_age_s: v.backlog_age_s ?? null,
+    lag_s: lagS,
+    data_today_bytes: v.data_today_bytes ?? v.bytes_today ?? null,
+    alerts: unique,
+  };
+}
+
+function alertsFrom(body) {
+  const list = Array.isArray(body) ? body : body.alerts ?? [];
+  const byVehicle = new Map();
+  for (const a of list) {
+    const id = a.vehicle ?? a.vehicle_id;
+    if (!id) continue;
+    if (!byVehicle.has(id)) byVehicle.set(id, []);
+    byVehicle.get(id).push(a);
+  }
+  return byVehicle;
+}
+
+function remember(row) {
+  const list = state.history.get(row.vehicle) ?? [];
+  list.push({
+    t: Date.now() / 1000,
+    backlog_batches: row.backlog_batches,
+    backlog_age_s: row.backlog_age_s,
+    lag_s: row.lag_s,
+    data_today_bytes: row.data_today_bytes,
+  });
+  if (list.length > HISTORY_POINTS) list.splice(0, list.length - HISTORY_POINTS);
+  state.history.set(row.vehicle, list);
+}
+
+async function refreshFleet() {
+  try {
+    const [body, alerts] = await Promise.all([
+      getJSON("v1/vehicles"),
+      getJSON("v1/alerts").catch(() => null), // older collectors have no /v1/alerts
+    ]);
+    if (alerts) state.alerts = alertsFrom(alerts);
+    state.vehicles = (body.vehicles ?? []).map(normalize);
+    state.vehicles.forEach(remember);
+    $("#error").textContent = "";
+    $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    renderSummary();
+    renderTable();
+    if (state.route?.name === "vehicle") renderVehicleFacts(state.route.id);
+  } catch (e) {
+    $("#error").textContent = `cannot reach the collector: ${e.message}`;
+  }
+}
+
+// ---------------------------------------------------------------- fleet table
+
+const SORT_VALUE = {
+  vehicle: (r) => r.vehicle,
+  fleet: (r) => r.fleet,
+  status: (r) => r.status,
+  last_seen: (r) => (r.last_seen ? Date.parse(r.last_seen) : -Infinity),
+  backlog: (r) => r.backlog_age_s ?? r.backlog_batches ?? -Infinity,
+  lag: (r) => r.lag_s ?? -Infinity,
+  data: (r) => r.data_today_bytes ?? -Infinity,
+  alerts: (r) => r.alerts.length,
+};
+
+function visibleRows() {
+  const text = $("#filter").value.trim().toLowerCase();
+  const status = $("#status-filter").value;
+  const { key, dir } = state.sort;
+  const value = SORT_VALUE[key];
+  return state.vehicles
+    .filter((r) => !status || r.status === status)
+    .filter((r) => {
+      if (!text) return true;
+      const hay = [r.vehicle, r.fleet, r.status, ...r.alerts.map((a) => `${a.kind} ${a.message}`)];
+      return hay.join(" ").toLowerCase().includes(text);
+    })
+    .sort((a, b) => {
+      const x = value(a);
+      const y = value(b);
+      const c = typeof x === "string" ? x.localeCompare(y) : x - y;
+      return (c || a.vehicle.localeCompare(b.vehicle)) * dir;
+    });
+}
+
+function backlogText(r) {
+  if (r.backlog_batches == null && r.backlog_age_s == null) return "–";
+  const n = r.backlog_batches ?? 0;
+  if (n === 0) return "none";
+  const age = r.backlog_age_s ? `, oldest ${fmtSeconds(r.backlog_age_s)}` : "";
+  return `${n} batch${n === 1 ? "" : "es"}${age}`;
+}
+
+function alertChips(alerts) {
+  const box = el("span");
+  for (const a of alerts) {
+    box.append(el("span", {
+      class: `alert ${a.severity ?? ""}`,
+      title: `${a.message ?? ""}${a.since ? ` (since ${a.since})` : ""}`,
+      text: a.kind ?? "alert",
+    }));
+  }
+  return box;
+}
+
+function renderTable() {
+  const tbody = $("#fleet tbody");
+  const rows = visibleRows();
+  tbody.replaceChildren(...rows.map((r) => {
+    const link = el("a", { href: `#/vehicle/${encodeURIComponent(r.vehicle)}`, text: r.vehicle });
+    return el("tr", { "data-vehicle": r.vehicle, "data-status": r.status, class: r.status },
+      el("td", { class: "vehicle" }, link),
+      el("td", { text: r.fleet }),
+      el("td", { class: "status" }, el("span", { class: `badge ${r.status}`, text: r.status })),
+      el("td", { class: "last-seen", title: r.last_seen ?? "", text: ago(r.last_seen) }),
+      el("td", { class: "backlog num", text: backlogText(r) }),
+      el("td", { class: "lag num", text: fmtSeconds(r.lag_s) }),
+      el("td", { class: "data num", text: fmtBytes(r.data_today_bytes) }),
+      el("td", { class: "alerts" }, alertChips(r.alerts)));
+  }));
+  if (!rows.length) {
+    tbody.append(el("tr", {}, el("td", { colspan: "8", class: "muted",
+      text: state.vehicles.length ? "no vehicle matches the filter" : "no vehicle has reported yet" })));
+  }
+  for (const th of document.querySelectorAll("#fleet th")) {
+    th.classList.toggle("sorted-asc", th.dataset.key === state.sort.key && state.sort.dir > 0);
+    th.classList.toggle("sorted-desc", th.dataset.key === state.sort.key && state.sort.dir < 0);
+  }
+}
+
+function renderSummary() {
+  const n = state.vehicles.length;
+  const online = state.vehicles.filter((r) => r.status === "online").length;
+  const alerting = state.vehicles.filter((r) => r.alerts.length).length;
+  $("#summary").textContent = `${n} vehicles · ${online} online · ${alerting} with alerts`;
+}
+
+// ---------------------------------------------------------------- map
+
+const EVENT_COLORS = {
+  fcw: "#c62828", pcw: "#ad1457", peds_in_dz: "#8e24aa", harsh_braking: "#e65100",
+  headway_warning: "#f9a825", ldw_left: "#1565c0", ldw_right: "#1565c0", overspeed: "#6d4c41",
+  tsr_sign: "#2e7d32", wipers_on: "#00838f", camera_failsafe: "#424242",
+};
+
+function tileUrl() {
+  const q = new URLSearchParams(location.search).get("tiles");
+  return q || window.localStorage?.getItem("dashboard.tiles") || null;
+}
+
+function ensureMap() {
+  if (state.map) return;
+  state.map = L.map("map", { preferCanvas: true, attributionControl: false })
+    .setView([37.5665, 126.978], 13);
+  const tiles = tileUrl(); // no tile server by default: the layers draw on a grid background
+  if (tiles) L.tileLayer(tiles, { maxZoom: 19 }).addTo(state.map);
+  state.layers = {
+    roads: L.geoJSON(null, {
+      style: (f) => {
+        const rate = f.properties.hotspot_rate ?? 0;
+        return { color: "#455a64", weight: 1, fillColor: rate > 0 ? "#ef6c00" : "#78909c",
+          fillOpacity: Math.min(0.7, 0.15 + rate) };
+      },
+      onEachFeature: (f, layer) => {
+        const p = f.properties;
+        const counts = Object.entries(p.counts ?? {}).map(([k, v]) => `${k}: ${v}`).join(", ");
+        layer.bindTooltip(`${p.h3} · ${p.hour}<br>passes ${p.exposure}${counts ? `<br>${counts}` : ""}`);
+      },
+    }).addTo(state.map),
+    events: L.geoJSON(null, {
+      pointToLayer: (f, latlng) => L.circleMarker(latlng, {
+        radius: 6, weight: 1, color: "#fff",
+        fillColor: EVENT_COLORS[f.properties.type] ?? "#37474f", fillOpacity: 0.9,
+      }),
+      onEachFeature: (f, layer) => {
+        const p = f.properties;
+        layer.bindTooltip(`${p.type} · ${p.vehicle}<br>${p.time}`);
+      },
+    }).addTo(state.map),
+  };
+  state.map.getContainer().addEventListener("pointerdown", () => { state.fitted = true; });
+  state.map.getContainer().addEventListener("wheel", () => { state.fitted = true; });
+  L.control.layers(null, { "road conditions (H3)": state.layers.roads, events: state.layers.events },
+    { collapsed: false }).addTo(state.map);
+}
+
+async function refreshMap() {
+  ensureMap();
+  try {
+    const [events, roads] = await Promise.all([
+      getJSON(`v1/events?limit=${MAX_EVENTS * 4}`),
+      getJSON("v1/road-conditions"),
+    ]);
+    const points = events.features.filter((f) => f.geometry).slice(-MAX_EVENTS);
+    state.layers.events.clearLayers().addData(points);
+    state.layers.roads.clearLayers().addData(roads.features);
+    $("#map-legend").textContent =
+      `${points.length} recent events with a position · ${roads.features.length} road-condition cells`;
+    const bounds = L.featureGroup([state.layers.events, state.layers.roads]).getBounds();
+    // Follow the data until the operator moves the map himself.
+    if (!state.fitted && bounds.isValid()) state.map.fitBounds(bounds, { padding: [20, 20], maxZoom: 16 });
+  } catch (e) {
+    $("#map-legend").textContent = `map data unavailable: ${e.message}`;
+  }
+}
+
+// ---------------------------------------------------------------- vehicle page
+
+// Charts shown first, when the data has them (health values of the agent, then what this
+// page saw in the fleet table); other numeric health values follow, alphabetically.
+const PREFERRED_SERIES = [
+  ["outbox_pending_batches", "backlog (batches, agent)"],
+  ["outbox_oldest_age_ms", "backlog age (ms, agent)"],
+  ["backlog_batches", "backlog (batches)"],
+  ["backlog_age_s", "backlog age (s)"],
+  ["lag_s", "lag (s)"],
+  ["bytes_sent_today", "data sent today (bytes, agent)"],
+  ["data_today_bytes", "data today (bytes)"],
+  ["clock_offset_ms", "clock offset (ms)"],
+  ["uplink_connected", "uplink connected"],
+  ["outbox_pending_bytes", "backlog (bytes)"],
+  ["uplink_published_bytes", "published (bytes)"],
+  ["gnss_fixes", "GNSS fixes"],
+];
+const MAX_CHARTS = 12;
+
+function renderVehicleFacts(id) {
+  const row = state.vehicles.find((r) => r.vehicle === id);
+  $("#vehicle-title").textContent = `Vehicle ${id}`;
+  const facts = $("#vehicle-facts");
+  if (!row) {
+    facts.replaceChildren(el("dt", { text: "status" }), el("dd", { text: "not known to the collector" }));
+    return;
+  }
+  const items = [
+    ["status", row.status], ["fleet", row.fleet], ["last seen", ago(row.last_seen)],
+    ["backlog", backlogText(row)], ["lag", fmtSeconds(row.lag_s)],
+    ["data today", fmtBytes(row.data_today_bytes)],
+    ["batches total", row.raw.batches_total ?? "–"], ["records total", row.raw.records_total ?? "–"],
+  ];
+  facts.replaceChildren(...items.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
+  facts.querySelectorAll("dd")[0].setAttribute("data-testid", "vehicle-status");
+  $("#vehicle-alerts").replaceChildren(alertChips(row.alerts));
+}
+
+function seriesFrom(points) {
+  // points: [{t (s), values: {...}}] -> {key: [[t...], [v...]]} for numeric values
+  const out = new Map();
+  for (const p of points) {
+    for (const [k, v] of Object.entries(p.values)) {
+      const num = typeof v === "boolean" ? Number(v) : v;
+      if (typeof num !== "number" || !Number.isFinite(num)) continue;
+      if (!out.has(k)) out.set(k, [[], []]);
+      out.get(k)[0].push(p.t);
+      out.get(k)[1].push(num);
+    }
+  }
+  return out;
+}
+
+async function renderVehicleCharts(id) {
+  let points = [];
+  let note;
+  try {
+    const since = new Date(Date.now() - 6 * 3600 * 1000).toISOString();
+    const body = await getJSON(`v1/vehicles/${encodeURIComponent(id)}/health?since=${since}&limit=2000`);
+    const list = Array.isArray(body) ? body : body.health ?? body.items ?? [];
+    points = list.map((h) => ({ t: Date.parse(h.time) / 1000, values: h.values ?? {} }));
+    note = `${points.length} health records from the vehicle, last 6 h`;
+  } catch (e) {
+    note = e.status === 404 || e.status === 405
+      ? "this collector keeps no health history; charts show what this page saw since it opened"
+      : `health history unavailable (${e.message})`;
+  }
+  const seen = (state.history.get(id) ?? []).map((h) => ({ t: h.t, values: h }));
+  const fromServer = seriesFrom(points);
+  const fromPage = seriesFrom(seen.map((p) => ({ t: p.t, values: { ...p.values, t: undefined } })));
+  const series = new Map(fromServer);
+  for (const [k, v] of fromPage) if (!series.has(k)) series.set(k, v);
+  const keys = [
+    ...PREFERRED_SERIES.map(([k]) => k).filter((k) => series.has(k)),
+    ...[...series.keys()].filter((k) => !PREFERRED_SERIES.some(([p]) => p === k)).sort(),
+  ].slice(0, MAX_CHARTS);
+  $("#health-note").textContent = note;
+  const box = $("#charts");
+  box.replaceChildren();
+  for (const key of keys) {
+    const [xs, ys] = series.get(key);
+    const label = PREFERRED_SERIES.find(([k]) => k === key)?.[1] ?? key;
+    const card = el("div", { class: "chart", "data-series": key }, el("h3", { text: label }));
+    box.append(card);
+    new uPlot({
+      width: Math.max(300, card.clientWidth - 12), height: 170,
+      series: [{}, { label, stroke: "#1565c0", width: 1.5, fill: "rgba(21,101,192,.08)" }],
+      legend: { show: false },
+      axes: [{}, { size: 56, values: (_u, vals) => vals.map(compact) }],
+    }, [xs, ys], card);
+  }
+  if (!keys.length) box.append(el("p", { class: "muted", text: "no numeric health data yet" }));
+}
+
+// ---------------------------------------------------------------- routing
+
+function parseRoute() {
+  const m = location.hash.match(/^#\/vehicle\/(.+)$/);
+  return m ? { name: "vehicle", id: decodeURIComponent(m[1]) } : { name: "fleet" };
+}
+
+function every(ms, fn) {
+  fn();
+  state.timers.push(setInterval(fn, ms));
+}
+
+function route() {
+  state.timers.forEach(clearInterval);
+  state.timers = [];
+  state.route = parseRoute();
+  const vehicle = state.route.name === "vehicle";
+  $("#fleet-view").hidden = vehicle;
+  $("#vehicle-view").hidden = !vehicle;
+  every(FLEET_POLL_MS, refreshFleet);
+  if (vehicle) {
+    const { id } = state.route;
+    renderVehicleFacts(id);
+    every(VEHICLE_POLL_MS, () => renderVehicleCharts(id));
+  } else {
+    every(MAP_POLL_MS, refreshMap);
+    setTimeout(() => state.map?.invalidateSize(), 0);
+  }
+}
+
+function init() {
+  for (const th of document.querySelectorAll("#fleet th")) {
+    th.addEventListener("click", () => {
+      const key = th.dataset.key;
+      state.sort = { key, dir: state.sort.key === key ? -state.sort.dir : 1 };
+      renderTable();
+    });
+  }
+  $("#filter").addEventListener("input", renderTable);
+  $("#status-filter").addEventListener("change", renderTable);
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+init();

@@ -1,0 +1,128 @@
+// Drives the operator dashboard in a real headless Chromium (Debian's, via playwright-core;
+// no browser download). One JSON object on stdin describes the checks; one JSON object on
+// stdout reports what was seen. Exit 0 when every check passed, 1 otherwise.
+//
+// stdin: {url, chromium, userDataDir, screenshotDir, vehicles: [ids], offline: id,
+//         alertVehicle: id|null, timeoutMs}
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+
+const spec = JSON.parse(readFileSync(0, "utf8"));
+const require = createRequire(join(spec.nodeModules, "x.js"));
+const { chromium } = require("playwright-core");
+
+const report = { checks: {}, console: [], screenshots: [] };
+const deadline = (ms) => Date.now() + ms;
+
+async function poll(what, fn, timeoutMs) {
+  const until = deadline(timeoutMs);
+  let last;
+  for (let i = 0; i < 10000 && Date.now() < until; i += 1) {
+    last = await fn();
+    if (last.ok) { report.checks[what] = { ok: true, ...last }; return true; }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  report.checks[what] = { ok: false, ...last };
+  return false;
+}
+
+const context = await chromium.launchPersistentContext(spec.userDataDir, {
+  executablePath: spec.chromium,
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  viewport: { width: 1400, height: 1000 },
+});
+let ok = true;
+try {
+  const page = context.pages()[0] ?? await context.newPage();
+  page.on("console", (m) => { if (m.type() === "error") report.console.push(m.text()); });
+  page.on("pageerror", (e) => report.console.push(String(e)));
+  // Nothing but the collector: any other request is a bundling mistake (a CDN, a tile server).
+  const origin = new URL(spec.url).origin;
+  report.foreign = [];
+  await page.route("**/*", (route) => {
+    const u = route.request().url();
+    if (u.startsWith(origin) || u.startsWith("data:")) return route.continue();
+    report.foreign.push(u);
+    return route.abort();
+  });
+  await page.goto(spec.url, { waitUntil: "load" });
+  const rows = () => page.$$eval("#fleet tbody tr[data-vehicle]", (trs) =>
+    trs.map((tr) => ({ id: tr.dataset.vehicle, status: tr.dataset.status,
+      alerts: [...tr.querySelectorAll(".alert")].map((a) => a.textContent) })));
+
+  ok = (await poll("table shows the fleet", async () => {
+    const seen = (await rows()).map((r) => r.id);
+    return { ok: spec.vehicles.every((v) => seen.includes(v)), seen };
+  }, spec.timeoutMs)) && ok;
+
+  // Sorting: the vehicle column, then reversed by a second click.
+  await page.click('#fleet th[data-key="vehicle"]');
+  const asc = (await rows()).map((r) => r.id);
+  await page.click('#fleet th[data-key="vehicle"]');
+  const desc = (await rows()).map((r) => r.id);
+  const sorted = [...asc].sort((a, b) => a.localeCompare(b));
+  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+  report.checks["sorts by header"] = {
+    ok: asc.length > 1 && same(desc, asc.slice().reverse()) && (same(asc, sorted) || same(desc, sorted)),
+    asc, desc };
+  ok &&= report.checks["sorts by header"].ok;
+
+  // Filtering by text.
+  await page.fill("#filter", spec.vehicles[0]);
+  const filtered = (await rows()).map((r) => r.id);
+  report.checks["filters by text"] = { ok: filtered.length >= 1 && filtered.every((v) => v.includes(spec.vehicles[0])), filtered };
+  ok &&= report.checks["filters by text"].ok;
+  await page.fill("#filter", "");
+
+  ok = (await poll("stopped vehicle turns offline", async () => {
+    const r = (await rows()).find((x) => x.id === spec.offline);
+    return { ok: r?.status === "offline", row: r };
+  }, spec.timeoutMs)) && ok;
+
+  await page.selectOption("#status-filter", "offline");
+  const offline = await rows();
+  report.checks["filters by status"] = { ok: offline.length >= 1 && offline.every((r) => r.status === "offline"), offline };
+  ok &&= report.checks["filters by status"].ok;
+  await page.selectOption("#status-filter", "");
+
+  ok = (await poll("map shows events", async () => {
+    const legend = await page.textContent("#map-legend");
+    const n = Number((legend.match(/^(\d+) recent events/) ?? [])[1] ?? 0);
+    return { ok: n > 0, legend };
+  }, spec.timeoutMs)) && ok;
+
+  if (spec.alertVehicle) {
+    ok = (await poll("alert appears", async () => {
+      const r = (await rows()).find((x) => x.id === spec.alertVehicle);
+      return { ok: (r?.alerts.length ?? 0) > 0, row: r };
+    }, spec.alertTimeoutMs ?? spec.timeoutMs)) && ok;
+  }
+  const fleetShot = join(spec.screenshotDir, "dashboard-fleet.png");
+  await page.screenshot({ path: fleetShot, fullPage: true });
+  report.screenshots.push(fleetShot);
+
+  await page.goto(`${spec.url}#/vehicle/${encodeURIComponent(spec.vehicles[0])}`);
+  ok = (await poll("vehicle page draws charts", async () => {
+    const charts = await page.$$eval(".chart canvas", (c) => c.length);
+    const status = await page.textContent('[data-testid="vehicle-status"]').catch(() => null);
+    return { ok: charts > 0 && status != null, charts, status };
+  }, spec.timeoutMs)) && ok;
+  const vehicleShot = join(spec.screenshotDir, "dashboard-vehicle.png");
+  await page.screenshot({ path: vehicleShot, fullPage: true });
+  report.screenshots.push(vehicleShot);
+
+  report.checks["no foreign requests"] = { ok: report.foreign.length === 0 };
+  report.checks["no page errors"] = { ok: report.console.length === 0 };
+  ok &&= report.checks["no foreign requests"].ok && report.checks["no page errors"].ok;
+} catch (e) {
+  ok = false;
+  report.error = String(e?.stack ?? e);
+} finally {
+  await context.close();
+}
+report.ok = ok;
+process.stdout.write(`${JSON.stringify(report)}\n`);
+process.exit(ok ? 0 : 1);
