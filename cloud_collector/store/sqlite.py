@@ -18,24 +18,9 @@ from typing import Any, Final, TypeVar
 import aiosqlite
 
 from cloud_collector.errors import MigrationError, StoreError
-from cloud_collector.store import engine, health
 from cloud_collector.store import migrations as mig
-from cloud_collector.store.base import (
-    BBox,
-    CellHour,
-    EventPage,
-    EventQuery,
-    HealthPoint,
-    HealthQuery,
-    IngestResult,
-    RoadQuery,
-    SignCluster,
-    VehicleHealth,
-    VehicleStatus,
-)
 from cloud_collector.store.engine import Row, Tx
-from protocol.batch import Batch
-from protocol.envelope import BatchIdentity
+from cloud_collector.store.shared import EngineStore
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS: Final = 10_000
@@ -81,14 +66,14 @@ class _SqliteTx:
         """Nothing to do: the whole transaction already holds SQLite's write lock."""
 
 
-class SqliteStore:
+class SqliteStore(EngineStore):
     """``Store`` on a SQLite file; create with ``open_sqlite``."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path, gap_grace_ms: int) -> None:
+        super().__init__(gap_grace_ms)
         self._db = db
         self._path = path
         self._lock = asyncio.Lock()
-        self._grace_ms = gap_grace_ms
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Tx]:
@@ -114,97 +99,6 @@ class SqliteStore:
                 return await work(tx)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite {self._path}: {exc}") from exc
-
-    async def ingest(
-        self, batch: Batch, *, topic_channel: str, payload_bytes: int, received_ms: int
-    ) -> IngestResult:
-        return await self._run(
-            lambda tx: engine.ingest(
-                tx,
-                batch,
-                channel=topic_channel,
-                payload_bytes=payload_bytes,
-                received_ms=received_ms,
-                grace_ms=self._grace_ms,
-            )
-        )
-
-    async def quarantine(
-        self,
-        *,
-        topic: str,
-        payload: bytes,
-        reason: str,
-        received_ms: int,
-        fleet: str | None,
-        vehicle: str | None,
-    ) -> None:
-        await self._run(
-            lambda tx: engine.quarantine(
-                tx,
-                topic=topic,
-                payload=payload,
-                reason=reason,
-                received_ms=received_ms,
-                fleet=fleet,
-                vehicle=vehicle,
-            )
-        )
-
-    async def quarantine_batch(
-        self,
-        *,
-        identity: BatchIdentity,
-        topic: str,
-        payload: bytes,
-        reason: str,
-        received_ms: int,
-    ) -> IngestResult:
-        return await self._run(
-            lambda tx: engine.quarantine_batch(
-                tx,
-                identity=identity,
-                topic=topic,
-                payload=payload,
-                reason=reason,
-                received_ms=received_ms,
-                grace_ms=self._grace_ms,
-            )
-        )
-
-    async def set_presence(self, *, fleet: str, vehicle: str, online: bool, time_ms: int) -> None:
-        await self._run(lambda tx: engine.set_presence(tx, fleet, vehicle, online, time_ms))
-
-    async def health_history(self, q: HealthQuery) -> list[HealthPoint]:
-        return await self._run(lambda tx: health.history(tx, q))
-
-    async def vehicle_health(self, vehicle_id: str | None = None) -> list[VehicleHealth]:
-        return await self._run(
-            lambda tx: health.vehicle_health(
-                tx, vehicle_id, engine.STATUS_COLUMNS, engine.status_of
-            )
-        )
-
-    async def events(self, q: EventQuery) -> EventPage:
-        return await self._run(lambda tx: engine.events(tx, q))
-
-    async def road_conditions(self, q: RoadQuery) -> list[CellHour]:
-        return await self._run(lambda tx: engine.road_conditions(tx, q))
-
-    async def signs(self, bbox: BBox | None) -> list[SignCluster]:
-        return await self._run(lambda tx: engine.signs(tx, bbox))
-
-    async def vehicles(self) -> list[VehicleStatus]:
-        return await self._run(engine.vehicles)
-
-    async def vehicle(self, vehicle_id: str) -> VehicleStatus | None:
-        return await self._run(lambda tx: engine.vehicle(tx, vehicle_id))
-
-    async def metrics(self) -> dict[str, int | float]:
-        return await self._run(engine.metrics)
-
-    async def ping(self) -> None:
-        await self._run(lambda tx: tx.fetch("SELECT 1"))
 
     async def close(self) -> None:
         await self._db.close()
