@@ -306,28 +306,15 @@ level = "warning"
         return http_port
 
     def _alerts_section(self) -> str:
-        """Small thresholds so the demo's outage shows as alerts within minutes (only the
-        keys this collector version knows: unknown keys are configuration errors)."""
-        from cloud_collector import config as collector_config
-
-        alerts = getattr(collector_config, "AlertsConfig", None)
-        if alerts is None:
-            return ""
-        wanted = {"backlog_age_min": 1, "offline_after_min": 1}
-        keys = [f"{k} = {v}" for k, v in wanted.items() if k in alerts.model_fields]
-        return "\n[alerts]\n" + "\n".join(keys) + "\n" if keys else ""
+        """Small thresholds, so the demo's outage shows as alerts within minutes."""
+        return "\n[alerts]\nbacklog_age_min = 1\noffline_after_min = 1\n"
 
     def agent_config(self, taxi: Taxi, drive: Path, port: int) -> Path:
         d = self.opts.var / "taxis" / taxi.id
         d.mkdir(parents=True, exist_ok=True)
         log = drive / "drive.log"
-        gnss = ""
-        if "nmea" in agent_config.GnssConfig.model_fields:
-            gnss = f'\n[gnss]\nnmea = "{drive / "drive.nmea"}"\n'
-        health = ""
-        health_model = getattr(agent_config, "HealthConfig", None)
-        if health_model is not None and "interval_s" in health_model.model_fields:
-            health = f"\n[health]\ninterval_s = {self.opts.health_interval_s}\n"
+        gnss = f'\n[gnss]\nnmea = "{drive / "drive.nmea"}"\n'
+        health = f"\n[health]\ninterval_s = {self.opts.health_interval_s}\n"
         text = f"""# written by the demo orchestrator
 [vehicle]
 id = "{taxi.id}"
