@@ -50,7 +50,7 @@ from edge_agent.outbox import Outbox, OutboxStats, Records
 from edge_agent.pipeline import Pipeline
 from edge_agent.sdnotify import Notifier, WatchdogGate
 from edge_agent.sources import BusSource, FrameLike, ReplaySource
-from edge_agent.uplink import SerializedOutbox, Uplink, UplinkSettings, wall_ms
+from edge_agent.uplink import Uplink, UplinkSettings, wall_ms
 from protocol.records import Event, GnssFix, Health, Scalar
 
 log = logging.getLogger(__name__)
@@ -187,13 +187,12 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        inner = await Outbox.open(
+        self.outbox = await Outbox.open(
             outbox_path(self.config, self.config_dir),
             fleet_id=self.config.vehicle.fleet,
             vehicle_id=self.config.vehicle.id,
             max_bytes=self.config.outbox.max_bytes,
         )
-        self.outbox = SerializedOutbox(inner)
         self.uplink = Uplink(self.settings, self.outbox)
         try:
             return await self._supervise()

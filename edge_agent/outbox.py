@@ -11,16 +11,26 @@ transaction being committed, which the caller never saw succeed.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 import aiosqlite
 
@@ -373,8 +383,31 @@ async def _connect(path: Path) -> aiosqlite.Connection:
 # The outbox ------------------------------------------------------------------------------
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _serialized(
+    method: Callable[Concatenate[Outbox, _P], Awaitable[_R]],
+) -> Callable[Concatenate[Outbox, _P], Coroutine[Any, Any, _R]]:
+    """Run the method under the outbox's lock.
+
+    Every method is its own transaction on one connection: two tasks interleaving theirs
+    (the publisher marking while the flusher appends) would nest BEGINs, and a read in the
+    middle of another task's write could see a batch that is then rolled back.
+    """
+
+    @functools.wraps(method)
+    async def locked(self: Outbox, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        async with self._lock:
+            return await method(self, *args, **kwargs)
+
+    return locked
+
+
 class Outbox:
-    """The agent's SQLite outbox. Not safe for use by two processes writing at once."""
+    """The agent's SQLite outbox. Safe for the tasks of one process; not for two processes
+    writing at once."""
 
     def __init__(
         self,
@@ -388,6 +421,7 @@ class Outbox:
         epoch: int,
     ) -> None:
         self._db: aiosqlite.Connection | None = db
+        self._lock = asyncio.Lock()
         self.path = path
         self.fleet_id = fleet_id
         self.vehicle_id = vehicle_id
@@ -518,6 +552,7 @@ class Outbox:
         )
         return freed
 
+    @_serialized
     async def append(self, records: Records, now_ms: int, checkpoint: bytes | None = None) -> None:
         """Stage ``records`` and (if given) replace the stored checkpoint, in one transaction.
 
@@ -546,6 +581,7 @@ class Outbox:
         self._staged_bytes += added
         self._batch_bytes -= freed
 
+    @_serialized
     async def load_checkpoint(self) -> bytes | None:
         with _sqlite_errors(self.path, "load the checkpoint"):
             value = await _scalar(
@@ -624,6 +660,7 @@ class Outbox:
         second = await self._encode_group(db, ids[middle:], seq + len(first), now_ms)
         return first + second
 
+    @_serialized
     async def close_due_batches(self, now_ms: int, *, force: bool = False) -> int:
         """Close staged records the policy says are due (all of them with ``force``, for a
         shutdown drain) into batches with the next seqs, in one transaction. Returns the
@@ -688,6 +725,7 @@ class Outbox:
         await db.execute(_BUMP_COUNTER, (DROPPED_INVALID, count))
         log.error("outbox: dropped %d staged records that cannot be encoded: %s", count, exc)
 
+    @_serialized
     async def due_for_publish(
         self, now_ms: int, *, limit: int, resend_after_ms: int
     ) -> list[StoredBatch]:
@@ -716,6 +754,7 @@ class Outbox:
             for r in rows
         ]
 
+    @_serialized
     async def mark_published(self, seqs: Sequence[int], now_ms: int) -> None:
         """Record the broker's PUBACK for ``seqs``: they wait ``resend_after_ms`` for the
         end-to-end ack before they are due again."""
@@ -727,6 +766,7 @@ class Outbox:
                 [(now_ms, seq) for seq in seqs],
             )
 
+    @_serialized
     async def acknowledge(self, epoch: int, upto_seq: int) -> int:
         """The collector's end-to-end ack: delete this epoch's batches up to ``upto_seq``.
         An ack for another epoch (an older file) is ignored. Returns the batches deleted."""
@@ -749,6 +789,7 @@ class Outbox:
         self._batch_bytes -= int(row[1])
         return int(row[0])
 
+    @_serialized
     async def stats(self, now_ms: int) -> OutboxStats:
         db = self._require()
         with _sqlite_errors(self.path, "read statistics"):
@@ -774,6 +815,7 @@ class Outbox:
             counters=counters,
         )
 
+    @_serialized
     async def close(self) -> None:
         """Close the file; later calls raise OutboxError. Closing twice is harmless."""
         db, self._db = self._db, None

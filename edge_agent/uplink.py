@@ -32,7 +32,6 @@ from paho.mqtt.properties import Properties
 from edge_agent.backoff import Backoff, TokenBucket
 from edge_agent.config import AgentConfig, MqttConfig
 from edge_agent.errors import AgentError, ConfigError
-from edge_agent.outbox import Outbox, OutboxStats, Records, StoredBatch
 from protocol import (
     QOS,
     Ack,
@@ -294,59 +293,6 @@ class OutboxLike(Protocol):
     ) -> Sequence[BatchLike]: ...
     async def mark_published(self, seqs: Sequence[int], now_ms: int) -> None: ...
     async def acknowledge(self, epoch: int, upto_seq: int) -> int: ...
-
-
-class SerializedOutbox:
-    """The outbox behind one lock.
-
-    Each outbox method is its own transaction on one SQLite connection; two coroutines
-    interleaving theirs (the publisher marking while the flusher appends) would make
-    SQLite refuse a nested BEGIN. Every task of the agent uses the outbox through this.
-    """
-
-    def __init__(self, outbox: Outbox) -> None:
-        self.inner = outbox
-        self.lock = asyncio.Lock()
-
-    @property
-    def epoch(self) -> int:
-        return self.inner.epoch
-
-    async def append(self, records: Records, now_ms: int, checkpoint: bytes | None = None) -> None:
-        async with self.lock:
-            await self.inner.append(records, now_ms, checkpoint)
-
-    async def load_checkpoint(self) -> bytes | None:
-        async with self.lock:
-            return await self.inner.load_checkpoint()
-
-    async def close_due_batches(self, now_ms: int, *, force: bool = False) -> int:
-        async with self.lock:
-            return await self.inner.close_due_batches(now_ms, force=force)
-
-    async def due_for_publish(
-        self, now_ms: int, *, limit: int, resend_after_ms: int
-    ) -> list[StoredBatch]:
-        async with self.lock:
-            return await self.inner.due_for_publish(
-                now_ms, limit=limit, resend_after_ms=resend_after_ms
-            )
-
-    async def mark_published(self, seqs: Sequence[int], now_ms: int) -> None:
-        async with self.lock:
-            await self.inner.mark_published(seqs, now_ms)
-
-    async def acknowledge(self, epoch: int, upto_seq: int) -> int:
-        async with self.lock:
-            return await self.inner.acknowledge(epoch, upto_seq)
-
-    async def stats(self, now_ms: int) -> OutboxStats:
-        async with self.lock:
-            return await self.inner.stats(now_ms)
-
-    async def close(self) -> None:
-        async with self.lock:
-            await self.inner.close()
 
 
 Connector = Callable[[UplinkSettings], contextlib.AbstractAsyncContextManager[Link]]

@@ -99,6 +99,32 @@ async def test_life_cycle_append_close_publish_ack(tmp_path: Path) -> None:
         await box.stats(T0)
 
 
+async def test_tasks_of_one_process_may_use_it_at_once(tmp_path: Path) -> None:
+    """The flusher, closer, publisher and ack listener share one outbox concurrently."""
+    box = await open_box(tmp_path / "o.db")
+    t0 = 1_772_436_600_000
+
+    async def flusher() -> None:
+        for i in range(30):
+            await box.append(urgent(t0 + i) if i % 3 else bulk(t0 + 1000 * i), t0 + i)
+
+    async def closer_and_publisher() -> None:
+        for i in range(30):
+            await box.close_due_batches(t0 + 10 * i, force=True)
+            due = await box.due_for_publish(t0, limit=16, resend_after_ms=60_000)
+            await box.mark_published([b.seq for b in due], t0)
+            await box.stats(t0)
+
+    # Without the outbox's own lock this fails with a nested BEGIN, or hangs.
+    await asyncio.wait_for(asyncio.gather(flusher(), closer_and_publisher(), flusher()), 30)
+    await box.close_due_batches(t0, force=True)
+    stats = await box.stats(t0)
+    assert stats.staged_records == 0
+    assert stats.pending_batches == box.next_seq - 1
+    assert await box.acknowledge(box.epoch, box.next_seq - 1) == stats.pending_batches
+    await box.close()
+
+
 async def test_ack_for_another_epoch_is_ignored(tmp_path: Path) -> None:
     box = await open_box(tmp_path / "outbox.db")
     await box.append(urgent(T0), T0)

@@ -18,7 +18,6 @@ from edge_agent.errors import ConfigError
 from edge_agent.outbox import Outbox, Records
 from edge_agent.uplink import (
     Link,
-    SerializedOutbox,
     Uplink,
     UplinkError,
     UplinkSettings,
@@ -155,7 +154,7 @@ def _signals(i: int) -> Records:
     return Records(signals=(SignalSeries("WHL_SPD11.WHL_SPD_FL", (T0 + i,), (float(i),)),))
 
 
-async def _bulk_batches(outbox: SerializedOutbox, n: int) -> None:
+async def _bulk_batches(outbox: Outbox, n: int) -> None:
     for i in range(n):
         await outbox.append(_signals(i), T0 + i * 1000)
         await outbox.close_due_batches(T0 + i * 1000, force=True)
@@ -169,9 +168,7 @@ async def _until(predicate: object, timeout_s: float) -> None:
 
 
 async def test_an_urgent_event_overtakes_the_backlog(tmp_path: Path) -> None:
-    outbox = SerializedOutbox(
-        await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
-    )
+    outbox = await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
     await _bulk_batches(outbox, 40)
     link = FakeLink(delay_s=0.01)
     uplink = Uplink(_settings(max_inflight=4), outbox, connector=_connector(link))  # type: ignore[arg-type]
@@ -191,9 +188,7 @@ async def test_an_urgent_event_overtakes_the_backlog(tmp_path: Path) -> None:
 
 
 async def test_unacked_batches_are_resent_and_acks_delete(tmp_path: Path) -> None:
-    outbox = SerializedOutbox(
-        await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
-    )
+    outbox = await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
     await _bulk_batches(outbox, 3)
     link = FakeLink()
     uplink = Uplink(_settings(resend_after_ms=200), outbox, connector=_connector(link))  # type: ignore[arg-type]
@@ -210,9 +205,7 @@ async def test_unacked_batches_are_resent_and_acks_delete(tmp_path: Path) -> Non
 
 
 async def test_a_broken_link_reconnects_and_loses_nothing(tmp_path: Path) -> None:
-    outbox = SerializedOutbox(
-        await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
-    )
+    outbox = await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
     await _bulk_batches(outbox, 10)
     link = FakeLink()
     link.fail_after = 3
@@ -246,9 +239,7 @@ async def test_delivery_end_to_end_through_mosquitto(tmp_path: Path) -> None:
     with MosquittoHarness(tmp_path) as broker:
         proc = await asyncio.to_thread(consumer.spawn, broker.port, tmp_path / "c.db")
         try:
-            outbox = SerializedOutbox(
-                await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
-            )
+            outbox = await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
             await _bulk_batches(outbox, 20)
             uplink = Uplink(_settings(broker.port), outbox)
             stop = asyncio.Event()
@@ -269,9 +260,7 @@ async def test_delivery_end_to_end_through_mosquitto(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 async def test_unreachable_broker_keeps_retrying_and_keeps_data(tmp_path: Path) -> None:
-    outbox = SerializedOutbox(
-        await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
-    )
+    outbox = await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
     await _bulk_batches(outbox, 2)
     uplink = Uplink(_settings(free_port(), connect_timeout_s=1.0), outbox)
     stop = asyncio.Event()
