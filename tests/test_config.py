@@ -106,3 +106,12 @@ def test_unreadable_or_invalid_toml(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match=r"agent\.toml: not valid TOML: .*line 2"):
         load_config(write(tmp_path, "[vehicle]\nid = \n"))
+
+
+def test_example_files_in_the_repository_load() -> None:
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    agent = load_config(examples / "agent.toml")
+    assert [b.name for b in agent.bus] == ["camera", "vehicle"]
+    assert agent.gnss is not None
+    replay = load_config(examples / "replay.toml")
+    assert {b.interface for b in replay.bus} == {"replay"}
