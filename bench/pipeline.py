@@ -29,6 +29,7 @@ from typing import Any
 import zstandard
 
 from bench.decode import recording, run_floor
+from edge_agent.config import replay_config_toml
 from tests import consumer
 from tests.mosquitto_harness import MosquittoHarness
 
@@ -36,33 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # PUBLISH framing besides payload and topic: fixed header (<= 5), topic length (2),
 # packet id (2), properties length (1); and the 4-byte PUBACK coming back.
 MQTT_OVERHEAD = 5 + 2 + 2 + 1 + 4
-
-CONFIG = """
-[vehicle]
-id = "bench-1"
-fleet = "bench"
-
-[[bus]]
-name = "camera"
-interface = "replay"
-channel = "drive.log"
-logged_channel = "can0"
-
-[[bus]]
-name = "vehicle"
-interface = "replay"
-channel = "drive.log"
-logged_channel = "can1"
-
-[outbox]
-path = "{outbox}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-# The benchmark measures the agent, not the catch-up limiter.
-catchup_rate_bytes_per_s = 0
-"""
 
 
 def zstd_size(path: Path) -> int:
@@ -87,7 +61,17 @@ def head(log: Path, minutes: float, out: Path) -> Path:
 
 def run_agent(workdir: Path, log: Path, port: int, speed: float = 0) -> dict[str, Any]:
     config = workdir / "agent.toml"
-    config.write_text(CONFIG.format(outbox=workdir / "outbox.sqlite3", port=port))
+    config.write_text(
+        replay_config_toml(
+            vehicle="bench-1",
+            fleet="bench",
+            recording="drive.log",
+            outbox=workdir / "outbox.sqlite3",
+            mqtt_port=port,
+            # The benchmark measures the agent, not the catch-up limiter.
+            mqtt_extra="catchup_rate_bytes_per_s = 0",
+        )
+    )
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.monotonic()
     cmd = [sys.executable, "-m", "edge_agent.cli", "replay", str(log), "--config", str(config)]

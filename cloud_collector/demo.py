@@ -44,6 +44,16 @@ BIN: Final = Path(sys.executable).parent
 PR_SET_PDEATHSIG: Final = 1
 STOP_TIMEOUT_S: Final = 15.0
 
+# Short timeouts, so the taxi whose uplink is cut notices and recovers within seconds.
+DEMO_MQTT_TUNING: Final = """
+keepalive_s = 10
+connect_timeout_s = 5
+publish_timeout_s = 5
+reconnect_min_s = 0.5
+reconnect_max_s = 3
+resend_after_ms = 10000
+"""
+
 
 @dataclass(frozen=True)
 class Taxi:
@@ -312,39 +322,16 @@ level = "warning"
     def agent_config(self, taxi: Taxi, drive: Path, port: int) -> Path:
         d = self.opts.var / "taxis" / taxi.id
         d.mkdir(parents=True, exist_ok=True)
-        log = drive / "drive.log"
-        gnss = f'\n[gnss]\nnmea = "{drive / "drive.nmea"}"\n'
-        health = f"\n[health]\ninterval_s = {self.opts.health_interval_s}\n"
-        text = f"""# written by the demo orchestrator
-[vehicle]
-id = "{taxi.id}"
-fleet = "demo"
-
-[[bus]]
-name = "camera"
-interface = "replay"
-channel = "{log}"
-logged_channel = "can0"
-
-[[bus]]
-name = "vehicle"
-interface = "replay"
-channel = "{log}"
-logged_channel = "can1"
-{gnss}
-[outbox]
-path = "{d / "outbox.sqlite3"}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-keepalive_s = 10
-connect_timeout_s = 5
-publish_timeout_s = 5
-reconnect_min_s = 0.5
-reconnect_max_s = 3
-resend_after_ms = 10000
-{health}"""
+        text = agent_config.replay_config_toml(
+            vehicle=taxi.id,
+            fleet="demo",
+            recording=drive / "drive.log",
+            outbox=d / "outbox.sqlite3",
+            mqtt_port=port,
+            mqtt_extra=DEMO_MQTT_TUNING,
+            nmea=drive / "drive.nmea",
+            extra=f"\n[health]\ninterval_s = {self.opts.health_interval_s}\n",
+        )
         conf = d / "agent.toml"
         conf.write_text(text)
         agent_config.load_config(conf)  # fail here, readably, not in a child's log

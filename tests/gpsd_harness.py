@@ -39,6 +39,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from tests.mosquitto_harness import free_port
+
 LOCALHOST = "127.0.0.1"
 
 
@@ -51,14 +53,6 @@ def nmea_sentence(body: str) -> str:
     """``"GPGGA,..."`` to ``"$GPGGA,...*hh\\r\\n"`` with its XOR checksum."""
     checksum = functools.reduce(lambda acc, char: acc ^ ord(char), body, 0)
     return f"${body}*{checksum:02X}\r\n"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCALHOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _as_bytes(burst: str | bytes) -> bytes:

@@ -31,7 +31,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -41,6 +40,8 @@ from types import TracebackType
 from typing import Self
 
 import pytest
+
+from tests.mosquitto_harness import free_port
 
 SUPERUSER = "postgres"
 STARTUP_TIMEOUT_S = 30.0
@@ -69,13 +70,6 @@ def find_bin_dir() -> Path:
     raise PgHarnessError("PostgreSQL binaries not found: install postgresql or set PG_BIN")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _run_as() -> tuple[str, str] | None:
     """(user, group) to run the server as, or None to run as ourselves (not root)."""
     if os.geteuid() != 0:
@@ -92,7 +86,7 @@ class PgHarness:
 
     def __init__(self, *, extra_settings: dict[str, str] | None = None) -> None:
         self.bin_dir = find_bin_dir()
-        self.port = _free_port()
+        self.port = free_port()
         self.host = "127.0.0.1"
         self._settings = {
             "listen_addresses": self.host,

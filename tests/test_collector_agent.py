@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.config import replay_config_toml
 from tests.mosquitto_harness import MosquittoHarness, free_port
 from tests.test_collector_support import REPO, CollectorProcess, write_config
 
@@ -22,30 +23,13 @@ EDGE_AGENT = Path(sys.executable).parent / "edge-agent"
 
 def _agent_config(path: Path, mqtt_port: int) -> Path:
     path.write_text(
-        f"""
-[vehicle]
-id = "taxi-e2e"
-fleet = "demo"
-
-[[bus]]
-name = "camera"
-interface = "replay"
-channel = "{DRIVE}"
-logged_channel = "can0"
-
-[[bus]]
-name = "vehicle"
-interface = "replay"
-channel = "{DRIVE}"
-logged_channel = "can1"
-
-[outbox]
-path = "{path.parent / "outbox.sqlite3"}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {mqtt_port}
-"""
+        replay_config_toml(
+            vehicle="taxi-e2e",
+            fleet="demo",
+            recording=DRIVE,
+            outbox=path.parent / "outbox.sqlite3",
+            mqtt_port=mqtt_port,
+        )
     )
     return path
 

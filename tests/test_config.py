@@ -115,3 +115,30 @@ def test_example_files_in_the_repository_load() -> None:
     assert agent.gnss is not None
     replay = load_config(examples / "replay.toml")
     assert {b.interface for b in replay.bus} == {"replay"}
+
+
+def test_replay_config_helper_writes_a_valid_config(tmp_path: Path) -> None:
+    from edge_agent.config import replay_config_toml
+
+    path = write(
+        tmp_path,
+        replay_config_toml(
+            vehicle="taxi-1",
+            fleet="demo",
+            recording=tmp_path / 'odd "name".log',
+            outbox="outbox.sqlite3",
+            mqtt_port=1884,
+            mqtt_extra="keepalive_s = 10",
+            nmea="track.nmea",
+            extra="\n[health]\ninterval_s = 5\n",
+        ),
+    )
+    cfg = load_config(path)
+    assert [(b.name, b.logged_channel) for b in cfg.bus] == [
+        ("camera", "can0"),
+        ("vehicle", "can1"),
+    ]
+    assert cfg.bus[0].channel == str(tmp_path / 'odd "name".log')
+    assert (cfg.mqtt.port, cfg.mqtt.keepalive_s) == (1884, 10)
+    assert cfg.gnss is not None
+    assert cfg.gnss.nmea == "track.nmea"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.assemble import build_pipeline
-from edge_agent.config import load_config
+from edge_agent.config import load_config, replay_config_toml
 from edge_agent.daemon import Checkpoint, _ranges
 from edge_agent.errors import AgentError
 from edge_agent.sources import ReplaySource
@@ -30,29 +30,8 @@ FIXTURE = ROOT / "hw_fixtures" / "drives" / "drive.log"
 # batches, short enough that 20+ kills fit in the time budget.
 RECORDING_S = 40.0
 
-CONFIG = """
-[vehicle]
-id = "taxi-7"
-fleet = "test-fleet"
-
-[[bus]]
-name = "camera"
-interface = "replay"
-channel = "drive.log"
-logged_channel = "can0"
-
-[[bus]]
-name = "vehicle"
-interface = "replay"
-channel = "drive.log"
-logged_channel = "can1"
-
-[outbox]
-path = "outbox.sqlite3"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
+# Short timeouts so the fault tests see reconnects and resends within seconds.
+MQTT_TUNING = """
 keepalive_s = 10
 connect_timeout_s = 2.0
 publish_timeout_s = 5.0
@@ -147,7 +126,16 @@ class Setup:
 
 def write_config(tmp: Path, port: int, *, resend_ms: int = 3000, extra: str = "") -> Path:
     path = tmp / "agent.toml"
-    path.write_text(CONFIG.format(port=port, resend_ms=resend_ms, extra=extra))
+    path.write_text(
+        replay_config_toml(
+            vehicle="taxi-7",
+            fleet="test-fleet",
+            recording="drive.log",
+            outbox="outbox.sqlite3",
+            mqtt_port=port,
+            mqtt_extra=MQTT_TUNING.format(resend_ms=resend_ms, extra=extra),
+        )
+    )
     return path
 
 

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from cloud_collector.demo import UplinkProxy
+from edge_agent.config import replay_config_toml
 from tests.mosquitto_harness import MosquittoHarness, free_port
 from tests.test_collector_support import REPO, CollectorProcess, write_config
 
@@ -85,41 +86,18 @@ class ProxyThread:
 
 def _agent_config(d: Path, vehicle: str, port: int) -> Path:
     d.mkdir(parents=True, exist_ok=True)
-    log = DRIVES / "drive.log"
     conf = d / "agent.toml"
     conf.write_text(
-        f"""
-[vehicle]
-id = "{vehicle}"
-fleet = "demo"
-
-[[bus]]
-name = "camera"
-interface = "replay"
-channel = "{log}"
-logged_channel = "can0"
-
-[[bus]]
-name = "vehicle"
-interface = "replay"
-channel = "{log}"
-logged_channel = "can1"
-
-[gnss]
-nmea = "{DRIVES / "drive.nmea"}"
-
-[outbox]
-path = "{d / "outbox.sqlite3"}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-keepalive_s = 10
-connect_timeout_s = 5
-publish_timeout_s = 5
-reconnect_min_s = 0.5
-reconnect_max_s = 2
-"""
+        replay_config_toml(
+            vehicle=vehicle,
+            fleet="demo",
+            recording=DRIVES / "drive.log",
+            outbox=d / "outbox.sqlite3",
+            mqtt_port=port,
+            mqtt_extra="keepalive_s = 10\nconnect_timeout_s = 5\npublish_timeout_s = 5\n"
+            "reconnect_min_s = 0.5\nreconnect_max_s = 2",
+            nmea=DRIVES / "drive.nmea",
+        )
     )
     return conf
 

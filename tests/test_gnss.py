@@ -33,7 +33,8 @@ from edge_agent.gpsd_protocol import (
     parse_line,
 )
 from protocol.records import GnssFix
-from tests.gpsd_harness import GpsdHarness, free_port, nmea_sentence
+from tests.gpsd_harness import GpsdHarness, nmea_sentence
+from tests.mosquitto_harness import free_port
 
 LOCALHOST = "127.0.0.1"
 # Every wait in this file is bounded by this, so a broken gpsd fails fast, never hangs.
