@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(python3 python3-venv python3-dev gcc gpsd mosquitto postgresql chromium systemd openssl)
+DEBIAN_PACKAGES=(python3 python3-venv python3-dev gcc gpsd mosquitto postgresql chromium systemd openssl faketime)
 # Node.js runs the dashboard's browser test (and rebuilds the bundle); a node already on
 # the PATH (e.g. a newer one from another source) is used as it is.
 command -v node >/dev/null || DEBIAN_PACKAGES+=(nodejs)
