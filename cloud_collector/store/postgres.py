@@ -111,6 +111,10 @@ class PostgresStore(EngineStore):
                 OSError,
                 asyncpg.CannotConnectNowError,
                 asyncpg.ConnectionDoesNotExistError,
+                asyncpg.AdminShutdownError,
+                # A backend that died mid-transaction: closing the transaction finds the
+                # connection closed. The pool replaces it on release.
+                asyncpg.InterfaceError,
             ) as exc:
                 raise StoreUnavailableError(f"postgresql unavailable: {exc}") from exc
             except asyncpg.PostgresError as exc:

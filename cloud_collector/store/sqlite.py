@@ -2,16 +2,19 @@
 
 SQLite has one writer at a time, so every method runs under one ``asyncio.Lock`` on the
 one connection, in an explicit ``BEGIN IMMEDIATE`` transaction: no "database is locked"
-surprises halfway through an ingest, and readers see committed data only.
+surprises halfway through an ingest, and readers see committed data only. A transaction
+that fails or is cancelled at any point is rolled back, at the latest by the next one
+(see ``SqliteStore``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -23,6 +26,7 @@ from cloud_collector.store.engine import Row, Tx
 from cloud_collector.store.shared import EngineStore
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS: Final = 10_000
 _PRAGMAS: Final = (
     "PRAGMA journal_mode=WAL",
@@ -67,38 +71,60 @@ class _SqliteTx:
 
 
 class SqliteStore(EngineStore):
-    """``Store`` on a SQLite file; create with ``open_sqlite``."""
+    """``Store`` on a SQLite file; create with ``open_sqlite``.
+
+    aiosqlite runs each statement in its own thread, and cancelling the task that awaits
+    one does not stop it: a cancelled ``BEGIN`` still opens a transaction, a cancelled
+    ``ROLLBACK`` may not have run yet. So a transaction counts as open from ``BEGIN``
+    until its ``COMMIT`` or ``ROLLBACK`` has been seen to finish, and the next transaction
+    first rolls back whatever is still open (queued behind the orphaned statement, so it
+    runs after it). A rollback that fails means the connection itself is broken: it is
+    replaced by a new one.
+    """
 
     def __init__(self, db: aiosqlite.Connection, path: Path, gap_grace_ms: int) -> None:
         super().__init__(gap_grace_ms)
         self._db = db
         self._path = path
         self._lock = asyncio.Lock()
-
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[Tx]:
-        async with self._lock:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"sqlite {self._path}: cannot begin: {exc}") from exc
-            try:
-                yield _SqliteTx(self._db)
-            except BaseException:
-                await self._db.rollback()
-                raise
-            try:
-                await self._db.commit()
-            except sqlite3.Error as exc:
-                await self._db.rollback()
-                raise StoreError(f"sqlite {self._path}: commit failed: {exc}") from exc
+        self._open = False
+        self.reconnects = 0
 
     async def _run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        async with self._lock:
+            await self._settle()
+            self._open = True
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = await work(_SqliteTx(self._db))
+                    await self._db.commit()
+                except BaseException:
+                    # A failed rollback leaves ``_open`` set: the next call repairs it.
+                    with contextlib.suppress(sqlite3.Error):
+                        await self._db.rollback()
+                        self._open = False
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite {self._path}: {exc}") from exc
+            self._open = False
+            return result
+
+    async def _settle(self) -> None:
+        """Roll back what an interrupted transaction left open (a no-op if nothing is)."""
+        if not self._open:
+            return
         try:
-            async with self._tx() as tx:
-                return await work(tx)
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite {self._path}: {exc}") from exc
+            await self._db.rollback()
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: the connection is closed
+            log.warning(
+                "sqlite %s: rollback failed (%s); reopening the connection", self._path, exc
+            )
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await self._db.close()
+            self._db = await _connect(self._path)
+            self.reconnects += 1
+        self._open = False
 
     async def close(self) -> None:
         await self._db.close()
@@ -123,7 +149,7 @@ async def _migrate(db: aiosqlite.Connection) -> None:
             raise MigrationError(f"sqlite migration {m.version}_{m.name} failed: {exc}") from exc
 
 
-async def open_sqlite(path: Path, *, gap_grace_ms: int) -> SqliteStore:
+async def _connect(path: Path) -> aiosqlite.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, isolation_level=None)
@@ -132,6 +158,17 @@ async def open_sqlite(path: Path, *, gap_grace_ms: int) -> SqliteStore:
     try:
         for pragma in _PRAGMAS:
             await db.execute(pragma)
+    except BaseException as exc:
+        await db.close()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"sqlite {path}: {exc}") from exc
+        raise
+    return db
+
+
+async def open_sqlite(path: Path, *, gap_grace_ms: int) -> SqliteStore:
+    db = await _connect(path)
+    try:
         await _migrate(db)
     except BaseException as exc:
         await db.close()
