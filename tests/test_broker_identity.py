@@ -28,9 +28,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cloud_collector.config import MqttConfig
+from edge_agent.uplink import UplinkSettings
 from protocol.topics import collector_filters, topic
 from tests.mosquitto_harness import MOSQUITTO, free_port, wait_port
 
@@ -40,6 +43,13 @@ REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 FLEET = "seoul-north"
 ME, OTHER, EXPIRED, FOREIGN = "taxi-0001", "taxi-0002", "taxi-0003", "taxi-0004"
+
+
+def cn(vehicle: str, fleet: str = FLEET) -> str:
+    """A vehicle certificate's CN, which is also its path under the minted directory."""
+    return f"{fleet}/{vehicle}"
+
+
 WAIT_S = 5.0
 NOT_AUTHORIZED = 0x87
 
@@ -128,8 +138,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("certs")
     done = subprocess.run(
-        ["bash", str(REPO / "scripts/mint-certs.sh"), str(out), ME, OTHER,
-         "--expired", EXPIRED, "--other-ca", FOREIGN],
+        ["bash", str(REPO / "scripts/mint-certs.sh"), str(out), cn(ME), cn(OTHER),
+         cn(ME, "other-fleet"), "--expired", cn(EXPIRED), "--other-ca", cn(FOREIGN)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -158,6 +168,7 @@ class Client:
     puback: dict[int, int] = field(default_factory=dict)
     puback_event: threading.Condition = field(default_factory=threading.Condition)
     messages: queue.Queue[tuple[str, bytes]] = field(default_factory=queue.Queue)
+    session_present: list[bool] = field(default_factory=list)
 
     def publish(self, topic_name: str, payload: bytes) -> int:
         """Publish with QoS 1 and return the PUBACK reason code."""
@@ -181,17 +192,18 @@ class Client:
         raise AssertionError(f"no message on {until_topic}: {got}")
 
 
-def _client(cert: Path, key: Path, ca: Path, name: str) -> Client:
+def _client(cert: Path, key: Path, ca: Path, name: str, client_id: str | None = None) -> Client:
     mqttc = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"{name}-{uuid.uuid4().hex[:8]}",
+        client_id=client_id or f"{name}-{uuid.uuid4().hex[:8]}",
         protocol=mqtt.MQTTv5,
         reconnect_on_failure=False,
     )
     mqttc.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key))
     c = Client(mqttc)
 
-    def on_connect(_c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+    def on_connect(_c: Any, _u: Any, flags: Any, rc: ReasonCode, _p: Any) -> None:
+        c.session_present.append(bool(flags.session_present))
         c.connack.put(rc.value)
 
     def on_disconnect(_c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
@@ -216,10 +228,18 @@ def _client(cert: Path, key: Path, ca: Path, name: str) -> Client:
     return c
 
 
-def try_connect(c: Client, port: int) -> int | str:
-    """CONNACK reason code (0: connected), or why the TLS handshake failed."""
+def try_connect(c: Client, port: int, session_expiry_s: int | None = None) -> int | str:
+    """CONNACK reason code (0: connected), or why the TLS handshake failed.
+
+    With ``session_expiry_s``, a persistent session as the agent and the collector ask for
+    (clean start off, session expiry set).
+    """
+    props: Properties | None = None
+    if session_expiry_s is not None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = session_expiry_s
     try:
-        c.mqttc.connect(HOST, port, keepalive=30)
+        c.mqttc.connect(HOST, port, keepalive=30, clean_start=props is None, properties=props)
     except (ssl.SSLError, OSError) as exc:
         return f"tls: {exc}"
     c.mqttc.loop_start()
@@ -230,12 +250,19 @@ def try_connect(c: Client, port: int) -> int | str:
 
 
 @contextlib.contextmanager
-def connected(broker: Broker, name: str, cert_base: Path | None = None) -> Iterator[Client]:
+def connected(
+    broker: Broker,
+    name: str,
+    cert_base: Path | None = None,
+    *,
+    client_id: str | None = None,
+    session_expiry_s: int | None = None,
+) -> Iterator[Client]:
     base = cert_base or broker.certs / name
     c = _client(base.with_suffix(".pem"), base.with_suffix(".key"), broker.certs / "fleet-ca.pem",
-                name)  # fmt: skip
+                name, client_id)  # fmt: skip
     try:
-        assert try_connect(c, broker.port) == 0, broker.log()
+        assert try_connect(c, broker.port, session_expiry_s) == 0, broker.log()
         yield c
     finally:
         c.mqttc.disconnect()
@@ -243,7 +270,7 @@ def connected(broker: Broker, name: str, cert_base: Path | None = None) -> Itera
 
 
 def test_vehicle_publishes_its_own_topics_and_the_collector_receives(broker: Broker) -> None:
-    with connected(broker, "collector-1") as collector, connected(broker, ME) as vehicle:
+    with connected(broker, "collector-1") as collector, connected(broker, cn(ME)) as vehicle:
         assert collector.subscribe(*collector_filters("collectors")) == [1, 1, 1, 1]
         own = [topic(FLEET, ME, ch) for ch in ("status", "health", "event", "batch")]
         for t in own:
@@ -253,7 +280,7 @@ def test_vehicle_publishes_its_own_topics_and_the_collector_receives(broker: Bro
 
 
 def test_vehicle_cannot_publish_as_another_vehicle(broker: Broker) -> None:
-    with connected(broker, "collector-1") as collector, connected(broker, ME) as vehicle:
+    with connected(broker, "collector-1") as collector, connected(broker, cn(ME)) as vehicle:
         assert collector.subscribe(*collector_filters("collectors")) == [1, 1, 1, 1]
         forged = topic(FLEET, OTHER, "batch")
         # mosquitto 2.0.11 refuses it in the PUBACK (MQTT 5 reason 0x87 Not authorized)
@@ -266,12 +293,12 @@ def test_vehicle_cannot_publish_as_another_vehicle(broker: Broker) -> None:
 
 
 def test_vehicle_cannot_forge_acks(broker: Broker) -> None:
-    with connected(broker, ME) as vehicle:
+    with connected(broker, cn(ME)) as vehicle:
         assert vehicle.publish(topic(FLEET, ME, "ack"), b"self-ack") == NOT_AUTHORIZED
 
 
 def test_vehicle_reads_only_its_own_ack(broker: Broker) -> None:
-    with connected(broker, "collector-1") as collector, connected(broker, ME) as vehicle:
+    with connected(broker, "collector-1") as collector, connected(broker, cn(ME)) as vehicle:
         own_ack, other_ack = topic(FLEET, ME, "ack"), topic(FLEET, OTHER, "ack")
         # mosquitto 2.0.11's acl_file grants the SUBACK even for a topic the client may
         # not read, and enforces "read" on every delivery instead: nothing arrives.
@@ -289,7 +316,7 @@ def test_collector_cannot_impersonate_a_vehicle(broker: Broker) -> None:
 @pytest.mark.parametrize("which", ["expired", "other-ca"])
 def test_untrusted_certificates_cannot_connect(broker: Broker, which: str) -> None:
     vehicle = EXPIRED if which == "expired" else FOREIGN
-    base = broker.certs / which / vehicle
+    base = broker.certs / which / cn(vehicle)
     failures_before = broker.log().count("certificate verify failed")
     c = _client(base.with_suffix(".pem"), base.with_suffix(".key"), broker.certs / "fleet-ca.pem",
                 vehicle)  # fmt: skip
@@ -330,3 +357,66 @@ def test_broker_needs_its_files_readable_by_the_mosquitto_user(certs: Path) -> N
     finally:
         stop(proc)
         shutil.rmtree(b.dir, ignore_errors=True)
+
+
+def _still_connected(c: Client, own_topic: str) -> bool:
+    """A QoS 1 round trip succeeds and no DISCONNECT (e.g. 0x8E Session taken over) came."""
+    info = c.mqttc.publish(own_topic, b"still here", qos=1)
+    with c.puback_event:
+        acked = c.puback_event.wait_for(lambda: info.mid in c.puback, WAIT_S)
+    # 0x10 (no matching subscribers) is a success too: reason codes below 0x80 are.
+    return acked and c.puback.pop(info.mid) < 0x80 and c.connack.empty()
+
+
+# What the real programs ask the broker for: the collector's configured client id, and
+# the id the edge agent derives from its fleet and vehicle.
+COLLECTOR_ASKS = MqttConfig().client_id
+OTHER_ASKS = UplinkSettings(fleet_id=FLEET, vehicle_id=OTHER, host=HOST, port=1).client_id
+
+
+@pytest.mark.parametrize(
+    ("victim", "claimed"),
+    [
+        ("collector-1", COLLECTOR_ASKS),
+        (cn(OTHER), OTHER_ASKS),
+        # The id the broker now gives the other taxi's session (its CN).
+        (cn(OTHER), cn(OTHER)),
+        # The same vehicle id in another fleet is another identity.
+        (cn(ME, "other-fleet"), cn(ME, "other-fleet")),
+    ],
+    ids=["collector", "other-taxi", "other-taxi-cn", "same-id-other-fleet"],
+)
+def test_vehicle_certificate_cannot_take_over_another_client_id(
+    broker: Broker, victim: str, claimed: str
+) -> None:
+    own = topic(FLEET, ME, "ack") if victim == "collector-1" else f"fleet/{victim}/status"
+    with connected(broker, victim, client_id=claimed) as real:
+        assert _still_connected(real, own)
+        # The rogue holds a valid vehicle certificate and asks for the victim's client id.
+        with connected(broker, cn(ME), client_id=claimed):
+            assert _still_connected(real, own), broker.log()
+
+
+def test_vehicle_cannot_publish_into_another_fleet(broker: Broker) -> None:
+    with connected(broker, "collector-1") as collector, connected(broker, cn(ME)) as vehicle:
+        assert collector.subscribe(*collector_filters("collectors")) == [1, 1, 1, 1]
+        for ch in ("batch", "event", "health", "status"):
+            assert vehicle.publish(topic("other-fleet", ME, ch), b"forged") == NOT_AUTHORIZED
+        marker = topic(FLEET, ME, "batch")
+        assert vehicle.publish(marker, b"marker") == 0
+        assert collector.received(until_topic=marker) == [(marker, b"marker")]
+
+
+def test_a_vehicle_session_survives_reconnects_under_its_certificate(broker: Broker) -> None:
+    """The broker keys the session by the certificate, whatever client id is asked for:
+    acks published while the taxi is away still wait for it."""
+    ack = topic(FLEET, ME, "ack")
+    with connected(broker, cn(ME), client_id="agent-first", session_expiry_s=60) as vehicle:
+        assert vehicle.subscribe(ack) == [1]
+    with connected(broker, "collector-1") as collector:
+        # 0, not 0x10 (no matching subscribers): the away session's subscription matched.
+        assert collector.publish(ack, b"while away") == 0
+    # Expiry 0 on this connect: the session ends with it and leaves nothing behind.
+    with connected(broker, cn(ME), client_id="agent-second", session_expiry_s=0) as vehicle:
+        assert vehicle.session_present == [True]
+        assert vehicle.received(until_topic=ack) == [(ack, b"while away")]
