@@ -13,6 +13,12 @@ kind                severity  condition
                               failsafe state from the vehicle's data is on
 ``camera_tamper``   critical  latest health ``camera_tamper`` true
 ``clock_offset``    warning   \\|latest health ``clock_offset_ms``\\| > ``clock_offset_ms``
+``clock_ahead``     warning   a message of the vehicle carried a time past the collector's
+                              receive time by more than ``[intake] clock_skew_ms``, within
+                              the last ``clock_ahead_hold_min``
+``two_epochs``      critical  two epochs of the vehicle both received new batches within
+                              the last ``live_epochs_window_min``, and their receive spans
+                              overlap: two agents (two outbox files) run as one vehicle
 ``data_plan``       warning   payload bytes received this UTC month, extrapolated
                               linearly to the month's end, > ``data_plan_bytes_per_month``
                               (only after ``data_plan_min_elapsed_h`` of the month);
@@ -20,7 +26,9 @@ kind                severity  condition
 ==================  ========  =========================================================
 
 "Latest health" is the snapshot with the latest record time, whatever the order it
-arrived in; an alert from it clears when a later snapshot no longer shows the condition.
+arrived in, where a time past the collector's receive time counts as that receive time;
+an alert from it clears when a later snapshot no longer shows the condition. No alert
+begins after ``now`` (``since_ms`` is capped at it), whatever a vehicle's clock says.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cloud_collector.config import AlertsConfig
-from cloud_collector.store.base import HealthPoint, VehicleHealth
+from cloud_collector.store.base import EpochSpan, HealthPoint, VehicleHealth
 from protocol.records import Scalar
 
 MINUTE_MS: Final = 60_000
@@ -44,7 +52,12 @@ CAMERA_FAILSAFE: Final = "camera_failsafe"
 CAMERA_TAMPER: Final = "camera_tamper"
 CLOCK_OFFSET: Final = "clock_offset"
 DATA_PLAN: Final = "data_plan"
-KINDS: Final = (OFFLINE, BACKLOG_AGE, CAMERA_FAILSAFE, CAMERA_TAMPER, CLOCK_OFFSET, DATA_PLAN)
+CLOCK_AHEAD: Final = "clock_ahead"
+TWO_EPOCHS: Final = "two_epochs"
+KINDS: Final = (
+    OFFLINE, BACKLOG_AGE, CAMERA_FAILSAFE, CAMERA_TAMPER, CLOCK_OFFSET, DATA_PLAN,
+    CLOCK_AHEAD, TWO_EPOCHS,
+)  # fmt: skip
 
 WARNING: Final = "warning"
 CRITICAL: Final = "critical"
@@ -131,7 +144,8 @@ def evaluate_alerts(
                 )
             )  # fmt: skip
     values = latest_health.values if latest_health is not None else {}
-    t = latest_health.time_ms if latest_health is not None else now_ms
+    # A snapshot's own time may be in the future (a clock running ahead).
+    t = min(latest_health.time_ms, now_ms) if latest_health is not None else now_ms
     age = number(values, K_OLDEST_AGE_MS)
     limit_ms = thresholds.backlog_age_min * MINUTE_MS
     if age is not None and age > limit_ms:
@@ -170,7 +184,62 @@ def evaluate_alerts(
             )
         )  # fmt: skip
     out += _data_plan(vehicle_state, now_ms, thresholds)
+    out += _clock_ahead(vehicle_state, now_ms, thresholds)
+    out += _two_epochs(vehicle_state, now_ms, thresholds)
     return out
+
+
+def recent_clock_ahead_ms(state: VehicleHealth, now_ms: int, thresholds: Thresholds) -> int:
+    """How far ahead the vehicle's clock was in its last message that ran ahead, if that
+    was within ``clock_ahead_hold_min``; 0 otherwise."""
+    ahead, at = state.clock_ahead_ms, state.clock_ahead_at_ms
+    if ahead is None or at is None or now_ms - at >= thresholds.clock_ahead_hold_min * MINUTE_MS:
+        return 0
+    return max(ahead, 0)
+
+
+def _clock_ahead(state: VehicleHealth, now_ms: int, thresholds: Thresholds) -> list[Alert]:
+    ahead = recent_clock_ahead_ms(state, now_ms, thresholds)
+    if ahead <= 0 or state.clock_ahead_at_ms is None:
+        return []
+    return [
+        Alert(
+            vehicle=state.status.vehicle, kind=CLOCK_AHEAD, severity=WARNING,
+            since_ms=min(state.clock_ahead_at_ms, now_ms),
+            message=f"vehicle clock {ahead / 1000:.0f} s ahead of the collector's"
+            " (times past the collector's never count as its presence or latest health)",
+            value=ahead / 1000,
+        )
+    ]  # fmt: skip
+
+
+def live_epochs(
+    epochs: tuple[EpochSpan, ...], now_ms: int, window_ms: int
+) -> tuple[EpochSpan, EpochSpan] | None:
+    """The two latest epochs that are both live (a new batch within ``window_ms``) and
+    whose receive spans overlap; None when there are not two such."""
+    live = [e for e in epochs if now_ms - e.last_rx_ms <= window_ms]
+    for i, a in enumerate(live):
+        for b in live[i + 1 :]:
+            if a.first_rx_ms <= b.last_rx_ms and b.first_rx_ms <= a.last_rx_ms:
+                return a, b
+    return None
+
+
+def _two_epochs(state: VehicleHealth, now_ms: int, thresholds: Thresholds) -> list[Alert]:
+    pair = live_epochs(state.epochs, now_ms, thresholds.live_epochs_window_min * MINUTE_MS)
+    if pair is None:
+        return []
+    a, b = pair
+    return [
+        Alert(
+            vehicle=state.status.vehicle, kind=TWO_EPOCHS, severity=CRITICAL,
+            since_ms=min(max(a.first_rx_ms, b.first_rx_ms), now_ms),
+            message=f"two live epochs {a.epoch} and {b.epoch}: two agents (two outbox"
+            " files) are running as this vehicle",
+            value=2.0,
+        )
+    ]  # fmt: skip
 
 
 def _data_plan(state: VehicleHealth, now_ms: int, thresholds: Thresholds) -> list[Alert]:
@@ -214,9 +283,11 @@ class Derived:
     lag_s: float | None
     seq_gaps: int
     duplicate_ratio: float | None  # duplicates / batches received (new + duplicate)
+    # How far ahead of the collector's clock the vehicle's was, recently (0: not seen).
+    clock_ahead_s: float = 0.0
 
 
-def derive(state: VehicleHealth, now_ms: int) -> Derived:
+def derive(state: VehicleHealth, now_ms: int, thresholds: Thresholds | None = None) -> Derived:
     s = state.status
     values = state.latest_health.values if state.latest_health is not None else {}
     pending = number(values, K_PENDING_BATCHES)
@@ -232,4 +303,5 @@ def derive(state: VehicleHealth, now_ms: int) -> Derived:
         lag_s=None if s.lag_ms is None else s.lag_ms / 1000,
         seq_gaps=sum(state.seq_gaps.values()),
         duplicate_ratio=s.duplicates / received if received else None,
+        clock_ahead_s=recent_clock_ahead_ms(state, now_ms, thresholds or Thresholds()) / 1000,
     )

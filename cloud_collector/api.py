@@ -151,7 +151,11 @@ def create_app(
         states: list[VehicleHealth], now_ms: int
     ) -> list[tuple[VehicleHealth, al.Derived, list[al.Alert]]]:
         return [
-            (h, al.derive(h, now_ms), al.evaluate_alerts(h, h.latest_health, now_ms, limits))
+            (
+                h,
+                al.derive(h, now_ms, limits),
+                al.evaluate_alerts(h, h.latest_health, now_ms, limits),
+            )
             for h in states
         ]
 

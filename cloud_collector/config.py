@@ -100,6 +100,49 @@ class AlertsConfig(_Section):
     # The month's bytes are extrapolated to its end only after this many hours of it
     # (the first hours of a month say little); bytes already over the plan always alert.
     data_plan_min_elapsed_h: Annotated[int, Field(ge=0, le=720)] = 24
+    # A vehicle clock seen ahead of the collector's (beyond [intake] clock_skew_ms) keeps
+    # its alert this long after the last such message.
+    clock_ahead_hold_min: Annotated[int, Field(ge=1, le=100_000)] = 60
+    # Two epochs of one vehicle both receiving new batches within this window, with
+    # overlapping receive spans: two agents (two outbox files) run as one vehicle.
+    live_epochs_window_min: Annotated[int, Field(ge=1, le=100_000)] = 10
+
+
+class IntakeConfig(_Section):
+    """What one sender (the vehicle id of the topic: the broker's ACL pins a certificate to
+    it) may cost the collector, and how far its clock may run ahead of the collector's."""
+
+    # Messages per second (sustained) and burst a sender may have processed; beyond that
+    # they are counted and dropped before any database work. A dropped batch is not
+    # acknowledged end to end, so an honest agent sends it again later.
+    sender_rate_per_s: Annotated[float, Field(gt=0, le=1_000_000)] = 200.0
+    sender_burst: Annotated[int, Field(ge=1, le=10_000_000)] = 2_000
+    # Rejected payloads per second and burst a sender may have written to quarantine;
+    # beyond that they are counted and dropped (junk costs no database work).
+    junk_rate_per_s: Annotated[float, Field(gt=0, le=1_000_000)] = 2.0
+    junk_burst: Annotated[int, Field(ge=1, le=10_000_000)] = 100
+    # A vehicle time more than this past the collector's receive time is a clock running
+    # ahead: flagged, and never allowed to move the vehicle's presence or latest health.
+    clock_skew_ms: Annotated[int, Field(ge=0, le=86_400_000)] = 10_000
+
+
+class QuarantineConfig(_Section):
+    """What quarantine keeps: storage a sender controls, so bounded per payload and per
+    sender and UTC day (the full size and SHA-256 are always kept)."""
+
+    # Bytes kept of a payload without a readable identity (garbage, oversized, foreign).
+    keep_bytes: Annotated[int, Field(ge=0, le=16 * 1024 * 1024)] = 4_096
+    # Bytes kept of a batch whose identity was readable (acknowledged end to end, so this
+    # is the only copy left; the protocol caps such a payload at 1 MiB).
+    keep_identified_bytes: Annotated[int, Field(ge=0, le=16 * 1024 * 1024)] = 1_048_576
+    # Payloads, and bytes kept, per sender per UTC day; beyond either only counts are kept.
+    max_per_sender_day: Annotated[int, Field(ge=0, le=10_000_000)] = 1_000
+    max_bytes_per_sender_day: Annotated[int, Field(ge=0, le=2**40)] = 64 * 1024 * 1024
+    # Clear a quarantined RETAINED message at the broker (an empty retained publish to its
+    # topic), so it is not delivered again at every subscribe. Needs the broker's ACL to
+    # let collectors write status topics; without it the broker drops the clear, and an
+    # already-quarantined retained payload is still recognised by its hash and not stored.
+    clear_retained: bool = True
 
 
 class CollectorConfig(_Section):
@@ -108,6 +151,8 @@ class CollectorConfig(_Section):
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
     alerts: AlertsConfig = AlertsConfig()
+    intake: IntakeConfig = IntakeConfig()
+    quarantine: QuarantineConfig = QuarantineConfig()
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

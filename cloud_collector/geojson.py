@@ -203,6 +203,7 @@ def vehicle_health_json(v: VehicleStatus, d: Derived, alerts: list[Alert]) -> JS
         "lag_s": d.lag_s,
         "seq_gaps": d.seq_gaps,
         "duplicate_ratio": d.duplicate_ratio,
+        "clock_ahead_s": d.clock_ahead_s,
         "alerts": [alert_json(a) for a in alerts],
     }
 

@@ -11,6 +11,19 @@ Delivery, in the order the code enforces it for every message:
    that vehicle and epoch, also for duplicates (the agent evidently missed the last ack)
    and for quarantined batches whose identity was readable (PROTOCOL.md 3.2 and 6).
 
+Before step 1, each sender (the topic's vehicle id) spends a token of its budget
+(``intake.SenderBudgets``); a message beyond it is counted and dropped before any
+decoding or database work, and a rejected payload spends a token of a second, smaller
+junk budget before it may be written to quarantine. A dropped batch is not acknowledged
+end to end, so an honest agent sends it again; a flood from one sender drains at
+decoding speed instead of one transaction per message, and everyone else's batches keep
+flowing. Quarantine keeps a bounded prefix per payload and a daily quota per sender
+(``store.quarantine``); a quarantined retained message is cleared at the broker.
+
+Vehicle clocks are not trusted past the collector's: a retained status counts at most as
+of its receive time, and a message whose times run past its receive time by more than
+``clock_skew_ms`` is recorded (``Store.note_clock_ahead``) for the ``clock_ahead`` alert.
+
 Steps 1-2 of up to ``ingest_concurrency`` messages run concurrently (decoding overlaps the
 store's I/O); a single completer awaits them in arrival order for steps 3-4. The ack
 sender publishes off that path and coalesces acks per (vehicle, epoch), never sending a
@@ -35,11 +48,24 @@ from typing import Final, Protocol, runtime_checkable
 import aiomqtt
 
 from cloud_collector import mqtt
-from cloud_collector.config import MqttConfig
+from cloud_collector.config import IntakeConfig, MqttConfig, QuarantineConfig
 from cloud_collector.errors import StoreError
+from cloud_collector.intake import DROP_JUNK_BUDGET, DROP_SENDER_BUDGET, SenderBudgets
 from cloud_collector.metrics import IngestMetrics
-from cloud_collector.store.base import IngestResult, Store
-from cloud_collector.validate import Accepted, PresenceUpdate, Rejected, classify
+from cloud_collector.store.base import (
+    QUARANTINE_OVER_CAP,
+    IngestResult,
+    QuarantineLimits,
+    Store,
+)
+from cloud_collector.validate import (
+    Accepted,
+    PresenceUpdate,
+    Rejected,
+    classify,
+    sender_of,
+    stamped_ms,
+)
 from protocol import Ack, BatchIdentity, ack_topic, collector_filters, encode_ack
 from protocol.status import Presence
 
@@ -68,6 +94,7 @@ class IdentifiedQuarantine(Protocol):
         payload: bytes,
         reason: str,
         received_ms: int,
+        limits: QuarantineLimits = ...,
     ) -> IngestResult: ...
 
 
@@ -143,7 +170,13 @@ class AckSender:
         self.metrics.acks_sent += 1
 
 
-_Inflight = asyncio.Queue[tuple[aiomqtt.Message, "asyncio.Task[AckIntent | None]"] | None]
+# A message and its processing task; no task: dropped before any work, PUBACK only.
+_Inflight = asyncio.Queue[tuple[aiomqtt.Message, "asyncio.Task[AckIntent | None] | None"] | None]
+
+
+def _rate_limited(n: int) -> bool:
+    """Log the 1st, 2nd, 4th, 8th... occurrence only."""
+    return n & (n - 1) == 0
 
 
 class Ingestor:
@@ -156,11 +189,27 @@ class Ingestor:
         metrics: IngestMetrics,
         *,
         clock_ms: Callable[[], int] = wall_ms,
+        intake: IntakeConfig | None = None,
+        quarantine: QuarantineConfig | None = None,
+        monotonic_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.metrics = metrics
         self.clock_ms = clock_ms
+        self.monotonic_s = monotonic_s
+        self.intake = intake if intake is not None else IntakeConfig()
+        q = quarantine if quarantine is not None else QuarantineConfig()
+        self.clear_retained = q.clear_retained
+        self.limits = QuarantineLimits(
+            keep_bytes=q.keep_bytes,
+            keep_identified_bytes=q.keep_identified_bytes,
+            max_per_sender_day=q.max_per_sender_day,
+            max_bytes_per_sender_day=q.max_bytes_per_sender_day,
+        )
+        self._senders = SenderBudgets(self.intake.sender_rate_per_s, self.intake.sender_burst)
+        self._junk = SenderBudgets(self.intake.junk_rate_per_s, self.intake.junk_burst)
+        self._client: aiomqtt.Client | None = None
         self._acks_sent: OrderedDict[tuple[str, int], int] = OrderedDict()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -191,6 +240,7 @@ class Ingestor:
             # durable $share subscriptions when it restarts.
             for flt in collector_filters(self.cfg.group):
                 await client.subscribe(flt, qos=1)
+            self._client = client
             self.metrics.connected = True
             self.metrics.connects += 1
             log.info("mqtt connected and subscribed")
@@ -226,6 +276,10 @@ class Ingestor:
                         await nxt
                     break
                 message = nxt.result()
+                if not self._senders.take(sender_of(message.topic.value), self.monotonic_s()):
+                    self._count_drop(DROP_SENDER_BUDGET)
+                    await inflight.put((message, None))
+                    continue
                 # put() waits while ingest_concurrency messages are in progress.
                 await inflight.put((message, tg.create_task(self._process(message))))
         finally:
@@ -238,7 +292,8 @@ class Ingestor:
         """PUBACK and end-to-end ack, strictly in arrival order, each after its commit."""
         while (item := await inflight.get()) is not None:
             message, task = item
-            intent = await task  # raises StoreError: nothing from here on is acknowledged
+            # raises StoreError: nothing from here on is acknowledged
+            intent = None if task is None else await task
             mqtt.puback(client, message)
             if intent is not None and intent.seq >= 1:
                 # seq 0 ("nothing stored yet") lets the agent delete nothing: not sent.
@@ -255,7 +310,13 @@ class Ingestor:
             if isinstance(outcome, Accepted):
                 return await self._store_batch(outcome, len(data), received_ms)
             if isinstance(outcome, Rejected):
-                return await self._quarantine(outcome, topic, data, received_ms)
+                if not self._junk.take(sender_of(topic), self.monotonic_s()):
+                    self._count_drop(DROP_JUNK_BUDGET)
+                    return None
+                intent = await self._quarantine(outcome, topic, data, received_ms, message.retain)
+                if message.retain and self.clear_retained:
+                    await self._clear_retained(topic)
+                return intent
             await self._presence(outcome, message.retain, received_ms)
             return None
         except StoreError:
@@ -280,10 +341,45 @@ class Ingestor:
             self.metrics.ack_lag_seconds.observe(lag_ms / 1000)
         else:
             self.metrics.duplicates[channel] += 1
+        await self._check_clock(
+            header.fleet_id, header.vehicle_id, stamped_ms(outcome.batch), received_ms
+        )
         return AckIntent(header.fleet_id, header.vehicle_id, header.epoch, result.contiguous_seq)
 
+    async def _check_clock(self, fleet: str, vehicle: str, stamped: int, received_ms: int) -> None:
+        """Record a message stamped past our clock by more than the allowed skew."""
+        ahead = stamped - received_ms
+        if ahead <= self.intake.clock_skew_ms:
+            return
+        self.metrics.clock_ahead += 1
+        if _rate_limited(self.metrics.clock_ahead):
+            log.warning(
+                "vehicle %s/%s: times %d ms ahead of the collector's clock (%d so far)",
+                fleet, vehicle, ahead, self.metrics.clock_ahead,
+            )  # fmt: skip
+        await self.store.note_clock_ahead(
+            fleet=fleet, vehicle=vehicle, ahead_ms=ahead, received_ms=received_ms
+        )
+
+    def _count_drop(self, cause: str) -> None:
+        self.metrics.dropped[cause] += 1
+        n = self.metrics.dropped[cause]
+        if _rate_limited(n):
+            log.warning("dropped before storing: %s (%d so far)", cause, n)
+
+    async def _clear_retained(self, topic: str) -> None:
+        """An empty retained publish removes the message at the broker, so it is not
+        delivered again at every subscribe. QoS 0: a broker whose ACL refuses it drops
+        it silently (the store still recognises the payload by its hash)."""
+        client = self._client
+        if client is None:
+            return
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(topic, b"", qos=0, retain=True)
+            self.metrics.retained_cleared += 1
+
     async def _quarantine(
-        self, outcome: Rejected, topic: str, data: bytes, received_ms: int
+        self, outcome: Rejected, topic: str, data: bytes, received_ms: int, retained: bool
     ) -> AckIntent | None:
         # Acknowledged to the broker like any stored message (by the completer): redelivering
         # garbage forever would stall the stream; the raw bytes are kept for an operator.
@@ -296,20 +392,28 @@ class Ingestor:
                 payload=data,
                 reason=outcome.reason,
                 received_ms=received_ms,
+                limits=self.limits,
             )
             intent = AckIntent(ident.fleet_id, ident.vehicle_id, ident.epoch, result.contiguous_seq)
         else:
-            await self.store.quarantine(
+            done = await self.store.quarantine(
                 topic=topic,
                 payload=data,
                 reason=outcome.reason,
                 received_ms=received_ms,
                 fleet=outcome.fleet,
                 vehicle=outcome.vehicle,
+                limits=self.limits,
+                retained=retained,
             )
+            self.metrics.quarantine_outcomes[done] += 1
+            if done == QUARANTINE_OVER_CAP and _rate_limited(
+                self.metrics.quarantine_outcomes[done]
+            ):
+                log.warning("quarantine quota of sender %r used up today", sender_of(topic))
         self.metrics.quarantined[outcome.reason] += 1
         n = self.metrics.quarantined[outcome.reason]
-        if n & (n - 1) == 0:  # rate-limited: the 1st, 2nd, 4th, 8th... of each reason
+        if _rate_limited(n):
             log.warning("quarantined payloads: %s (%d so far)", outcome.reason, n)
         return intent
 
@@ -320,11 +424,13 @@ class Ingestor:
             return
         # Live messages: our receive time is the truth (a will's own ``t`` is the connect
         # time). Retained ones arrive at subscribe time, long after the fact: the agent's
-        # ``t`` is the best estimate there is.
+        # ``t`` is the best estimate there is, but never later than our receive time (a
+        # clock running ahead would pin the presence in the future).
         await self.store.set_presence(
             fleet=outcome.fleet,
             vehicle=outcome.vehicle,
             online=status.state is Presence.ONLINE,
-            time_ms=status.time_ms if retained else received_ms,
+            time_ms=min(status.time_ms, received_ms) if retained else received_ms,
         )
         self.metrics.presence[status.state.value] += 1
+        await self._check_clock(outcome.fleet, outcome.vehicle, status.time_ms, received_ms)

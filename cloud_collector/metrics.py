@@ -63,6 +63,12 @@ class IngestMetrics:
     records: int = 0  # records in new batches
     payload_bytes: int = 0  # bytes of new batches
     quarantined: Counter[str] = field(default_factory=Counter)  # by reason
+    # What quarantine did with a rejected payload (QUARANTINE_* of the store), and what
+    # was dropped before any database work, by cause (DROP_*).
+    quarantine_outcomes: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    retained_cleared: int = 0  # quarantined retained messages cleared at the broker
+    clock_ahead: int = 0  # messages stamped past the collector's clock (beyond the skew)
     presence: Counter[str] = field(default_factory=Counter)  # by state
     acks_sent: int = 0
     store_errors: int = 0
@@ -101,6 +107,7 @@ class FleetFigures:
                 "vehicle_data_today_bytes": d.data_today_bytes,
                 "vehicle_data_month_bytes": d.data_month_bytes,
                 "vehicle_alerts_active": len(alerts),
+                "vehicle_clock_ahead_seconds": d.clock_ahead_s,
             }
             for name, value in figures.items():
                 if value is not None:
@@ -118,6 +125,10 @@ VEHICLE_GAUGES: Final = (
     ("vehicle_data_today_bytes", "Payload bytes received this UTC day."),
     ("vehicle_data_month_bytes", "Payload bytes received this UTC month."),
     ("vehicle_alerts_active", "Active alerts of the vehicle."),
+    (
+        "vehicle_clock_ahead_seconds",
+        "How far past the collector's clock the vehicle's times ran, recently (0: not seen).",
+    ),
 )
 
 
@@ -196,6 +207,31 @@ def render(
         "state",
         m.presence,
     )
+    w.labelled(
+        "collector_quarantine_outcomes_total",
+        "counter",
+        "What quarantine did with rejected payloads: stored, over_cap (counted only),"
+        " repeat (a retained payload already stored).",
+        "outcome",
+        m.quarantine_outcomes,
+    )
+    w.labelled(
+        "collector_dropped_total",
+        "counter",
+        "Messages dropped before any database work, by cause (a sender over its budget).",
+        "cause",
+        m.dropped,
+    )
+    w.family(
+        "collector_retained_cleared_total", "counter", "Quarantined retained messages cleared."
+    )
+    w.sample("collector_retained_cleared_total", m.retained_cleared)
+    w.family(
+        "collector_clock_ahead_total",
+        "counter",
+        "Messages whose times ran past the collector's clock beyond the allowed skew.",
+    )
+    w.sample("collector_clock_ahead_total", m.clock_ahead)
     w.family("collector_records_stored_total", "counter", "Records in new batches.")
     w.sample("collector_records_stored_total", m.records)
     w.family("collector_payload_bytes_stored_total", "counter", "Payload bytes of new batches.")

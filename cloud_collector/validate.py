@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from protocol import (
+    MAX_CONTROL_PAYLOAD_BYTES,
     MAX_PAYLOAD_BYTES,
     SUPPORTED_VERSIONS,
     Batch,
@@ -31,6 +32,9 @@ from protocol import (
     parse_topic,
     peek_identity,
 )
+from protocol.errors import BAD_FIELD_PREFIX
+from protocol.limits import MAX_ID_LEN
+from protocol.wire import unpack_control
 
 # Reasons of our own, next to the protocol's (PROTOCOL.md section 8).
 WRONG_FLEET: Final = "wrong_fleet"
@@ -38,6 +42,11 @@ WRONG_VEHICLE: Final = "wrong_vehicle"
 UNEXPECTED_CHANNEL: Final = "unexpected_channel"
 TOO_LARGE_COMPRESSED: Final = "too_large_compressed"
 UNKNOWN_VERSION: Final = "unknown_version"
+# A header or status time below 0: the sender's clock is set before 1970.
+TIME_BEFORE_1970: Final = "time_before_1970"
+
+# Wire keys of the times whose negative value means a clock before 1970.
+_TIME_KEYS: Final = frozenset({"t", "t0", "t1", "sent"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,34 @@ class PresenceUpdate:
 Outcome = Accepted | Rejected | PresenceUpdate
 
 
+def sender_of(topic: str) -> str:
+    """Who published on ``topic``, as far as the collector can tell: its vehicle segment
+    (the broker's ACL pins each certificate to its own vehicle id), cut to an id's length
+    so that invalid topics cannot make unbounded keys; "" when there is none."""
+    parts = topic.split("/", 3)
+    return parts[2][:MAX_ID_LEN] if len(parts) >= 3 else ""
+
+
+def stamped_ms(batch: Batch) -> int:
+    """The latest time the sender put in a batch (agent clock): its send time, or a
+    record time if later (``last_ms`` bounds every record time)."""
+    return max(batch.header.sent_ms, batch.header.last_ms)
+
+
+def _time_reason(exc: ProtocolError, payload: bytes, max_bytes: int) -> str:
+    """``exc``'s reason, or ``TIME_BEFORE_1970`` when the field it names is a time whose
+    raw value is negative (a clearer outcome for an operator than the field name)."""
+    field = exc.reason.removeprefix(BAD_FIELD_PREFIX)
+    if field == exc.reason or field not in _TIME_KEYS:
+        return exc.reason
+    try:
+        raw = unpack_control(payload, max_bytes).get(field)
+    except ProtocolError:
+        return exc.reason
+    negative = isinstance(raw, int) and not isinstance(raw, bool) and raw < 0
+    return TIME_BEFORE_1970 if negative else exc.reason
+
+
 def classify(topic: str, payload: bytes, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> Outcome:
     """What to do with ``payload`` received on ``topic``. Never raises for bad input."""
     try:
@@ -96,7 +133,7 @@ def classify(topic: str, payload: bytes, *, max_payload_bytes: int = MAX_PAYLOAD
     try:
         identity = peek_identity(payload)
     except ProtocolError as exc:
-        return Rejected(exc.reason, fleet, vehicle)
+        return Rejected(_time_reason(exc, payload, MAX_CONTROL_PAYLOAD_BYTES), fleet, vehicle)
     if identity.fleet_id != fleet:
         return Rejected(WRONG_FLEET, fleet, vehicle)
     if identity.vehicle_id != vehicle:
@@ -106,7 +143,8 @@ def classify(topic: str, payload: bytes, *, max_payload_bytes: int = MAX_PAYLOAD
     try:
         batch = decode_batch(payload)
     except ProtocolError as exc:
-        return Rejected(exc.reason, fleet, vehicle, identity)
+        reason = _time_reason(exc, payload, max_payload_bytes)
+        return Rejected(reason, fleet, vehicle, identity)
     return Accepted(channel, batch)
 
 
@@ -116,4 +154,4 @@ def _status(fleet: str, vehicle: str, payload: bytes) -> Outcome:
     try:
         return PresenceUpdate(fleet, vehicle, decode_status(payload))
     except ProtocolError as exc:
-        return Rejected(exc.reason, fleet, vehicle)
+        return Rejected(_time_reason(exc, payload, MAX_CONTROL_PAYLOAD_BYTES), fleet, vehicle)

@@ -19,7 +19,7 @@ from cloud_collector.config import MqttConfig
 from cloud_collector.ingest import Ingestor
 from cloud_collector.metrics import IngestMetrics
 from cloud_collector.store import EventQuery, Store, open_store
-from cloud_collector.store.base import IngestResult
+from cloud_collector.store.base import DEFAULT_QUARANTINE_LIMITS, IngestResult, QuarantineLimits
 from protocol import BatchIdentity, Presence, Status, decode_ack, encode_status
 from tests.mosquitto_harness import MosquittoHarness
 from tests.pg_harness import PgHarness, pg_server  # noqa: F401 - the fixture
@@ -236,11 +236,11 @@ class _QuarantineWithReceipt:
 
     async def quarantine_batch(
         self, *, identity: BatchIdentity, topic: str, payload: bytes, reason: str,
-        received_ms: int,
+        received_ms: int, limits: QuarantineLimits = DEFAULT_QUARANTINE_LIMITS,
     ) -> IngestResult:  # fmt: skip
         await self.inner.quarantine(
             topic=topic, payload=payload, reason=reason, received_ms=received_ms,
-            fleet=identity.fleet_id, vehicle=identity.vehicle_id,
+            fleet=identity.fleet_id, vehicle=identity.vehicle_id, limits=limits,
         )  # fmt: skip
         self.identified.append((identity.vehicle_id, identity.epoch, identity.seq, reason))
         return IngestResult(new=True, contiguous_seq=identity.seq)

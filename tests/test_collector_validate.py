@@ -5,21 +5,27 @@ from __future__ import annotations
 import resource
 import time
 
+import msgpack
 import pytest
 
 from cloud_collector.validate import (
+    TIME_BEFORE_1970,
     WRONG_FLEET,
     WRONG_VEHICLE,
     Accepted,
     PresenceUpdate,
     Rejected,
     classify,
+    sender_of,
+    stamped_ms,
 )
 from protocol import Channel, Presence, Status, encode_status
+from protocol.envelope import header_to_wire
 from tests.test_collector_support import (
     FLEET,
     GARBAGE,
     bad_body,
+    make_batch,
     oversize,
     payload,
     unknown_version,
@@ -126,3 +132,35 @@ def test_ack_topic_is_not_ingested() -> None:
     out = classify(f"fleet/{FLEET}/taxi-1/ack", payload("taxi-1", EP, 1))
     assert isinstance(out, Rejected)
     assert out.reason == "unexpected_channel"
+
+
+@pytest.mark.parametrize("key", ["sent", "t0", "t1"])
+def test_batch_time_before_1970_is_a_clear_rejection(key: str) -> None:
+    """A gateway clock before 1970 stamps negative times: one named reason, identity kept
+    (the batch is quarantined and acknowledged like any unreadable one)."""
+    batch = make_batch("taxi-1", EP, 4)
+    data = msgpack.packb({**header_to_wire(batch.header), "body": b"\x00", key: -1_000})
+    out = classify(TOPIC, data)
+    assert isinstance(out, Rejected)
+    assert out.reason == TIME_BEFORE_1970
+    assert out.identity is not None
+    assert out.identity.seq == 4
+
+
+def test_status_time_before_1970_is_a_clear_rejection() -> None:
+    data = msgpack.packb({"v": 1, "state": "online", "t": -1})
+    assert classify(f"fleet/{FLEET}/taxi-1/status", data) == Rejected(
+        TIME_BEFORE_1970, FLEET, "taxi-1"
+    )
+    # Any other bad time keeps the protocol's own reason.
+    other = classify(f"fleet/{FLEET}/taxi-1/status", msgpack.packb({"v": 1, "state": "x", "t": 1}))
+    assert isinstance(other, Rejected)
+    assert other.reason == "bad_field:state"
+
+
+def test_sender_and_stamped_time() -> None:
+    assert sender_of(f"fleet/{FLEET}/taxi-1/batch") == "taxi-1"
+    assert sender_of("fleet/x/" + "v" * 500 + "/status") == "v" * 64
+    assert sender_of("nonsense") == ""
+    batch = make_batch("taxi-1", EP, 4)
+    assert stamped_ms(batch) == max(batch.header.sent_ms, batch.header.last_ms)

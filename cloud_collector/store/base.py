@@ -161,6 +161,15 @@ class HealthQuery:
     limit: int = DEFAULT_HEALTH_LIMIT
 
 
+@dataclass(frozen=True, slots=True)
+class EpochSpan:
+    """When the collector received the first and the last new batch of one epoch."""
+
+    epoch: int
+    first_rx_ms: int
+    last_rx_ms: int
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VehicleHealth:
     """What the collector knows about one vehicle's health, read in one transaction.
@@ -181,6 +190,35 @@ class VehicleHealth:
     rx_bytes_today: int
     rx_month: str | None
     rx_bytes_month: int
+    # The last message whose times ran ahead of the collector's clock (beyond the skew):
+    # by how much, and the collector's time then. None: never seen.
+    clock_ahead_ms: int | None = None
+    clock_ahead_at_ms: int | None = None
+    # The epochs with the latest new batches, latest first (at most ``RECENT_EPOCHS``).
+    epochs: tuple[EpochSpan, ...] = ()
+
+
+RECENT_EPOCHS = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuarantineLimits:
+    """What quarantine keeps (``config.QuarantineConfig``): a prefix of each payload (plus
+    its full size and SHA-256), and per sender and UTC day at most so many payloads and
+    bytes; beyond that only counts."""
+
+    keep_bytes: int = 4_096
+    keep_identified_bytes: int = 1_048_576
+    max_per_sender_day: int = 1_000
+    max_bytes_per_sender_day: int = 64 * 1024 * 1024
+
+
+DEFAULT_QUARANTINE_LIMITS = QuarantineLimits()
+
+# What ``Store.quarantine`` did with a payload.
+QUARANTINE_STORED = "stored"
+QUARANTINE_OVER_CAP = "over_cap"  # the sender's daily quota is used up: counted only
+QUARANTINE_REPEAT = "repeat"  # a retained payload already in quarantine: not stored again
 
 
 class Store(Protocol):
@@ -200,7 +238,14 @@ class Store(Protocol):
         received_ms: int,
         fleet: str | None,
         vehicle: str | None,
-    ) -> None: ...
+        limits: QuarantineLimits = DEFAULT_QUARANTINE_LIMITS,
+        retained: bool = False,
+    ) -> str:
+        """Keep what ``limits`` allow of a rejected payload; one of ``QUARANTINE_*``.
+
+        ``retained``: a retained message, stored only when its topic and hash are not in
+        quarantine yet (the broker delivers retained messages again at every subscribe)."""
+        ...
 
     async def quarantine_batch(
         self,
@@ -210,6 +255,7 @@ class Store(Protocol):
         payload: bytes,
         reason: str,
         received_ms: int,
+        limits: QuarantineLimits = DEFAULT_QUARANTINE_LIMITS,
     ) -> IngestResult:
         """Quarantine a payload whose stable identity was readable AND write its receipt
         (one transaction), so it counts as stored for the end-to-end ack (PROTOCOL.md
@@ -219,6 +265,13 @@ class Store(Protocol):
     async def set_presence(
         self, *, fleet: str, vehicle: str, online: bool, time_ms: int
     ) -> None: ...
+
+    async def note_clock_ahead(
+        self, *, fleet: str, vehicle: str, ahead_ms: int, received_ms: int
+    ) -> None:
+        """Record that a message of ``vehicle`` carried a time ``ahead_ms`` past the
+        collector's receive time ``received_ms``."""
+        ...
 
     async def health_history(self, q: HealthQuery) -> list[HealthPoint]: ...
 

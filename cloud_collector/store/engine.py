@@ -23,13 +23,16 @@ from typing import Any, Final, Protocol
 from cloud_collector.errors import IngestError, QueryError
 from cloud_collector.store import aggregate as agg
 from cloud_collector.store import health
+from cloud_collector.store import quarantine as quarantine_store
 from cloud_collector.store.base import (
+    DEFAULT_QUARANTINE_LIMITS,
     MAX_EVENT_LIMIT,
     BBox,
     CellHour,
     EventPage,
     EventQuery,
     IngestResult,
+    QuarantineLimits,
     RoadQuery,
     SignCluster,
     StoredEvent,
@@ -103,12 +106,14 @@ async def ingest(
     if new:
         await _store_records(tx, batch)
         await _aggregate(tx, batch)
-        await health.note_latest_health(tx, h.vehicle_id, batch.health)
+        await health.note_latest_health(tx, h.vehicle_id, batch.health, received_ms)
     await _update_status(tx, batch, new, payload_bytes, received_ms)
     await health.count_rx(tx, h.vehicle_id, payload_bytes, received_ms)
     acked = await _advance_ack(tx, h.vehicle_id, epoch, received_ms, grace_ms)
     if new:
-        await health.count_receipt(tx, tx.greatest, h.vehicle_id, epoch, h.seq)
+        await health.count_receipt(
+            tx, tx.greatest, h.vehicle_id, epoch, h.seq, received_ms=received_ms
+        )
     return IngestResult(new, acked)
 
 
@@ -354,18 +359,14 @@ async def quarantine(
     received_ms: int,
     fleet: str | None,
     vehicle: str | None,
-) -> None:
-    await tx.execute(
-        "INSERT INTO quarantine (received_ms, topic, fleet, vehicle, reason, payload)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        received_ms, topic, fleet, vehicle, reason, payload,
+    limits: QuarantineLimits = DEFAULT_QUARANTINE_LIMITS,
+    retained: bool = False,
+    identified: bool = False,
+) -> str:
+    return await quarantine_store.quarantine(
+        tx, topic=topic, payload=payload, reason=reason, received_ms=received_ms,
+        fleet=fleet, vehicle=vehicle, limits=limits, retained=retained, identified=identified,
     )  # fmt: skip
-    if vehicle is not None:
-        await tx.execute(
-            "INSERT INTO vehicle_status (vehicle, fleet, quarantined) VALUES (?, ?, 1)"
-            " ON CONFLICT (vehicle) DO UPDATE SET quarantined = vehicle_status.quarantined + 1",
-            vehicle, fleet or "",
-        )  # fmt: skip
 
 
 async def quarantine_batch(
@@ -377,6 +378,7 @@ async def quarantine_batch(
     reason: str,
     received_ms: int,
     grace_ms: int,
+    limits: QuarantineLimits = DEFAULT_QUARANTINE_LIMITS,
 ) -> IngestResult:
     """Quarantine a payload under its readable identity and write its receipt, so that it
     counts as stored for the ack (PROTOCOL.md 3.2 and 6). A redelivery is a duplicate.
@@ -400,7 +402,7 @@ async def quarantine_batch(
     if new:
         await quarantine(
             tx, topic=topic, payload=payload, reason=reason, received_ms=received_ms,
-            fleet=fleet, vehicle=vehicle,
+            fleet=fleet, vehicle=vehicle, limits=limits, identified=True,
         )  # fmt: skip
     else:
         await tx.execute(
@@ -414,7 +416,7 @@ async def quarantine_batch(
         return IngestResult(new, 0 if row is None else int(row[0]))
     acked = await _advance_ack(tx, vehicle, epoch, received_ms, grace_ms)
     if new:
-        await health.count_receipt(tx, tx.greatest, vehicle, epoch, seq)
+        await health.count_receipt(tx, tx.greatest, vehicle, epoch, seq, received_ms=received_ms)
     return IngestResult(new, acked)
 
 

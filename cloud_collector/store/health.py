@@ -5,10 +5,16 @@ Ingest keeps three small per-vehicle records current, so that the fleet view rea
 row per vehicle and never scans a history table:
 
 * ``health_latest``: the snapshot with the latest record time (snapshots arrive out of
-  order: event batches overtake the backlog);
+  order: event batches overtake the backlog), where a record time past the collector's
+  receive time counts as that receive time (``order_ms``): a vehicle clock running ahead,
+  even at 2^53 - 1, never pins "latest" in the future;
 * ``epoch_acks.max_seq`` / ``received``: the highest seq and the number of distinct seqs
-  received per epoch; their difference is the number of missing seqs;
-* ``vehicle_status.rx_*``: payload bytes received per UTC day and UTC month.
+  received per epoch; their difference is the number of missing seqs; ``first_rx_ms`` /
+  ``last_rx_ms``: when the epoch's first and last new batch arrived (two epochs live at
+  once are two agents running as one vehicle);
+* ``vehicle_status.rx_*``: payload bytes received per UTC day and UTC month;
+* ``vehicle_status.clock_ahead_*``: the last message whose times ran ahead of the
+  collector's clock.
 """
 
 from __future__ import annotations
@@ -18,7 +24,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from cloud_collector.errors import QueryError
-from cloud_collector.store.base import HealthPoint, HealthQuery, VehicleHealth, VehicleStatus
+from cloud_collector.store.base import (
+    RECENT_EPOCHS,
+    EpochSpan,
+    HealthPoint,
+    HealthQuery,
+    VehicleHealth,
+    VehicleStatus,
+)
 from protocol.records import Health, Scalar
 
 if TYPE_CHECKING:
@@ -57,25 +70,58 @@ async def count_rx(tx: Tx, vehicle: str, payload_bytes: int, received_ms: int) -
     )  # fmt: skip
 
 
-async def note_latest_health(tx: Tx, vehicle: str, snapshots: Sequence[Health]) -> None:
-    """Keep the snapshot with the latest time (the first of equal times wins)."""
+def latest_order(time_ms: int, received_ms: int | None) -> int:
+    """Where a snapshot ranks for "latest": its own time, but never past when the
+    collector received it (a snapshot cannot be taken after it arrived)."""
+    return time_ms if received_ms is None else min(time_ms, received_ms)
+
+
+async def note_latest_health(
+    tx: Tx, vehicle: str, snapshots: Sequence[Health], received_ms: int | None = None
+) -> None:
+    """Keep the snapshot that ranks latest (``latest_order``; then the later own time,
+    then the first)."""
     if not snapshots:
         return
-    latest = max(snapshots, key=lambda s: s.time_ms)
+    latest = max(snapshots, key=lambda s: (latest_order(s.time_ms, received_ms), s.time_ms))
+    order = latest_order(latest.time_ms, received_ms)
     await tx.execute(
-        'INSERT INTO health_latest (vehicle, time_ms, "values") VALUES (?, ?, ?)'
+        'INSERT INTO health_latest (vehicle, time_ms, "values", order_ms) VALUES (?, ?, ?, ?)'
         ' ON CONFLICT (vehicle) DO UPDATE SET time_ms = excluded.time_ms,'
-        ' "values" = excluded."values" WHERE health_latest.time_ms < excluded.time_ms',
-        vehicle, latest.time_ms, json.dumps(latest.values, sort_keys=True),
+        ' "values" = excluded."values", order_ms = excluded.order_ms'
+        " WHERE health_latest.order_ms < excluded.order_ms"
+        " OR (health_latest.order_ms = excluded.order_ms"
+        " AND health_latest.time_ms < excluded.time_ms)",
+        vehicle, latest.time_ms, json.dumps(latest.values, sort_keys=True), order,
     )  # fmt: skip
 
 
-async def count_receipt(tx: Tx, greatest: str, vehicle: str, epoch: str, seq: int) -> None:
+async def count_receipt(
+    tx: Tx, greatest: str, vehicle: str, epoch: str, seq: int, *, received_ms: int | None = None
+) -> None:
     """One more distinct seq received in (vehicle, epoch); the ack row exists already."""
     await tx.execute(
-        f"UPDATE epoch_acks SET max_seq = {greatest}(max_seq, ?), received = received + 1"
+        f"UPDATE epoch_acks SET max_seq = {greatest}(max_seq, ?), received = received + 1,"
+        " first_rx_ms = COALESCE(first_rx_ms, ?),"
+        # SQLite's MAX is NULL when an argument is: COALESCE covers both NULL sides.
+        f" last_rx_ms = COALESCE({greatest}(last_rx_ms, ?), ?, last_rx_ms)"
         " WHERE vehicle = ? AND epoch = ?",
-        seq, vehicle, epoch,
+        seq, received_ms, received_ms, received_ms, vehicle, epoch,
+    )  # fmt: skip
+
+
+async def note_clock_ahead(
+    tx: Tx, *, fleet: str, vehicle: str, ahead_ms: int, received_ms: int
+) -> None:
+    """A message of ``vehicle`` carried a time ``ahead_ms`` past ``received_ms``."""
+    await tx.execute(
+        "INSERT INTO vehicle_status (vehicle, fleet, clock_ahead_ms, clock_ahead_at_ms)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (vehicle) DO UPDATE SET"
+        " clock_ahead_ms = excluded.clock_ahead_ms,"
+        " clock_ahead_at_ms = excluded.clock_ahead_at_ms"
+        " WHERE vehicle_status.clock_ahead_at_ms IS NULL"
+        " OR vehicle_status.clock_ahead_at_ms <= excluded.clock_ahead_at_ms",
+        vehicle, fleet, ahead_ms, received_ms,
     )  # fmt: skip
 
 
@@ -111,8 +157,8 @@ async def vehicle_health(
     only = "" if vehicle_id is None else " WHERE vehicle = ?"
     args: tuple[object, ...] = () if vehicle_id is None else (vehicle_id,)
     rows = await tx.fetch(
-        f"SELECT {status_columns}, rx_day, rx_bytes_today, rx_month, rx_bytes_month"
-        f" FROM vehicle_status{only} ORDER BY vehicle",
+        f"SELECT {status_columns}, rx_day, rx_bytes_today, rx_month, rx_bytes_month,"
+        f" clock_ahead_ms, clock_ahead_at_ms FROM vehicle_status{only} ORDER BY vehicle",
         *args,
     )
     if not rows:
@@ -133,6 +179,16 @@ async def vehicle_health(
         *args,
     ):
         gaps.setdefault(str(r[0]), {})[str(r[1])] = int(r[2])
+    epochs: dict[str, list[EpochSpan]] = {}
+    for r in await tx.fetch(
+        "SELECT vehicle, epoch, first_rx_ms, last_rx_ms FROM (SELECT vehicle, epoch,"
+        " first_rx_ms, last_rx_ms, ROW_NUMBER() OVER (PARTITION BY vehicle"
+        " ORDER BY last_rx_ms DESC, epoch) AS rn FROM epoch_acks"
+        f" WHERE last_rx_ms IS NOT NULL{gap_where}) AS recent WHERE rn <= ?"
+        " ORDER BY vehicle, last_rx_ms DESC, epoch",
+        *args, RECENT_EPOCHS,
+    ):  # fmt: skip
+        epochs.setdefault(str(r[0]), []).append(EpochSpan(int(r[1]), int(r[2]), int(r[3])))
     width = len(status_columns.split(","))
     out = []
     for r in rows:
@@ -148,6 +204,9 @@ async def vehicle_health(
                 rx_bytes_today=int(rx[1]),
                 rx_month=rx[2],
                 rx_bytes_month=int(rx[3]),
+                clock_ahead_ms=None if rx[4] is None else int(rx[4]),
+                clock_ahead_at_ms=None if rx[5] is None else int(rx[5]),
+                epochs=tuple(epochs.get(s.vehicle, ())),
             )
         )
     return out

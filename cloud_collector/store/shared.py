@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from cloud_collector.store import engine, health
 from cloud_collector.store.base import (
+    DEFAULT_QUARANTINE_LIMITS,
     BBox,
     CellHour,
     EventPage,
@@ -19,6 +20,7 @@ from cloud_collector.store.base import (
     HealthPoint,
     HealthQuery,
     IngestResult,
+    QuarantineLimits,
     RoadQuery,
     SignCluster,
     VehicleHealth,
@@ -67,8 +69,10 @@ class EngineStore(ABC):
         received_ms: int,
         fleet: str | None,
         vehicle: str | None,
-    ) -> None:
-        await self._run(
+        limits: QuarantineLimits = DEFAULT_QUARANTINE_LIMITS,
+        retained: bool = False,
+    ) -> str:
+        return await self._run(
             lambda tx: engine.quarantine(
                 tx,
                 topic=topic,
@@ -77,6 +81,8 @@ class EngineStore(ABC):
                 received_ms=received_ms,
                 fleet=fleet,
                 vehicle=vehicle,
+                limits=limits,
+                retained=retained,
             )
         )
 
@@ -88,6 +94,7 @@ class EngineStore(ABC):
         payload: bytes,
         reason: str,
         received_ms: int,
+        limits: QuarantineLimits = DEFAULT_QUARANTINE_LIMITS,
     ) -> IngestResult:
         return await self._run(
             lambda tx: engine.quarantine_batch(
@@ -98,11 +105,21 @@ class EngineStore(ABC):
                 reason=reason,
                 received_ms=received_ms,
                 grace_ms=self._grace_ms,
+                limits=limits,
             )
         )
 
     async def set_presence(self, *, fleet: str, vehicle: str, online: bool, time_ms: int) -> None:
         await self._run(lambda tx: engine.set_presence(tx, fleet, vehicle, online, time_ms))
+
+    async def note_clock_ahead(
+        self, *, fleet: str, vehicle: str, ahead_ms: int, received_ms: int
+    ) -> None:
+        await self._run(
+            lambda tx: health.note_clock_ahead(
+                tx, fleet=fleet, vehicle=vehicle, ahead_ms=ahead_ms, received_ms=received_ms
+            )
+        )
 
     async def health_history(self, q: HealthQuery) -> list[HealthPoint]:
         return await self._run(lambda tx: health.history(tx, q))
