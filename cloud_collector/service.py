@@ -73,7 +73,7 @@ async def run(cfg: CollectorConfig, stop: asyncio.Event | None = None) -> None:
                 timeout_graceful_shutdown=5,
             )
         )
-        ingestor = Ingestor(cfg.mqtt, store, metrics)
+        ingestor = Ingestor(cfg.mqtt, store, metrics, intake=cfg.intake, quarantine=cfg.quarantine)
 
         async def stop_http() -> None:
             await stop.wait()
