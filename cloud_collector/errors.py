@@ -16,6 +16,14 @@ class ConfigError(CollectorError):
     """The configuration (file, environment, command line) is missing or invalid."""
 
 
+class ListenError(CollectorError):
+    """The HTTP API cannot listen on its configured address (in use, not local, denied)."""
+
+
+class ServiceError(CollectorError):
+    """A part of the running service stopped on its own; the process must exit non-zero."""
+
+
 class StoreError(CollectorError):
     """The road-condition store failed: bad URL, unreachable database, failed migration."""
 

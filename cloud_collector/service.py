@@ -4,30 +4,59 @@ One owner for every task. SIGTERM and SIGINT set one ``stop`` event; then ingest
 the message in hand (commit, PUBACK, end-to-end ack) and disconnects cleanly, uvicorn
 stops accepting and drains its requests, and the store is closed last. Anything the broker
 delivered but we did not acknowledge is redelivered to our persistent session later.
+
+The HTTP socket is bound before anything else: a collector that cannot serve its API
+refuses to start (``ListenError``) instead of ingesting unseen.
+
+Under systemd (``Type=notify``), ``READY=1`` goes out once the store is open and the API
+listens, and ``WATCHDOG=1`` only while the store makes progress
+(``store.progress.WatchProgress``): a store whose transactions hang or keep failing
+stops the pings, and systemd restarts the process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
-from collections.abc import Generator
+import socket
+import time
+from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import Final
 
 import uvicorn
 
 from cloud_collector.api import create_app
 from cloud_collector.config import CollectorConfig
+from cloud_collector.errors import CollectorError, ListenError, ServiceError
 from cloud_collector.ingest import Ingestor
 from cloud_collector.metrics import IngestMetrics
-from cloud_collector.store import open_store
+from cloud_collector.store import Store, open_store
+from cloud_collector.store.progress import Transacting, WatchProgress
+from edge_agent.sdnotify import Notifier, WatchdogGate
 
 log = logging.getLogger(__name__)
 
+# How often the watchdog looks at the store's progress (at most; more often for a short
+# WatchdogSec=).
+WATCH_TICK_S: Final = 1.0
+
 
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the service owns the signals."""
+    """uvicorn without its own signal handlers: the service owns the signals.
+    ``on_started`` runs once the server accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], object]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_started()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -41,8 +70,46 @@ def _prepare_sqlite_dir(url: str) -> None:
         Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
 
 
+def bind_http(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound now; ``ListenError`` names the address."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise ListenError(f"http: cannot listen on {shown}: {exc}") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ListenError(f"http: cannot listen on {shown}: {reason}") from exc
+    return sock
+
+
+async def _watchdog(notifier: Notifier, store: Store, stop: asyncio.Event) -> None:
+    """Ping systemd's watchdog while the store makes progress (see the module doc)."""
+    interval = notifier.watchdog_interval_s
+    if interval is None or not isinstance(store, Transacting):
+        return
+    # 2/3 of WatchdogSec, as the edge agent: a stall is caught within one period.
+    gate = WatchdogGate(stall_after_s=interval * 4 / 3, ping_every_s=interval)
+    progress = WatchProgress()
+    while not stop.is_set():
+        if gate.observe(time.monotonic(), progress.progress(store.tx_stats)):
+            notifier.watchdog()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), min(WATCH_TICK_S, interval / 4))
+
+
 async def run(cfg: CollectorConfig, stop: asyncio.Event | None = None) -> None:
-    """Run until ``stop`` is set (or SIGTERM/SIGINT when running in the main thread)."""
+    """Run until ``stop`` is set (or SIGTERM/SIGINT when running in the main thread).
+
+    Raises ``ListenError`` when the API's address is taken, ``StoreError`` when the store
+    cannot be opened, ``ServiceError`` when the API server stops on its own."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
@@ -50,9 +117,15 @@ async def run(cfg: CollectorConfig, stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
             handled.append(sig)
-    url = cfg.store.resolved_url(Path.cwd())
-    _prepare_sqlite_dir(url)
-    store = await open_store(url)
+    listener = bind_http(cfg.http.host, cfg.http.port)
+    try:
+        url = cfg.store.resolved_url(Path.cwd())
+        _prepare_sqlite_dir(url)
+        store = await open_store(url)
+    except BaseException:
+        listener.close()
+        raise
+    notifier = Notifier.from_env()
     try:
         metrics = IngestMetrics()
         app = create_app(
@@ -71,7 +144,8 @@ async def run(cfg: CollectorConfig, stop: asyncio.Event | None = None) -> None:
                 access_log=False,
                 lifespan="off",
                 timeout_graceful_shutdown=5,
-            )
+            ),
+            on_started=lambda: notifier.ready(f"store open; http on {cfg.http.listen}"),
         )
         ingestor = Ingestor(cfg.mqtt, store, metrics, intake=cfg.intake, quarantine=cfg.quarantine)
 
@@ -80,19 +154,26 @@ async def run(cfg: CollectorConfig, stop: asyncio.Event | None = None) -> None:
             server.should_exit = True
 
         async def http() -> None:
-            await server.serve()
-            # uvicorn returns early when it cannot bind: that must stop the whole service.
+            await server.serve(sockets=[listener])
             if not stop.is_set():
-                log.error("http server stopped unexpectedly")
                 stop.set()
+                raise ServiceError(f"http server on {cfg.http.listen} stopped unexpectedly")
 
         log.info("collector starting")
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(ingestor.run(stop), name="ingest")
-            tg.create_task(http(), name="http")
-            tg.create_task(stop_http(), name="stop-http")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(ingestor.run(stop), name="ingest")
+                tg.create_task(http(), name="http")
+                tg.create_task(stop_http(), name="stop-http")
+                tg.create_task(_watchdog(notifier, store, stop), name="watchdog")
+        except* CollectorError as group:
+            # One line for the command line, not a task group's traceback.
+            raise group.exceptions[0] from None
         log.info("collector stopped")
     finally:
+        notifier.stopping("closing the store")
+        notifier.close()
+        listener.close()
         await store.close()
         for sig in handled:
             loop.remove_signal_handler(sig)

@@ -18,6 +18,7 @@ import asyncpg
 from cloud_collector.errors import MigrationError, StoreError, StoreUnavailableError
 from cloud_collector.store import migrations as mig
 from cloud_collector.store.engine import Row, Tx
+from cloud_collector.store.progress import TxStats, counted
 from cloud_collector.store.shared import EngineStore
 
 T = TypeVar("T")
@@ -95,8 +96,12 @@ class PostgresStore(EngineStore):
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record], gap_grace_ms: int) -> None:
         super().__init__(gap_grace_ms)
         self._pool = pool
+        self.tx_stats = TxStats()
 
     async def _run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        return await counted(self.tx_stats, self._transact(work))
+
+    async def _transact(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         for attempt in range(RETRIES + 1):
             try:
                 async with self._pool.acquire() as con, con.transaction():

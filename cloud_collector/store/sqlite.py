@@ -23,6 +23,7 @@ import aiosqlite
 from cloud_collector.errors import MigrationError, StoreError
 from cloud_collector.store import migrations as mig
 from cloud_collector.store.engine import Row, Tx
+from cloud_collector.store.progress import TxStats, counted
 from cloud_collector.store.shared import EngineStore
 
 T = TypeVar("T")
@@ -89,8 +90,12 @@ class SqliteStore(EngineStore):
         self._lock = asyncio.Lock()
         self._open = False
         self.reconnects = 0
+        self.tx_stats = TxStats()
 
     async def _run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        return await counted(self.tx_stats, self._transact(work))
+
+    async def _transact(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         async with self._lock:
             await self._settle()
             self._open = True
