@@ -10,12 +10,16 @@ test shows that without it the broker does not start.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import os
 import pwd
 import queue
 import shutil
+import signal
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -33,9 +37,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud_collector.config import MqttConfig
+from edge_agent.config import replay_config_toml
 from edge_agent.uplink import UplinkSettings
+from protocol.limits import MAX_PAYLOAD_BYTES
 from protocol.topics import collector_filters, topic
 from tests.mosquitto_harness import MOSQUITTO, free_port, wait_port
+from tests.test_collector_support import CollectorProcess
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 FLEET = "seoul-north"
 ME, OTHER, EXPIRED, FOREIGN = "taxi-0001", "taxi-0002", "taxi-0003", "taxi-0004"
+E2E = "taxi-0005"  # the real edge agent's certificate, used by nothing else
 
 
 def cn(vehicle: str, fleet: str = FLEET) -> str:
@@ -52,6 +60,10 @@ def cn(vehicle: str, fleet: str = FLEET) -> str:
 
 WAIT_S = 5.0
 NOT_AUTHORIZED = 0x87
+IMPLEMENTATION_SPECIFIC_ERROR = 0x83
+MAX_KEEPALIVE_S = 300
+DRIVE = REPO / "hw_fixtures" / "drives" / "drive.log"
+EDGE_AGENT = Path(sys.executable).parent / "edge-agent"
 
 if not Path(MOSQUITTO).exists():
     pytest.skip("mosquitto is not installed", allow_module_level=True)
@@ -139,15 +151,23 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("certs")
     done = subprocess.run(
         ["bash", str(REPO / "scripts/mint-certs.sh"), str(out), cn(ME), cn(OTHER),
-         cn(ME, "other-fleet"), "--expired", cn(EXPIRED), "--other-ca", cn(FOREIGN)],
+         cn(ME, "other-fleet"), cn(E2E), "--expired", cn(EXPIRED), "--other-ca", cn(FOREIGN)],
         capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # A second collector instance's certificate, for the real collector process.
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts/mint-certs.sh"), str(out)],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "COLLECTOR_CN": "collector-2"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return out
 
 
-@pytest.fixture(scope="module")
-def broker(certs: Path) -> Iterator[Broker]:
+@contextlib.contextmanager
+def running_broker(certs: Path) -> Iterator[Broker]:
+    """The shipped configuration, started as deployed."""
     b = make_broker_dir(certs, hand_to_mosquitto=True)
     b.proc = start(b)
     try:
@@ -156,6 +176,12 @@ def broker(certs: Path) -> Iterator[Broker]:
     finally:
         stop(b.proc)
         shutil.rmtree(b.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def broker(certs: Path) -> Iterator[Broker]:
+    with running_broker(certs) as b:
+        yield b
 
 
 @dataclass
@@ -169,6 +195,7 @@ class Client:
     puback_event: threading.Condition = field(default_factory=threading.Condition)
     messages: queue.Queue[tuple[str, bytes]] = field(default_factory=queue.Queue)
     session_present: list[bool] = field(default_factory=list)
+    server_keepalive: list[int | None] = field(default_factory=list)
 
     def publish(self, topic_name: str, payload: bytes) -> int:
         """Publish with QoS 1 and return the PUBACK reason code."""
@@ -202,8 +229,9 @@ def _client(cert: Path, key: Path, ca: Path, name: str, client_id: str | None = 
     mqttc.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key))
     c = Client(mqttc)
 
-    def on_connect(_c: Any, _u: Any, flags: Any, rc: ReasonCode, _p: Any) -> None:
+    def on_connect(_c: Any, _u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
         c.session_present.append(bool(flags.session_present))
+        c.server_keepalive.append(getattr(props, "ServerKeepAlive", None))
         c.connack.put(rc.value)
 
     def on_disconnect(_c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
@@ -228,7 +256,9 @@ def _client(cert: Path, key: Path, ca: Path, name: str, client_id: str | None = 
     return c
 
 
-def try_connect(c: Client, port: int, session_expiry_s: int | None = None) -> int | str:
+def try_connect(
+    c: Client, port: int, session_expiry_s: int | None = None, keepalive: int = 30
+) -> int | str:
     """CONNACK reason code (0: connected), or why the TLS handshake failed.
 
     With ``session_expiry_s``, a persistent session as the agent and the collector ask for
@@ -239,7 +269,9 @@ def try_connect(c: Client, port: int, session_expiry_s: int | None = None) -> in
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = session_expiry_s
     try:
-        c.mqttc.connect(HOST, port, keepalive=30, clean_start=props is None, properties=props)
+        c.mqttc.connect(
+            HOST, port, keepalive=keepalive, clean_start=props is None, properties=props
+        )
     except (ssl.SSLError, OSError) as exc:
         return f"tls: {exc}"
     c.mqttc.loop_start()
@@ -257,12 +289,13 @@ def connected(
     *,
     client_id: str | None = None,
     session_expiry_s: int | None = None,
+    keepalive: int = 30,
 ) -> Iterator[Client]:
     base = cert_base or broker.certs / name
     c = _client(base.with_suffix(".pem"), base.with_suffix(".key"), broker.certs / "fleet-ca.pem",
                 name, client_id)  # fmt: skip
     try:
-        assert try_connect(c, broker.port, session_expiry_s) == 0, broker.log()
+        assert try_connect(c, broker.port, session_expiry_s, keepalive) == 0, broker.log()
         yield c
     finally:
         c.mqttc.disconnect()
@@ -420,3 +453,183 @@ def test_a_vehicle_session_survives_reconnects_under_its_certificate(broker: Bro
     with connected(broker, cn(ME), client_id="agent-second", session_expiry_s=0) as vehicle:
         assert vehicle.session_present == [True]
         assert vehicle.received(until_topic=ack) == [(ack, b"while away")]
+
+
+def _collector_toml(broker: Broker, http_port: int, store: Path) -> str:
+    certs = broker.certs
+    # No client_id: the configured one ("collector-1") is not this certificate's CN, and the
+    # broker's replacement of it must not matter.
+    return f"""
+[mqtt]
+host = "{HOST}"
+port = {broker.port}
+tls_ca = "{certs / "fleet-ca.pem"}"
+tls_cert = "{certs / "collector-2.pem"}"
+tls_key = "{certs / "collector-2.key"}"
+keepalive_s = 5
+session_expiry_s = 60
+reconnect_min_s = 0.1
+reconnect_max_s = 1.0
+
+[store]
+url = "sqlite:///{store}"
+
+[http]
+listen = "{HOST}:{http_port}"
+
+[log]
+level = "warning"
+"""
+
+
+@pytest.mark.skipif(not EDGE_AGENT.exists() or not DRIVE.exists(), reason="no edge agent")
+def test_collector_and_agent_end_to_end_through_the_shipped_config(
+    certs: Path, tmp_path: Path
+) -> None:
+    """The real collector and a real agent replay, over mutual TLS with the shipped config,
+    while a rogue vehicle certificate asks for both their client ids: every batch is acked
+    end to end, the collector stays on its first connection, and the events arrive."""
+    # A broker of its own: the sessions and retained presence this test leaves behind
+    # would otherwise take part in the other tests.
+    with running_broker(certs) as broker:
+        _end_to_end(broker, tmp_path)
+
+
+def _end_to_end(broker: Broker, tmp_path: Path) -> None:
+    recording = tmp_path / "drive.log"
+    with DRIVE.open() as src, recording.open("w") as dst:
+        dst.writelines(itertools.islice(src, 20_000))  # ~1 min of the drive
+    http_port = free_port()
+    config = tmp_path / "collector.toml"
+    config.write_text(_collector_toml(broker, http_port, tmp_path / "store.sqlite3"))
+    collector = CollectorProcess(config, http_port, tmp_path / "collector.log")
+    collector.start()
+    agent_asks = UplinkSettings(fleet_id=FLEET, vehicle_id=E2E, host=HOST, port=1).client_id
+    try:
+        with contextlib.ExitStack() as rogues:
+            for claimed in (COLLECTOR_ASKS, "collector-2", agent_asks, cn(E2E)):
+                rogues.enter_context(connected(broker, cn(ME), client_id=claimed))
+            certs = broker.certs
+            agent_toml = tmp_path / "agent.toml"
+            agent_toml.write_text(
+                replay_config_toml(
+                    vehicle=E2E,
+                    fleet=FLEET,
+                    recording=recording,
+                    outbox=tmp_path / "outbox.sqlite3",
+                    mqtt_port=broker.port,
+                    mqtt_extra=(
+                        f'tls_ca = "{certs / "fleet-ca.pem"}"\n'
+                        f'tls_cert = "{certs / cn(E2E)}.pem"\n'
+                        f'tls_key = "{certs / cn(E2E)}.key"\n'
+                    ),
+                )
+            )
+            done = subprocess.run(
+                [str(EDGE_AGENT), "replay", str(recording), "--config", str(agent_toml),
+                 "--speed", "0", "--timeout", "30"],
+                capture_output=True, timeout=90, cwd=tmp_path, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr.decode()[-3000:] + broker.log()
+        metrics = collector.get("/metrics").text
+        assert "\ncollector_mqtt_connects_total 1\n" in metrics, broker.log()
+        vehicle = collector.get(f"/v1/vehicles/{E2E}").json()
+        assert vehicle["batches_total"] >= 1
+        events = collector.get("/v1/events", vehicle=E2E, limit="1000").json()["features"]
+        decoded = subprocess.run(
+            [str(EDGE_AGENT), "decode", str(recording)],
+            capture_output=True, check=True, timeout=60,
+        )  # fmt: skip
+        expected = sorted(
+            json.loads(line)["type"] for line in decoded.stdout.decode().splitlines() if line
+        )
+        assert expected
+        assert sorted(f["properties"]["type"] for f in events) == expected
+        assert collector.terminate() == 0
+    finally:
+        collector.kill()
+
+
+def test_payloads_beyond_the_protocol_limit_never_reach_the_collector(broker: Broker) -> None:
+    batch, marker = topic(FLEET, ME, "batch"), topic(FLEET, OTHER, "batch")
+    with connected(broker, "collector-1") as collector, connected(broker, cn(OTHER)) as other:
+        assert collector.subscribe(*collector_filters("collectors")) == [1, 1, 1, 1]
+        with connected(broker, cn(ME)) as vehicle:
+            # The largest payload the protocol allows goes through.
+            assert vehicle.publish(batch, bytes(MAX_PAYLOAD_BYTES)) == 0
+            assert collector.received(until_topic=batch) == [(batch, bytes(MAX_PAYLOAD_BYTES))]
+        # One byte more is refused by message_size_limit, in a PUBACK with reason 0x95,
+        # which MQTT 5 does not allow in a PUBACK: paho takes it as a malformed packet and
+        # drops the connection. Far more is refused by max_packet_size, which disconnects
+        # the sender as soon as the length header is read.
+        for size in (MAX_PAYLOAD_BYTES + 1, 2 * MAX_PAYLOAD_BYTES):
+            with connected(broker, cn(ME)) as vehicle:
+                vehicle.mqttc.publish(batch, bytes(size), qos=1)
+                assert vehicle.connack.get(timeout=WAIT_S) != 0, size
+            assert other.publish(marker, b"marker") == 0
+            assert collector.received(until_topic=marker) == [(marker, b"marker")]
+        oversize = f"Client {cn(ME)} disconnected due to oversize packet."
+        for _ in range(50):  # the broker's log line may lag the disconnect a little
+            if oversize in broker.log():
+                break
+            time.sleep(0.05)
+        assert oversize in broker.log()
+
+
+@pytest.mark.parametrize("asked", [0, 3600])
+def test_keepalive_is_bounded_by_the_broker(broker: Broker, asked: int) -> None:
+    """No keep-alive (0) or a very long one would keep a dead taxi "connected", its will
+    unsent, for that long; the broker answers with its maximum instead."""
+    with connected(broker, cn(ME), keepalive=asked) as vehicle:
+        assert vehicle.server_keepalive == [MAX_KEEPALIVE_S]
+    with connected(broker, cn(ME), keepalive=120) as vehicle:
+        assert vehicle.server_keepalive == [None]  # the agent's default stands
+
+
+def test_a_collector_can_clear_a_retained_status(broker: Broker) -> None:
+    """What a vehicle left retained on its status topic that is not a presence, the
+    collector deletes (an empty retained message), so it is not delivered again."""
+    status = topic(FLEET, OTHER, "status")
+    with connected(broker, cn(OTHER)) as vehicle:
+        info = vehicle.mqttc.publish(status, b"junk", qos=1, retain=True)
+        info.wait_for_publish(WAIT_S)
+    with connected(broker, "collector-1") as collector:
+        assert collector.subscribe(status) == [1]
+        assert collector.received(until_topic=status) == [(status, b"junk")]
+        info = collector.mqttc.publish(status, b"", qos=1, retain=True)
+        with collector.puback_event:
+            assert collector.puback_event.wait_for(lambda: info.mid in collector.puback, WAIT_S)
+        assert collector.puback.pop(info.mid) < 0x80
+    with connected(broker, "collector-1") as collector, connected(broker, cn(OTHER)) as vehicle:
+        assert collector.subscribe(status) == [1]
+        marker = topic(FLEET, OTHER, "status")
+        assert vehicle.publish(marker, b"marker") == 0  # not retained
+        assert collector.received(until_topic=marker) == [(marker, b"marker")]
+
+
+def test_one_certificate_is_cut_off_by_an_acl_deny_and_a_reload(certs: Path) -> None:
+    """The documented response to a rogue certificate: its publishes stop reaching anyone
+    at the reload, while the broker and every other client carry on."""
+    with (
+        running_broker(certs) as b,
+        connected(b, "collector-1") as collector,
+        connected(b, cn(ME)) as rogue,
+        connected(b, cn(OTHER)) as honest,
+    ):
+        assert collector.subscribe(*collector_filters("collectors")) == [1, 1, 1, 1]
+        mine, marker = topic(FLEET, ME, "batch"), topic(FLEET, OTHER, "batch")
+        assert rogue.publish(mine, b"before") == 0
+        assert collector.received(until_topic=mine) == [(mine, b"before")]
+        with (b.dir / "acl").open("a") as acl:
+            acl.write(f"\nuser {cn(ME)}\ntopic deny #\n")
+        assert b.proc is not None
+        b.proc.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if "Reloading config." in b.log():
+                break
+            time.sleep(0.05)
+        assert "Reloading config." in b.log()
+        assert rogue.publish(mine, b"after") == NOT_AUTHORIZED
+        assert rogue.publish(topic(FLEET, ME, "status"), b"after") == NOT_AUTHORIZED
+        assert honest.publish(marker, b"marker") == 0
+        assert collector.received(until_topic=marker) == [(marker, b"marker")]
