@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +143,86 @@ def test_http_port_in_use_refuses_to_start(tmp_path: Path, broker: MosquittoHarn
     assert f"127.0.0.1:{port}" in lines[0]
     assert "in use" in lines[0]
     assert "Traceback" not in done.stdout + done.stderr
+
+
+class _NotifySocket:
+    """systemd's side of sd_notify: an abstract datagram socket, messages time-stamped."""
+
+    def __init__(self) -> None:
+        self.name = f"@collector-test-{uuid.uuid4().hex}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(b"\0" + self.name[1:].encode())
+        self.sock.setblocking(False)
+        self.got: list[tuple[float, str]] = []
+
+    def drain(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return
+            now = time.monotonic()
+            self.got += [(now, line) for line in data.decode().splitlines()]
+
+    async def pump(self) -> None:
+        """Receive continuously, so each message is stamped when it arrives."""
+        while True:
+            self.drain()
+            await asyncio.sleep(0.05)
+
+    def times(self, line: str, start: float, end: float = float("inf")) -> list[float]:
+        self.drain()
+        return [t for t, text in self.got if text == line and start <= t < end]
+
+
+async def test_watchdog_pings_stop_while_the_store_is_stuck_and_resume(
+    tmp_path: Path, broker: MosquittoHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "store.sqlite3"
+    http_port = free_port()
+    cfg = write_config(
+        tmp_path / "collector.toml",
+        mqtt_port=broker.port,
+        http_port=http_port,
+        store_url=f"sqlite:///{db}",
+    )
+    notify = _NotifySocket()
+    # WatchdogSec=3: pings every 1.5 s while the store moves, none after a 2 s stall.
+    monkeypatch.setenv("NOTIFY_SOCKET", notify.name)
+    monkeypatch.setenv("WATCHDOG_USEC", "3000000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    c = CollectorProcess(cfg, http_port, tmp_path / "collector.log")
+    hold_s = BUSY_TIMEOUT_MS / 1000 - 2  # the store's transactions wait, and do not fail
+    try:
+        started = time.monotonic()
+        c.start()
+        pump = asyncio.create_task(notify.pump())
+        await asyncio.sleep(3.5)
+        assert notify.times("READY=1", started)
+        assert len(notify.times("WATCHDOG=1", started)) >= 2
+        locker = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _LOCKER, str(db), str(hold_s), stdout=asyncio.subprocess.PIPE
+        )
+        assert locker.stdout is not None
+        assert (await locker.stdout.readline()).strip() == b"locked"
+        locked = time.monotonic()
+        items = [("taxi-w", 600, s) for s in range(1, 4)]
+        pub = asyncio.create_task(publish_until_acked(broker.port, items, timeout_s=30))
+        assert (await locker.stdout.readline()).strip() == b"released"
+        released = time.monotonic()
+        await locker.wait()
+        tracker = await asyncio.wait_for(pub, 35)
+        assert tracker.done({("taxi-w", 600): 3})
+        await asyncio.sleep(2.0)
+        # Stalled: nothing between 3 s into the lock and its release.
+        assert notify.times("WATCHDOG=1", locked + 3.0, released) == []
+        # Resumed within seconds of the release.
+        resumed = notify.times("WATCHDOG=1", released)
+        assert resumed
+        assert resumed[0] - released < 3.0, resumed
+        assert c.terminate() == 0
+        assert notify.times("STOPPING=1", released)
+        pump.cancel()
+    finally:
+        c.kill()
+        notify.sock.close()

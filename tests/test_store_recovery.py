@@ -22,9 +22,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from cloud_collector.errors import StoreError
+from cloud_collector.errors import QueryError, StoreError
 from cloud_collector.store import EventQuery, Store, open_store
 from cloud_collector.store.postgres import PostgresStore
+from cloud_collector.store.progress import TxStats, WatchProgress
 from cloud_collector.store.sqlite import SqliteStore
 from protocol.batch import Batch
 from tests.pg_harness import PgHarness, pg_server  # noqa: F401  (fixture)
@@ -191,4 +192,38 @@ async def test_postgres_cancelled_or_killed_mid_transaction_does_not_wedge_the_p
         assert status.batches_total == seq
     finally:
         await admin.close()
+        await store.close()
+
+
+# -- the watchdog's progress value -----------------------------------------------------
+
+
+def test_watch_progress_stands_still_while_a_transaction_hangs_or_the_store_fails() -> None:
+    stats, watch = TxStats(), WatchProgress()
+    idle = [watch.progress(stats) for _ in range(3)]
+    assert idle[0] < idle[1] < idle[2]  # idle and healthy: the heartbeat advances
+    stats.pending = 1
+    assert watch.progress(stats) == watch.progress(stats) == idle[2]
+    stats.pending = 0
+    stats.failed_one()
+    assert watch.progress(stats) == watch.progress(stats) == idle[2]
+    stats.committed_one()
+    assert watch.progress(stats) > idle[2]
+
+
+async def test_counted_marks_store_failures_only(tmp_path: Path) -> None:
+    store, _ = await _open_sqlite(tmp_path)
+    try:
+        with pytest.raises(QueryError):
+            await store.events(EventQuery(cursor="not a cursor!"))
+        assert (store.tx_stats.failures, store.tx_stats.failing) == (0, False)
+        await store._db.close()  # the connection is lost between transactions
+        with pytest.raises(StoreError):
+            await store.ping()
+        assert store.tx_stats.failing
+        assert store.tx_stats.pending == 0
+        await store.ping()  # on a new connection
+        assert store.reconnects == 1
+        assert not store.tx_stats.failing
+    finally:
         await store.close()

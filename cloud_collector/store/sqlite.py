@@ -100,7 +100,10 @@ class SqliteStore(EngineStore):
             await self._settle()
             self._open = True
             try:
-                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    await self._db.execute("BEGIN IMMEDIATE")
+                except ValueError as exc:  # aiosqlite: the connection is closed
+                    raise sqlite3.InterfaceError(f"connection lost: {exc}") from exc
                 try:
                     result = await work(_SqliteTx(self._db))
                     await self._db.commit()
