@@ -30,7 +30,10 @@ class MqttConfig(_Section):
     # Shared-subscription group: every collector instance of one deployment uses the same.
     group: Annotated[str, Field(pattern=_ID_PATTERN)] = "collectors"
     # Stable per instance: the broker keeps the persistent session (and the unacknowledged
-    # messages) under this id while the collector is down.
+    # messages) under this id while the collector is down. A broker that binds client ids
+    # to certificates (the shipped mosquitto: use_username_as_clientid) replaces it with
+    # the certificate's CN, so there each instance needs its own certificate. No "/" is
+    # allowed, so it never equals a vehicle's "<fleet>/<vehicle>" either way.
     client_id: Annotated[str, Field(pattern=_ID_PATTERN)] = "collector-1"
     tls_ca: str | None = None
     tls_cert: str | None = None

@@ -22,7 +22,12 @@ MqttError: Final = aiomqtt.MqttError
 
 
 def make_client(cfg: MqttConfig) -> aiomqtt.Client:
-    """A client for a persistent MQTT 5 session under the configured stable client id."""
+    """A client for a persistent MQTT 5 session under the configured stable client id.
+
+    A collector process holds exactly one such client. The shipped broker replaces every
+    client id with the certificate's CN, so a second client on the same certificate (say,
+    one for acks) would get the same id and the two would displace each other in a loop.
+    """
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     # The broker keeps our session, subscriptions and unacknowledged messages this long.
     props.SessionExpiryInterval = cfg.session_expiry_s
