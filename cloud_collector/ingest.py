@@ -268,6 +268,10 @@ class Ingestor:
         stopper = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
+                queued = mqtt.next_nowait(client)
+                if queued is not None:
+                    await self._dispatch(queued, tg, inflight)
+                    continue
                 nxt = asyncio.ensure_future(anext(messages))
                 done, _ = await asyncio.wait((nxt, stopper), return_when=asyncio.FIRST_COMPLETED)
                 if nxt not in done:
@@ -275,18 +279,23 @@ class Ingestor:
                     with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                         await nxt
                     break
-                message = nxt.result()
-                if not self._senders.take(sender_of(message.topic.value), self.monotonic_s()):
-                    self._count_drop(DROP_SENDER_BUDGET)
-                    await inflight.put((message, None))
-                    continue
-                # put() waits while ingest_concurrency messages are in progress.
-                await inflight.put((message, tg.create_task(self._process(message))))
+                await self._dispatch(nxt.result(), tg, inflight)
         finally:
             stopper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stopper
         await inflight.put(None)
+
+    async def _dispatch(
+        self, message: aiomqtt.Message, tg: asyncio.TaskGroup, inflight: _Inflight
+    ) -> None:
+        """Start processing ``message``, or drop it when its sender is over budget."""
+        if not self._senders.take(sender_of(message.topic.value), self.monotonic_s()):
+            self._count_drop(DROP_SENDER_BUDGET)
+            await inflight.put((message, None))
+            return
+        # put() waits while ingest_concurrency messages are in progress.
+        await inflight.put((message, tg.create_task(self._process(message))))
 
     async def _complete(self, client: aiomqtt.Client, inflight: _Inflight, acks: AckSender) -> None:
         """PUBACK and end-to-end ack, strictly in arrival order, each after its commit."""
