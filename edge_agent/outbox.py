@@ -12,9 +12,11 @@ transaction being committed, which the caller never saw succeed.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import json
 import logging
+import os
 import secrets
 import sqlite3
 import time
@@ -281,6 +283,44 @@ def _health_json(health: Sequence[Health]) -> str:
 # Opening ---------------------------------------------------------------------------------
 
 
+def lock_path(path: Path) -> Path:
+    """The lock file beside the outbox; it holds the pid of the process that has it open."""
+    return path.with_name(path.name + ".lock")
+
+
+def _take_lock(path: Path) -> int:
+    """Take the outbox's exclusive lock; the returned descriptor holds it until closed.
+
+    Two writers would issue the same seqs with different records, and the collector would
+    drop the second as duplicates: a second opener is refused, naming the holder. flock
+    is released by the kernel when the holder dies, so a killed agent never leaves a
+    stale lock behind.
+    """
+    lock = lock_path(path)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise OutboxError(f"outbox {path}: cannot open lock file {lock}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise OutboxError(
+            f"outbox {path} is in use by another process (pid {holder}, lock file {lock})"
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise OutboxError(f"outbox {path}: cannot lock {lock}: {exc.strerror}") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        os.close(fd)
+        raise OutboxError(f"outbox {path}: cannot write lock file {lock}: {exc.strerror}") from None
+    return fd
+
+
 @contextmanager
 def _sqlite_errors(path: Path, what: str) -> Iterator[None]:
     try:
@@ -406,8 +446,8 @@ def _serialized(
 
 
 class Outbox:
-    """The agent's SQLite outbox. Safe for the tasks of one process; not for two processes
-    writing at once."""
+    """The agent's SQLite outbox. Safe for the tasks of one process; a second process
+    opening the same file is refused (see ``_take_lock``)."""
 
     def __init__(
         self,
@@ -422,6 +462,7 @@ class Outbox:
     ) -> None:
         self._db: aiosqlite.Connection | None = db
         self._lock = asyncio.Lock()
+        self._lock_fd: int | None = None  # the file lock against a second process
         self.path = path
         self.fleet_id = fleet_id
         self.vehicle_id = vehicle_id
@@ -450,6 +491,32 @@ class Outbox:
                 raise ValueError(f"{value!r} is not a valid {what} id")
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be positive, not {max_bytes}")
+        lock_fd = _take_lock(path)
+        try:
+            outbox = await cls._open_locked(
+                path,
+                lock_fd,
+                fleet_id=fleet_id,
+                vehicle_id=vehicle_id,
+                max_bytes=max_bytes,
+                policy=policy or BatchPolicy(),
+            )
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return outbox
+
+    @classmethod
+    async def _open_locked(
+        cls,
+        path: Path,
+        lock_fd: int,
+        *,
+        fleet_id: str,
+        vehicle_id: str,
+        max_bytes: int,
+        policy: BatchPolicy,
+    ) -> Outbox:
         with _sqlite_errors(path, "open"):
             try:
                 db = await _connect(path)
@@ -471,9 +538,10 @@ class Outbox:
                     fleet_id=fleet_id,
                     vehicle_id=vehicle_id,
                     max_bytes=max_bytes,
-                    policy=policy or BatchPolicy(),
+                    policy=policy,
                     epoch=epoch,
                 )
+                outbox._lock_fd = lock_fd
                 await outbox._load_state()
             except BaseException:
                 await db.close()
@@ -819,6 +887,11 @@ class Outbox:
     async def close(self) -> None:
         """Close the file; later calls raise OutboxError. Closing twice is harmless."""
         db, self._db = self._db, None
-        if db is not None:
-            with _sqlite_errors(self.path, "close"):
-                await db.close()
+        lock_fd, self._lock_fd = self._lock_fd, None
+        try:
+            if db is not None:
+                with _sqlite_errors(self.path, "close"):
+                    await db.close()
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)  # releases the flock

@@ -173,12 +173,12 @@ async def test_checkpoint_is_stored_with_the_records(tmp_path: Path) -> None:
     bad = Records(events=(Event("fcw", -5, None, None, None),))
     with pytest.raises(ProtocolError):
         await box.append(bad, T0 + 1, checkpoint=b"can-offset:9999")
-    # A second connection (as after a crash and restart) sees both records and checkpoint.
+    await box.close()
+    # Opened again (as after a restart): both records and checkpoint are there.
     again = await open_box(path)
     assert await again.load_checkpoint() == b"can-offset:1234"
     assert (await again.stats(T0)).staged_records == len(bulk(T0).signals[0].times_ms) + 2
     await again.close()
-    await box.close()
 
 
 async def test_large_closes_are_split_into_several_batches(tmp_path: Path) -> None:
