@@ -60,7 +60,7 @@ def cn(vehicle: str, fleet: str = FLEET) -> str:
 
 WAIT_S = 5.0
 NOT_AUTHORIZED = 0x87
-IMPLEMENTATION_SPECIFIC_ERROR = 0x83
+QOS_NOT_SUPPORTED = 0x9B
 MAX_KEEPALIVE_S = 300
 DRIVE = REPO / "hw_fixtures" / "drives" / "drive.log"
 EDGE_AGENT = Path(sys.executable).parent / "edge-agent"
@@ -584,6 +584,13 @@ def test_keepalive_is_bounded_by_the_broker(broker: Broker, asked: int) -> None:
         assert vehicle.server_keepalive == [MAX_KEEPALIVE_S]
     with connected(broker, cn(ME), keepalive=120) as vehicle:
         assert vehicle.server_keepalive == [None]  # the agent's default stands
+
+
+def test_a_qos_2_publish_costs_the_sender_its_connection(broker: Broker) -> None:
+    """The protocol uses QoS 1 only; QoS 2 would only make the broker keep state."""
+    with connected(broker, cn(ME)) as vehicle:
+        vehicle.mqttc.publish(topic(FLEET, ME, "batch"), b"x", qos=2)
+        assert vehicle.connack.get(timeout=WAIT_S) == QOS_NOT_SUPPORTED
 
 
 def test_a_collector_can_clear_a_retained_status(broker: Broker) -> None:
