@@ -35,6 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.assemble import build_pipeline
+from edge_agent.clock import (
+    CLOCK_INVALID_KEY,
+    clamp_records,
+    clock_invalid,
+    raw_wall_ms,
+    wall_ms,
+)
 from edge_agent.config import AgentConfig, BusConfig
 from edge_agent.errors import AgentError, ConfigError
 from edge_agent.gnss import GpsdClient, parse_endpoint
@@ -50,7 +57,7 @@ from edge_agent.outbox import Outbox, OutboxStats, Records
 from edge_agent.pipeline import Pipeline
 from edge_agent.sdnotify import Notifier, WatchdogGate
 from edge_agent.sources import BusSource, FrameLike, ReplaySource
-from edge_agent.uplink import Uplink, UplinkSettings, wall_ms
+from edge_agent.uplink import Uplink, UplinkSettings
 from protocol.records import Event, GnssFix, Health, Scalar
 
 log = logging.getLogger(__name__)
@@ -374,6 +381,7 @@ class Agent:
             "gnss_fix": None if mode is None else mode >= 2,
             "camera_failsafe": self.pipeline.camera_failsafe,
             "camera_tamper": self.pipeline.camera_tamper,
+            CLOCK_INVALID_KEY: clock_invalid(raw_wall_ms()),
         }
         due = self._tracker.poll(self.monotonic(), counters, state, force=force)
         if due is None:
@@ -450,6 +458,7 @@ class Agent:
         values["gnss_fix"] = state.get("gnss_fix")
         latest = self._gpsd.latest if self._gpsd is not None else None
         values["clock_offset_ms"] = None if latest is None else latest.clock_offset_ms
+        values[CLOCK_INVALID_KEY] = state.get(CLOCK_INVALID_KEY)
         if self._gpsd is not None:
             values.update(self._gpsd.stats())
         values["camera_failsafe"] = self.pipeline.camera_failsafe
@@ -610,7 +619,9 @@ class Agent:
             blob = Checkpoint(*replay_position, self._state()).dump()
         self._flushing_since = self.monotonic()
         try:
-            await self.outbox.append(records, self.now_ms(), blob)
+            # A wall clock before 1970 stamps live frames with negative times, which the
+            # outbox would refuse as a whole: keep the records, clamped (health flags it).
+            await self.outbox.append(clamp_records(records), self.now_ms(), blob)
         finally:
             self._flushing_since = None
         if records.events or records.signals or records.gnss:

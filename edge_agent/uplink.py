@@ -30,6 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.backoff import Backoff, TokenBucket
+from edge_agent.clock import wall_ms
 from edge_agent.config import AgentConfig, MqttConfig
 from edge_agent.errors import AgentError, ConfigError
 from protocol import (
@@ -55,10 +56,6 @@ MAX_TRACKED_PUBLISHES = 4096
 
 class UplinkError(AgentError):
     """The broker cannot be reached, refused us, or the connection broke."""
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # -- TLS -----------------------------------------------------------------------------------
