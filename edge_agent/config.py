@@ -108,6 +108,9 @@ class MqttConfig(_Section):
     # Longest wait for a broker PUBACK before the connection is considered dead.
     publish_timeout_s: Annotated[float, Field(gt=0, le=600)] = 20.0
     max_inflight: Annotated[int, Field(ge=1, le=1024)] = 16
+    # In flight: only what the link (rate measured from PUBACKs) delivers within this
+    # share of publish_timeout_s, so a slow link never times out publishes still moving.
+    inflight_budget_share: Annotated[float, Field(gt=0, le=1)] = 0.25
     # A batch PUBACKed but not acknowledged end to end is sent again after this long.
     resend_after_ms: Annotated[int, Field(ge=100)] = 60_000
     # After an outage the backlog drains at this rate (0 = unlimited) so it leaves room

@@ -6,8 +6,11 @@ end) or ``UplinkError``. Delivery rules (docs/uplink.md):
 
 - a PUBACK marks a batch *published*; only an end-to-end ack deletes it from the outbox;
 - a published batch without an end-to-end ack is sent again after ``resend_after_ms``;
-- at most ``max_inflight`` publishes await their PUBACK at once; every round re-queries the
-  outbox, so an urgent event written meanwhile overtakes the backlog;
+- at most ``max_inflight`` publishes await their PUBACK at once, fewer on a slow link:
+  only what the link delivers within a share of the publish timeout, at the rate measured
+  from PUBACKs (``backoff.LinkRate``), and each PUBACK timeout grows with the bytes queued
+  ahead of it; every round re-queries the outbox, so an urgent event written meanwhile
+  overtakes the backlog;
 - a token bucket paces the bytes sent, so a backlog after an outage does not fill the LTE link;
 - reconnects wait a capped, fully jittered exponential backoff.
 """
@@ -29,7 +32,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_agent.backoff import Backoff, TokenBucket
+from edge_agent.backoff import Backoff, LinkRate, TokenBucket
 from edge_agent.clock import wall_ms
 from edge_agent.config import AgentConfig, MqttConfig
 from edge_agent.errors import AgentError, ConfigError
@@ -114,6 +117,7 @@ class UplinkSettings:
     connect_timeout_s: float = 15.0
     publish_timeout_s: float = 20.0
     max_inflight: int = 16
+    inflight_budget_share: float = 0.25
     resend_after_ms: int = 60_000
     catchup_rate_bytes_per_s: int = 32_768
     catchup_burst_bytes: int = 65_536
@@ -140,6 +144,7 @@ class UplinkSettings:
             connect_timeout_s=m.connect_timeout_s,
             publish_timeout_s=m.publish_timeout_s,
             max_inflight=m.max_inflight,
+            inflight_budget_share=m.inflight_budget_share,
             resend_after_ms=m.resend_after_ms,
             catchup_rate_bytes_per_s=m.catchup_rate_bytes_per_s,
             catchup_burst_bytes=m.catchup_burst_bytes,
@@ -157,7 +162,9 @@ class UplinkSettings:
 class Link(Protocol):
     """A connected session: what the delivery loop needs from MQTT."""
 
-    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
+    async def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, timeout_s: float | None = None
+    ) -> None: ...
 
     def acks(self) -> AsyncIterator[Ack]: ...
 
@@ -170,12 +177,16 @@ class MqttLink:
         self._settings = settings
         self.bad_acks = 0
 
-    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Publish with QoS 1 and return once the broker's PUBACK arrived."""
+    async def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, timeout_s: float | None = None
+    ) -> None:
+        """Publish with QoS 1 and return once the broker's PUBACK arrived.
+
+        ``timeout_s`` (default ``publish_timeout_s``) bounds the wait for the PUBACK.
+        """
+        timeout = self._settings.publish_timeout_s if timeout_s is None else timeout_s
         try:
-            await self._client.publish(
-                topic, payload, qos=QOS, retain=retain, timeout=self._settings.publish_timeout_s
-            )
+            await self._client.publish(topic, payload, qos=QOS, retain=retain, timeout=timeout)
         except aiomqtt.MqttError as exc:
             raise UplinkError(f"publish to {topic} failed: {exc}") from None
 
@@ -309,6 +320,10 @@ class UplinkCounters:
     # seq the ack covered, from its latest publish); None until measured.
     last_puback_rtt_ms: int | None = None
     last_ack_rtt_ms: int | None = None
+    # Bytes per second the link delivered lately (from PUBACKs); None until measured.
+    link_rate_bytes_per_s: int | None = None
+    # Publishes whose PUBACK did not come within their timeout (each ends the session).
+    publish_timeouts: int = 0
 
 
 class _SessionEnd(Exception):  # noqa: N818 - a signal between tasks, not an error
@@ -343,6 +358,12 @@ class Uplink:
             float(self.settings.catchup_rate_bytes_per_s),
             float(self.settings.catchup_burst_bytes),
             self.monotonic(),
+        )
+        # Kept across reconnects: the link is usually the same one after a drop.
+        self._rate = LinkRate(
+            self.settings.publish_timeout_s,
+            self.settings.max_inflight,
+            self.settings.inflight_budget_share,
         )
 
     def wake(self) -> None:
@@ -416,17 +437,39 @@ class Uplink:
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
                 continue
             self.idle.clear()
+            # The rest stays due and comes back (urgent first) in the next round.
+            due = due[: self._rate.window([len(b.payload) for b in due])]
             await self._publish_round(link, due)
+
+    def _update_rate(self) -> None:
+        rate = self._rate.rate()
+        self.counters.link_rate_bytes_per_s = None if rate is None else round(rate)
 
     async def _publish_round(self, link: Link, due: Sequence[BatchLike]) -> None:
         """Publish ``due`` with up to ``len(due)`` PUBACKs outstanding; mark what got one."""
         s = self.settings
         done: list[int] = []
 
-        async def one(batch: BatchLike) -> None:
+        async def one(batch: BatchLike, bytes_ahead: int) -> None:
             started = self.monotonic()
-            await link.publish(topic(s.fleet_id, s.vehicle_id, batch.channel), batch.payload)
-            self.counters.last_puback_rtt_ms = round((self.monotonic() - started) * 1000)
+            timeout_s = self._rate.timeout_s(bytes_ahead)
+            try:
+                await link.publish(
+                    topic(s.fleet_id, s.vehicle_id, batch.channel),
+                    batch.payload,
+                    timeout_s=timeout_s,
+                )
+            except UplinkError:
+                waited = self.monotonic() - started
+                if waited >= timeout_s * 0.99:  # timed out, rather than a broken socket
+                    self.counters.publish_timeouts += 1
+                    self._rate.on_timeout(bytes_ahead, waited)
+                    self._update_rate()
+                raise
+            now = self.monotonic()
+            self._rate.on_puback(len(batch.payload), started, now)
+            self._update_rate()
+            self.counters.last_puback_rtt_ms = round((now - started) * 1000)
             key = (batch.epoch, batch.seq)
             self._sent_at.pop(key, None)
             self._sent_at[key] = started  # re-inserted: dict order stays oldest first
@@ -436,6 +479,7 @@ class Uplink:
             self.counters.published += 1
             self.counters.published_bytes += len(batch.payload)
 
+        ahead = 0  # bytes of this round published before, and including, the batch
         try:
             async with asyncio.TaskGroup() as tg:
                 for batch in due:
@@ -444,7 +488,8 @@ class Uplink:
                         await asyncio.sleep(wait)
                     if getattr(batch, "publish_count", 0):
                         self.counters.resent += 1
-                    tg.create_task(one(batch))
+                    ahead += len(batch.payload)
+                    tg.create_task(one(batch, ahead))
         except* UplinkError as group:
             raise group.exceptions[0] from None  # one broken connection, not a group
         finally:

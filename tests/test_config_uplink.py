@@ -24,6 +24,7 @@ def test_defaults_suit_a_cellular_link() -> None:
     assert m.keepalive_s == 120
     assert m.session_expiry_s == 86_400
     assert m.max_inflight == 16
+    assert m.inflight_budget_share == 0.25
     assert m.resend_after_ms == 60_000
     assert m.catchup_rate_bytes_per_s == 32_768
     assert m.catchup_burst_bytes == 65_536
@@ -42,6 +43,8 @@ def test_defaults_suit_a_cellular_link() -> None:
         ("connect_timeout_s", 5.0, 0),
         ("publish_timeout_s", 10.0, 0),
         ("max_inflight", 4, 0),
+        ("inflight_budget_share", 0.5, 0),
+        ("inflight_budget_share", 1.0, 1.5),
         ("resend_after_ms", 5000, 10),
         ("catchup_rate_bytes_per_s", 0, -1),
         ("catchup_burst_bytes", 1024, -1),

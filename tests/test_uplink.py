@@ -12,7 +12,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from edge_agent.backoff import Backoff, TokenBucket
+from edge_agent.backoff import Backoff, LinkRate, TokenBucket
 from edge_agent.config import MqttConfig
 from edge_agent.errors import ConfigError
 from edge_agent.outbox import Outbox, Records
@@ -27,6 +27,7 @@ from protocol import Ack, Presence, decode_status, peek_identity, status_topic
 from protocol.records import Event, SignalSeries
 from tests import consumer
 from tests.mosquitto_harness import MosquittoHarness, free_port
+from tests.throttle_proxy import ThrottleProxy
 
 FLEET, VEHICLE = "test-fleet", "taxi-1"
 T0 = 1_760_000_000_000
@@ -88,6 +89,73 @@ def test_token_bucket_rate_zero_is_unlimited() -> None:
     assert bucket.reserve(10**9, 0.0) == 0.0
 
 
+def test_link_rate_is_bytes_acked_per_busy_second() -> None:
+    rate = LinkRate(base_timeout_s=20.0, max_inflight=16)
+    assert rate.rate() is None
+    # Three 4 kB batches sent together on a 2 kB/s link: PUBACKs 2 s apart.
+    rate.on_puback(4000, sent_at=0.0, now=2.1)  # the first also carries the round trip
+    rate.on_puback(4000, sent_at=0.0, now=4.1)
+    rate.on_puback(4000, sent_at=0.0, now=6.1)
+    measured = rate.rate()
+    assert measured is not None
+    assert 1900 < measured < 2000
+    # An idle minute, then one more batch: the gap is not busy time.
+    rate.on_puback(4000, sent_at=66.1, now=68.1)
+    assert rate.rate() == pytest.approx(measured, rel=0.05)
+
+
+def test_link_rate_follows_a_link_that_gets_slower() -> None:
+    rate = LinkRate(base_timeout_s=20.0, max_inflight=16)
+    for i in range(10):
+        rate.on_puback(4000, sent_at=i * 0.1, now=(i + 1) * 0.1)  # 40 kB/s
+    for i in range(10):
+        rate.on_puback(4000, sent_at=1.0 + i * 2, now=1.0 + (i + 1) * 2)  # 2 kB/s
+    measured = rate.rate()
+    assert measured is not None
+    assert measured < 2500
+
+
+def test_window_keeps_in_flight_what_the_link_delivers_in_a_share_of_the_timeout() -> None:
+    rate = LinkRate(base_timeout_s=20.0, max_inflight=16, budget_share=0.25)
+    sizes = [4000] * 71
+    assert rate.window(sizes) == 1  # unmeasured: one batch finds out the rate
+    assert rate.window([]) == 0
+    for i in range(5):
+        rate.on_puback(4000, sent_at=i * 2.0, now=(i + 1) * 2.0)  # 2 kB/s
+    assert rate.budget_bytes() == pytest.approx(10_000)  # 5 s of the 20-s timeout
+    assert rate.window(sizes) == 2
+    assert rate.window([60_000, 100]) == 1  # at least one, even bigger than the budget
+    fast = LinkRate(base_timeout_s=20.0, max_inflight=16)
+    fast.on_puback(4000, sent_at=0.0, now=0.01)
+    assert fast.window(sizes) == 16  # never more than max_inflight
+
+
+def test_timeouts_grow_with_the_bytes_queued_ahead() -> None:
+    rate = LinkRate(base_timeout_s=20.0, max_inflight=16)
+    assert rate.timeout_s(64_000) == 20.0  # unmeasured: the configured timeout
+    for i in range(5):
+        rate.on_puback(2000, sent_at=float(i), now=float(i + 1))  # 2 kB/s
+    assert rate.timeout_s(64_000) == pytest.approx(20.0 + 32.0)
+    assert rate.resend_after_ms(60_000, 64_000) == pytest.approx(92_000, abs=10)
+
+
+def test_a_timeout_caps_the_rate_below_what_the_timeout_proves() -> None:
+    rate = LinkRate(base_timeout_s=20.0, max_inflight=16)
+    rate.on_puback(4000, sent_at=0.0, now=0.05)  # looked fast
+    rate.on_timeout(bytes_ahead=64_000, waited_s=20.0)  # but 64 kB did not pass in 20 s
+    measured = rate.rate()
+    assert measured is not None
+    assert measured <= 1600
+    assert rate.timeout_s(64_000) >= 60.0  # the next try waits long enough
+
+
+def test_link_rate_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="link rate"):
+        LinkRate(base_timeout_s=0.0, max_inflight=1)
+    with pytest.raises(ValueError, match="link rate"):
+        LinkRate(base_timeout_s=1.0, max_inflight=1, budget_share=0.0)
+
+
 # -- TLS configuration ---------------------------------------------------------------------
 
 
@@ -117,7 +185,9 @@ class FakeLink:
         self.ack_queue: asyncio.Queue[Ack] = asyncio.Queue(100)
         self.fail_after: int | None = None
 
-    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+    async def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, timeout_s: float | None = None
+    ) -> None:
         if self.fail_after is not None and len(self.published) >= self.fail_after:
             raise UplinkError("link down")
         await asyncio.sleep(self.delay_s)
@@ -270,3 +340,50 @@ async def test_unreachable_broker_keeps_retrying_and_keeps_data(tmp_path: Path) 
         stop.set()
     assert (await outbox.stats(T0)).pending_batches == 2
     await outbox.close()
+
+
+async def _noisy_batches(outbox: Outbox, n: int, samples: int) -> int:
+    """``n`` bulk batches of random samples (zstd cannot shrink them); their total bytes."""
+    rng = random.Random(12)
+    for i in range(n):
+        times = tuple(T0 + i * 10_000 + k for k in range(samples))
+        values = tuple(rng.random() for _ in range(samples))
+        series = SignalSeries("WHL_SPD11.WHL_SPD_FL", times, values)
+        await outbox.append(Records(signals=(series,)), T0 + i * 10_000)
+        await outbox.close_due_batches(T0 + i * 10_000, force=True)
+    due = await outbox.due_for_publish(T0 + n * 10_000, limit=n + 1, resend_after_ms=60_000)
+    assert len(due) == n
+    return sum(len(b.payload) for b in due)
+
+
+@pytest.mark.integration
+async def test_backlog_over_a_2_kbyte_per_s_link_is_sent_once(tmp_path: Path) -> None:
+    """A backlog larger than the link delivers within a publish timeout: the in-flight
+    window and the timeouts follow the measured rate, so nothing times out, nothing is
+    sent twice, and the bytes on the link stay close to the backlog's size."""
+    rate = 2048
+    with MosquittoHarness(tmp_path) as broker:
+        proc = await asyncio.to_thread(consumer.spawn, broker.port, tmp_path / "c.db")
+        try:
+            outbox = await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
+            backlog = await _noisy_batches(outbox, 10, samples=300)
+            async with ThrottleProxy(broker.port, rate_bytes_per_s=rate) as proxy:
+                # The shipped defaults scaled down 4x in time (20 s -> 5 s, 16 in flight),
+                # as the backlog is (~30 kB instead of a 2-hour backlog).
+                settings = _settings(proxy.port, publish_timeout_s=5.0, max_inflight=16)
+                uplink = Uplink(settings, outbox)
+                stop = asyncio.Event()
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(uplink.run(stop))
+                    await _until(lambda: uplink.counters.acked_batches == 10, 45)
+                    stop.set()
+                sent = proxy.bytes_up
+            await outbox.close()
+        finally:
+            consumer.stop(proc)
+    results = consumer.load_results(tmp_path / "c.db")
+    assert len(results.receipts) == 10
+    assert results.duplicates == 0
+    assert uplink.counters.disconnects == 0
+    # MQTT framing, the connect and the status messages add well under 10 %.
+    assert sent < backlog * 1.1, (sent, backlog)
