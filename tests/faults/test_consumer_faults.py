@@ -1,18 +1,19 @@
-"""Fault injection: every scenario ends with the consumer holding each record exactly once
-(compared with an uninterrupted in-process pipeline run over the same frames)."""
+"""Faults against the test consumer (tests/consumer.py), where the collector is not the
+point: broker down, broker restarts without persistence, the agent killed 22 times, the
+consumer killed. Each ends with the consumer holding each record exactly once (compared
+with an uninterrupted in-process pipeline run over the same frames) and with the ledger."""
 
 from __future__ import annotations
 
 import random
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from tests import consumer
+from tests.faults.harness import consumer_report
+from tests.faults.ledger import produced
 from tests.mosquitto_harness import MosquittoHarness, free_port
 from tests.test_daemon import (
     ROOT,
@@ -26,20 +27,6 @@ from tests.test_daemon import (
     write_config,
 )
 
-pytestmark = pytest.mark.integration
-
-
-def _later(delay_s: float, action: object) -> threading.Thread:
-    assert callable(action)
-
-    def run() -> None:
-        time.sleep(delay_s)
-        action()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
 
 def _replay_bg(s: Setup, speed: float, timeout_s: float = 60) -> subprocess.Popen[str]:
     cmd = agent_cmd(s, "replay", str(s.recording), "--speed", str(speed))
@@ -50,6 +37,12 @@ def _replay_bg(s: Setup, speed: float, timeout_s: float = 60) -> subprocess.Pope
 def _finish(agent: subprocess.Popen[str], timeout_s: float = 90) -> None:
     _, err = agent.communicate(timeout=timeout_s)
     assert agent.returncode == 0, err[-3000:]
+
+
+def _ledger(s: Setup) -> None:
+    report = consumer_report(s.db, produced(s.config, s.recording))
+    print(report.line())
+    report.assert_clean()
 
 
 def test_broker_down_for_a_while_then_back(tmp_path: Path) -> None:
@@ -65,6 +58,7 @@ def test_broker_down_for_a_while_then_back(tmp_path: Path) -> None:
         finally:
             consumer.stop(proc)
     assert_exactly_once(s.db, expected(s.config, s.recording))
+    _ledger(s)
 
 
 def test_broker_restarts_without_persistence_and_batches_are_resent(tmp_path: Path) -> None:
@@ -80,6 +74,7 @@ def test_broker_restarts_without_persistence_and_batches_are_resent(tmp_path: Pa
         finally:
             consumer.stop(proc)
     assert_exactly_once(s.db, expected(s.config, s.recording))
+    _ledger(s)
 
 
 def test_agent_killed_20_times_during_a_replay(tmp_path: Path) -> None:
@@ -104,6 +99,7 @@ def test_agent_killed_20_times_during_a_replay(tmp_path: Path) -> None:
         finally:
             consumer.stop(proc)
     assert_exactly_once(s.db, expected(s.config, s.recording))
+    _ledger(s)
 
 
 def test_consumer_killed_and_restarted(tmp_path: Path) -> None:
@@ -121,6 +117,7 @@ def test_consumer_killed_and_restarted(tmp_path: Path) -> None:
         finally:
             consumer.stop(proc)
     assert_exactly_once(s.db, expected(s.config, s.recording))
+    _ledger(s)
 
 
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
@@ -163,3 +160,4 @@ def test_unreachable_broker_then_wrong_tls_then_delivery(tmp_path: Path) -> None
         finally:
             consumer.stop(proc)
     assert_exactly_once(s.db, expected(s.config, s.recording))
+    _ledger(s)
