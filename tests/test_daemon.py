@@ -1,5 +1,5 @@
 """The agent end to end: ``edge-agent replay|run|status`` as real processes, with a real
-mosquitto and the test consumer. Helpers here are shared with test_faults.py."""
+mosquitto and the test consumer. Helpers here are shared with tests/faults/."""
 
 from __future__ import annotations
 
