@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from cloud_collector import alerts as al
 from cloud_collector.alerts import (
     BACKLOG_AGE,
     CAMERA_FAILSAFE,
@@ -23,7 +24,7 @@ from cloud_collector.alerts import (
 )
 from cloud_collector.config import parse_config
 from cloud_collector.errors import ConfigError
-from cloud_collector.store.base import HealthPoint, VehicleHealth, VehicleStatus
+from cloud_collector.store.base import EpochSpan, HealthPoint, VehicleHealth, VehicleStatus
 from protocol.records import Scalar
 
 MIN = 60_000
@@ -185,3 +186,40 @@ def test_alert_thresholds_config() -> None:
         parse_config({"alerts": {"data_plan_bytes_per_month": "lots"}}, "c.toml")
     with pytest.raises(ConfigError, match=r"did you mean 'offline_after_min'"):
         parse_config({"alerts": {"offline_after_mins": 3}}, "c.toml")
+
+
+def test_clock_ahead_holds_then_clears() -> None:
+    s = dataclasses.replace(state(), clock_ahead_ms=3_600_000, clock_ahead_at_ms=NOW - MIN)
+    assert al.CLOCK_AHEAD in kinds(s)
+    [a] = [a for a in evaluate_alerts(s, None, NOW, T) if a.kind == al.CLOCK_AHEAD]
+    assert (a.since_ms, a.value, a.severity) == (NOW - MIN, 3_600.0, al.WARNING)
+    assert al.derive(s, NOW, T).clock_ahead_s == 3_600.0
+    later = NOW - MIN + T.clock_ahead_hold_min * MIN
+    assert al.CLOCK_AHEAD not in kinds(s, now=later)
+    assert al.derive(s, later, T).clock_ahead_s == 0.0
+
+
+def test_future_snapshot_never_starts_an_alert_in_the_future() -> None:
+    s = state(health=hp(t=2**53 - 1, camera_tamper=True))
+    [a] = [a for a in evaluate_alerts(s, s.latest_health, NOW, T) if a.kind == al.CAMERA_TAMPER]
+    assert a.since_ms == NOW
+
+
+def test_two_live_epochs() -> None:
+    window = T.live_epochs_window_min * MIN
+    # Two agents: both epochs receive batches in the same span.
+    both = (EpochSpan(11, NOW - 5 * MIN, NOW - 1000), EpochSpan(22, NOW - 4 * MIN, NOW - 2000))
+    s = dataclasses.replace(state(), epochs=both)
+    [a] = [a for a in evaluate_alerts(s, None, NOW, T) if a.kind == al.TWO_EPOCHS]
+    assert "11" in a.message
+    assert "22" in a.message
+    assert a.severity == al.CRITICAL
+    # An outbox recreated (a new epoch after the old one's last batch): no alert.
+    switch = (EpochSpan(22, NOW - 4 * MIN, NOW - 1000), EpochSpan(11, NOW - 9 * MIN, NOW - 5 * MIN))
+    assert al.live_epochs(switch, NOW, window) is None
+    # One of the two stopped long ago: no longer live.
+    old = (
+        EpochSpan(22, NOW - 4 * MIN, NOW - 1000),
+        EpochSpan(11, NOW - 60 * MIN, NOW - 2 * window),
+    )
+    assert al.live_epochs(old, NOW, window) is None
