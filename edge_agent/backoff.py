@@ -101,8 +101,6 @@ class LinkRate:
     * ``timeout_s(bytes_ahead)``: a publish's PUBACK timeout: the base timeout plus the
       time the link needs for the bytes queued ahead of the PUBACK (the batch's own
       included), so a publish that is still moving on a slow link is not declared dead.
-    * ``resend_after_ms(base_ms, bytes_ahead)``: the end-to-end resend wait, stretched in
-      the same way.
     """
 
     base_timeout_s: float
@@ -171,7 +169,3 @@ class LinkRate:
     def timeout_s(self, bytes_ahead: int) -> float:
         """The PUBACK timeout of a publish with ``bytes_ahead`` queued before its PUBACK."""
         return self.base_timeout_s + self._transfer_s(bytes_ahead)
-
-    def resend_after_ms(self, base_ms: int, bytes_ahead: int) -> int:
-        """The end-to-end resend wait when ``bytes_ahead`` are still to be sent before it."""
-        return base_ms + round(self._transfer_s(bytes_ahead) * 1000)
