@@ -25,12 +25,29 @@ PRIORITY: Final[dict[str, int]] = {
     Channel.HEALTH: PRIORITY_HEALTH,
     Channel.BATCH: PRIORITY_BULK,
 }
-# Names of the eviction counters, by priority of the evicted batch.
+# Names of the eviction counters, by priority of the evicted batch (whatever the cause).
 EVICTION_CAUSE: Final[dict[int, str]] = {
     PRIORITY_BULK: "evicted_bulk",
     PRIORITY_HEALTH: "evicted_health",
     PRIORITY_EVENT: "evicted_event",
 }
+# Why batches are evicted: the outbox's byte cap, or too little free space on its disk.
+CAUSE_CAP: Final = "cap"
+CAUSE_SPACE: Final = "space"
+# Free space never evicts urgent events: kept on disk until sent, or, when nothing else
+# is left to evict, held in memory by the agent (edge_agent.holding). The byte cap still
+# evicts them last.
+SPACE_EVICTS_BELOW: Final = PRIORITY_EVENT
+# Counter of the batches evicted for free space (they are also in EVICTION_CAUSE's).
+EVICTED_FOR_SPACE: Final = "evicted_for_space"
+# Free bytes the outbox keeps on its filesystem by default. Room for SQLite's WAL, which
+# grows by up to ~4 MB between checkpoints and is kept at up to 8 MiB after one
+# (journal_size_limit), for the largest transaction (a backlog's batches closed at once)
+# and for the rest of the system (journald, package updates): about 0.4 % of an 8 GB card.
+DEFAULT_RESERVE_BYTES: Final = 32 << 20
+# Below the reserve, free pages kept inside the outbox's file for the next writes: more
+# than one transaction allocates between two checkpoints (about a second of records).
+ROOM_IN_FILE_BYTES: Final = 1 << 20
 
 # ADAS safety events: someone (dispatcher, safety team) may act on them within seconds,
 # so they go out within urgent_max_age_ms on the "event" channel, ahead of bulk.
@@ -156,8 +173,11 @@ class Candidate:
 C = TypeVar("C", bound=Candidate)
 
 
-def choose_victims(candidates: Iterable[C], bytes_to_free: int) -> list[C]:
-    """The batches to evict to free at least ``bytes_to_free`` bytes, in eviction order.
+def choose_victims(
+    candidates: Iterable[C], bytes_to_free: int, *, below_priority: int | None = None
+) -> list[C]:
+    """The batches to evict to free at least ``bytes_to_free`` bytes, in eviction order,
+    only among those of a priority below ``below_priority`` if given.
 
     If even all candidates are not enough, all of them are returned: the caller has done
     what it can and the cap is exceeded only by what cannot be evicted (staged records).
@@ -166,9 +186,48 @@ def choose_victims(candidates: Iterable[C], bytes_to_free: int) -> list[C]:
         return []
     victims: list[C] = []
     freed = 0
-    for candidate in sorted(candidates):
+    allowed = (c for c in candidates if below_priority is None or c.priority < below_priority)
+    for candidate in sorted(allowed):
         if freed >= bytes_to_free:
             break
         victims.append(candidate)
         freed += candidate.nbytes
     return victims
+
+
+@dataclass(frozen=True, slots=True)
+class EvictionNeed:
+    """How many bytes of batches to evict, and why (``CAUSE_CAP`` or ``CAUSE_SPACE``)."""
+
+    nbytes: int
+    cause: str
+
+
+def eviction_need(
+    *,
+    stored_bytes: int,
+    max_bytes: int,
+    free_bytes: int | None,
+    reserve_bytes: int,
+    reusable_bytes: int,
+    room_bytes: int = ROOM_IN_FILE_BYTES,
+) -> EvictionNeed:
+    """Bytes to evict so the outbox holds at most ``max_bytes`` (``stored_bytes``:
+    batches and staged records) and, while its filesystem has less than
+    ``reserve_bytes`` free, stops growing.
+
+    ``free_bytes`` is what the filesystem has free for this process (None: unknown, no
+    space trigger); ``reusable_bytes`` the free pages inside the database file, which
+    new records take before the file grows. Below the reserve, batches are evicted (bulk
+    before health before events, oldest first) until ``room_bytes`` are reusable: new
+    records then replace old ones inside the file, and SQLite never has to grow it, so it
+    can still write and checkpoint when the disk fills up completely. Evicting more would
+    free nothing on the filesystem (SQLite does not shrink its file), only lose data.
+    """
+    cap = max(0, stored_bytes - max_bytes)
+    space = 0
+    if free_bytes is not None and free_bytes < reserve_bytes:
+        space = max(0, room_bytes - reusable_bytes)
+    if space > cap:
+        return EvictionNeed(space, CAUSE_SPACE)
+    return EvictionNeed(cap, CAUSE_CAP)

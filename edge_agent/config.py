@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge_agent.batching import DEFAULT_RESERVE_BYTES
 from edge_agent.decode import MOBILEYE_DBC, VEHICLE_DBC, bundled_dbc
 from edge_agent.errors import ConfigError
 from edge_agent.signs import SOUND_TABLES
@@ -91,6 +92,9 @@ class HealthConfig(_Section):
 class OutboxConfig(_Section):
     path: str = "/var/lib/edge-agent/outbox.sqlite3"
     max_bytes: Annotated[int, Field(ge=1 << 20)] = 256 << 20
+    # Free bytes kept on the outbox's filesystem; below it batches are evicted, lowest
+    # priority and oldest first. At least 1 MiB: SQLite's WAL needs room to grow.
+    reserve_bytes: Annotated[int, Field(ge=1 << 20)] = DEFAULT_RESERVE_BYTES
 
 
 class MqttConfig(_Section):

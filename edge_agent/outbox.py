@@ -37,13 +37,18 @@ from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 import aiosqlite
 
 from edge_agent.batching import (
+    CAUSE_SPACE,
+    DEFAULT_RESERVE_BYTES,
+    EVICTED_FOR_SPACE,
     EVICTION_CAUSE,
     LANES,
     PRIORITY,
+    SPACE_EVICTS_BELOW,
     BatchPolicy,
     Candidate,
     Chunk,
     choose_victims,
+    eviction_need,
     plan_batches,
     should_close,
 )
@@ -121,6 +126,11 @@ _PRAGMAS: Final = (
     "PRAGMA synchronous=FULL",
     # Keep the WAL from staying large after a burst (a backlog drain, a big eviction).
     "PRAGMA journal_size_limit=8388608",
+    # Debian's SQLite zeroes every freed page by default (secure_delete=ON), so deleting
+    # acked or evicted batches wrote their whole size again to the WAL: twice the SD card
+    # wear, and on a full disk an eviction needed as much room as it was to free. FAST
+    # still clears deleted rows inside b-tree pages, not freed overflow pages.
+    "PRAGMA secure_delete=FAST",
 )
 
 # Shared with the read-only status reader.
@@ -185,6 +195,20 @@ class OutboxStats:
 
 class _CorruptError(Exception):
     """The file at the outbox path is not a usable outbox; the reason is the message."""
+
+
+class OutboxFullError(OutboxError):
+    """A write failed because the disk is full (SQLITE_FULL); it stored nothing."""
+
+
+def filesystem_free_bytes(path: Path) -> int | None:
+    """Bytes an unprivileged process may still write on the filesystem holding ``path``
+    (the agent runs as its own user, so root's reserved blocks do not count)."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 # Record chunks ---------------------------------------------------------------------------
@@ -326,7 +350,14 @@ def _sqlite_errors(path: Path, what: str) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
+        if _is_disk_full(exc):
+            raise OutboxFullError(f"outbox {path}: cannot {what}: disk full") from exc
         raise OutboxError(f"outbox {path}: cannot {what}: {exc}") from exc
+
+
+def _is_disk_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF) == sqlite3.SQLITE_FULL
 
 
 def _is_corruption(exc: sqlite3.Error) -> bool:
@@ -445,6 +476,54 @@ def _serialized(
     return locked
 
 
+def _skipped_when_full(
+    default: _R,
+) -> Callable[
+    [Callable[Concatenate[Outbox, _P], Coroutine[Any, Any, _R]]],
+    Callable[Concatenate[Outbox, _P], Coroutine[Any, Any, _R]],
+]:
+    """For writes that may be skipped when the disk is full: a PUBACK not recorded means a
+    resend, an ack not applied means the batches are sent again and acknowledged again.
+    Neither is worth stopping the uplink (and so the agent) for."""
+
+    def wrap(
+        method: Callable[Concatenate[Outbox, _P], Coroutine[Any, Any, _R]],
+    ) -> Callable[Concatenate[Outbox, _P], Coroutine[Any, Any, _R]]:
+        @functools.wraps(method)
+        async def guarded(self: Outbox, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return await method(self, *args, **kwargs)
+            except OutboxFullError as exc:
+                log.warning("%s; skipped, done again later", exc)
+                return default
+
+        return guarded
+
+    return wrap
+
+
+def _unmarked_held_back(
+    method: Callable[..., Coroutine[Any, Any, list[StoredBatch]]],
+) -> Callable[..., Coroutine[Any, Any, list[StoredBatch]]]:
+    """For ``due_for_publish``: a batch whose PUBACK could not be recorded (disk full)
+    is not due again before ``resend_after_ms``, as if it had been recorded; otherwise it
+    would be published again at once, over and over, while the disk stays full."""
+
+    @functools.wraps(method)
+    async def held_back(
+        self: Outbox, now_ms: int, *, limit: int, resend_after_ms: int
+    ) -> list[StoredBatch]:
+        due = await method(self, now_ms, limit=limit, resend_after_ms=resend_after_ms)
+        if not self._unmarked:
+            return due
+        now = time.monotonic()
+        for seq in [s for s, at in self._unmarked.items() if now - at >= resend_after_ms / 1000]:
+            del self._unmarked[seq]
+        return [b for b in due if b.seq not in self._unmarked]
+
+    return held_back
+
+
 class Outbox:
     """The agent's SQLite outbox. Safe for the tasks of one process; a second process
     opening the same file is refused (see ``_take_lock``)."""
@@ -473,6 +552,14 @@ class Outbox:
         self._acked_seq = 0
         self._batch_bytes = 0
         self._staged_bytes = 0
+        self.reserve_bytes = DEFAULT_RESERVE_BYTES
+        # Writes that failed because the disk was full, since open (for health).
+        self.space_failures = 0
+        # Free space was below the reserve at the last write: checkpoint after each commit
+        # so the WAL is reused from its start instead of growing.
+        self._low_space = False
+        # Seqs whose PUBACK could not be recorded for lack of space -> monotonic time.
+        self._unmarked: dict[int, float] = {}
 
     @classmethod
     async def open(
@@ -483,14 +570,19 @@ class Outbox:
         vehicle_id: str,
         max_bytes: int = 256 << 20,
         policy: BatchPolicy | None = None,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
     ) -> Outbox:
         """Open or create the outbox at ``path``. A corrupt or foreign file is moved aside
-        (logged as an error) and a new outbox with a new epoch is started."""
+        (logged as an error) and a new outbox with a new epoch is started. Batches are
+        evicted beyond ``max_bytes`` stored, and when the filesystem has less than
+        ``reserve_bytes`` free (see ``edge_agent.batching.eviction_need``)."""
         for what, value in (("fleet", fleet_id), ("vehicle", vehicle_id)):
             if not is_valid_id(value):
                 raise ValueError(f"{value!r} is not a valid {what} id")
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be positive, not {max_bytes}")
+        if reserve_bytes < 0:
+            raise ValueError(f"reserve_bytes must be >= 0, not {reserve_bytes}")
         lock_fd = _take_lock(path)
         try:
             outbox = await cls._open_locked(
@@ -504,6 +596,7 @@ class Outbox:
         except BaseException:
             os.close(lock_fd)
             raise
+        outbox.reserve_bytes = reserve_bytes
         return outbox
 
     @classmethod
@@ -582,23 +675,50 @@ class Outbox:
             try:
                 yield db
                 await db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
+                if isinstance(exc, sqlite3.Error) and _is_disk_full(exc):
+                    self.space_failures += 1
                 try:
-                    await db.execute("ROLLBACK")
+                    # SQLite itself rolls back after some errors (SQLITE_FULL at COMMIT):
+                    # a second ROLLBACK would fail and skip reloading the totals.
+                    if db.in_transaction:
+                        await db.execute("ROLLBACK")
                     await self._load_state()
                 except sqlite3.Error:
                     log.exception("outbox %s: rollback after a failed %s failed", self.path, what)
                 raise
 
-    async def _evict(self, db: aiosqlite.Connection, total_bytes: int) -> int:
-        """Evict batches until ``total_bytes`` fits the cap; returns the bytes freed."""
-        excess = total_bytes - self.max_bytes
-        if excess <= 0:
+    async def _reusable_bytes(self, db: aiosqlite.Connection) -> int:
+        """Free pages inside the database file, as this transaction sees them."""
+        pages = await _scalar(db, "PRAGMA freelist_count")
+        size = await _scalar(db, "PRAGMA page_size")
+        return int(str(pages)) * int(str(size))
+
+    async def _evict(
+        self, db: aiosqlite.Connection, total_bytes: int, *, full: bool = False
+    ) -> int:
+        """Evict batches until ``total_bytes`` fits the cap and, below the free-space
+        reserve (or with ``full``: a write failed for space), until the file has room
+        inside (``eviction_need``); returns the bytes freed."""
+        free = 0 if full else filesystem_free_bytes(self.path)
+        self._low_space = free is not None and free < self.reserve_bytes
+        need = eviction_need(
+            stored_bytes=total_bytes,
+            max_bytes=self.max_bytes,
+            free_bytes=free,
+            reserve_bytes=self.reserve_bytes,
+            reusable_bytes=await self._reusable_bytes(db) if self._low_space else 0,
+        )
+        if need.nbytes <= 0:
             return 0
         async with db.execute("SELECT priority, seq, size, n_records FROM batches") as cursor:
             rows = list(await cursor.fetchall())
         records = {int(r[1]): int(r[3]) for r in rows}
-        victims = choose_victims((Candidate(int(r[0]), int(r[1]), int(r[2])) for r in rows), excess)
+        victims = choose_victims(
+            (Candidate(int(r[0]), int(r[1]), int(r[2])) for r in rows),
+            need.nbytes,
+            below_priority=SPACE_EVICTS_BELOW if need.cause == CAUSE_SPACE else None,
+        )
         if not victims:
             return 0
         await db.executemany("DELETE FROM batches WHERE seq=?", [(v.seq,) for v in victims])
@@ -607,11 +727,18 @@ class Outbox:
             cause = EVICTION_CAUSE[v.priority]
             by_cause[cause] = by_cause.get(cause, 0) + 1
         by_cause[EVICTED_RECORDS] = sum(records[v.seq] for v in victims)
+        if need.cause == CAUSE_SPACE:
+            by_cause[EVICTED_FOR_SPACE] = len(victims)
         await db.executemany(_BUMP_COUNTER, list(by_cause.items()))
         freed = sum(v.nbytes for v in victims)
+        reason = (
+            f"{free} bytes free on its disk, reserve {self.reserve_bytes}"
+            if need.cause == CAUSE_SPACE
+            else f"over its cap of {self.max_bytes} bytes"
+        )
         log.warning(
-            "outbox over its cap of %d bytes: evicted %d batches (%d bytes, seqs %d..%d): %s",
-            self.max_bytes,
+            "outbox %s: evicted %d batches (%d bytes, seqs %d..%d): %s",
+            reason,
             len(victims),
             freed,
             min(v.seq for v in victims),
@@ -620,12 +747,40 @@ class Outbox:
         )
         return freed
 
+    async def _checkpoint_if_low(self) -> None:
+        """With little free space, copy the WAL into the database after each commit: the
+        next transaction then reuses the WAL from its start instead of growing it (by up
+        to ~4 MB before SQLite's own checkpoint)."""
+        if not self._low_space:
+            return
+        try:
+            await self._require().execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            log.debug("outbox %s: checkpoint with little space failed: %s", self.path, exc)
+
+    async def _make_room(self) -> None:
+        """After a write failed for lack of space: checkpoint (the WAL's space is reused
+        after a complete one) and evict for space in a transaction of its own. Either may
+        fail again on a disk that is completely full; the caller then holds its records."""
+        self._low_space = True
+        await self._checkpoint_if_low()
+        try:
+            async with self._transaction("evict for space") as db:
+                total = self._batch_bytes + self._staged_bytes
+                freed = await self._evict(db, total, full=True)
+        except OutboxFullError:
+            return
+        self._batch_bytes -= freed
+        await self._checkpoint_if_low()
+
     @_serialized
     async def append(self, records: Records, now_ms: int, checkpoint: bytes | None = None) -> None:
         """Stage ``records`` and (if given) replace the stored checkpoint, in one transaction.
 
         Raises a protocol.ProtocolError if a record could never be sent (a bug upstream);
-        nothing is stored then. Raises OutboxError if the file cannot be written.
+        nothing is stored then. Raises OutboxError if the file cannot be written, and its
+        subclass OutboxFullError if the disk is full even after evicting for space: the
+        caller still has the records and may try again later.
         """
         rows = [
             (lane, now_ms, first, last, count, len(blob), blob)
@@ -634,6 +789,19 @@ class Outbox:
         ]
         if not rows and checkpoint is None:
             return
+        try:
+            await self._append_rows(rows, records.health, checkpoint)
+        except OutboxFullError:
+            await self._make_room()
+            await self._append_rows(rows, records.health, checkpoint)
+        await self._checkpoint_if_low()
+
+    async def _append_rows(
+        self,
+        rows: list[tuple[str, int, int, int, int, int, bytes]],
+        health: Sequence[Health],
+        checkpoint: bytes | None,
+    ) -> None:
         added = sum(len(row[6]) for row in rows)
         async with self._transaction("append records") as db:
             await db.executemany(
@@ -643,8 +811,8 @@ class Outbox:
             )
             if checkpoint is not None:
                 await db.execute(_UPSERT_META, (META_CHECKPOINT, bytes(checkpoint)))
-            if records.health:
-                await db.execute(_UPSERT_META, (META_HEALTH, _health_json(records.health)))
+            if health:
+                await db.execute(_UPSERT_META, (META_HEALTH, _health_json(health)))
             freed = await self._evict(db, self._batch_bytes + self._staged_bytes + added)
         self._staged_bytes += added
         self._batch_bytes -= freed
@@ -765,6 +933,7 @@ class Outbox:
         self._next_seq = seq
         self._staged_bytes -= moved
         self._batch_bytes += added - freed
+        await self._checkpoint_if_low()
         return created
 
     async def _delete_staged(self, db: aiosqlite.Connection, ids: list[int]) -> int:
@@ -793,6 +962,7 @@ class Outbox:
         await db.execute(_BUMP_COUNTER, (DROPPED_INVALID, count))
         log.error("outbox: dropped %d staged records that cannot be encoded: %s", count, exc)
 
+    @_unmarked_held_back
     @_serialized
     async def due_for_publish(
         self, now_ms: int, *, limit: int, resend_after_ms: int
@@ -822,10 +992,23 @@ class Outbox:
             for r in rows
         ]
 
-    @_serialized
     async def mark_published(self, seqs: Sequence[int], now_ms: int) -> None:
         """Record the broker's PUBACK for ``seqs``: they wait ``resend_after_ms`` for the
-        end-to-end ack before they are due again."""
+        end-to-end ack before they are due again. On a full disk this is remembered in
+        memory only (a restart resends them, which the collector deduplicates)."""
+        try:
+            await self._mark_published(seqs, now_ms)
+        except OutboxFullError as exc:
+            if not self._unmarked:
+                log.warning("%s; publishes are remembered in memory until there is room", exc)
+            now = time.monotonic()
+            self._unmarked.update((seq, now) for seq in seqs)
+            return
+        for seq in seqs:
+            self._unmarked.pop(seq, None)
+
+    @_serialized
+    async def _mark_published(self, seqs: Sequence[int], now_ms: int) -> None:
         if not seqs:
             return
         async with self._transaction("mark batches published") as db:
@@ -834,6 +1017,7 @@ class Outbox:
                 [(now_ms, seq) for seq in seqs],
             )
 
+    @_skipped_when_full(0)
     @_serialized
     async def acknowledge(self, epoch: int, upto_seq: int) -> int:
         """The collector's end-to-end ack: delete this epoch's batches up to ``upto_seq``.
