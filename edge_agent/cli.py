@@ -182,7 +182,9 @@ def status(args: argparse.Namespace) -> int:
     config_path = Path(args.config)
     config = load_config(config_path)
     now_ms = time.time_ns() // 1_000_000
-    report = read_status(outbox_path(config, config_path.resolve().parent), now_ms)
+    report = read_status(
+        outbox_path(config, config_path.resolve().parent), now_ms, config.outbox.reserve_bytes
+    )
     if args.human:
         print(format_human(report, now_ms))
     else:

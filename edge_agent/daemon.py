@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.assemble import build_pipeline
+from edge_agent.batching import EVICTED_FOR_SPACE, EVICTION_CAUSE
 from edge_agent.clock import (
     CLOCK_INVALID_KEY,
     clamp_records,
@@ -46,14 +47,21 @@ from edge_agent.config import AgentConfig, BusConfig
 from edge_agent.errors import AgentError, ConfigError
 from edge_agent.gnss import GpsdClient, parse_endpoint
 from edge_agent.health import (
+    DISK_FREE_BYTES,
+    DISK_FULL,
+    DISK_RESERVE_BYTES,
+    OUTBOX_DROPPED_HELD,
+    OUTBOX_HELD_RECORDS,
+    OUTBOX_WRITE_FAILURES,
     REASON_REPLAY_DONE,
     REASON_STOP,
     DailyTotal,
     HealthTracker,
     bus_frames_key,
 )
+from edge_agent.holding import HoldingArea
 from edge_agent.nmea import read_nmea
-from edge_agent.outbox import Outbox, OutboxStats, Records
+from edge_agent.outbox import EVICTED_RECORDS, Outbox, OutboxFullError, OutboxStats, Records
 from edge_agent.pipeline import Pipeline
 from edge_agent.sdnotify import Notifier, WatchdogGate
 from edge_agent.sources import BusSource, FrameLike, ReplaySource
@@ -156,6 +164,7 @@ class Agent:
         )
         self._bytes_today = DailyTotal()
         self._version = _agent_version()
+        self._disk_full = False  # the last outbox write failed for lack of space
 
     def _track(self) -> list[GnssFix]:
         """Fixes of ``[gnss] nmea``, for replay buses and ``edge-agent replay``."""
@@ -199,8 +208,10 @@ class Agent:
             fleet_id=self.config.vehicle.fleet,
             vehicle_id=self.config.vehicle.id,
             max_bytes=self.config.outbox.max_bytes,
+            reserve_bytes=self.config.outbox.reserve_bytes,
         )
         self.uplink = Uplink(self.settings, self.outbox)
+        self._held = HoldingArea(self.outbox.policy.is_urgent)
         try:
             return await self._supervise()
         finally:
@@ -381,6 +392,7 @@ class Agent:
             "gnss_fix": None if mode is None else mode >= 2,
             "camera_failsafe": self.pipeline.camera_failsafe,
             "camera_tamper": self.pipeline.camera_tamper,
+            DISK_FULL: self._disk_full,
             CLOCK_INVALID_KEY: clock_invalid(raw_wall_ms()),
         }
         due = self._tracker.poll(self.monotonic(), counters, state, force=force)
@@ -389,7 +401,7 @@ class Agent:
         now_ms = self.now_ms()
         stats = await self.outbox.stats(now_ms)
         values = self._health_values(stats, now_ms, due.reason, due.rates, due.state)
-        await self.outbox.append(Records(health=(Health(now_ms, values),)), now_ms)
+        await self._store(Records(health=(Health(now_ms, values),)), None)
 
     def _gnss_mode(self) -> int | None:
         if self._gpsd is not None:
@@ -439,7 +451,7 @@ class Agent:
             "ack_rtt_ms": up.last_ack_rtt_ms,
             "bytes_sent_today": self._bytes_today.update(day, up.published_bytes),
         }
-        for cause in ("evicted_bulk", "evicted_health", "evicted_event", "evicted_records"):
+        for cause in (*EVICTION_CAUSE.values(), EVICTED_RECORDS, EVICTED_FOR_SPACE):
             values[cause] = stats.counters.get(cause, 0)
         values["dropped_invalid"] = stats.counters.get("dropped_invalid", 0)
         decode_errors = error_frames = 0
@@ -463,7 +475,12 @@ class Agent:
             values.update(self._gpsd.stats())
         values["camera_failsafe"] = self.pipeline.camera_failsafe
         values["camera_tamper"] = self.pipeline.camera_tamper
-        values["disk_free_bytes"] = _disk_free(outbox_path(self.config, self.config_dir))
+        values[DISK_FREE_BYTES] = _disk_free(outbox_path(self.config, self.config_dir))
+        values[DISK_RESERVE_BYTES] = self.config.outbox.reserve_bytes
+        values[DISK_FULL] = self._disk_full
+        values[OUTBOX_WRITE_FAILURES] = self.outbox.space_failures
+        values[OUTBOX_HELD_RECORDS] = len(self._held)
+        values[OUTBOX_DROPPED_HELD] = self._held.dropped
         values["cpu_s"] = round(time.process_time(), 2)
         cpu_rate = rates.get("cpu_s")
         values["cpu_pct"] = None if cpu_rate is None else round(cpu_rate * 100, 1)
@@ -500,7 +517,7 @@ class Agent:
         # Health stops with the reading: a snapshot written while waiting for acks would
         # itself wait up to the health lane's batch age for its own ack.
         await self._last_health(health_stop, health, REASON_REPLAY_DONE)
-        await self.outbox.close_due_batches(self.now_ms(), force=True)
+        await self._close_batches(force=True)
         self.uplink.wake()
         try:
             async with asyncio.timeout(job.timeout_s):
@@ -621,15 +638,56 @@ class Agent:
         try:
             # A wall clock before 1970 stamps live frames with negative times, which the
             # outbox would refuse as a whole: keep the records, clamped (health flags it).
-            await self.outbox.append(clamp_records(records), self.now_ms(), blob)
+            stored = await self._store(clamp_records(records), blob)
         finally:
             self._flushing_since = None
-        if records.events or records.signals or records.gnss:
+        if stored and (records.events or records.signals or records.gnss):
             self.commits += 1
+
+    async def _store(self, records: Records, checkpoint: bytes | None) -> bool:
+        """Append ``records`` to the outbox, after whatever is held from earlier writes.
+
+        On a full disk (after the outbox evicted what it could) they are held in memory
+        instead and the agent keeps running: a restart would find the same full disk and
+        lose what the pipeline holds. Returns whether they were written.
+        """
+        held = self._held
+        if len(held) or held.checkpoint is not None:
+            held.add(records, checkpoint)
+            records, checkpoint = held.take()
+        try:
+            await self.outbox.append(records, self.now_ms(), checkpoint)
+        except OutboxFullError as exc:
+            held.add(records, checkpoint)
+            if not self._disk_full:
+                log.error(
+                    "DISK FULL: %s; records are held in memory (up to %d, then the "
+                    "cheapest are dropped) until there is room again",
+                    exc,
+                    held.max_records,
+                )
+            self._disk_full = True
+            return False
+        if self._disk_full:
+            log.warning(
+                "outbox writable again: held records written; %d dropped while the disk was full",
+                held.dropped,
+            )
+        self._disk_full = False
+        return True
+
+    async def _close_batches(self, *, force: bool) -> int:
+        """Close due batches; on a full disk the staged records stay staged (they are
+        already stored) and are closed once there is room."""
+        try:
+            return await self.outbox.close_due_batches(self.now_ms(), force=force)
+        except OutboxFullError as exc:
+            log.debug("%s", exc)
+            return 0
 
     async def _closer(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            if await self.outbox.close_due_batches(self.now_ms()):
+            if await self._close_batches(force=False):
                 self.uplink.wake()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), CLOSE_INTERVAL_S)
@@ -638,7 +696,12 @@ class Agent:
         """Flush what is left, close every staged record into a batch, publish briefly."""
         if self.replay is None:
             await self._flush(None)
-        await self.outbox.close_due_batches(self.now_ms(), force=True)
+        await self._close_batches(force=True)
+        if self._held.checkpoint is not None or len(self._held):
+            log.error(
+                "exiting with %d records held in memory that the full disk did not take",
+                len(self._held),
+            )
         if not self.uplink.connected.is_set():
             return
         self.uplink.idle.clear()

@@ -31,6 +31,14 @@ REASON_INTERVAL = "interval"
 REASON_STOP = "stop"
 REASON_REPLAY_DONE = "replay_done"
 
+# Keys about the outbox's disk, in snapshots and read back by ``status --human``.
+DISK_FULL = "disk_full"  # state key: the last outbox write failed for lack of space
+DISK_FREE_BYTES = "disk_free_bytes"
+DISK_RESERVE_BYTES = "disk_reserve_bytes"
+OUTBOX_WRITE_FAILURES = "outbox_write_failures"
+OUTBOX_HELD_RECORDS = "outbox_held_records"
+OUTBOX_DROPPED_HELD = "outbox_dropped_held"
+
 
 def bus_frames_key(bus: str) -> str:
     """The counter name the tracker reads a bus's cumulative frame count from."""

@@ -14,6 +14,14 @@ from pathlib import Path
 from urllib.parse import quote
 
 from edge_agent.errors import OutboxError
+from edge_agent.health import (
+    DISK_FREE_BYTES,
+    DISK_FULL,
+    DISK_RESERVE_BYTES,
+    OUTBOX_DROPPED_HELD,
+    OUTBOX_HELD_RECORDS,
+    OUTBOX_WRITE_FAILURES,
+)
 from edge_agent.outbox import (
     APPLICATION_ID,
     BATCH_TOTALS_SQL,
@@ -25,6 +33,7 @@ from edge_agent.outbox import (
     META_NEXT_SEQ,
     SCHEMA_VERSION,
     STAGED_TOTALS_SQL,
+    filesystem_free_bytes,
 )
 
 
@@ -67,13 +76,21 @@ def _query(db: sqlite3.Connection, path: Path, now_ms: int) -> dict[str, object]
     }
 
 
-def read_status(path: Path, now_ms: int) -> dict[str, object]:
+def read_status(path: Path, now_ms: int, reserve_bytes: int | None = None) -> dict[str, object]:
     """The outbox's state as a JSON-able dict: pending batches and bytes, staged records,
     age of the oldest pending record, highest acknowledged seq, drop counters by cause,
-    epoch and the latest health snapshot (or None). Raises OutboxError if the file is
-    missing, not an outbox, or unreadable."""
+    epoch and the latest health snapshot (or None); and, measured now, the free bytes on
+    the outbox's filesystem with the configured reserve. Raises OutboxError if the file
+    is missing, not an outbox, or unreadable."""
     if not path.is_file():
         raise OutboxError(f"no outbox file at {path}")
+    report = _read(path, now_ms)
+    report[DISK_FREE_BYTES] = filesystem_free_bytes(path)
+    report[DISK_RESERVE_BYTES] = reserve_bytes
+    return report
+
+
+def _read(path: Path, now_ms: int) -> dict[str, object]:
     uri = f"file:{quote(str(path.resolve()))}?mode=ro"
     try:
         with closing(sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)) as db:
@@ -136,6 +153,9 @@ def headline(report: Mapping[str, object], now_ms: int) -> list[str]:
     problems: list[str] = []
     if isinstance(health, Mapping):
         values = health.get("values") or {}
+    if disk_full(report, values):
+        problems.append("DISK FULL")
+    if isinstance(health, Mapping):
         if values.get("camera_failsafe") is True:
             problems.append("CAMERA FAILSAFE")
         if values.get("camera_tamper") is True:
@@ -157,6 +177,16 @@ def headline(report: Mapping[str, object], now_ms: int) -> list[str]:
         if taken is not None and now_ms - taken > STALE_INTERVALS * interval_s * 1000:
             problems.append("STALE")
     return problems or ["OK"]
+
+
+def disk_full(report: Mapping[str, object], values: Mapping[str, object]) -> bool:
+    """The last snapshot says outbox writes fail for lack of space, or the filesystem has
+    less than the reserve free now (the outbox evicts to make room: data is being lost)."""
+    if values.get(DISK_FULL) is True:
+        return True
+    free = _num(report.get(DISK_FREE_BYTES))
+    reserve = _num(report.get(DISK_RESERVE_BYTES))
+    return free is not None and reserve is not None and free < reserve
 
 
 def format_human(report: Mapping[str, object], now_ms: int) -> str:
@@ -202,6 +232,7 @@ def format_human(report: Mapping[str, object], now_ms: int) -> str:
         )
     )
     rows.append(("acked seq", f"{report.get('highest_acked_seq')} (next {report.get('next_seq')})"))
+    rows.append(("disk space", _disk_line(report, values)))
     dropped = report.get("dropped")
     if isinstance(dropped, Mapping) and dropped:
         rows.append(("dropped", ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))))
@@ -231,7 +262,7 @@ def format_human(report: Mapping[str, object], now_ms: int) -> str:
                     f"{values.get(f'bus_{bus}_decode_errors', 0)} decode errors",
                 )
             )
-        rows.append(("disk free", human_bytes(values.get("disk_free_bytes"))))
+        rows.append(("disk free", human_bytes(values.get(DISK_FREE_BYTES))))
         cpu_pct = _num(values.get("cpu_pct"))
         rows.append(
             (
@@ -243,6 +274,24 @@ def format_human(report: Mapping[str, object], now_ms: int) -> str:
         rows.append(("memory", human_bytes(values.get("rss_bytes")) + " resident"))
     width = max(len(k) for k, _ in rows) + 1
     return "\n".join(f"{k + ':':<{width}} {v}" for k, v in rows)
+
+
+def _disk_line(report: Mapping[str, object], values: Mapping[str, object]) -> str:
+    """Free space now (the outbox figures are read now too), then the snapshot's count of
+    writes that failed for space."""
+    line = (
+        f"{human_bytes(report.get(DISK_FREE_BYTES))} free now, "
+        f"reserve {human_bytes(report.get(DISK_RESERVE_BYTES))}"
+    )
+    failures = _num(values.get(OUTBOX_WRITE_FAILURES)) or 0
+    held = _num(values.get(OUTBOX_HELD_RECORDS)) or 0
+    dropped = _num(values.get(OUTBOX_DROPPED_HELD)) or 0
+    if failures or held or dropped:
+        line += (
+            f", {failures:.0f} writes failed for space, {held:.0f} records held in memory, "
+            f"{dropped:.0f} dropped"
+        )
+    return line
 
 
 def _yes_no(value: object) -> str:
