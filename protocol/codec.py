@@ -18,6 +18,7 @@ from protocol.envelope import (
     K_HEALTH,
     K_RAW_FRAMES,
     K_SIGNAL_SAMPLES,
+    SUPPORTED_VERSIONS,
     BatchHeader,
     BatchIdentity,
     RecordCounts,
@@ -30,6 +31,7 @@ from protocol.errors import (
     TOO_LARGE_DECOMPRESSED,
     PayloadTooLarge,
     ProtocolError,
+    UnsupportedSchemaVersion,
 )
 from protocol.limits import (
     DEFAULT_LIMITS,
@@ -81,6 +83,9 @@ def _split(fields: dict[str, object]) -> tuple[dict[str, object], bytes]:
 def _header(payload: Payload, limits: Limits) -> tuple[BatchHeader, bytes, BatchIdentity]:
     fields = _envelope(payload, limits)
     identity = identity_from_wire(fields)
+    if identity.schema_version not in SUPPORTED_VERSIONS:
+        # Before ``body`` is looked at: a later version may not have it (PROTOCOL.md 3.2).
+        raise UnsupportedSchemaVersion(identity.schema_version, identity=identity)
     try:
         header_fields, frame = _split(fields)
         return header_from_wire(header_fields), frame, identity

@@ -3,11 +3,18 @@
 Decoding turns every msgpack failure into a ProtocolError and closes the gaps a lenient
 decoder leaves open: duplicate map keys (two consumers could read different values), map keys
 that are not strings, ext types, and unbounded lengths.
+
+msgpack-python decodes the timestamp extension (type -1) itself, without calling
+``ext_hook``; a timestamp where a time belongs would then pass the envelope and be
+reported as a wrong-typed field. An ext length limit of 0 makes the unpacker refuse every
+ext with data, the timestamp included, before it decodes anything; a data-less ext of any
+other type still reaches ``ext_hook``, and a data-less timestamp is invalid msgpack. This
+costs nothing per value, unlike checking every decoded map value and array element.
 """
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Final, NoReturn
 
 import msgpack
 
@@ -40,6 +47,11 @@ def _reject_ext(code: int, data: bytes) -> NoReturn:
     raise MalformedPayload(BAD_MSGPACK, f"ext type {code} is not allowed")
 
 
+# No ext type is allowed, so none may carry data (see the module docstring).
+_MAX_EXT_LEN: Final = 0
+_EXT_LIMIT_MESSAGE: Final = "max_ext_len"
+
+
 def unpack(
     data: bytes | bytearray,
     *,
@@ -57,6 +69,7 @@ def unpack(
             strict_map_key=True,
             object_pairs_hook=_pairs_to_dict,
             ext_hook=_reject_ext,
+            max_ext_len=_MAX_EXT_LEN,
             max_str_len=max_str_len,
             max_bin_len=max_bin_len,
             max_array_len=max_array_len,
@@ -64,8 +77,12 @@ def unpack(
         )
     except ValueError as exc:
         # msgpack reports every failure as a ValueError (incomplete input, extra data, bad
-        # format, nesting too deep, invalid UTF-8); only the length caps say "exceeds max_".
-        if "exceeds max_" in str(exc):
+        # format, nesting too deep, invalid UTF-8); only the length caps say "exceeds max_",
+        # and the ext cap is not a size limit but the ban on ext types.
+        message = str(exc)
+        if _EXT_LIMIT_MESSAGE in message:
+            raise MalformedPayload(BAD_MSGPACK, "ext types are not allowed") from None
+        if "exceeds max_" in message:
             raise PayloadTooLarge(TOO_LARGE_ELEMENT, str(exc)) from None
         raise MalformedPayload(BAD_MSGPACK, str(exc)[:200]) from None
 

@@ -256,10 +256,12 @@ def test_bad_msgpack_envelope(payload: bytes) -> None:
 
 
 def test_timestamp_ext_is_not_a_time() -> None:
+    # An ext type like any other (PROTOCOL.md section 1), although msgpack decodes it.
     header, body = full_wire()
-    with pytest.raises(InvalidField) as caught:
+    with pytest.raises(MalformedPayload) as caught:
         decode_batch(join({**header, "t0": msgpack.Timestamp(1)}, body))
-    assert caught.value.reason == "bad_field:t0"
+    assert caught.value.reason == "bad_msgpack"
+    assert caught.value.identity is None
 
 
 def test_body_not_binary() -> None:
