@@ -65,7 +65,12 @@ from edge_agent.outbox import EVICTED_RECORDS, Outbox, OutboxFullError, OutboxSt
 from edge_agent.pipeline import Pipeline
 from edge_agent.sdnotify import Notifier, WatchdogGate
 from edge_agent.sources import BusSource, FrameLike, ReplaySource
-from edge_agent.uplink import Uplink, UplinkSettings
+from edge_agent.uplink import (
+    HEALTH_LINK_RATE,
+    HEALTH_PUBLISH_TIMEOUTS,
+    Uplink,
+    UplinkSettings,
+)
 from protocol.records import Event, GnssFix, Health, Scalar
 
 log = logging.getLogger(__name__)
@@ -449,6 +454,8 @@ class Agent:
             "uplink_acked_batches": up.acked_batches,
             "puback_rtt_ms": up.last_puback_rtt_ms,
             "ack_rtt_ms": up.last_ack_rtt_ms,
+            HEALTH_LINK_RATE: up.link_rate_bytes_per_s,
+            HEALTH_PUBLISH_TIMEOUTS: up.publish_timeouts,
             "bytes_sent_today": self._bytes_today.update(day, up.published_bytes),
         }
         for cause in (*EVICTION_CAUSE.values(), EVICTED_RECORDS, EVICTED_FOR_SPACE):

@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.5
 # Publish times kept for the end-to-end ack round trip; the oldest go first beyond this.
 MAX_TRACKED_PUBLISHES = 4096
+# Health keys for the link-rate policy (docs/health.md).
+HEALTH_LINK_RATE: Final = "uplink_rate_bytes_per_s"
+HEALTH_PUBLISH_TIMEOUTS: Final = "uplink_publish_timeouts"
 
 
 class UplinkError(AgentError):
