@@ -44,6 +44,9 @@ TOO_LARGE_COMPRESSED: Final = "too_large_compressed"
 UNKNOWN_VERSION: Final = "unknown_version"
 # A header or status time below 0: the sender's clock is set before 1970.
 TIME_BEFORE_1970: Final = "time_before_1970"
+# Every reason above that the protocol package does not define (PROTOCOL.md section 8
+# lists them; a test checks the list against this tuple).
+REASONS: Final = (WRONG_FLEET, WRONG_VEHICLE, UNEXPECTED_CHANNEL, TIME_BEFORE_1970)
 
 # Wire keys of the times whose negative value means a clock before 1970.
 _TIME_KEYS: Final = frozenset({"t", "t0", "t1", "sent"})

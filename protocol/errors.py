@@ -10,8 +10,8 @@ Reasons:
 - ``too_large_decompressed``: the body would decompress to more than the body limit.
 - ``too_large_payload``: an ack or status payload exceeds its (small) size limit.
 - ``too_large_element``: a msgpack string, binary, array or map exceeds its length limit.
-- ``bad_msgpack``: not valid msgpack, trailing bytes, an ext type, invalid UTF-8,
-  a non-string or duplicate map key, or the top level is not a map.
+- ``bad_msgpack``: not valid msgpack, trailing bytes, an ext type (the timestamp type -1
+  too), invalid UTF-8, a non-string or duplicate map key, or the top level is not a map.
 - ``bad_zstd``: the body is not exactly one valid zstd frame of the allowed kind.
 - ``unknown_version``: the schema version is not one this code reads.
 - ``unknown_field``: a map has a key the schema version does not define.
@@ -39,6 +39,22 @@ BAD_FIELD_PREFIX = "bad_field:"
 BAD_TOPIC = "bad_topic"
 BAD_CHANNEL = "bad_channel"
 BAD_ID_PREFIX = "bad_id:"
+
+# Every reason above: the fixed ones, and the prefixes of those completed by a name
+# (``bad_field:`` by a field path, ``bad_id:`` by ``fleet`` or ``vehicle``).
+REASONS = (
+    TOO_LARGE_COMPRESSED,
+    TOO_LARGE_DECOMPRESSED,
+    TOO_LARGE_PAYLOAD,
+    TOO_LARGE_ELEMENT,
+    BAD_MSGPACK,
+    BAD_ZSTD,
+    UNKNOWN_VERSION,
+    UNKNOWN_FIELD,
+    BAD_TOPIC,
+    BAD_CHANNEL,
+)
+REASON_PREFIXES = (BAD_FIELD_PREFIX, BAD_ID_PREFIX)
 
 
 class ProtocolError(Exception):
