@@ -364,3 +364,63 @@ async def test_reopen_keeps_data_and_migrations(store_url: str) -> None:
 async def test_bad_url(url: str, match: str) -> None:
     with pytest.raises(StoreError, match=match):
         await open_store(url)
+
+
+
+async def _quarantine_rows(store_url: str, sql: str) -> list[tuple[Any, ...]]:
+    if store_url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(store_url[len("sqlite://") :]) as db:
+            return [tuple(r) for r in db.execute(sql)]
+    import asyncpg
+
+    con = await asyncpg.connect(store_url)
+    try:
+        return [tuple(r) for r in await con.fetch(sql)]
+    finally:
+        await con.close()
+
+
+async def test_unknown_version_batches_are_kept_whole_beyond_the_daily_quota(
+    store_url: str,
+) -> None:
+    """A newer agent's batches are valid data the taxi deletes once acknowledged: the
+    sender's quarantine quota never turns them into a hash and a count."""
+    from cloud_collector.store.base import QUARANTINE_OVER_CAP, QuarantineLimits
+    from cloud_collector.validate import UNKNOWN_VERSION
+    from protocol import encode_batch, peek_identity
+
+    limits = QuarantineLimits(max_per_sender_day=2, max_bytes_per_sender_day=1 << 20)
+    topic = "fleet/seoul/taxi-1/batch"
+    payloads = [encode_batch(batch(seq)) for seq in range(1, 6)]
+    store = await open_store(store_url)
+    try:
+        for seq, payload in enumerate(payloads, 1):
+            result = await store.quarantine_batch(
+                identity=peek_identity(payload),
+                topic=topic,
+                payload=payload,
+                reason=UNKNOWN_VERSION,
+                received_ms=T0,
+                limits=limits,
+            )
+            assert result.contiguous_seq == seq
+        # Junk from the same sender is still held to its quota, which the batches used up.
+        outcome = await store.quarantine(
+            topic=topic,
+            payload=b"junk",
+            reason="bad_msgpack",
+            received_ms=T0,
+            fleet="seoul",
+            vehicle="taxi-1",
+            limits=limits,
+        )
+        assert outcome == QUARANTINE_OVER_CAP
+    finally:
+        await store.close()
+    rows = await _quarantine_rows(
+        store_url, "SELECT reason, payload FROM quarantine ORDER BY received_ms, size"
+    )
+    assert sorted(bytes(r[1]) for r in rows) == sorted(payloads)
+    assert {r[0] for r in rows} == {UNKNOWN_VERSION}

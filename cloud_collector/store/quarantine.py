@@ -19,7 +19,7 @@ from cloud_collector.store.base import (
     QUARANTINE_STORED,
     QuarantineLimits,
 )
-from cloud_collector.validate import sender_of
+from cloud_collector.validate import UNKNOWN_VERSION, sender_of
 
 if TYPE_CHECKING:
     from cloud_collector.store.engine import Tx
@@ -48,7 +48,10 @@ async def quarantine(
     """Keep what ``limits`` allow of ``payload``; one of ``QUARANTINE_*``.
 
     ``identified``: the payload's identity was readable and is acknowledged end to end,
-    so the taxi deletes it: keep up to ``keep_identified_bytes`` of it."""
+    so the taxi deletes it: keep up to ``keep_identified_bytes`` of it. An identified batch
+    of an unknown schema version is always kept whole, over the quota too: it is a newer
+    agent's valid data, to be processed after an upgrade (PROTOCOL.md 3.2), and the taxi
+    no longer has it once acknowledged."""
     digest = hashlib.sha256(payload).digest()
     topic = topic[:MAX_TOPIC_CHARS]
     if retained and await tx.fetch(
@@ -68,11 +71,12 @@ async def quarantine(
         "INSERT INTO quarantine_budget (sender, day) VALUES (?, ?) ON CONFLICT DO NOTHING",
         sender, day,
     )  # fmt: skip
+    exempt = identified and reason == UNKNOWN_VERSION
     granted = await tx.fetch(
         "UPDATE quarantine_budget SET stored = stored + 1, stored_bytes = stored_bytes + ?"
-        " WHERE sender = ? AND day = ? AND stored < ? AND stored_bytes + ? <= ?"
+        " WHERE sender = ? AND day = ? AND (? OR (stored < ? AND stored_bytes + ? <= ?))"
         " RETURNING stored",
-        len(kept), sender, day, limits.max_per_sender_day, len(kept),
+        len(kept), sender, day, exempt, limits.max_per_sender_day, len(kept),
         limits.max_bytes_per_sender_day,
     )  # fmt: skip
     if not granted:
