@@ -382,7 +382,13 @@ async def test_backlog_over_a_2_kbyte_per_s_link_is_sent_once(tmp_path: Path) ->
             consumer.stop(proc)
     results = consumer.load_results(tmp_path / "c.db")
     assert len(results.receipts) == 10
-    assert results.duplicates == 0
-    assert uplink.counters.disconnects == 0
-    # MQTT framing, the connect and the status messages add well under 10 %.
-    assert sent < backlog * 1.1, (sent, backlog)
+    figures = {
+        "duplicates": results.duplicates,
+        "disconnects": uplink.counters.disconnects,
+        "bytes_up": sent,
+        "backlog_bytes": backlog,
+    }
+    assert results.duplicates == 0, figures
+    assert uplink.counters.disconnects == 0, figures  # no publish timed out
+    # MQTT framing, the connect and the status messages add a few %; nothing is sent twice.
+    assert sent < backlog * 1.05, figures

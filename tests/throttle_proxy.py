@@ -6,10 +6,11 @@ Usage (inside a running event loop)::
         ... connect to proxy.port ...
         proxy.bytes_up, proxy.bytes_down
 
-Each direction of each connection gets its own ``rate_bytes_per_s``. The proxy reads only
-as fast as it forwards (at most one tick's worth of bytes at a time), so what the sender
-wrote beyond that waits in the kernel's socket buffers, as it would in a modem's: memory
-stays bounded and the sender sees the link's real pace in its PUBACKs.
+Each direction is one link of ``rate_bytes_per_s``, shared by all connections (a
+reconnect does not get a second link while the old connection's bytes still drain). The
+proxy reads only as fast as it forwards (at most one tick's worth of bytes at a time), so
+what the sender wrote beyond that waits in the kernel's socket buffers, as it would in a
+modem's: memory stays bounded and the sender sees the link's real pace in its PUBACKs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class ThrottleProxy:
         self.bytes_down = 0  # upstream -> client, forwarded
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Per direction (up, down): when the link is free again (event-loop time).
+        self._free_at = {True: 0.0, False: 0.0}
 
     async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(
@@ -84,18 +87,20 @@ class ThrottleProxy:
         per_tick = max(1, round(self.rate * TICK_S))
         try:
             while True:
-                started = loop.time()
                 chunk = await reader.read(per_tick)
                 if not chunk:
                     break
+                # The chunk occupies the link after whatever is already on it; an idle
+                # link banks no credit.
+                start = max(loop.time(), self._free_at[up])
+                self._free_at[up] = start + len(chunk) / self.rate
+                await asyncio.sleep(self._free_at[up] - loop.time())
                 writer.write(chunk)
                 await writer.drain()
                 if up:
                     self.bytes_up += len(chunk)
                 else:
                     self.bytes_down += len(chunk)
-                # Pace from when this chunk was asked for: an idle link does not bank credit.
-                await asyncio.sleep(max(0.0, len(chunk) / self.rate - (loop.time() - started)))
         except (ConnectionError, OSError):
             pass
         finally:
