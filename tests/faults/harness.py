@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -38,6 +39,7 @@ from tests.test_daemon import FIXTURE, MQTT_TUNING, ROOT, make_recording
 
 NMEA = ROOT / "hw_fixtures" / "drives" / "drive.nmea"
 FLEET = "test-fleet"
+DRIVE_S = 106.0  # length of the fixture drive
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Taxi:
     dir: Path
     config: Path
     recording: Path
+    outbox: Path
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def cmd(self, *args: str) -> list[str]:
@@ -67,6 +70,32 @@ class Taxi:
         )
         self.procs.append(proc)
         return proc
+
+    def status(self) -> dict[str, object]:
+        """``edge-agent status``: the outbox as the agent left it (readable while it runs)."""
+        done = subprocess.run(
+            self.cmd("status"), capture_output=True, text=True, timeout=30, check=False
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        report: dict[str, object] = json.loads(done.stdout)
+        return report
+
+    def wait_backlog(self, timeout_s: float) -> int:
+        """Until the outbox stops growing (the replay has read its recording): the number
+        of batches pending."""
+        deadline = time.monotonic() + timeout_s
+        last = -1
+        while time.monotonic() < deadline:
+            if not self.outbox.exists():  # the agent has not opened it yet
+                time.sleep(0.2)
+                continue
+            pending = self.status().get("pending_batches")
+            assert isinstance(pending, int)
+            if pending == last and pending > 0:
+                return pending
+            last = pending
+            time.sleep(1.0)
+        raise AssertionError(f"{self.vehicle}: the outbox still grows after {timeout_s} s")
 
     def kill(self) -> None:
         for proc in self.procs:
@@ -135,7 +164,7 @@ def fleet(
                 nmea=NMEA if gnss else None,
             )
         )
-        taxis.append(Taxi(vid, d, config, rec))
+        taxis.append(Taxi(vid, d, config, rec, outbox))
     return taxis
 
 
@@ -144,24 +173,31 @@ _SLICES = Path(os.environ.get("TMPDIR", "/tmp")) / f"fault-slices-{os.getpid()}"
 
 @cache
 def _slice(seconds: float, start_s: float) -> Path:
-    """The drive from ``start_s`` for ``seconds``, written once per process."""
+    """The drive from ``start_s`` for ``seconds``, written once per process. Past the
+    drive's end it starts over, its times shifted on, as one long drive (a backlog of
+    hours from the 106 s fixture)."""
     _SLICES.mkdir(parents=True, exist_ok=True)
     path = _SLICES / f"drive-{start_s:g}-{seconds:g}.log"
-    if start_s == 0:
+    if start_s == 0 and seconds <= DRIVE_S:
         return make_recording(path, seconds)
-    out: list[str] = []
-    first: float | None = None
+    frames: list[tuple[float, str]] = []
     with FIXTURE.open() as lines:
         for line in lines:
-            stamp = float(line.split(maxsplit=1)[0][1:-1])
-            first = stamp if first is None else first
-            if stamp - first < start_s:
-                continue
-            if stamp - first > start_s + seconds:
-                break
-            out.append(line)
-    path.write_text("".join(out))
-    return path
+            stamp_text, rest = line.split(maxsplit=1)
+            frames.append((float(stamp_text[1:-1]), rest))
+    first, last = frames[0][0], frames[-1][0]
+    period = last - first + 0.01
+    with path.open("w") as out:
+        lap = 0
+        while True:
+            for stamp, rest in frames:
+                t = stamp - first + lap * period
+                if t < start_s:
+                    continue
+                if t > start_s + seconds:
+                    return path
+                out.write(f"({first + t:.6f}) {rest}")
+            lap += 1
 
 
 def expected(taxis: Sequence[Taxi]) -> Produced:

@@ -101,7 +101,9 @@ class Stored:
 
     records: list[RecordId] = field(default_factory=list)
     values: dict[RecordId, list[float | None]] = field(default_factory=dict)
-    health: list[tuple[str, int]] = field(default_factory=list)  # (vehicle, time_ms)
+    # (vehicle, time_ms, the snapshot's values as stored): two agents of one vehicle may
+    # stamp two different snapshots with the same millisecond.
+    health: list[tuple[str, int, str]] = field(default_factory=list)
     kinds: frozenset[str] = frozenset({EVENT, SAMPLE, GNSS})
 
 
@@ -118,7 +120,7 @@ def _fill(
         out.records.append(key)
         out.values.setdefault(key, []).append(None if value is None else float(str(value)))
     out.records += [(str(v), GNSS, "", int(str(ms))) for v, ms in gnss]
-    out.health += [(str(v), int(str(ms))) for v, ms in health]
+    out.health += [(str(v), int(str(ms)), str(values)) for v, ms, values in health]
     return out
 
 
@@ -131,7 +133,7 @@ def read_collector_sqlite(path: Path) -> Stored:
             db.execute("SELECT vehicle, type, time_ms FROM events ORDER BY id"),
             db.execute("SELECT vehicle, name, time_ms, value FROM samples ORDER BY rowid"),
             db.execute("SELECT vehicle, time_ms FROM gnss ORDER BY rowid"),
-            db.execute("SELECT vehicle, time_ms FROM health ORDER BY rowid"),
+            db.execute('SELECT vehicle, time_ms, "values" FROM health ORDER BY rowid'),
         )
     finally:
         db.close()
@@ -150,7 +152,7 @@ def read_collector_postgres(url: str) -> Stored:
                     "SELECT vehicle, type, time_ms FROM events ORDER BY id",
                     "SELECT vehicle, name, time_ms, value FROM samples ORDER BY ctid",
                     "SELECT vehicle, time_ms FROM gnss ORDER BY ctid",
-                    "SELECT vehicle, time_ms FROM health ORDER BY ctid",
+                    'SELECT vehicle, time_ms, "values"::text FROM health ORDER BY ctid',
                 )
             ]
             return _fill(Stored(), *rows)
@@ -266,13 +268,13 @@ def compare(want: Produced, got: Stored, window: tuple[int, int] | None = None) 
     reordered = _inversions((_stream(r), r[3]) for r in stored_list)
     health = [h for h in got.health if h[0] in vehicles and window is None]
     health_doubled = Counter(health) - Counter(set(health))
-    health_reordered = _inversions(health)
+    health_reordered = _inversions((v, t) for v, t, _ in health)
     examples = [f"lost {k} x{n}" for k, n in list(lost.items())[:5]]
     examples += [f"doubled {k} x{n}" for k, n in list(doubled.items())[:5]]
     examples += [f"unexpected {k} x{n}" for k, n in list(unexpected.items())[:5]]
     examples += [f"altered {k}: produced {w}, stored {v}" for k, w, v in altered[:5]]
     examples += [f"reordered {s} t={t} after t={seen}" for s, t, seen in reordered[:5]]
-    examples += [f"health doubled {k} x{n + 1}" for k, n in list(health_doubled.items())[:5]]
+    examples += [f"health doubled {k[:2]} x{n + 1}" for k, n in list(health_doubled.items())[:5]]
     return Report(
         produced=sum(expected.values()),
         stored=len(stored_list),

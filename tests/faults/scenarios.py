@@ -56,12 +56,12 @@ class Size:
 
 
 SUITE = Size(
-    "suite", vehicles=2, recording_s=20, speed=4, partition_s=1, stall_s=3, sigstop_s=4,
-    pg_stop_s=3, kills=22, broker_restarts=3, backlog_s=10,
+    "suite", vehicles=2, recording_s=16, speed=4, partition_s=1, stall_s=2, sigstop_s=3,
+    pg_stop_s=3, kills=22, broker_restarts=3, backlog_s=16,
 )  # fmt: skip
 BENCH = Size(
     "bench", vehicles=5, recording_s=106, speed=1, partition_s=600, stall_s=60, sigstop_s=60,
-    pg_stop_s=30, kills=22, broker_restarts=5, backlog_s=106,
+    pg_stop_s=30, kills=22, broker_restarts=5, backlog_s=1800,
 )  # fmt: skip
 
 
@@ -116,7 +116,7 @@ def _with_link(
     workdir: Path,
     size: Size,
     scenario: str,
-    fault: Callable[[LinkProxy], float],
+    fault: Callable[[LinkProxy, list[Taxi]], float],
     *,
     taxis_n: int | None = None,
     recording_s: float | None = None,
@@ -124,8 +124,8 @@ def _with_link(
     fault_s: float = 0.0,
 ) -> Outcome:
     """Broker, collector, and taxis that reach the broker through the impairment proxy;
-    ``fault(link)`` runs while they replay and returns when the fault ends (the monotonic
-    time it ended)."""
+    ``fault(link, taxis)`` runs while they replay and returns when the fault ends (the
+    monotonic time it ended)."""
     t0 = time.monotonic()
     with (
         MosquittoHarness(workdir, persistence=True) as broker,
@@ -140,7 +140,7 @@ def _with_link(
         procs = [t.replay(speed=size.speed if speed is None else speed, timeout_s=timeout)
                  for t in taxis]  # fmt: skip
         try:
-            healed = fault(link)
+            healed = fault(link, taxis)
             finish_all(procs, timeout + 30)
             drain = time.monotonic() - healed
             report = collector.compare(expected(taxis))
@@ -159,7 +159,7 @@ def partition(workdir: Path, size: Size, mode: str = REFUSE) -> Outcome:
     """The link partitioned (``refuse``: connections reset and refused; ``blackhole``:
     bytes vanish, connections look open) for ``partition_s``, mid-replay."""
 
-    def fault(link: LinkProxy) -> float:
+    def fault(link: LinkProxy, _taxis: list[Taxi]) -> float:
         time.sleep(2.5)  # the taxis are connected and publishing
         link.partition(mode)
         time.sleep(size.partition_s)
@@ -172,7 +172,7 @@ def partition(workdir: Path, size: Size, mode: str = REFUSE) -> Outcome:
 def stall(workdir: Path, size: Size) -> Outcome:
     """Nothing moves for ``stall_s`` while every socket stays open."""
 
-    def fault(link: LinkProxy) -> float:
+    def fault(link: LinkProxy, _taxis: list[Taxi]) -> float:
         time.sleep(2.5)  # the taxis are connected and publishing
         link.stall(True)
         time.sleep(size.stall_s)
@@ -186,7 +186,7 @@ def bad_link(workdir: Path, size: Size) -> Outcome:
     """150 ms latency, 100 ms jitter and a connection drop every 2 s on average, for the
     whole replay; the link turns good once the taxis have read their recordings."""
 
-    def fault(link: LinkProxy) -> float:
+    def fault(link: LinkProxy, _taxis: list[Taxi]) -> float:
         link.set(latency_s=0.15, jitter_s=0.1, drop_every_s=2.0)
         time.sleep(size.recording_s / (size.speed or 50.0) + 1.0)
         link.set(latency_s=0.0, jitter_s=0.0, drop_every_s=0.0)
@@ -199,18 +199,22 @@ def slow_link_backlog(workdir: Path, size: Size) -> Outcome:
     """A backlog of ``backlog_s`` seconds of drive built while the link is down, then
     drained over a link capped at ``rate_bytes_per_s`` (2 kB/s) with 300 ms latency."""
 
-    def fault(link: LinkProxy) -> float:
+    backlog: dict[str, object] = {}
+
+    def fault(link: LinkProxy, taxis: list[Taxi]) -> float:
         link.partition(REFUSE)
-        time.sleep(4.0)  # the taxis read their recordings into their outboxes meanwhile
+        # The taxi reads its recording into its outbox meanwhile.
+        backlog["backlog_batches"] = taxis[0].wait_backlog(60 + size.backlog_s)
         link.set(rate_bytes_per_s=size.rate_bytes_per_s, latency_s=0.3)
         link.partition(None)
         return time.monotonic()
 
     out = _with_link(
         workdir, size, "bandwidth_2kBps_backlog", fault, taxis_n=1,
-        recording_s=size.backlog_s, speed=0, fault_s=size.backlog_s * 3,
+        recording_s=size.backlog_s, speed=0, fault_s=size.backlog_s,
     )  # fmt: skip
     out.figures["rate_bytes_per_s"] = size.rate_bytes_per_s
+    out.figures.update(backlog)
     return out
 
 
@@ -361,7 +365,7 @@ def two_agents_one_vehicle(workdir: Path, size: Size) -> Outcome:
     t0 = time.monotonic()
     # Two stretches of the drive with urgent events a few seconds apart (ldw at 19 and
     # 25 s; fcw, harsh braking at 65 and 71 s): both agents send during the whole run.
-    half = min(size.recording_s / 2, 40.0)
+    half = min(max(size.recording_s / 2, 10.0), 40.0)
     starts = (17.0, 64.0)
     with (
         MosquittoHarness(workdir, persistence=True) as broker,

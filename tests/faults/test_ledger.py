@@ -67,12 +67,13 @@ def test_altered_values_and_health_doubles() -> None:
     want = _produced()
     got = _stored(list(want.records))
     got.values[("a", SAMPLE, "vehicle_speed", 200)] = [99.0]
-    got.health = [("a", 1000), ("a", 2000), ("a", 2000), ("a", 1500)]
+    got.health = [("a", 1000, "{}"), ("a", 2000, "{}"), ("a", 2000, "{}"), ("a", 1500, "{}")]
+    got.health.append(("a", 2000, '{"other": 1}'))  # another snapshot, same millisecond
     report = compare(want, got)
     assert report.altered == 1
     assert report.health_doubled == 1
     assert report.health_reordered == 1
-    assert report.health_stored == 4
+    assert report.health_stored == 5
     report_without_clock = compare(want, _stored(list(want.records)))
     report_without_clock.assert_clean(health_order=False)
 
