@@ -52,12 +52,15 @@ class Size:
     kills: int
     broker_restarts: int
     backlog_s: float  # seconds of drive in the backlog sent over the 2 kB/s link
+    # Where in the drive the taxis start: the suite's short stretch from 17 s holds lane
+    # departures and a headway warning (the drive's first 17 s have no event).
+    start_s: float = 0.0
     rate_bytes_per_s: int = 2048
 
 
 SUITE = Size(
     "suite", vehicles=2, recording_s=16, speed=4, partition_s=1, stall_s=2, sigstop_s=3,
-    pg_stop_s=3, kills=22, broker_restarts=3, backlog_s=16,
+    pg_stop_s=3, kills=22, broker_restarts=3, backlog_s=16, start_s=17,
 )  # fmt: skip
 BENCH = Size(
     "bench", vehicles=5, recording_s=106, speed=1, partition_s=600, stall_s=60, sigstop_s=60,
@@ -134,7 +137,7 @@ def _with_link(
     ):
         taxis = fleet(
             workdir, link.port, taxis_n or size.vehicles,
-            recording_s=recording_s or size.recording_s,
+            recording_s=recording_s or size.recording_s, start_s=size.start_s,
         )  # fmt: skip
         timeout = _replay_timeout(size, fault_s)
         procs = [t.replay(speed=size.speed if speed is None else speed, timeout_s=timeout)
@@ -227,7 +230,9 @@ def broker_restart(workdir: Path, size: Size, *, persistence: bool) -> Outcome:
         MosquittoHarness(workdir, persistence=persistence) as broker,
         Collector(workdir, broker.port) as collector,
     ):
-        taxis = fleet(workdir, broker.port, size.vehicles, recording_s=size.recording_s)
+        taxis = fleet(
+            workdir, broker.port, size.vehicles, recording_s=size.recording_s, start_s=size.start_s
+        )
         timeout = _replay_timeout(size, 30)
         procs = [t.replay(speed=size.speed, timeout_s=timeout) for t in taxis]
         try:
@@ -257,7 +262,9 @@ def collector_sigstop(workdir: Path, size: Size) -> Outcome:
         MosquittoHarness(workdir, persistence=True) as broker,
         Collector(workdir, broker.port) as collector,
     ):
-        taxis = fleet(workdir, broker.port, size.vehicles, recording_s=size.recording_s)
+        taxis = fleet(
+            workdir, broker.port, size.vehicles, recording_s=size.recording_s, start_s=size.start_s
+        )
         timeout = _replay_timeout(size, size.sigstop_s)
         procs = [t.replay(speed=size.speed, timeout_s=timeout) for t in taxis]
         try:
@@ -290,7 +297,13 @@ def postgres_stopped(workdir: Path, size: Size) -> Outcome:
     ):
         url = pg.create_database("faults")
         with Collector(workdir, broker.port, url) as collector:
-            taxis = fleet(workdir, broker.port, size.vehicles, recording_s=size.recording_s)
+            taxis = fleet(
+                workdir,
+                broker.port,
+                size.vehicles,
+                recording_s=size.recording_s,
+                start_s=size.start_s,
+            )
             timeout = _replay_timeout(size, size.pg_stop_s)
             procs = [t.replay(speed=size.speed, timeout_s=timeout) for t in taxis]
             restarts = 0
@@ -336,7 +349,9 @@ def agent_killed(workdir: Path, size: Size, seed: int = 20260302) -> Outcome:
         MosquittoHarness(workdir, persistence=True) as broker,
         Collector(workdir, broker.port) as collector,
     ):
-        taxis = fleet(workdir, broker.port, size.vehicles, recording_s=size.recording_s)
+        taxis = fleet(
+            workdir, broker.port, size.vehicles, recording_s=size.recording_s, start_s=size.start_s
+        )
         kills = 0
         try:
             for _ in range(size.kills):
@@ -433,14 +448,13 @@ def clock_jump(workdir: Path, size: Size, *, ahead: str = "+1d") -> Outcome:
         LinkProxy(broker.port) as link,
         Collector(workdir, broker.port) as collector,
     ):
-        taxis = fleet(workdir, link.port, 1, recording_s=size.recording_s)
+        taxis = fleet(workdir, link.port, 1, recording_s=size.recording_s, start_s=size.start_s)
         env = faketime_env(offset)
         timeout = _replay_timeout(size, 30)
+        collector.pause()  # batches published now stay inside the broker ...
         procs = [t.replay(speed=size.speed, timeout_s=timeout, env=env) for t in taxis]
         try:
-            time.sleep(2.0)
-            collector.pause()  # batches published now stay inside the broker ...
-            time.sleep(2.0)
+            time.sleep(min(size.recording_s / (size.speed or 50.0), 30.0) + 2.0)
             broker.restart()  # ... and are gone: only a re-send brings them back
             collector.resume()
             for t in taxis:  # the gateway restarts the agent (a reboot, a crash) ...
@@ -495,7 +509,10 @@ def small_disk(
             LinkProxy(broker.port) as link,
             Collector(workdir, broker.port) as collector,
         ):
-            taxis = fleet(workdir, link.port, 1, recording_s=size.recording_s, outbox_dir=mount)
+            taxis = fleet(
+                workdir, link.port, 1, recording_s=size.recording_s, start_s=size.start_s,
+                outbox_dir=mount,
+            )  # fmt: skip
             link.partition(REFUSE)
             _fill_disk(mount / "filler", leave_bytes=free_bytes)
             procs = [t.replay(speed=size.speed, timeout_s=_replay_timeout(size, 10))
