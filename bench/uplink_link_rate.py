@@ -51,9 +51,7 @@ async def build_backlog(outbox: Outbox, batches: int, batch_bytes: int) -> int:
         series = SignalSeries("WHL_SPD11.WHL_SPD_FL", times, values)
         await outbox.append(Records(signals=(series,)), start)
         await outbox.close_due_batches(start, force=True)
-    due = await outbox.due_for_publish(
-        T0 + batches * 100_000, limit=batches + 1, resend_after_ms=60_000
-    )
+    due = await outbox.due_for_publish(limit=batches + 1, resend_after_ms=60_000)
     return sum(len(b.payload) for b in due)
 
 

@@ -61,7 +61,14 @@ from edge_agent.health import (
 )
 from edge_agent.holding import HoldingArea
 from edge_agent.nmea import read_nmea
-from edge_agent.outbox import EVICTED_RECORDS, Outbox, OutboxFullError, OutboxStats, Records
+from edge_agent.outbox import (
+    EVICTED_RECORDS,
+    INTEGRITY_COUNTERS,
+    Outbox,
+    OutboxFullError,
+    OutboxStats,
+    Records,
+)
 from edge_agent.pipeline import Pipeline
 from edge_agent.sdnotify import Notifier, WatchdogGate
 from edge_agent.sources import BusSource, FrameLike, ReplaySource
@@ -461,6 +468,8 @@ class Agent:
         for cause in (*EVICTION_CAUSE.values(), EVICTED_RECORDS, EVICTED_FOR_SPACE):
             values[cause] = stats.counters.get(cause, 0)
         values["dropped_invalid"] = stats.counters.get("dropped_invalid", 0)
+        for name in INTEGRITY_COUNTERS:
+            values[name] = stats.counters.get(name, 0)
         decode_errors = error_frames = 0
         for bus, c in self.pipeline.counters.items():
             values[f"bus_{bus}_fps"] = round(rates.get(bus_frames_key(bus), 0.0), 1)
@@ -545,9 +554,7 @@ class Agent:
 
     async def _pending(self, timeout_s: float) -> str:
         stats = await self.outbox.stats(self.now_ms())
-        due = await self.outbox.due_for_publish(
-            self.now_ms() + 1, limit=1_000_000, resend_after_ms=0
-        )
+        due = await self.outbox.due_for_publish(limit=1_000_000, resend_after_ms=0)
         seqs = _ranges(sorted(b.seq for b in due))
         link = "connected" if self.uplink.connected.is_set() else "not connected"
         return (

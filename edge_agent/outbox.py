@@ -5,6 +5,20 @@ into wire batches with ``(epoch, seq)`` by the policy in ``edge_agent.batching``
 until the collector's end-to-end ack (``acknowledge``) or eviction deletes them. Each
 public method is one SQLite transaction.
 
+Scheduling (a lane's batch age, the resend timer) runs on the *outbox clock*: milliseconds
+the outbox has been open, summed over its runs (``_clock_ms``). It is monotonic, so a wall
+clock stepped back or forward by a day changes nothing, and it survives restarts because
+it continues from the highest value stored (it pauses while the agent is not running).
+Wall time only stamps records.
+
+A pair ``(epoch, seq)`` is never issued twice. After an unclean shutdown (no clean-close
+marker: killed, power cut) the last commits may be lost if the storage lied about them or
+the WAL was damaged; reissuing their seqs with other records would make the collector drop
+the new records as duplicates. So new batches then get a new epoch, while batches already
+closed are still sent under the epoch they were encoded with. Batches are keyed locally by
+a file-wide number (column ``seq``) that keeps counting across epochs; table ``epochs``
+maps ranges of it to ``(epoch, wire seq)``, so switching epochs rewrites no batch.
+
 Durability: ``synchronous=FULL`` (see ``_PRAGMAS``). A power cut loses at most the
 transaction being committed, which the caller never saw succeed.
 """
@@ -20,6 +34,8 @@ import os
 import secrets
 import sqlite3
 import time
+import zlib
+from bisect import bisect_right
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -56,7 +72,7 @@ from edge_agent.errors import OutboxError
 from protocol import wire
 from protocol.batch import Batch
 from protocol.body import Body, body_from_wire, body_to_wire, time_span
-from protocol.codec import encode_batch
+from protocol.codec import decode_batch, encode_batch, peek_identity
 from protocol.errors import ProtocolError
 from protocol.ids import is_valid_id
 from protocol.limits import MAX_ARRAY_LEN, MAX_BODY_BYTES, MAX_HEALTH_VALUES, MAX_TEXT_BYTES
@@ -68,7 +84,7 @@ log = logging.getLogger(__name__)
 # "TXOB" in the database header: a foreign SQLite file (application_id 0 or another value)
 # is recognised and never mistaken for an outbox.
 APPLICATION_ID: Final = 0x54584F42
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 BUSY_TIMEOUT_MS: Final = 5_000
 
 # Keys of the ``meta`` table.
@@ -77,23 +93,39 @@ META_NEXT_SEQ: Final = "next_seq"
 META_ACKED_SEQ: Final = "acked_seq"
 META_CHECKPOINT: Final = "checkpoint"
 META_HEALTH: Final = "latest_health"  # JSON {"time_ms": ..., "values": {...}}
+# Written by a clean close, removed on open: its absence means the last run ended unclean.
+META_CLEAN_CLOSE: Final = "clean_close"
 
 # Counters besides the eviction causes of edge_agent.batching.
 EVICTED_RECORDS: Final = "evicted_records"
 DROPPED_INVALID: Final = "dropped_invalid"
+# Records of batches whose stored bytes no longer match their checksum: removed unsent.
+DROPPED_CORRUPT: Final = "dropped_corrupt"
+# Opens that found the meta values damaged or inconsistent with the stored batches.
+META_REPAIRS: Final = "meta_repairs"
+# New epochs started so that no seq is ever issued twice (unclean shutdown, damaged meta).
+EPOCH_RESTARTS: Final = "epoch_restarts"
+# The counters above that the health snapshot reports.
+INTEGRITY_COUNTERS: Final = (DROPPED_CORRUPT, META_REPAIRS, EPOCH_RESTARTS)
+
+_MAX_SEQ: Final = (1 << 63) - 1  # SQLite INTEGER; far beyond any real outbox
 
 _SCHEMA: Final = (
     # Byte sizes are stored so the cap is enforced without reading blobs. Blobs are the
     # last column: scans reading only the small columns never touch their overflow pages.
+    # staged_ms: wall clock, a stamp only; staged_mono: outbox clock, for the batch age.
     """CREATE TABLE staged(
         id INTEGER PRIMARY KEY,
         lane TEXT NOT NULL,
         staged_ms INTEGER NOT NULL,
+        staged_mono INTEGER NOT NULL,
         first_ms INTEGER NOT NULL,
         last_ms INTEGER NOT NULL,
         n_records INTEGER NOT NULL,
         size INTEGER NOT NULL,
         body BLOB NOT NULL)""",
+    # seq: the file-wide local number (see ``epochs``); published_mono: outbox clock of
+    # the last PUBACK; crc: zlib.crc32 of the payload at close (NULL: closed by schema 1).
     """CREATE TABLE batches(
         seq INTEGER PRIMARY KEY,
         channel TEXT NOT NULL,
@@ -102,9 +134,15 @@ _SCHEMA: Final = (
         last_ms INTEGER NOT NULL,
         n_records INTEGER NOT NULL,
         size INTEGER NOT NULL,
-        published_ms INTEGER,
+        published_mono INTEGER,
         publish_count INTEGER NOT NULL DEFAULT 0,
+        crc INTEGER,
         payload BLOB NOT NULL)""",
+    # Batches with a local seq from first_local up to the next row's first_local belong to
+    # this epoch; their wire seq is seq - first_local + 1. The last row is the current one.
+    """CREATE TABLE epochs(
+        first_local INTEGER PRIMARY KEY,
+        epoch TEXT NOT NULL)""",
     # Publish order is (priority DESC, seq): the index lets LIMIT stop early on a backlog.
     "CREATE INDEX batches_publish_order ON batches(priority DESC, seq)",
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID",
@@ -136,7 +174,7 @@ _PRAGMAS: Final = (
 # Shared with the read-only status reader.
 BATCH_TOTALS_SQL: Final = (
     "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(first_ms),"
-    " COALESCE(SUM(published_ms IS NULL), 0) FROM batches"
+    " COALESCE(SUM(published_mono IS NULL), 0) FROM batches"
 )
 STAGED_TOTALS_SQL: Final = (
     "SELECT COALESCE(SUM(n_records), 0), COALESCE(SUM(size), 0), MIN(first_ms) FROM staged"
@@ -299,6 +337,49 @@ def _merge(bodies: Sequence[Body]) -> Body:
     )
 
 
+def _parse_int(value: object, low: int, high: int) -> int | None:
+    """A stored integer (SQLite integer or decimal text) within ``[low, high]``, else None:
+    a damaged meta value must never be used as a seq or an epoch."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        number = int(value)
+    else:
+        return None
+    return number if low <= number <= high else None
+
+
+def _intact(payload: bytes, crc: object, epoch: int, seq: int) -> bool:
+    """Whether a stored batch's bytes are what was closed: its checksum matches, or (closed
+    by schema 1, no checksum) it decodes whole and names its own epoch and seq."""
+    if crc is not None:
+        return zlib.crc32(payload) == crc
+    try:
+        header = decode_batch(payload).header
+    except ProtocolError:
+        return False
+    return (header.epoch, header.seq) == (epoch, seq)
+
+
+async def _payload_epoch(db: aiosqlite.Connection, first: int, end: int) -> int | None:
+    """The epoch that the first intact batch of local seqs ``[first, end)`` names, if any."""
+    async with db.execute(
+        "SELECT seq, crc, payload FROM batches WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT 8",
+        (first, end),
+    ) as cursor:
+        rows = await cursor.fetchall()
+    for local, crc, blob in rows:
+        payload = bytes(blob)
+        try:
+            identity = peek_identity(payload)
+        except ProtocolError:
+            continue
+        wire_seq = int(local) - first + 1
+        if identity.seq == wire_seq and _intact(payload, crc, identity.epoch, wire_seq):
+            return identity.epoch
+    return None
+
+
 def _health_json(health: Sequence[Health]) -> str:
     latest = max(health, key=lambda h: h.time_ms)
     return json.dumps({"time_ms": latest.time_ms, "values": latest.values}, sort_keys=True)
@@ -378,12 +459,53 @@ async def _create(db: aiosqlite.Connection) -> None:
     # Header pragmas are transactional: a crash here leaves an empty file, created again.
     await db.execute(f"PRAGMA application_id={APPLICATION_ID}")
     await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    epoch = secrets.randbits(64) or 1
+    epoch = _new_epoch()
     await db.executemany(
-        _UPSERT_META, [(META_EPOCH, str(epoch)), (META_NEXT_SEQ, 1), (META_ACKED_SEQ, 0)]
+        _UPSERT_META,
+        [
+            (META_EPOCH, str(epoch)),
+            (META_NEXT_SEQ, 1),
+            (META_ACKED_SEQ, 0),
+            (META_CLEAN_CLOSE, 1),  # nothing issued yet: nothing can have been lost
+        ],
     )
+    await db.execute("INSERT INTO epochs(first_local, epoch) VALUES(1, ?)", (str(epoch),))
     await db.execute("COMMIT")
     log.info("outbox created with epoch %d", epoch)
+
+
+def _new_epoch() -> int:
+    return secrets.randbits(64) or 1
+
+
+async def _migrate_v1(db: aiosqlite.Connection) -> None:
+    """Schema 1 to 2 in one transaction, without copying any batch: the batches table
+    gains a checksum column (NULL for the batches closed before, checked by decoding) and
+    its publish time becomes the outbox clock (old wall stamps are fine as a start: the
+    clock continues from the highest); the small staged table is rebuilt with its clock
+    column; the one epoch so far starts at local seq 1, where schema 1 started it."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        await db.execute("ALTER TABLE batches RENAME COLUMN published_ms TO published_mono")
+        await db.execute("ALTER TABLE batches ADD COLUMN crc INTEGER")
+        await db.execute("ALTER TABLE staged RENAME TO staged_v1")
+        await db.execute(_SCHEMA[0])
+        await db.execute(
+            "INSERT INTO staged(id, lane, staged_ms, staged_mono, first_ms, last_ms, n_records,"
+            " size, body) SELECT id, lane, staged_ms,"
+            " (SELECT COALESCE(MAX(published_mono), 0) FROM batches),"
+            " first_ms, last_ms, n_records, size, body FROM staged_v1"
+        )
+        await db.execute("DROP TABLE staged_v1")
+        await db.execute(_SCHEMA[2])
+        epoch = await _scalar(db, "SELECT value FROM meta WHERE key=?", (META_EPOCH,))
+        await db.execute("INSERT INTO epochs(first_local, epoch) VALUES(1, ?)", (str(epoch),))
+        await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    log.warning("outbox migrated from schema 1 to %d", SCHEMA_VERSION)
 
 
 async def _check(db: aiosqlite.Connection) -> None:
@@ -398,14 +520,15 @@ async def _check(db: aiosqlite.Connection) -> None:
             return
         if app_id != APPLICATION_ID:
             raise _CorruptError(f"not an outbox (application_id {app_id})")
+        if version == 1:
+            await _migrate_v1(db)
+            version = SCHEMA_VERSION
         if version != SCHEMA_VERSION:
             raise _CorruptError(f"schema version {version}, expected {SCHEMA_VERSION}")
         async with db.execute("PRAGMA quick_check") as cursor:
             problems = [str(row[0]) for row in await cursor.fetchall()]
         if problems != ["ok"]:
             raise _CorruptError("quick_check: " + "; ".join(problems[:5]))
-        if await _scalar(db, "SELECT value FROM meta WHERE key=?", (META_EPOCH,)) is None:
-            raise _CorruptError("no epoch stored")
     except sqlite3.Error as exc:
         if _is_corruption(exc) or "no such table" in str(exc):
             raise _CorruptError(str(exc)) from exc
@@ -510,16 +633,14 @@ def _unmarked_held_back(
     would be published again at once, over and over, while the disk stays full."""
 
     @functools.wraps(method)
-    async def held_back(
-        self: Outbox, now_ms: int, *, limit: int, resend_after_ms: int
-    ) -> list[StoredBatch]:
-        due = await method(self, now_ms, limit=limit, resend_after_ms=resend_after_ms)
+    async def held_back(self: Outbox, *, limit: int, resend_after_ms: int) -> list[StoredBatch]:
+        due = await method(self, limit=limit, resend_after_ms=resend_after_ms)
         if not self._unmarked:
             return due
-        now = time.monotonic()
-        for seq in [s for s, at in self._unmarked.items() if now - at >= resend_after_ms / 1000]:
-            del self._unmarked[seq]
-        return [b for b in due if b.seq not in self._unmarked]
+        now = self._clock_ms()
+        for key in [k for k, at in self._unmarked.items() if now - at >= resend_after_ms]:
+            del self._unmarked[key]
+        return [b for b in due if (b.epoch, b.seq) not in self._unmarked]
 
     return held_back
 
@@ -552,6 +673,12 @@ class Outbox:
         self._acked_seq = 0
         self._batch_bytes = 0
         self._staged_bytes = 0
+        # (first local seq, epoch) per epoch still holding batches, oldest first; the last
+        # is the current epoch (see the ``epochs`` table).
+        self._epochs: list[tuple[int, int]] = [(1, epoch)]
+        self._monotonic: Callable[[], float] = time.monotonic
+        self._opened = 0.0  # monotonic time of the open
+        self._clock_base = 0  # the outbox clock at the open
         self.reserve_bytes = DEFAULT_RESERVE_BYTES
         # Writes that failed because the disk was full, since open (for health).
         self.space_failures = 0
@@ -559,7 +686,7 @@ class Outbox:
         # so the WAL is reused from its start instead of growing.
         self._low_space = False
         # Seqs whose PUBACK could not be recorded for lack of space -> monotonic time.
-        self._unmarked: dict[int, float] = {}
+        self._unmarked: dict[tuple[int, int], int] = {}  # (epoch, seq) -> outbox clock
 
     @classmethod
     async def open(
@@ -570,10 +697,14 @@ class Outbox:
         vehicle_id: str,
         max_bytes: int = 256 << 20,
         policy: BatchPolicy | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
     ) -> Outbox:
         """Open or create the outbox at ``path``. A corrupt or foreign file is moved aside
-        (logged as an error) and a new outbox with a new epoch is started. Batches are
+        (logged as an error) and a new outbox with a new epoch is started. The meta values
+        are checked against the batches present, and new batches get a new epoch when the
+        last run did not close cleanly or the meta values were damaged (logged, counted).
+        ``monotonic`` is the clock of the outbox clock (injected by tests). Batches are
         evicted beyond ``max_bytes`` stored, and when the filesystem has less than
         ``reserve_bytes`` free (see ``edge_agent.batching.eviction_need``)."""
         for what, value in (("fleet", fleet_id), ("vehicle", vehicle_id)):
@@ -592,6 +723,7 @@ class Outbox:
                 vehicle_id=vehicle_id,
                 max_bytes=max_bytes,
                 policy=policy or BatchPolicy(),
+                monotonic=monotonic,
             )
         except BaseException:
             os.close(lock_fd)
@@ -609,6 +741,7 @@ class Outbox:
         vehicle_id: str,
         max_bytes: int,
         policy: BatchPolicy,
+        monotonic: Callable[[], float],
     ) -> Outbox:
         with _sqlite_errors(path, "open"):
             try:
@@ -622,9 +755,6 @@ class Outbox:
                     ) from move_exc
                 db = await _connect(path)
             try:
-                epoch = int(
-                    str(await _scalar(db, "SELECT value FROM meta WHERE key=?", (META_EPOCH,)))
-                )
                 outbox = cls(
                     db,
                     path,
@@ -632,9 +762,12 @@ class Outbox:
                     vehicle_id=vehicle_id,
                     max_bytes=max_bytes,
                     policy=policy,
-                    epoch=epoch,
+                    epoch=0,  # read and checked by _open_checks
                 )
                 outbox._lock_fd = lock_fd
+                outbox._monotonic = monotonic
+                outbox._opened = monotonic()
+                await outbox._open_checks()
                 await outbox._load_state()
             except BaseException:
                 await db.close()
@@ -649,6 +782,164 @@ class Outbox:
         if self._db is None:
             raise OutboxError(f"outbox {self.path} is closed")
         return self._db
+
+    def _clock_ms(self) -> int:
+        """The outbox clock: monotonic, continuing across restarts from the highest value
+        stored. Batch age and the resend timer use it; the wall clock never decides."""
+        return self._clock_base + round((self._monotonic() - self._opened) * 1000)
+
+    @property
+    def _first_local(self) -> int:
+        return self._epochs[-1][0]
+
+    def _wire(self, local: int) -> tuple[int, int]:
+        """(epoch, wire seq) of the batch stored under local seq ``local``."""
+        i = max(bisect_right([first for first, _ in self._epochs], local) - 1, 0)
+        first, epoch = self._epochs[i]
+        return epoch, local - first + 1
+
+    def _span(self, epoch: int) -> tuple[int, int] | None:
+        """Local seqs ``[first, end)`` of ``epoch``, or None if no batch of it is held."""
+        for i, (first, known) in enumerate(self._epochs):
+            if known == epoch:
+                last = i + 1 == len(self._epochs)
+                end = first + self._next_seq - 1 if last else self._epochs[i + 1][0]
+                return first, end
+        return None
+
+    def _local(self, epoch: int, seq: int) -> int | None:
+        span = self._span(epoch)
+        if span is None or seq < 1 or span[0] + seq - 1 >= span[1]:
+            return None
+        return span[0] + seq - 1
+
+    async def _open_checks(self) -> None:
+        """Check the meta values against the batches present and start a new epoch for new
+        batches when the seq history cannot be trusted, in one transaction committed
+        before any seq is issued. Sets the epoch(s) and the outbox clock."""
+        async with self._transaction("check the outbox on open") as db:
+            async with db.execute("SELECT key, value FROM meta") as cursor:
+                meta = {str(k): v for k, v in await cursor.fetchall()}
+            problems = await self._check_epochs(db)
+            current_first, current = self._epochs[-1]
+            stored_epoch = _parse_int(meta.get(META_EPOCH), 1, (1 << 64) - 1)
+            next_seq = _parse_int(meta.get(META_NEXT_SEQ), 1, _MAX_SEQ)
+            acked = _parse_int(meta.get(META_ACKED_SEQ), 0, _MAX_SEQ)
+            top = await _scalar(db, "SELECT MAX(seq) FROM batches WHERE seq >= ?", (current_first,))
+            highest = 0 if top is None else int(str(top)) - current_first + 1
+            if stored_epoch != current:
+                problems.append(f"epoch {meta.get(META_EPOCH)!r}, the batches say {current}")
+            if next_seq is None or acked is None:
+                problems.append(
+                    f"next_seq {meta.get(META_NEXT_SEQ)!r} or acked_seq "
+                    f"{meta.get(META_ACKED_SEQ)!r} unreadable"
+                )
+            elif next_seq <= max(highest, acked):
+                problems.append(
+                    f"next_seq {next_seq} not above the highest stored seq {highest} "
+                    f"and the acknowledged seq {acked}"
+                )
+            self.epoch = current
+            self._next_seq = next_seq or 1
+            self._acked_seq = acked or 0
+            if problems:
+                log.error(
+                    "OUTBOX META DAMAGED: %s: %s; new batches get a new epoch, stored batches "
+                    "keep theirs",
+                    self.path,
+                    "; ".join(problems),
+                )
+                await db.execute(_BUMP_COUNTER, (META_REPAIRS, 1))
+                await self._start_epoch(db, "damaged meta values")
+            elif META_CLEAN_CLOSE not in meta:
+                await self._start_epoch(db, "the last run did not close cleanly")
+            await db.execute("DELETE FROM meta WHERE key=?", (META_CLEAN_CLOSE,))
+            await self._prune_epochs(db)
+            base = await _scalar(
+                db,
+                "SELECT MAX(m) FROM (SELECT MAX(published_mono) AS m FROM batches"
+                " UNION ALL SELECT MAX(staged_mono) FROM staged)",
+            )
+            self._clock_base = 0 if base is None else int(str(base))
+
+    async def _check_epochs(self, db: aiosqlite.Connection) -> list[str]:
+        """Load the epochs table, each epoch checked against the payload of its first
+        intact batch (a payload is what the collector acknowledges); repairs the table from
+        the payloads and returns what was wrong."""
+        async with db.execute("SELECT first_local, epoch FROM epochs ORDER BY first_local") as c:
+            rows = [(int(r[0]), _parse_int(r[1], 1, (1 << 64) - 1)) for r in await c.fetchall()]
+        problems: list[str] = []
+        if not rows:
+            problems.append("no epochs stored")
+            rows = [(1, None)]
+        checked: list[tuple[int, int]] = []
+        for i, (first, stored) in enumerate(rows):
+            end = rows[i + 1][0] if i + 1 < len(rows) else _MAX_SEQ
+            said = await _payload_epoch(db, first, end)
+            if said is None and stored is None:
+                # No readable epoch and no batch naming one: nothing of it left to send.
+                problems.append(f"epoch of local seqs {first}.. unreadable")
+                await db.execute("DELETE FROM epochs WHERE first_local=?", (first,))
+                continue
+            if said is not None and said != stored:
+                problems.append(
+                    f"epoch of local seqs {first}.. is {stored}, the batches say {said}"
+                )
+                await db.execute(
+                    "INSERT INTO epochs(first_local, epoch) VALUES(?, ?) ON CONFLICT(first_local)"
+                    " DO UPDATE SET epoch=excluded.epoch",
+                    (first, str(said)),
+                )
+            epoch = said if said is not None else stored
+            assert epoch is not None
+            checked.append((first, epoch))
+        if not checked:
+            # Not even the current epoch is known, and no batch names one: a fresh epoch
+            # is certain never to collide with anything sent before.
+            epoch = _new_epoch()
+            first = rows[-1][0]
+            await db.execute(
+                "INSERT INTO epochs(first_local, epoch) VALUES(?, ?) ON CONFLICT(first_local)"
+                " DO UPDATE SET epoch=excluded.epoch",
+                (first, str(epoch)),
+            )
+            checked.append((first, epoch))
+        self._epochs = checked
+        return problems
+
+    async def _start_epoch(self, db: aiosqlite.Connection, reason: str) -> None:
+        """New batches get a new epoch from seq 1; stored ones keep theirs."""
+        top = await _scalar(db, "SELECT MAX(seq) FROM batches")
+        first = max(0 if top is None else int(str(top)), self._first_local) + 1
+        old, epoch = self.epoch, _new_epoch()
+        await db.execute("INSERT INTO epochs(first_local, epoch) VALUES(?, ?)", (first, str(epoch)))
+        await db.executemany(
+            _UPSERT_META, [(META_EPOCH, str(epoch)), (META_NEXT_SEQ, 1), (META_ACKED_SEQ, 0)]
+        )
+        await db.execute(_BUMP_COUNTER, (EPOCH_RESTARTS, 1))
+        self._epochs.append((first, epoch))
+        self.epoch, self._next_seq, self._acked_seq = epoch, 1, 0
+        log.warning(
+            "outbox %s: %s; new batches get epoch %d (was %d, its seqs are never reused)",
+            self.path,
+            reason,
+            epoch,
+            old,
+        )
+
+    async def _prune_epochs(self, db: aiosqlite.Connection) -> None:
+        """Forget earlier epochs that hold no batch any more."""
+        keep: list[tuple[int, int]] = []
+        for i, (first, epoch) in enumerate(self._epochs[:-1]):
+            end = self._epochs[i + 1][0]
+            held = await _scalar(
+                db, "SELECT 1 FROM batches WHERE seq >= ? AND seq < ? LIMIT 1", (first, end)
+            )
+            if held is None:
+                await db.execute("DELETE FROM epochs WHERE first_local=?", (first,))
+            else:
+                keep.append((first, epoch))
+        self._epochs = [*keep, self._epochs[-1]]
 
     async def _load_state(self) -> None:
         db = self._require()
@@ -782,8 +1073,9 @@ class Outbox:
         subclass OutboxFullError if the disk is full even after evicting for space: the
         caller still has the records and may try again later.
         """
+        clock = self._clock_ms()
         rows = [
-            (lane, now_ms, first, last, count, len(blob), blob)
+            (lane, now_ms, first, last, count, len(blob), blob, clock)
             for lane, body in _lanes(self.policy, records).items()
             for blob, first, last, count in _chunks(self.policy, body)
         ]
@@ -798,15 +1090,15 @@ class Outbox:
 
     async def _append_rows(
         self,
-        rows: list[tuple[str, int, int, int, int, int, bytes]],
+        rows: list[tuple[str, int, int, int, int, int, bytes, int]],
         health: Sequence[Health],
         checkpoint: bytes | None,
     ) -> None:
         added = sum(len(row[6]) for row in rows)
         async with self._transaction("append records") as db:
             await db.executemany(
-                "INSERT INTO staged(lane, staged_ms, first_ms, last_ms, n_records, size, body)"
-                " VALUES(?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO staged(lane, staged_ms, first_ms, last_ms, n_records, size, body,"
+                " staged_mono) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             if checkpoint is not None:
@@ -826,11 +1118,12 @@ class Outbox:
         return value if value is None else bytes(value)  # type: ignore[call-overload]
 
     async def _lane_groups(
-        self, db: aiosqlite.Connection, lane: str, now_ms: int, force: bool
+        self, db: aiosqlite.Connection, lane: str, clock_ms: int, force: bool
     ) -> list[list[int]]:
-        """The staged row ids of ``lane`` to close now, grouped into batches."""
+        """The staged row ids of ``lane`` to close now (``clock_ms``: the outbox clock),
+        grouped into batches."""
         async with db.execute(
-            "SELECT id, staged_ms, n_records, size FROM staged WHERE lane=? ORDER BY id", (lane,)
+            "SELECT id, staged_mono, n_records, size FROM staged WHERE lane=? ORDER BY id", (lane,)
         ) as cursor:
             rows = list(await cursor.fetchall())
         if not rows:
@@ -847,12 +1140,12 @@ class Outbox:
                 oldest_staged_ms=oldest,
                 count=count,
                 nbytes=nbytes,
-                now_ms=now_ms,
+                now_ms=clock_ms,
             )
         ):
             return []
         groups = plan_batches(self.policy, chunks)
-        if force or now_ms - oldest >= self.policy.max_age_ms(lane):
+        if force or clock_ms - oldest >= self.policy.max_age_ms(lane):
             return groups
         # Closed for size: a last, partly filled group keeps collecting until it is due.
         sizes = {c.ident: c for c in chunks}
@@ -905,21 +1198,23 @@ class Outbox:
         moved = added = 0
         async with self._transaction("close batches") as db:
             seq = self._next_seq
+            clock = self._clock_ms()
             for lane in LANES:
-                for group in await self._lane_groups(db, lane, now_ms, force):
+                for group in await self._lane_groups(db, lane, clock, force):
                     for payload, body in await self._encode_group(db, group, seq, now_ms):
                         span = time_span(body)
                         assert span is not None
                         await db.execute(
                             "INSERT INTO batches(seq, channel, priority, first_ms, last_ms,"
-                            " n_records, size, payload) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                            " n_records, size, crc, payload) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (
-                                seq,
+                                self._first_local + seq - 1,
                                 str(lane),
                                 PRIORITY[lane],
                                 *span,
                                 _n_records(body),
                                 len(payload),
+                                zlib.crc32(payload),
                                 payload,
                             ),
                         )
@@ -964,80 +1259,129 @@ class Outbox:
 
     @_unmarked_held_back
     @_serialized
-    async def due_for_publish(
-        self, now_ms: int, *, limit: int, resend_after_ms: int
-    ) -> list[StoredBatch]:
+    async def due_for_publish(self, *, limit: int, resend_after_ms: int) -> list[StoredBatch]:
         """Batches to publish now: never published, or published at least
-        ``resend_after_ms`` ago and still unacknowledged. Urgent events first, then
-        health, then bulk; oldest seq first within each."""
+        ``resend_after_ms`` ago on the outbox clock and still unacknowledged. Urgent events
+        first, then health, then bulk; oldest first within each (earlier epochs first).
+
+        A batch whose bytes no longer match the checksum taken when it was closed is not
+        returned but removed, logged and counted (``dropped_corrupt``): published, the
+        collector would quarantine it and acknowledge it, and it would be gone unnoticed.
+        """
         with _sqlite_errors(self.path, "read due batches"):
             async with self._require().execute(
-                "SELECT seq, channel, priority, first_ms, last_ms, publish_count, payload"
-                " FROM batches WHERE published_ms IS NULL OR published_ms <= ?"
+                "SELECT seq, channel, priority, first_ms, last_ms, publish_count, payload, crc,"
+                " n_records, size FROM batches"
+                " WHERE published_mono IS NULL OR published_mono <= ?"
                 " ORDER BY priority DESC, seq LIMIT ?",
-                (now_ms - resend_after_ms, max(0, limit)),
+                (self._clock_ms() - resend_after_ms, max(0, limit)),
             ) as cursor:
                 rows = await cursor.fetchall()
-        return [
-            StoredBatch(
-                epoch=self.epoch,
-                seq=int(r[0]),
-                channel=str(r[1]),
-                payload=bytes(r[6]),
-                priority=int(r[2]),
-                first_ms=int(r[3]),
-                last_ms=int(r[4]),
-                publish_count=int(r[5]),
+        due: list[StoredBatch] = []
+        damaged: list[tuple[int, int, int, int, int]] = []
+        for r in rows:
+            epoch, seq = self._wire(int(r[0]))
+            payload = bytes(r[6])
+            if not _intact(payload, r[7], epoch, seq):
+                damaged.append((int(r[0]), epoch, seq, int(r[8]), int(r[9])))
+                continue
+            due.append(
+                StoredBatch(
+                    epoch=epoch,
+                    seq=seq,
+                    channel=str(r[1]),
+                    payload=payload,
+                    priority=int(r[2]),
+                    first_ms=int(r[3]),
+                    last_ms=int(r[4]),
+                    publish_count=int(r[5]),
+                )
             )
-            for r in rows
-        ]
+        if damaged:
+            await self._drop_damaged(damaged)
+        return due
 
-    async def mark_published(self, seqs: Sequence[int], now_ms: int) -> None:
-        """Record the broker's PUBACK for ``seqs``: they wait ``resend_after_ms`` for the
-        end-to-end ack before they are due again. On a full disk this is remembered in
-        memory only (a restart resends them, which the collector deduplicates)."""
+    async def _drop_damaged(self, damaged: Sequence[tuple[int, int, int, int, int]]) -> None:
+        """Remove batches (local seq, epoch, seq, records, bytes) whose bytes are damaged."""
+        records = sum(d[3] for d in damaged)
         try:
-            await self._mark_published(seqs, now_ms)
+            async with self._transaction("remove damaged batches") as db:
+                await db.executemany("DELETE FROM batches WHERE seq=?", [(d[0],) for d in damaged])
+                await db.execute(_BUMP_COUNTER, (DROPPED_CORRUPT, records))
+        except OutboxError as exc:
+            log.error("outbox %s: damaged batches stay held back: %s", self.path, exc)
+            return
+        self._batch_bytes -= sum(d[4] for d in damaged)
+        log.error(
+            "OUTBOX BATCHES DAMAGED: %s: %d batch(es) no longer match their checksum and were "
+            "removed unsent, %d records lost: (epoch, seq) %s",
+            self.path,
+            len(damaged),
+            records,
+            ", ".join(f"({d[1]}, {d[2]})" for d in damaged),
+        )
+
+    async def mark_published(self, batches: Sequence[tuple[int, int]]) -> None:
+        """Record the broker's PUBACK for these ``(epoch, seq)``: they wait
+        ``resend_after_ms`` on the outbox clock for the end-to-end ack before they are due
+        again. On a full disk this is remembered in memory only (a restart resends them,
+        which the collector deduplicates)."""
+        try:
+            await self._mark_published(batches)
         except OutboxFullError as exc:
             if not self._unmarked:
                 log.warning("%s; publishes are remembered in memory until there is room", exc)
-            now = time.monotonic()
-            self._unmarked.update((seq, now) for seq in seqs)
+            now = self._clock_ms()
+            self._unmarked.update((key, now) for key in batches)
             return
-        for seq in seqs:
-            self._unmarked.pop(seq, None)
+        for key in batches:
+            self._unmarked.pop(key, None)
 
     @_serialized
-    async def _mark_published(self, seqs: Sequence[int], now_ms: int) -> None:
-        if not seqs:
+    async def _mark_published(self, batches: Sequence[tuple[int, int]]) -> None:
+        keys = [key for key in (self._local(e, s) for e, s in batches) if key is not None]
+        if not keys:
             return
+        clock = self._clock_ms()
         async with self._transaction("mark batches published") as db:
             await db.executemany(
-                "UPDATE batches SET published_ms=?, publish_count=publish_count + 1 WHERE seq=?",
-                [(now_ms, seq) for seq in seqs],
+                "UPDATE batches SET published_mono=?, publish_count=publish_count + 1 WHERE seq=?",
+                [(clock, key) for key in keys],
             )
 
     @_skipped_when_full(0)
     @_serialized
     async def acknowledge(self, epoch: int, upto_seq: int) -> int:
-        """The collector's end-to-end ack: delete this epoch's batches up to ``upto_seq``.
-        An ack for another epoch (an older file) is ignored. Returns the batches deleted."""
-        if epoch != self.epoch:
+        """The collector's end-to-end ack: delete the batches of ``epoch`` up to
+        ``upto_seq``. Earlier epochs still holding batches are acknowledged the same way;
+        an ack for an epoch this outbox does not hold is ignored. Returns the batches
+        deleted."""
+        span = self._span(epoch)
+        if span is None:
             log.info("outbox: ignoring an ack for epoch %d (ours is %d)", epoch, self.epoch)
             return 0
+        first, end = span
+        current = epoch == self.epoch
         # An ack beyond anything issued cannot be ours to believe past what exists.
-        upto = min(upto_seq, self._next_seq - 1)
-        if upto <= self._acked_seq:
+        last = min(first + upto_seq - 1, end - 1)
+        if current and last - first + 1 <= self._acked_seq:
             return 0  # a repeated ack: no write, no fsync
+        where = "FROM batches WHERE seq >= ? AND seq <= ?"
+        if not current:
+            held = await _scalar(self._require(), f"SELECT 1 {where} LIMIT 1", (first, last))
+            if held is None:
+                return 0
         async with self._transaction("acknowledge batches") as db:
             async with db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM batches WHERE seq <= ?", (upto,)
+                f"SELECT COUNT(*), COALESCE(SUM(size), 0) {where}", (first, last)
             ) as cursor:
                 row = await cursor.fetchone()
             assert row is not None
-            await db.execute("DELETE FROM batches WHERE seq <= ?", (upto,))
-            await db.execute(_UPSERT_META, (META_ACKED_SEQ, upto))
-        self._acked_seq = upto
+            await db.execute(f"DELETE {where}", (first, last))
+            if current:
+                await db.execute(_UPSERT_META, (META_ACKED_SEQ, last - first + 1))
+        if current:
+            self._acked_seq = last - first + 1
         self._batch_bytes -= int(row[1])
         return int(row[0])
 
@@ -1075,6 +1419,12 @@ class Outbox:
         try:
             if db is not None:
                 with _sqlite_errors(self.path, "close"):
+                    try:
+                        # Every method is its own committed transaction: the file is
+                        # consistent here, and the next open may continue this epoch.
+                        await db.execute(_UPSERT_META, (META_CLEAN_CLOSE, 1))
+                    except sqlite3.Error as exc:
+                        log.warning("outbox %s: cannot mark a clean close: %s", self.path, exc)
                     await db.close()
         finally:
             if lock_fd is not None:

@@ -299,10 +299,8 @@ class BatchLike(Protocol):
 class OutboxLike(Protocol):
     """The part of the outbox the uplink uses (edge_agent.outbox.Outbox)."""
 
-    async def due_for_publish(
-        self, now_ms: int, *, limit: int, resend_after_ms: int
-    ) -> Sequence[BatchLike]: ...
-    async def mark_published(self, seqs: Sequence[int], now_ms: int) -> None: ...
+    async def due_for_publish(self, *, limit: int, resend_after_ms: int) -> Sequence[BatchLike]: ...
+    async def mark_published(self, batches: Sequence[tuple[int, int]]) -> None: ...
     async def acknowledge(self, epoch: int, upto_seq: int) -> int: ...
 
 
@@ -432,7 +430,7 @@ class Uplink:
         while True:
             self._wake.clear()
             due = await self.outbox.due_for_publish(
-                self.now_ms(), limit=s.max_inflight, resend_after_ms=s.resend_after_ms
+                limit=s.max_inflight, resend_after_ms=s.resend_after_ms
             )
             if not due:
                 self.idle.set()
@@ -451,7 +449,7 @@ class Uplink:
     async def _publish_round(self, link: Link, due: Sequence[BatchLike]) -> None:
         """Publish ``due`` with up to ``len(due)`` PUBACKs outstanding; mark what got one."""
         s = self.settings
-        done: list[int] = []
+        done: list[tuple[int, int]] = []  # (epoch, seq)
 
         async def one(batch: BatchLike, bytes_ahead: int) -> None:
             started = self.monotonic()
@@ -478,7 +476,7 @@ class Uplink:
             self._sent_at[key] = started  # re-inserted: dict order stays oldest first
             while len(self._sent_at) > MAX_TRACKED_PUBLISHES:
                 del self._sent_at[next(iter(self._sent_at))]
-            done.append(batch.seq)
+            done.append((batch.epoch, batch.seq))
             self.counters.published += 1
             self.counters.published_bytes += len(batch.payload)
 
@@ -498,4 +496,4 @@ class Uplink:
         finally:
             # Also after a failure: what got its PUBACK waits for the resend timer, not less.
             if done:
-                await asyncio.shield(self.outbox.mark_published(sorted(done), self.now_ms()))
+                await asyncio.shield(self.outbox.mark_published(sorted(done)))

@@ -48,29 +48,56 @@ def moved_aside(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if ".corrupt-" in p.name)
 
 
+class FakeMonotonic:
+    """A monotonic clock the test moves by hand (seconds, like time.monotonic)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance_ms(self, ms: int) -> None:
+        self.now += ms / 1000
+
+
 async def open_box(
-    path: Path, *, max_bytes: int = 256 << 20, policy: BatchPolicy | None = None
+    path: Path,
+    *,
+    max_bytes: int = 256 << 20,
+    policy: BatchPolicy | None = None,
+    monotonic: FakeMonotonic | None = None,
 ) -> Outbox:
     return await Outbox.open(
-        path, fleet_id=FLEET, vehicle_id=VEHICLE, max_bytes=max_bytes, policy=policy
+        path,
+        fleet_id=FLEET,
+        vehicle_id=VEHICLE,
+        max_bytes=max_bytes,
+        policy=policy,
+        monotonic=monotonic or FakeMonotonic(),
     )
 
 
 async def test_life_cycle_append_close_publish_ack(tmp_path: Path) -> None:
-    box = await open_box(tmp_path / "outbox.db")
+    clock = FakeMonotonic()
+    box = await open_box(tmp_path / "outbox.db", monotonic=clock)
     await box.append(bulk(T0), T0)
     await box.append(urgent(T0 + 5), T0)
     await box.append(health(T0 + 7), T0)
+    clock.advance_ms(999)
     assert await box.close_due_batches(T0 + 999) == 0  # nothing due yet
+    clock.advance_ms(1)
     assert await box.close_due_batches(T0 + 1_000) == 1  # the urgent event, after 1 s
+    clock.advance_ms(8_999)
     assert await box.close_due_batches(T0 + 9_999) == 0
+    clock.advance_ms(1)
     assert await box.close_due_batches(T0 + 10_000) == 1  # bulk after 10 s
     assert await box.close_due_batches(T0 + 10_001, force=True) == 1  # health, drained
     stats = await box.stats(T0 + 20_000)
     assert (stats.pending_batches, stats.staged_records, stats.next_seq) == (3, 0, 4)
     assert stats.oldest_pending_age_ms == 20_000
 
-    due = await box.due_for_publish(T0 + 20_000, limit=10, resend_after_ms=30_000)
+    due = await box.due_for_publish(limit=10, resend_after_ms=30_000)
     # Urgent first, then health, then bulk, whatever their seq.
     assert [(b.channel, b.seq) for b in due] == [("event", 1), ("health", 3), ("batch", 2)]
     for stored in due:
@@ -83,14 +110,16 @@ async def test_life_cycle_append_close_publish_ack(tmp_path: Path) -> None:
     assert bulk_batch.signals == bulk(T0).signals
     assert [e.type for e in bulk_batch.events] == ["tsr_sign"]  # not urgent: bulk
 
-    await box.mark_published([b.seq for b in due], T0 + 20_000)
-    assert await box.due_for_publish(T0 + 49_999, limit=10, resend_after_ms=30_000) == []
-    resent = await box.due_for_publish(T0 + 50_000, limit=2, resend_after_ms=30_000)
+    await box.mark_published([(b.epoch, b.seq) for b in due])
+    clock.advance_ms(29_999)
+    assert await box.due_for_publish(limit=10, resend_after_ms=30_000) == []
+    clock.advance_ms(1)
+    resent = await box.due_for_publish(limit=2, resend_after_ms=30_000)
     assert [(b.seq, b.publish_count) for b in resent] == [(1, 1), (3, 1)]
 
     assert await box.acknowledge(box.epoch, 2) == 2
     assert await box.acknowledge(box.epoch, 2) == 0  # repeated ack
-    left = await box.due_for_publish(T0 + 50_000, limit=10, resend_after_ms=0)
+    left = await box.due_for_publish(limit=10, resend_after_ms=0)
     assert [b.seq for b in left] == [3]
     stats = await box.stats(T0 + 50_000)
     assert (stats.pending_batches, stats.highest_acked_seq) == (1, 2)
@@ -111,8 +140,8 @@ async def test_tasks_of_one_process_may_use_it_at_once(tmp_path: Path) -> None:
     async def closer_and_publisher() -> None:
         for i in range(30):
             await box.close_due_batches(t0 + 10 * i, force=True)
-            due = await box.due_for_publish(t0, limit=16, resend_after_ms=60_000)
-            await box.mark_published([b.seq for b in due], t0)
+            due = await box.due_for_publish(limit=16, resend_after_ms=60_000)
+            await box.mark_published([(b.epoch, b.seq) for b in due])
             await box.stats(t0)
 
     # Without the outbox's own lock this fails with a nested BEGIN, or hangs.
@@ -149,7 +178,7 @@ async def test_seq_and_epoch_survive_reopen(tmp_path: Path) -> None:
     assert (box.epoch, box.next_seq) == (epoch, 4)
     await box.append(urgent(T0 + 9), T0 + 9)
     await box.close_due_batches(T0 + 9, force=True)
-    due = await box.due_for_publish(T0 + 9, limit=10, resend_after_ms=0)
+    due = await box.due_for_publish(limit=10, resend_after_ms=0)
     assert [b.seq for b in due] == [4]
     assert (await box.stats(T0)).highest_acked_seq == 3
     await box.close()
@@ -183,11 +212,13 @@ async def test_checkpoint_is_stored_with_the_records(tmp_path: Path) -> None:
 
 async def test_large_closes_are_split_into_several_batches(tmp_path: Path) -> None:
     policy = BatchPolicy(max_records=25)
-    box = await open_box(tmp_path / "outbox.db", policy=policy)
+    clock = FakeMonotonic()
+    box = await open_box(tmp_path / "outbox.db", policy=policy, monotonic=clock)
     for i in range(10):
         await box.append(bulk(T0 + i * 1000, n=10, name=f"s{i}"), T0 + i * 1000)
+    clock.advance_ms(policy.bulk_max_age_ms)
     assert await box.close_due_batches(T0 + 100_000) >= 5
-    due = await box.due_for_publish(T0, limit=100, resend_after_ms=0)
+    due = await box.due_for_publish(limit=100, resend_after_ms=0)
     assert [b.seq for b in due] == list(range(1, len(due) + 1))
     total = 0
     for stored in due:
@@ -210,7 +241,7 @@ async def test_eviction_drops_bulk_before_events_and_counts(tmp_path: Path) -> N
     assert stats.counters["evicted_bulk"] > 0
     assert stats.counters.get("evicted_event", 0) == 0
     assert stats.counters["evicted_records"] >= stats.counters["evicted_bulk"]
-    due = await box.due_for_publish(T0, limit=1000, resend_after_ms=0)
+    due = await box.due_for_publish(limit=1000, resend_after_ms=0)
     channels = [b.channel for b in due]
     assert channels.count("event") == 40  # every event survived
     seqs = sorted(b.seq for b in due)
@@ -228,7 +259,7 @@ async def test_events_are_evicted_last_when_only_events_remain(tmp_path: Path) -
         await box.close_due_batches(T0 + i, force=True)
     stats = await box.stats(T0)
     assert stats.counters["evicted_event"] > 0
-    due = await box.due_for_publish(T0, limit=100, resend_after_ms=0)
+    due = await box.due_for_publish(limit=100, resend_after_ms=0)
     assert due[-1].seq == 30  # the newest survive
     await box.close()
 
@@ -280,9 +311,11 @@ async def test_damaged_pages_are_detected_at_open(tmp_path: Path) -> None:
 
 async def test_read_status_while_open_and_read_only(tmp_path: Path) -> None:
     path = tmp_path / "outbox.db"
-    box = await open_box(path)
+    clock = FakeMonotonic()
+    box = await open_box(path, monotonic=clock)
     await box.append(health(T0, cpu=0.25), T0)
     await box.append(urgent(T0 + 100), T0 + 100)
+    clock.advance_ms(5_000)  # the urgent event is due, the health snapshot not yet
     await box.close_due_batches(T0 + 5_000)
     status = read_status(path, T0 + 6_000)
     assert status["epoch"] == box.epoch
@@ -319,8 +352,8 @@ CHILD = textwrap.dedent(
             await box.append(Records(events=events, signals=(series,)), t, str(i).encode())
             await box.close_due_batches(t, force=i % 2 == 0)
             if i % 5 == 0:
-                due = await box.due_for_publish(t, limit=5, resend_after_ms=0)
-                await box.mark_published([b.seq for b in due], t)
+                due = await box.due_for_publish(limit=5, resend_after_ms=0)
+                await box.mark_published([(b.epoch, b.seq) for b in due])
                 await box.acknowledge(box.epoch, box.next_seq - 8)
 
     asyncio.run(main(sys.argv[1]))
@@ -346,21 +379,30 @@ def test_kill_9_leaves_a_clean_contiguous_outbox(tmp_path: Path) -> None:
         child.stdout.close()
 
     status = read_status(path, T0)  # the dead writer's file, as `edge-agent status` sees it
-    box = asyncio.run(_contiguity(path))
-    assert status["epoch"] == box
+    epoch = asyncio.run(_contiguity(path, status))
+    assert status["epoch"] != epoch  # killed: the reopened file issues under a new epoch
     assert moved_aside(tmp_path) == []
 
 
-async def _contiguity(path: Path) -> int:
+async def _contiguity(path: Path, status: dict[str, object]) -> int:
     box = await open_box(path)
     stats = await box.stats(T0)
-    assert stats.next_seq > 5, "the children never got far enough to test anything"
-    due = await box.due_for_publish(T0 * 2, limit=100_000, resend_after_ms=0)
-    seqs = sorted(b.seq for b in due)
-    assert seqs == list(range(stats.highest_acked_seq + 1, stats.next_seq))
+    assert stats.counters["epoch_restarts"] == 6  # one per kill, none for the first create
+    due = await box.due_for_publish(limit=100_000, resend_after_ms=0)
+    by_epoch: dict[int, list[int]] = {}
     for stored in due:
         header = decode_batch(stored.payload).header
-        assert (header.epoch, header.seq) == (box.epoch, stored.seq)
+        assert (header.epoch, header.seq) == (stored.epoch, stored.seq)
+        by_epoch.setdefault(stored.epoch, []).append(stored.seq)
+    assert box.epoch not in by_epoch  # nothing issued since the reopen
+    # The last child's epoch: everything from its last ack to its last close is held.
+    assert int(str(status["next_seq"])) > 5, "the last child never got far enough"
+    last = by_epoch[int(str(status["epoch"]))]
+    assert sorted(last) == list(
+        range(int(str(status["highest_acked_seq"])) + 1, int(str(status["next_seq"])))
+    )
+    for seqs in by_epoch.values():  # earlier epochs: one unbroken run each
+        assert sorted(seqs) == list(range(min(seqs), max(seqs) + 1))
     checkpoint = await box.load_checkpoint()
     assert checkpoint is not None
     assert int(checkpoint) > 0

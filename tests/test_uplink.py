@@ -350,7 +350,7 @@ async def _noisy_batches(outbox: Outbox, n: int, samples: int) -> int:
         series = SignalSeries("WHL_SPD11.WHL_SPD_FL", times, values)
         await outbox.append(Records(signals=(series,)), T0 + i * 10_000)
         await outbox.close_due_batches(T0 + i * 10_000, force=True)
-    due = await outbox.due_for_publish(T0 + n * 10_000, limit=n + 1, resend_after_ms=60_000)
+    due = await outbox.due_for_publish(limit=n + 1, resend_after_ms=60_000)
     assert len(due) == n
     return sum(len(b.payload) for b in due)
 
