@@ -66,6 +66,10 @@ class StoreConfig(_Section):
     # "sqlite:////abs/path.db" or "postgresql://user@host:port/db". Omitted: a SQLite file
     # ./var/collector.sqlite3 under the working directory (see ``resolved_url``).
     url: Annotated[str, Field(min_length=1)] | None = None
+    # How long a missing seq may hold its epoch's acks back before the collector
+    # acknowledges past it. Omitted (the default): until it arrives, because agents send an
+    # eviction notice under every evicted seq; a number only for agents that do not.
+    ack_gap_grace_s: Annotated[int, Field(ge=1)] | None = None
 
     def resolved_url(self, cwd: Path) -> str:
         return self.url if self.url is not None else f"sqlite:///{cwd / DEFAULT_SQLITE}"

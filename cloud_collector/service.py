@@ -121,7 +121,8 @@ async def run(cfg: CollectorConfig, stop: asyncio.Event | None = None) -> None:
     try:
         url = cfg.store.resolved_url(Path.cwd())
         _prepare_sqlite_dir(url)
-        store = await open_store(url)
+        grace_s = cfg.store.ack_gap_grace_s
+        store = await open_store(url, gap_grace_ms=None if grace_s is None else grace_s * 1000)
     except BaseException:
         listener.close()
         raise

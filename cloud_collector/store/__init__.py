@@ -28,9 +28,12 @@ from cloud_collector.store.base import (
     VehicleStatus,
 )
 
-# How long a seq gap may hold acks back before it counts as evicted on the taxi
-# (see aggregate.advance_contiguous).
-DEFAULT_GAP_GRACE_MS: Final = 10 * 60_000
+# A seq gap holds an epoch's acks back until the missing batch arrives: an agent replaces
+# every batch it evicts by an eviction notice under the same seq, so a missing seq is still
+# on its way (a bulk backlog behind newer urgent batches can take hours on a slow link).
+# Acknowledging past it would make the taxi delete batches it has not sent. A finite grace
+# (``[store] ack_gap_grace_s``) is for agents that do not send eviction notices.
+DEFAULT_GAP_GRACE_MS: Final[int | None] = None
 
 __all__ = [
     "DEFAULT_GAP_GRACE_MS",
@@ -48,7 +51,9 @@ __all__ = [
 ]
 
 
-async def open_store(url: str, *, gap_grace_ms: int = DEFAULT_GAP_GRACE_MS) -> Store:
+async def open_store(
+    url: str, *, gap_grace_ms: int | None = DEFAULT_GAP_GRACE_MS
+) -> Store:
     """Open (and migrate) the store at ``url``. Raises StoreError for a bad URL or an
     unreachable or unmigratable database."""
     scheme = urlsplit(url).scheme.lower()

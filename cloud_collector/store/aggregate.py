@@ -106,23 +106,24 @@ def degree_box(lat: float, lon: float, radius_m: float) -> tuple[float, float, f
 
 
 def advance_contiguous(
-    acked: int, receipts: Iterable[tuple[int, int]], now_ms: int, grace_ms: int
+    acked: int, receipts: Iterable[tuple[int, int]], now_ms: int, grace_ms: int | None
 ) -> int:
     """The highest seq to acknowledge, starting from ``acked`` (already acknowledged).
 
     ``receipts`` are ``(seq, received_ms)`` of stored batches with seq > acked, ascending.
-    The next seq extends the run when it is present. A run of missing seqs (including
-    1 .. lowest-1 at the start of an epoch) is skipped once the batch right after it was
-    received at least ``grace_ms`` before ``now_ms``: the agent re-publishes unacknowledged
-    batches, so a seq still missing that long after a later one arrived was evicted on the
-    taxi and would otherwise block the acks of the epoch forever. Until then, a gap holds the
-    ack back, so that an early ack never lets the taxi delete a batch still in flight.
+    The next seq extends the run when it is present. A gap holds the ack back, so that an
+    early ack never lets the taxi delete a batch still in flight. With ``grace_ms`` None
+    (the default) it holds until the missing seq arrives: agents send an eviction notice
+    under the seq of every batch they evict. With a number, a run of missing seqs
+    (including 1 .. lowest-1 at the start of an epoch) is skipped once the batch right
+    after it was received at least ``grace_ms`` before ``now_ms``, for agents that leave
+    evicted seqs missing.
     """
     current = acked
     for seq, received_ms in receipts:
         if seq <= current:
             continue
-        if seq != current + 1 and now_ms - received_ms < grace_ms:
+        if seq != current + 1 and (grace_ms is None or now_ms - received_ms < grace_ms):
             break
         current = seq
     return current

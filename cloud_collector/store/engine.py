@@ -90,7 +90,7 @@ def utc_day(time_ms: int) -> str:
 
 
 async def ingest(
-    tx: Tx, batch: Batch, *, channel: str, payload_bytes: int, received_ms: int, grace_ms: int
+    tx: Tx, batch: Batch, *, channel: str, payload_bytes: int, received_ms: int, grace_ms: int | None
 ) -> IngestResult:
     h = batch.header
     if h.seq > MAX_SEQ:
@@ -313,7 +313,9 @@ async def _update_status(
     )  # fmt: skip
 
 
-async def _advance_ack(tx: Tx, vehicle: str, epoch: str, received_ms: int, grace_ms: int) -> int:
+async def _advance_ack(
+    tx: Tx, vehicle: str, epoch: str, received_ms: int, grace_ms: int | None
+) -> int:
     await tx.execute(
         "INSERT INTO epoch_acks (vehicle, epoch, acked_seq) VALUES (?, ?, 0)"
         " ON CONFLICT DO NOTHING",
@@ -377,7 +379,7 @@ async def quarantine_batch(
     payload: bytes,
     reason: str,
     received_ms: int,
-    grace_ms: int,
+    grace_ms: int | None,
     limits: QuarantineLimits = DEFAULT_QUARANTINE_LIMITS,
 ) -> IngestResult:
     """Quarantine a payload under its readable identity and write its receipt, so that it

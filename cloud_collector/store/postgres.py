@@ -93,7 +93,7 @@ class _PgTx:
 class PostgresStore(EngineStore):
     """``Store`` on PostgreSQL; create with ``open_postgres``."""
 
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], gap_grace_ms: int) -> None:
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], gap_grace_ms: int | None) -> None:
         super().__init__(gap_grace_ms)
         self._pool = pool
         self.tx_stats = TxStats()
@@ -152,7 +152,7 @@ async def _migrate(pool: asyncpg.Pool[asyncpg.Record]) -> None:
                 ) from exc
 
 
-async def open_postgres(url: str, *, gap_grace_ms: int, max_size: int = 10) -> PostgresStore:
+async def open_postgres(url: str, *, gap_grace_ms: int | None, max_size: int = 10) -> PostgresStore:
     try:
         pool = await asyncpg.create_pool(
             url, min_size=1, max_size=max_size, server_settings=SESSION_SETTINGS

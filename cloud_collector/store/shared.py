@@ -36,7 +36,7 @@ T = TypeVar("T")
 class EngineStore(ABC):
     """The ``Store`` methods on top of a backend's transaction runner."""
 
-    def __init__(self, gap_grace_ms: int) -> None:
+    def __init__(self, gap_grace_ms: int | None) -> None:
         self._grace_ms = gap_grace_ms
 
     @abstractmethod

@@ -83,7 +83,7 @@ class SqliteStore(EngineStore):
     replaced by a new one.
     """
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, gap_grace_ms: int) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, gap_grace_ms: int | None) -> None:
         super().__init__(gap_grace_ms)
         self._db = db
         self._path = path
@@ -174,7 +174,7 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return db
 
 
-async def open_sqlite(path: Path, *, gap_grace_ms: int) -> SqliteStore:
+async def open_sqlite(path: Path, *, gap_grace_ms: int | None) -> SqliteStore:
     db = await _connect(path)
     try:
         await _migrate(db)
