@@ -90,7 +90,13 @@ def utc_day(time_ms: int) -> str:
 
 
 async def ingest(
-    tx: Tx, batch: Batch, *, channel: str, payload_bytes: int, received_ms: int, grace_ms: int | None
+    tx: Tx,
+    batch: Batch,
+    *,
+    channel: str,
+    payload_bytes: int,
+    received_ms: int,
+    grace_ms: int | None,
 ) -> IngestResult:
     h = batch.header
     if h.seq > MAX_SEQ:
