@@ -17,8 +17,14 @@ kind                severity  condition
                               receive time by more than ``[intake] clock_skew_ms``, within
                               the last ``clock_ahead_hold_min``
 ``two_epochs``      critical  two epochs of the vehicle both received new batches within
-                              the last ``live_epochs_window_min``, and their receive spans
-                              overlap: two agents (two outbox files) run as one vehicle
+                              the last ``live_epochs_window_min``, their receive spans
+                              overlap, and so do the record times their batches carried,
+                              by more than ``live_epochs_overlap_s``: two agents (two
+                              outbox files) run as one vehicle. An old epoch still
+                              draining after the agent restarted (a new epoch after every
+                              unclean stop) carries only records from before the new
+                              epoch's, give or take the records that were not yet in a
+                              batch when it stopped, which the new epoch sends
 ``data_plan``       warning   payload bytes received this UTC month, extrapolated
                               linearly to the month's end, > ``data_plan_bytes_per_month``
                               (only after ``data_plan_min_elapsed_h`` of the month);
@@ -213,30 +219,58 @@ def _clock_ahead(state: VehicleHealth, now_ms: int, thresholds: Thresholds) -> l
     ]  # fmt: skip
 
 
+def record_overlap_ms(a: EpochSpan, b: EpochSpan) -> int | None:
+    """How long the record-time spans of two epochs overlap (negative: the gap between
+    them); None when either span is unknown."""
+    a0, a1, b0, b1 = a.first_record_ms, a.last_record_ms, b.first_record_ms, b.last_record_ms
+    if a0 is None or a1 is None or b0 is None or b1 is None:
+        return None
+    return min(a1, b1) - max(a0, b0)
+
+
 def live_epochs(
-    epochs: tuple[EpochSpan, ...], now_ms: int, window_ms: int
+    epochs: tuple[EpochSpan, ...], now_ms: int, window_ms: int, tolerance_ms: int
 ) -> tuple[EpochSpan, EpochSpan] | None:
-    """The two latest epochs that are both live (a new batch within ``window_ms``) and
-    whose receive spans overlap; None when there are not two such."""
+    """The two latest epochs that are both live (a new batch within ``window_ms``), whose
+    receive spans overlap and whose record-time spans overlap by more than
+    ``tolerance_ms``; None when there are not two such.
+
+    Receive times alone cannot tell two agents from one agent that restarted: after an
+    unclean stop the new epoch's batches arrive while the old epoch's backlog drains. The
+    record times can: the old epoch's all predate the restart, except that the new epoch
+    also sends the records that were staged but not yet in a batch at the stop (up to the
+    agent's longest lane batch age), which the tolerance covers. Two agents record the
+    same stretch of time, so their overlap grows for as long as both run. An epoch whose
+    record times are unknown (no decoded new batch since the store kept them) never
+    counts."""
     live = [e for e in epochs if now_ms - e.last_rx_ms <= window_ms]
     for i, a in enumerate(live):
         for b in live[i + 1 :]:
-            if a.first_rx_ms <= b.last_rx_ms and b.first_rx_ms <= a.last_rx_ms:
+            if not (a.first_rx_ms <= b.last_rx_ms and b.first_rx_ms <= a.last_rx_ms):
+                continue
+            overlap = record_overlap_ms(a, b)
+            if overlap is not None and overlap > tolerance_ms:
                 return a, b
     return None
 
 
 def _two_epochs(state: VehicleHealth, now_ms: int, thresholds: Thresholds) -> list[Alert]:
-    pair = live_epochs(state.epochs, now_ms, thresholds.live_epochs_window_min * MINUTE_MS)
+    pair = live_epochs(
+        state.epochs,
+        now_ms,
+        thresholds.live_epochs_window_min * MINUTE_MS,
+        thresholds.live_epochs_overlap_s * 1000,
+    )
     if pair is None:
         return []
     a, b = pair
+    overlap_s = (record_overlap_ms(a, b) or 0) / 1000
     return [
         Alert(
             vehicle=state.status.vehicle, kind=TWO_EPOCHS, severity=CRITICAL,
             since_ms=min(max(a.first_rx_ms, b.first_rx_ms), now_ms),
-            message=f"two live epochs {a.epoch} and {b.epoch}: two agents (two outbox"
-            " files) are running as this vehicle",
+            message=f"two live epochs {a.epoch} and {b.epoch} with records from the same"
+            f" {overlap_s:.0f} s: two agents (two outbox files) are running as this vehicle",
             value=2.0,
         )
     ]  # fmt: skip

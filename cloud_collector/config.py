@@ -111,8 +111,13 @@ class AlertsConfig(_Section):
     # its alert this long after the last such message.
     clock_ahead_hold_min: Annotated[int, Field(ge=1, le=100_000)] = 60
     # Two epochs of one vehicle both receiving new batches within this window, with
-    # overlapping receive spans: two agents (two outbox files) run as one vehicle.
+    # overlapping receive spans and record times overlapping by more than
+    # live_epochs_overlap_s: two agents (two outbox files) run as one vehicle.
     live_epochs_window_min: Annotated[int, Field(ge=1, le=100_000)] = 10
+    # After an unclean stop the agent's new epoch also sends the records not yet in a
+    # batch, up to its longest lane batch age (health_max_age_ms, 30 s by default) older
+    # than the old epoch's last: an overlap up to this is a restart, not two agents.
+    live_epochs_overlap_s: Annotated[int, Field(ge=0, le=86_400)] = 60
 
 
 class IntakeConfig(_Section):

@@ -207,8 +207,12 @@ def test_future_snapshot_never_starts_an_alert_in_the_future() -> None:
 
 def test_two_live_epochs() -> None:
     window = T.live_epochs_window_min * MIN
-    # Two agents: both epochs receive batches in the same span.
-    both = (EpochSpan(11, NOW - 5 * MIN, NOW - 1000), EpochSpan(22, NOW - 4 * MIN, NOW - 2000))
+    # Two agents: both epochs receive batches in the same span, with records of the same
+    # stretch of time.
+    both = (
+        EpochSpan(11, NOW - 5 * MIN, NOW - 1000, NOW - 6 * MIN, NOW - 2000),
+        EpochSpan(22, NOW - 4 * MIN, NOW - 2000, NOW - 5 * MIN, NOW - 3000),
+    )
     s = dataclasses.replace(state(), epochs=both)
     [a] = [a for a in evaluate_alerts(s, None, NOW, T) if a.kind == al.TWO_EPOCHS]
     assert "11" in a.message
@@ -216,10 +220,49 @@ def test_two_live_epochs() -> None:
     assert a.severity == al.CRITICAL
     # An outbox recreated (a new epoch after the old one's last batch): no alert.
     switch = (EpochSpan(22, NOW - 4 * MIN, NOW - 1000), EpochSpan(11, NOW - 9 * MIN, NOW - 5 * MIN))
-    assert al.live_epochs(switch, NOW, window) is None
+    assert al.live_epochs(switch, NOW, window, 0) is None
     # One of the two stopped long ago: no longer live.
     old = (
         EpochSpan(22, NOW - 4 * MIN, NOW - 1000),
         EpochSpan(11, NOW - 60 * MIN, NOW - 2 * window),
     )
-    assert al.live_epochs(old, NOW, window) is None
+    assert al.live_epochs(old, NOW, window, 0) is None
+
+
+def test_old_epoch_draining_after_a_restart_is_not_two_agents() -> None:
+    # Power cut at NOW - 5 min with a 3-hour backlog: the old epoch's closed batches drain
+    # while the new epoch is live, so their receive spans overlap. The new epoch also sent
+    # the records not yet in a batch at the cut (up to 30 s older than the old epoch's
+    # last).
+    cut = NOW - 5 * MIN
+    old = EpochSpan(11, NOW - 8 * MIN, NOW - 2000, NOW - 180 * MIN, cut - 1000)
+    new = EpochSpan(22, NOW - 4 * MIN, NOW - 1000, cut - 30_000, NOW - 2000)
+    drain = dataclasses.replace(state(), epochs=(new, old))
+    assert al.TWO_EPOCHS not in kinds(drain)
+    assert al.record_overlap_ms(new, old) == 29_000
+    # The same receipts with records of the same stretch of time: two agents.
+    twin = dataclasses.replace(new, first_record_ms=NOW - 170 * MIN)
+    [a] = [a for a in evaluate_alerts(dataclasses.replace(drain, epochs=(twin, old)), None, NOW, T)
+           if a.kind == al.TWO_EPOCHS]  # fmt: skip
+    assert (a.severity, a.since_ms) == (CRITICAL, NOW - 4 * MIN)
+    assert "11" in a.message
+    assert "22" in a.message
+    # The tolerance is strict and configurable.
+    limit = T.live_epochs_overlap_s * 1000
+    at_limit = dataclasses.replace(new, first_record_ms=cut - 1000 - limit)
+    past_limit = dataclasses.replace(new, first_record_ms=cut - 1000 - limit - 1)
+    window = T.live_epochs_window_min * MIN
+    assert al.live_epochs((at_limit, old), NOW, window, limit) is None
+    assert al.live_epochs((past_limit, old), NOW, window, limit) == (past_limit, old)
+    strict = Thresholds(live_epochs_overlap_s=0)
+    assert al.TWO_EPOCHS in kinds(drain, th=strict)
+    # Record times not known (no decoded batch since the store kept them): no alert.
+    unknown = dataclasses.replace(twin, first_record_ms=None, last_record_ms=None)
+    assert al.live_epochs((unknown, old), NOW, window, 0) is None
+
+
+def test_live_epochs_overlap_is_configured_in_alerts() -> None:
+    cfg = parse_config({"alerts": {"live_epochs_overlap_s": 5}}, "c.toml")
+    assert cfg.alerts.live_epochs_overlap_s == 5
+    with pytest.raises(ConfigError, match="live_epochs_overlap_s"):
+        parse_config({"alerts": {"live_epochs_overlap_s": -1}}, "c.toml")

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cloud_collector.alerts import TWO_EPOCHS, Thresholds, evaluate_alerts
 from cloud_collector.errors import QueryError
 from cloud_collector.store import Store, open_store
 from cloud_collector.store.base import HealthQuery
@@ -154,6 +155,63 @@ async def test_quarantine_batch_counts_for_the_ack(store: Store) -> None:
     assert s.status.duplicates == 2
     assert s.seq_gaps == {}
     assert s.rx_bytes_today == 6 * 4 + 2 * 1000
+
+
+async def test_two_epochs_told_apart_by_record_times(store: Store) -> None:
+    """In both cases the receipts of two epochs of one vehicle interleave; only the record
+    times the batches carry tell a restarted agent from two agents."""
+    s = 1000
+
+    def spanning(vehicle: str, epoch: int, seq: int, first_ms: int, last_ms: int) -> Batch:
+        events = [Event("fcw", first_ms, None, None, None, {}),
+                  Event("fcw", last_ms, None, None, None, {})]  # fmt: skip
+        return batch(seq, vehicle=vehicle, epoch=epoch, events=events)
+
+    def interleaved(old: list[Batch], new: list[Batch]) -> list[Batch]:
+        return [b for pair in zip(old, new, strict=True) for b in pair]
+
+    # Power cut at T0 + 100 s with a backlog: epoch 7's closed batches (records up to
+    # T0 + 99 s) drain while epoch 8, started at the restart, sends the records that were
+    # staged at the cut (from T0 + 80 s) and new ones.
+    drained = [spanning("taxi-r", 7, i + 1, T0 + a * s, T0 + b * s)
+               for i, (a, b) in enumerate([(0, 40), (40, 70), (70, 99)])]  # fmt: skip
+    restarted = [spanning("taxi-r", 8, i + 1, T0 + a * s, T0 + b * s)
+                 for i, (a, b) in enumerate([(80, 110), (110, 130), (130, 150)])]  # fmt: skip
+    # Two agents: two epochs with records of the same stretch of time.
+    twins = [
+        [spanning("taxi-t", epoch, i + 1, T0 + 50 * i * s, T0 + (50 * i + 49) * s)
+         for i in range(3)]
+        for epoch in (21, 22)
+    ]  # fmt: skip
+    rx = T0 + 200 * s
+    for i, b in enumerate(interleaved(drained, restarted) + interleaved(*twins)):
+        assert (await put(store, b, rx + i * s))[0]
+    now = rx + 20 * s
+    states = {v.status.vehicle: v for v in await store.vehicle_health()}
+
+    def alerted(vehicle: str) -> bool:
+        v = states[vehicle]
+        return TWO_EPOCHS in {a.kind for a in evaluate_alerts(v, None, now, Thresholds())}
+
+    assert not alerted("taxi-r")
+    assert alerted("taxi-t")
+    spans = {e.epoch: e for v in states.values() for e in v.epochs}
+    assert (spans[7].first_record_ms, spans[7].last_record_ms) == (T0, T0 + 99 * s)
+    assert (spans[8].first_record_ms, spans[8].last_record_ms) == (T0 + 80 * s, T0 + 150 * s)
+    assert (spans[21].first_rx_ms, spans[21].last_rx_ms) == (rx + 6 * s, rx + 10 * s)
+    # A duplicate and an identified quarantined batch widen nothing (their records are
+    # stored already, or unknown).
+    assert not (await put(store, spanning("taxi-r", 7, 3, T0 + 150 * s, T0 + 160 * s), now))[0]
+    await store.quarantine_batch(
+        identity=BatchIdentity(
+            schema_version=2, fleet_id="demo", vehicle_id="taxi-r", epoch=7, seq=4
+        ),
+        topic="fleet/demo/taxi-r/batch", payload=b"\x81\xa1v\x02",
+        reason="unknown_version", received_ms=now,
+    )  # fmt: skip
+    [r] = await store.vehicle_health("taxi-r")
+    [old] = [e for e in r.epochs if e.epoch == 7]
+    assert (old.first_record_ms, old.last_record_ms, old.last_rx_ms) == (T0, T0 + 99 * s, now)
 
 
 async def test_migration_0003_backfills(tmp_path: Path) -> None:

@@ -163,11 +163,16 @@ class HealthQuery:
 
 @dataclass(frozen=True, slots=True)
 class EpochSpan:
-    """When the collector received the first and the last new batch of one epoch."""
+    """When the collector received the first and the last new batch of one epoch
+    (collector clock), and the earliest and latest record time those batches carried
+    (the vehicle's clock; None when no new batch was decoded since the store recorded
+    them)."""
 
     epoch: int
     first_rx_ms: int
     last_rx_ms: int
+    first_record_ms: int | None = None
+    last_record_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

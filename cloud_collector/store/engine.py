@@ -118,8 +118,9 @@ async def ingest(
     acked = await _advance_ack(tx, h.vehicle_id, epoch, received_ms, grace_ms)
     if new:
         await health.count_receipt(
-            tx, tx.greatest, h.vehicle_id, epoch, h.seq, received_ms=received_ms
-        )
+            tx, tx.greatest, h.vehicle_id, epoch, h.seq, received_ms=received_ms,
+            records=(h.first_ms, h.last_ms),
+        )  # fmt: skip
     return IngestResult(new, acked)
 
 

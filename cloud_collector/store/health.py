@@ -10,8 +10,10 @@ row per vehicle and never scans a history table:
   even at 2^53 - 1, never pins "latest" in the future;
 * ``epoch_acks.max_seq`` / ``received``: the highest seq and the number of distinct seqs
   received per epoch; their difference is the number of missing seqs; ``first_rx_ms`` /
-  ``last_rx_ms``: when the epoch's first and last new batch arrived (two epochs live at
-  once are two agents running as one vehicle);
+  ``last_rx_ms``: when the epoch's first and last new batch arrived; ``first_record_ms`` /
+  ``last_record_ms``: the earliest and latest record time those batches carried (two
+  epochs live at once whose record times overlap are two agents running as one vehicle;
+  an old epoch draining after a restart carries only records older than the new one's);
 * ``vehicle_status.rx_*``: payload bytes received per UTC day and UTC month;
 * ``vehicle_status.clock_ahead_*``: the last message whose times ran ahead of the
   collector's clock.
@@ -97,16 +99,33 @@ async def note_latest_health(
 
 
 async def count_receipt(
-    tx: Tx, greatest: str, vehicle: str, epoch: str, seq: int, *, received_ms: int | None = None
+    tx: Tx,
+    greatest: str,
+    vehicle: str,
+    epoch: str,
+    seq: int,
+    *,
+    received_ms: int | None = None,
+    records: tuple[int, int] | None = None,
 ) -> None:
-    """One more distinct seq received in (vehicle, epoch); the ack row exists already."""
+    """One more distinct seq received in (vehicle, epoch); the ack row exists already.
+    ``records``: the batch's first and last record time, when it was decoded (a
+    quarantined payload's times are unknown and widen nothing)."""
+    span_sql = ""
+    span_args: tuple[int, ...] = ()
+    if records is not None:
+        span_sql = (
+            f", first_record_ms = COALESCE({tx.least}(first_record_ms, ?), ?),"
+            f" last_record_ms = COALESCE({greatest}(last_record_ms, ?), ?)"
+        )
+        span_args = (records[0], records[0], records[1], records[1])
     await tx.execute(
         f"UPDATE epoch_acks SET max_seq = {greatest}(max_seq, ?), received = received + 1,"
         " first_rx_ms = COALESCE(first_rx_ms, ?),"
         # SQLite's MAX is NULL when an argument is: COALESCE covers both NULL sides.
-        f" last_rx_ms = COALESCE({greatest}(last_rx_ms, ?), ?, last_rx_ms)"
+        f" last_rx_ms = COALESCE({greatest}(last_rx_ms, ?), ?, last_rx_ms){span_sql}"
         " WHERE vehicle = ? AND epoch = ?",
-        seq, received_ms, received_ms, received_ms, vehicle, epoch,
+        seq, received_ms, received_ms, received_ms, *span_args, vehicle, epoch,
     )  # fmt: skip
 
 
@@ -181,14 +200,20 @@ async def vehicle_health(
         gaps.setdefault(str(r[0]), {})[str(r[1])] = int(r[2])
     epochs: dict[str, list[EpochSpan]] = {}
     for r in await tx.fetch(
-        "SELECT vehicle, epoch, first_rx_ms, last_rx_ms FROM (SELECT vehicle, epoch,"
-        " first_rx_ms, last_rx_ms, ROW_NUMBER() OVER (PARTITION BY vehicle"
+        "SELECT vehicle, epoch, first_rx_ms, last_rx_ms, first_record_ms, last_record_ms"
+        " FROM (SELECT vehicle, epoch, first_rx_ms, last_rx_ms, first_record_ms,"
+        " last_record_ms, ROW_NUMBER() OVER (PARTITION BY vehicle"
         " ORDER BY last_rx_ms DESC, epoch) AS rn FROM epoch_acks"
         f" WHERE last_rx_ms IS NOT NULL{gap_where}) AS recent WHERE rn <= ?"
         " ORDER BY vehicle, last_rx_ms DESC, epoch",
         *args, RECENT_EPOCHS,
     ):  # fmt: skip
-        epochs.setdefault(str(r[0]), []).append(EpochSpan(int(r[1]), int(r[2]), int(r[3])))
+        epochs.setdefault(str(r[0]), []).append(
+            EpochSpan(
+                int(r[1]), int(r[2]), int(r[3]),
+                None if r[4] is None else int(r[4]), None if r[5] is None else int(r[5]),
+            )
+        )  # fmt: skip
     width = len(status_columns.split(","))
     out = []
     for r in rows:
