@@ -540,6 +540,12 @@ class Agent:
                 while not await self._all_acknowledged():
                     if self.stop.is_set():
                         return 1
+                    if self._holding():
+                        # A full disk refused the last writes: retry them, then close
+                        # what they staged, so the replay ends only once they are acked.
+                        await self._store(Records(), None)
+                        if await self._close_batches(force=True):
+                            self.uplink.wake()
                     await asyncio.sleep(ACK_POLL_S)
         except TimeoutError:
             self.pending_report = await self._pending(job.timeout_s)
@@ -548,7 +554,12 @@ class Agent:
             stopped.cancel()
         return 0
 
+    def _holding(self) -> bool:
+        return self._held.checkpoint is not None or len(self._held) > 0
+
     async def _all_acknowledged(self) -> bool:
+        if self._holding():
+            return False
         stats = await self.outbox.stats(self.now_ms())
         return stats.pending_batches == 0 and stats.staged_records == 0
 
@@ -560,7 +571,8 @@ class Agent:
         return (
             f"replay not acknowledged after {timeout_s:g} s: {stats.pending_batches} batch(es) "
             f"pending (epoch {stats.epoch}, seqs {seqs or '-'}), {stats.staged_records} "
-            f"record(s) staged; broker {self.settings.host}:{self.settings.port} {link}"
+            f"record(s) staged, {len(self._held)} held in memory for lack of disk space; "
+            f"broker {self.settings.host}:{self.settings.port} {link}"
         )
 
     def _route(self, job: ReplayJob) -> Callable[[str], str | None]:
@@ -711,7 +723,7 @@ class Agent:
         if self.replay is None:
             await self._flush(None)
         await self._close_batches(force=True)
-        if self._held.checkpoint is not None or len(self._held):
+        if self._holding():
             log.error(
                 "exiting with %d records held in memory that the full disk did not take",
                 len(self._held),

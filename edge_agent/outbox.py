@@ -76,6 +76,7 @@ from protocol.codec import decode_batch, encode_batch, peek_identity
 from protocol.errors import ProtocolError
 from protocol.ids import is_valid_id
 from protocol.limits import MAX_ARRAY_LEN, MAX_BODY_BYTES, MAX_HEALTH_VALUES, MAX_TEXT_BYTES
+from protocol.notices import EVICTION_NOTICE, MAX_NOTICE_SEQS, eviction_notice
 from protocol.records import Event, GnssFix, Health, RawFrame, SignalSeries
 from protocol.topics import Channel
 
@@ -125,7 +126,8 @@ _SCHEMA: Final = (
         size INTEGER NOT NULL,
         body BLOB NOT NULL)""",
     # seq: the file-wide local number (see ``epochs``); published_mono: outbox clock of
-    # the last PUBACK; crc: zlib.crc32 of the payload at close (NULL: closed by schema 1).
+    # the last PUBACK; crc: zlib.crc32 of the payload at close (NULL: closed by schema 1);
+    # notice: 1 when the payload is an eviction notice standing in for lost records.
     """CREATE TABLE batches(
         seq INTEGER PRIMARY KEY,
         channel TEXT NOT NULL,
@@ -137,6 +139,7 @@ _SCHEMA: Final = (
         published_mono INTEGER,
         publish_count INTEGER NOT NULL DEFAULT 0,
         crc INTEGER,
+        notice INTEGER NOT NULL DEFAULT 0,
         payload BLOB NOT NULL)""",
     # Batches with a local seq from first_local up to the next row's first_local belong to
     # this epoch; their wire seq is seq - first_local + 1. The last row is the current one.
@@ -488,6 +491,7 @@ async def _migrate_v1(db: aiosqlite.Connection) -> None:
     try:
         await db.execute("ALTER TABLE batches RENAME COLUMN published_ms TO published_mono")
         await db.execute("ALTER TABLE batches ADD COLUMN crc INTEGER")
+        await db.execute("ALTER TABLE batches ADD COLUMN notice INTEGER NOT NULL DEFAULT 0")
         await db.execute("ALTER TABLE staged RENAME TO staged_v1")
         await db.execute(_SCHEMA[0])
         await db.execute(
@@ -985,12 +989,53 @@ class Outbox:
         size = await _scalar(db, "PRAGMA page_size")
         return int(str(pages)) * int(str(size))
 
+    async def _stage_notices(
+        self, db: aiosqlite.Connection, lost: Sequence[tuple[int, int, int, str]]
+    ) -> int:
+        """Stage eviction notices for the closed batches about to be deleted: ``lost`` is
+        (local seq, last record time, records, cause) each. Runs of consecutive seqs of one
+        epoch and cause share one notice. Notices travel in the urgent lane, whose batches
+        are never evicted for space, and batches carrying one are never evicted at all: the
+        collector holds its acks back at a missing seq until a notice or the batch arrives.
+        Returns the bytes staged."""
+        runs: list[list[int]] = []  # [epoch, first seq, last seq, last_ms, records], cause
+        causes: list[str] = []
+        for local, last_ms, records, cause in sorted(lost, key=lambda x: self._wire(x[0])):
+            epoch, seq = self._wire(local)
+            run = runs[-1] if runs else None
+            if (
+                run is not None
+                and (run[0], run[2] + 1, causes[-1]) == (epoch, seq, cause)
+                and seq - run[1] < MAX_NOTICE_SEQS
+            ):
+                run[2], run[3], run[4] = seq, max(run[3], last_ms), run[4] + records
+            else:
+                runs.append([epoch, seq, seq, last_ms, records])
+                causes.append(cause)
+        notices = tuple(
+            eviction_notice(
+                epoch=epoch, first_seq=first, last_seq=last, time_ms=t, records=n, cause=cause
+            )
+            for (epoch, first, last, t, n), cause in zip(runs, causes, strict=True)
+        )
+        rows = [
+            (Channel.EVENT.value, first, self._clock_ms(), first, last, count, len(blob), blob)
+            for blob, first, last, count in _chunks(self.policy, Body(events=notices))
+        ]
+        await db.executemany(
+            "INSERT INTO staged(lane, staged_ms, staged_mono, first_ms, last_ms, n_records,"
+            " size, body) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        return sum(row[6] for row in rows)
+
     async def _evict(
         self, db: aiosqlite.Connection, total_bytes: int, *, full: bool = False
-    ) -> int:
+    ) -> tuple[int, int]:
         """Evict batches until ``total_bytes`` fits the cap and, below the free-space
         reserve (or with ``full``: a write failed for space), until the file has room
-        inside (``eviction_need``); returns the bytes freed."""
+        inside (``eviction_need``); returns the bytes of batches freed and of the eviction
+        notices staged for them."""
         free = 0 if full else filesystem_free_bytes(self.path)
         self._low_space = free is not None and free < self.reserve_bytes
         need = eviction_need(
@@ -1001,18 +1046,25 @@ class Outbox:
             reusable_bytes=await self._reusable_bytes(db) if self._low_space else 0,
         )
         if need.nbytes <= 0:
-            return 0
-        async with db.execute("SELECT priority, seq, size, n_records FROM batches") as cursor:
+            return 0, 0
+        # Notices are never evicted: each stands for a seq the collector must still get.
+        async with db.execute(
+            "SELECT priority, seq, size, n_records, last_ms FROM batches WHERE notice = 0"
+        ) as cursor:
             rows = list(await cursor.fetchall())
         records = {int(r[1]): int(r[3]) for r in rows}
+        last_ms = {int(r[1]): int(r[4]) for r in rows}
         victims = choose_victims(
             (Candidate(int(r[0]), int(r[1]), int(r[2])) for r in rows),
             need.nbytes,
             below_priority=SPACE_EVICTS_BELOW if need.cause == CAUSE_SPACE else None,
         )
         if not victims:
-            return 0
+            return 0, 0
         await db.executemany("DELETE FROM batches WHERE seq=?", [(v.seq,) for v in victims])
+        lost = [(v.seq, last_ms[v.seq], records[v.seq], EVICTION_CAUSE[v.priority])
+                for v in victims]  # fmt: skip
+        staged = await self._stage_notices(db, lost)
         by_cause: dict[str, int] = {}
         for v in victims:
             cause = EVICTION_CAUSE[v.priority]
@@ -1036,7 +1088,7 @@ class Outbox:
             max(v.seq for v in victims),
             by_cause,
         )
-        return freed
+        return freed, staged
 
     async def _checkpoint_if_low(self) -> None:
         """With little free space, copy the WAL into the database after each commit: the
@@ -1058,10 +1110,11 @@ class Outbox:
         try:
             async with self._transaction("evict for space") as db:
                 total = self._batch_bytes + self._staged_bytes
-                freed = await self._evict(db, total, full=True)
+                freed, staged = await self._evict(db, total, full=True)
         except OutboxFullError:
             return
         self._batch_bytes -= freed
+        self._staged_bytes += staged
         await self._checkpoint_if_low()
 
     @_serialized
@@ -1105,8 +1158,8 @@ class Outbox:
                 await db.execute(_UPSERT_META, (META_CHECKPOINT, bytes(checkpoint)))
             if health:
                 await db.execute(_UPSERT_META, (META_HEALTH, _health_json(health)))
-            freed = await self._evict(db, self._batch_bytes + self._staged_bytes + added)
-        self._staged_bytes += added
+            freed, staged = await self._evict(db, self._batch_bytes + self._staged_bytes + added)
+        self._staged_bytes += added + staged
         self._batch_bytes -= freed
 
     @_serialized
@@ -1206,7 +1259,8 @@ class Outbox:
                         assert span is not None
                         await db.execute(
                             "INSERT INTO batches(seq, channel, priority, first_ms, last_ms,"
-                            " n_records, size, crc, payload) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            " n_records, size, crc, notice, payload)"
+                            " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (
                                 self._first_local + seq - 1,
                                 str(lane),
@@ -1215,6 +1269,7 @@ class Outbox:
                                 _n_records(body),
                                 len(payload),
                                 zlib.crc32(payload),
+                                any(e.type == EVICTION_NOTICE for e in body.events),
                                 payload,
                             ),
                         )
@@ -1224,9 +1279,11 @@ class Outbox:
                     moved += await self._delete_staged(db, group)
             if created:
                 await db.execute(_UPSERT_META, (META_NEXT_SEQ, seq))
-            freed = await self._evict(db, self._batch_bytes + added + self._staged_bytes - moved)
+            freed, staged = await self._evict(
+                db, self._batch_bytes + added + self._staged_bytes - moved
+            )
         self._next_seq = seq
-        self._staged_bytes -= moved
+        self._staged_bytes += staged - moved
         self._batch_bytes += added - freed
         await self._checkpoint_if_low()
         return created
@@ -1278,12 +1335,12 @@ class Outbox:
             ) as cursor:
                 rows = await cursor.fetchall()
         due: list[StoredBatch] = []
-        damaged: list[tuple[int, int, int, int, int]] = []
+        damaged: list[tuple[int, int, int, int, int, int]] = []
         for r in rows:
             epoch, seq = self._wire(int(r[0]))
             payload = bytes(r[6])
             if not _intact(payload, r[7], epoch, seq):
-                damaged.append((int(r[0]), epoch, seq, int(r[8]), int(r[9])))
+                damaged.append((int(r[0]), epoch, seq, int(r[8]), int(r[9]), int(r[4])))
                 continue
             due.append(
                 StoredBatch(
@@ -1301,20 +1358,25 @@ class Outbox:
             await self._drop_damaged(damaged)
         return due
 
-    async def _drop_damaged(self, damaged: Sequence[tuple[int, int, int, int, int]]) -> None:
-        """Remove batches (local seq, epoch, seq, records, bytes) whose bytes are damaged."""
+    async def _drop_damaged(self, damaged: Sequence[tuple[int, int, int, int, int, int]]) -> None:
+        """Replace batches (local seq, epoch, seq, records, bytes, last record time) whose
+        bytes are damaged by eviction notices."""
         records = sum(d[3] for d in damaged)
         try:
             async with self._transaction("remove damaged batches") as db:
                 await db.executemany("DELETE FROM batches WHERE seq=?", [(d[0],) for d in damaged])
+                staged = await self._stage_notices(
+                    db, [(d[0], d[5], d[3], DROPPED_CORRUPT) for d in damaged]
+                )
                 await db.execute(_BUMP_COUNTER, (DROPPED_CORRUPT, records))
         except OutboxError as exc:
             log.error("outbox %s: damaged batches stay held back: %s", self.path, exc)
             return
         self._batch_bytes -= sum(d[4] for d in damaged)
+        self._staged_bytes += staged
         log.error(
             "OUTBOX BATCHES DAMAGED: %s: %d batch(es) no longer match their checksum and were "
-            "removed unsent, %d records lost: (epoch, seq) %s",
+            "replaced by eviction notices, %d records lost: (epoch, seq) %s",
             self.path,
             len(damaged),
             records,

@@ -32,6 +32,7 @@ from protocol.limits import (
     MAX_PAYLOAD_BYTES,
     Limits,
 )
+from protocol.notices import EVICTION_NOTICE, eviction_notice
 from protocol.records import (
     Event,
     FrameRef,
@@ -64,6 +65,7 @@ __all__ = [
     "ACK_SCHEMA_VERSION",
     "DEFAULT_LEVEL",
     "DEFAULT_LIMITS",
+    "EVICTION_NOTICE",
     "MAX_ARRAY_LEN",
     "MAX_BODY_BYTES",
     "MAX_CONTROL_PAYLOAD_BYTES",
@@ -108,6 +110,7 @@ __all__ = [
     "encode_batch",
     "encode_status",
     "event_topic",
+    "eviction_notice",
     "health_topic",
     "is_retained",
     "is_valid_id",

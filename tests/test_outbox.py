@@ -21,6 +21,7 @@ from edge_agent.errors import OutboxError
 from edge_agent.outbox import APPLICATION_ID, Outbox, Records
 from edge_agent.outbox_status import read_status
 from protocol import ProtocolError, decode_batch
+from protocol.notices import noticed_seqs
 from protocol.records import Event, GnssFix, Health, SignalSeries
 
 T0 = 1_700_000_000_000
@@ -249,6 +250,35 @@ async def test_eviction_drops_bulk_before_events_and_counts(tmp_path: Path) -> N
     assert len(seqs) < 80
     status = read_status(tmp_path / "outbox.db", T0)
     assert status["dropped"] == dict(stats.counters)
+    await box.close()
+
+
+async def test_every_evicted_seq_is_named_by_an_eviction_notice(tmp_path: Path) -> None:
+    """The collector never acknowledges past a missing seq: each seq the outbox evicts is
+    named by a notice in a later batch, and batches carrying notices are never evicted."""
+    box = await open_box(tmp_path / "outbox.db", max_bytes=15_000)
+    for i in range(40):
+        t = T0 + i * 1000
+        await box.append(bulk(t, n=50), t)
+        await box.append(urgent(t), t)
+        await box.close_due_batches(t, force=True)
+    await box.close_due_batches(T0 + 50_000, force=True)
+    stats = await box.stats(T0)
+    due = await box.due_for_publish(limit=1000, resend_after_ms=0)
+    held = {b.seq for b in due}
+    named: set[int] = set()
+    records = 0
+    for b in due:
+        for event in decode_batch(b.payload).events:
+            noticed = noticed_seqs(event)
+            if noticed is not None:
+                assert noticed[0] == b.epoch == box.epoch
+                named.update(range(noticed[1], noticed[2] + 1))
+                records += int(str(event.attrs["records"]))
+    assert named
+    assert held | named == set(range(1, stats.next_seq))  # no seq left missing
+    assert not held & named
+    assert records == stats.counters["evicted_records"]
     await box.close()
 
 

@@ -424,3 +424,30 @@ async def test_unknown_version_batches_are_kept_whole_beyond_the_daily_quota(
     )
     assert sorted(bytes(r[1]) for r in rows) == sorted(payloads)
     assert {r[0] for r in rows} == {UNKNOWN_VERSION}
+
+
+async def test_eviction_notices_let_the_ack_pass_and_a_late_batch_still_counts(
+    store_url: str,
+) -> None:
+    """Without a grace (the default) a missing seq holds the ack however old it is; an
+    eviction notice naming it lets the ack pass; should the evicted batch arrive after all,
+    its records are stored, not dropped as a duplicate of the notice's receipt."""
+    from protocol import eviction_notice
+
+    epoch = 2**64 - 5
+    store = await open_store(store_url)
+    try:
+        for seq in (1, 2, 5):
+            await ingest(store, batch(seq), received_ms=T0 + seq)
+        assert await ingest(store, batch(6), received_ms=T0 + 10**9) == (True, 2)
+        notice = eviction_notice(
+            epoch=epoch, first_seq=3, last_seq=4, time_ms=T0 + 4_000, records=2, cause="test"
+        )
+        assert await ingest(store, batch(7, events=[notice])) == (True, 7)
+        # Seq 4 was in flight when the agent evicted it: it arrives after the notice.
+        assert await ingest(store, batch(4)) == (True, 7)
+        assert await ingest(store, batch(4)) == (False, 7)  # and counts once
+        page = await store.events(EventQuery(type="fcw"))
+    finally:
+        await store.close()
+    assert sorted(e.seq for e in page.events) == [1, 2, 4, 5, 6]

@@ -40,9 +40,12 @@ from cloud_collector.store.base import (
 )
 from protocol.batch import Batch
 from protocol.envelope import BatchIdentity
+from protocol.notices import noticed_seqs
 
 Row = Sequence[Any]
 MAX_SEQ = 2**63 - 1
+# receipts.channel of seqs an eviction notice named: the agent lost them, nothing was stored.
+EVICTED_CHANNEL: Final = "evicted"
 # Receipts beyond the acknowledged seq read per round when advancing the ack.
 ACK_SCAN = 1_000
 
@@ -102,17 +105,22 @@ async def ingest(
     if h.seq > MAX_SEQ:
         raise IngestError(f"seq {h.seq} does not fit a signed 64-bit integer")
     epoch = str(h.epoch)
+    # A receipt only an eviction notice wrote gives way to the batch itself.
     inserted = await tx.fetch(
         "INSERT INTO receipts (vehicle, epoch, seq, fleet, channel, received_ms, payload_bytes,"
-        " records) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
+        " records) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vehicle, epoch, seq) DO UPDATE"
+        " SET channel = excluded.channel, received_ms = excluded.received_ms,"
+        " payload_bytes = excluded.payload_bytes, records = excluded.records"
+        " WHERE receipts.channel = ? RETURNING seq",
         h.vehicle_id, epoch, h.seq, h.fleet_id, channel, received_ms, payload_bytes,
-        h.counts.total,
+        h.counts.total, EVICTED_CHANNEL,
     )  # fmt: skip
     new = bool(inserted)
     if new:
         await _store_records(tx, batch)
         await _aggregate(tx, batch)
         await health.note_latest_health(tx, h.vehicle_id, batch.health, received_ms)
+        await _note_evictions(tx, batch, received_ms, grace_ms)
     await _update_status(tx, batch, new, payload_bytes, received_ms)
     await health.count_rx(tx, h.vehicle_id, payload_bytes, received_ms)
     acked = await _advance_ack(tx, h.vehicle_id, epoch, received_ms, grace_ms)
@@ -122,6 +130,35 @@ async def ingest(
             records=(h.first_ms, h.last_ms),
         )  # fmt: skip
     return IngestResult(new, acked)
+
+
+async def _note_evictions(tx: Tx, batch: Batch, received_ms: int, grace_ms: int | None) -> None:
+    """Give the seqs the batch's eviction notices name receipts of channel
+    ``EVICTED_CHANNEL`` (no records), so the epoch's acks pass them; a later batch of that
+    epoch, or the agent's re-publication of one, carries the ack. They still count as
+    missing in ``seq_gaps``: their records are lost. Should one of those batches arrive
+    after all (published before it was evicted), it replaces its receipt (see ``ingest``)."""
+    h = batch.header
+    for event in batch.events:
+        noticed = noticed_seqs(event)
+        if noticed is None or noticed[2] > MAX_SEQ:
+            continue
+        epoch, first, last = str(noticed[0]), noticed[1], noticed[2]
+        await tx.execute(
+            "INSERT INTO epoch_acks (vehicle, epoch, acked_seq) VALUES (?, ?, 0)"
+            " ON CONFLICT DO NOTHING",
+            h.vehicle_id, epoch,
+        )  # fmt: skip
+        await tx.executemany(
+            "INSERT INTO receipts (vehicle, epoch, seq, fleet, channel, received_ms,"
+            " payload_bytes, records) VALUES (?, ?, ?, ?, ?, ?, 0, 0) ON CONFLICT DO NOTHING",
+            [
+                (h.vehicle_id, epoch, seq, h.fleet_id, EVICTED_CHANNEL, received_ms)
+                for seq in range(first, last + 1)
+            ],
+        )
+        if epoch != str(h.epoch):
+            await _advance_ack(tx, h.vehicle_id, epoch, received_ms, grace_ms)
 
 
 async def _store_records(tx: Tx, batch: Batch) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
 import sqlite3
 from collections import Counter, deque
@@ -42,6 +43,7 @@ from edge_agent.assemble import build_pipeline
 from edge_agent.config import load_config
 from edge_agent.nmea import read_nmea
 from edge_agent.sources import ReplaySource
+from protocol.notices import EVICTION_NOTICE, NOTICE_RECORDS
 
 EVENT = "event"
 SAMPLE = "sample"
@@ -105,6 +107,8 @@ class Stored:
     # stamp two different snapshots with the same millisecond.
     health: list[tuple[str, int, str]] = field(default_factory=list)
     kinds: frozenset[str] = frozenset({EVENT, SAMPLE, GNSS})
+    # Records the agents declared lost in eviction notices (not records themselves).
+    evicted: int = 0
 
 
 def _fill(
@@ -114,7 +118,12 @@ def _fill(
     gnss: Iterable[Sequence[object]] = (),
     health: Iterable[Sequence[object]] = (),
 ) -> Stored:
-    out.records += [(str(v), EVENT, str(t), int(str(ms))) for v, t, ms in events]
+    for v, t, ms, *attrs in events:
+        if t == EVICTION_NOTICE:
+            notice = json.loads(str(attrs[0])) if attrs else {}
+            out.evicted += int(notice.get(NOTICE_RECORDS, 0))
+            continue
+        out.records.append((str(v), EVENT, str(t), int(str(ms))))
     for v, name, ms, value in samples:
         key = (str(v), SAMPLE, str(name), int(str(ms)))
         out.records.append(key)
@@ -130,7 +139,7 @@ def read_collector_sqlite(path: Path) -> Stored:
     try:
         return _fill(
             Stored(),
-            db.execute("SELECT vehicle, type, time_ms FROM events ORDER BY id"),
+            db.execute("SELECT vehicle, type, time_ms, attrs FROM events ORDER BY id"),
             db.execute("SELECT vehicle, name, time_ms, value FROM samples ORDER BY rowid"),
             db.execute("SELECT vehicle, time_ms FROM gnss ORDER BY rowid"),
             db.execute('SELECT vehicle, time_ms, "values" FROM health ORDER BY rowid'),
@@ -149,7 +158,7 @@ def read_collector_postgres(url: str) -> Stored:
             rows = [
                 [tuple(r) for r in await conn.fetch(query)]
                 for query in (
-                    "SELECT vehicle, type, time_ms FROM events ORDER BY id",
+                    "SELECT vehicle, type, time_ms, attrs::text FROM events ORDER BY id",
                     "SELECT vehicle, name, time_ms, value FROM samples ORDER BY ctid",
                     "SELECT vehicle, time_ms FROM gnss ORDER BY ctid",
                     'SELECT vehicle, time_ms, "values"::text FROM health ORDER BY ctid',
@@ -190,6 +199,7 @@ class Report:
     health_doubled: int
     health_reordered: int
     examples: tuple[str, ...]
+    evicted: int = 0  # records the agents declared lost in eviction notices
 
     @property
     def clean(self) -> bool:
@@ -208,7 +218,8 @@ class Report:
             f"produced {self.produced}, stored {self.stored}, lost {self.lost}, "
             f"doubled {self.doubled}, reordered {self.reordered}, unexpected {self.unexpected}, "
             f"altered {self.altered}; health stored {self.health_stored}, doubled "
-            f"{self.health_doubled}, reordered {self.health_reordered}"
+            f"{self.health_doubled}, reordered {self.health_reordered}; "
+            f"declared evicted {self.evicted}"
         )
 
     def assert_clean(self, *, health_order: bool = True) -> None:
@@ -287,6 +298,7 @@ def compare(want: Produced, got: Stored, window: tuple[int, int] | None = None) 
         health_doubled=sum(health_doubled.values()),
         health_reordered=len(health_reordered),
         examples=tuple(examples),
+        evicted=got.evicted,
     )
 
 

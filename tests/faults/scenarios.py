@@ -16,7 +16,6 @@ import json
 import os
 import random
 import shutil
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -492,6 +491,14 @@ def _fill_disk(path: Path, *, leave_bytes: int) -> None:
             f.flush()
 
 
+def _wait_for(predicate: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(0.05)
+
+
 def small_disk(
     workdir: Path, size: Size, *, disk_bytes: int = 8 << 20, free_bytes: int = 64 << 10
 ) -> Outcome:
@@ -514,10 +521,13 @@ def small_disk(
                 outbox_dir=mount,
             )  # fmt: skip
             link.partition(REFUSE)
-            _fill_disk(mount / "filler", leave_bytes=free_bytes)
             procs = [t.replay(speed=size.speed, timeout_s=_replay_timeout(size, 10))
                      for t in taxis]  # fmt: skip
             try:
+                # The disk fills while the agent runs (an agent started on a full disk
+                # cannot create its outbox, and exits for systemd to retry).
+                _wait_for(lambda: any(mount.glob("*.sqlite3")), 20.0)
+                _fill_disk(mount / "filler", leave_bytes=free_bytes)
                 time.sleep(size.recording_s / (size.speed or 50.0) + 2.0)
                 alive = all(p.poll() is None for p in procs)
                 (mount / "filler").unlink()  # room again (logs rotated, say) ...
@@ -527,7 +537,6 @@ def small_disk(
                 drain = time.monotonic() - healed
                 report = collector.compare(expected(taxis))
                 events = _events_report(collector, taxis)
-                evicted = _latest_health(collector, taxis[0].vehicle).get("evicted_records")
             finally:
                 for t in taxis:
                     t.kill()
@@ -538,24 +547,9 @@ def small_disk(
         "free_bytes": free_bytes,
         "alive_while_full": alive,
         "events_lost": events.lost,
-        "evicted_records": evicted if isinstance(evicted, int) else 0,
+        "evicted_records": report.evicted,
     }
     return Outcome("small_disk_outbox", size.name, report, drain, time.monotonic() - t0, figures)
-
-
-def _latest_health(collector: Collector, vehicle: str) -> dict[str, object]:
-    """The vehicle's health snapshot with the latest time, as the collector stored it."""
-    assert collector.sqlite is not None
-    db = sqlite3.connect(f"file:{collector.sqlite}?mode=ro", uri=True)
-    try:
-        row = db.execute(
-            'SELECT "values" FROM health WHERE vehicle = ? ORDER BY time_ms DESC LIMIT 1',
-            (vehicle,),
-        ).fetchone()
-    finally:
-        db.close()
-    values = {} if row is None else json.loads(row[0])
-    return values if isinstance(values, dict) else {}
 
 
 def _events_report(collector: Collector, taxis: list[Taxi]) -> Report:
