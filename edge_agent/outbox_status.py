@@ -13,6 +13,7 @@ from contextlib import closing
 from pathlib import Path
 from urllib.parse import quote
 
+from edge_agent.clock import CLOCK_INVALID_KEY
 from edge_agent.errors import OutboxError
 from edge_agent.health import (
     DISK_FREE_BYTES,
@@ -162,6 +163,9 @@ def headline(report: Mapping[str, object], now_ms: int) -> list[str]:
             problems.append("CAMERA TAMPER")
         if values.get("uplink_connected") is False:
             problems.append("OFFLINE")
+        if values.get(CLOCK_INVALID_KEY) is True:
+            # Records are stamped with this clock: their times are wrong until it is set.
+            problems.append("CLOCK WRONG")
     pending = _num(report.get("pending_batches")) or 0
     age = _num(report.get("oldest_pending_age_ms")) or 0
     if pending > BACKLOG_BATCHES or age > BACKLOG_AGE_MS:

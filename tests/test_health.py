@@ -146,6 +146,8 @@ def test_headline() -> None:
     assert headline(_report(), NOW) == ["OK"]
     assert headline(_report(uplink_connected=False, gnss_mode=1), NOW) == ["OFFLINE", "NO GNSS"]
     assert headline(_report(camera_failsafe=True), NOW) == ["CAMERA FAILSAFE"]
+    assert headline(_report(clock_invalid=True), NOW) == ["CLOCK WRONG"]
+    assert headline(_report(clock_invalid=False), NOW) == ["OK"]
     backlog = {**_report(), "pending_batches": 500}
     assert headline(backlog, NOW) == ["BACKLOG"]
     assert headline(_report(), NOW + 10 * 60_000) == ["STALE"]
