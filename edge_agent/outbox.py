@@ -779,6 +779,11 @@ class Outbox:
         return outbox
 
     @property
+    def pending_bytes(self) -> int:
+        """Bytes of closed batches waiting for their end-to-end ack."""
+        return self._batch_bytes
+
+    @property
     def next_seq(self) -> int:
         return self._next_seq
 

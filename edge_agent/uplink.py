@@ -302,6 +302,8 @@ class OutboxLike(Protocol):
     async def due_for_publish(self, *, limit: int, resend_after_ms: int) -> Sequence[BatchLike]: ...
     async def mark_published(self, batches: Sequence[tuple[int, int]]) -> None: ...
     async def acknowledge(self, epoch: int, upto_seq: int) -> int: ...
+    @property
+    def pending_bytes(self) -> int: ...
 
 
 Connector = Callable[[UplinkSettings], contextlib.AbstractAsyncContextManager[Link]]
@@ -429,8 +431,10 @@ class Uplink:
         s = self.settings
         while True:
             self._wake.clear()
+            pending = self.outbox.pending_bytes
+            resend_after_ms = self._rate.resend_after_ms(s.resend_after_ms, pending)
             due = await self.outbox.due_for_publish(
-                limit=s.max_inflight, resend_after_ms=s.resend_after_ms
+                limit=s.max_inflight, resend_after_ms=resend_after_ms
             )
             if not due:
                 self.idle.set()

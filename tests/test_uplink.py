@@ -104,6 +104,20 @@ def test_link_rate_is_bytes_acked_per_busy_second() -> None:
     assert rate.rate() == pytest.approx(measured, rel=0.05)
 
 
+def test_resend_wait_grows_with_what_the_link_still_has_to_carry() -> None:
+    """An urgent batch that overtook a 290 kB backlog on a 2 kB/s link is acknowledged
+    only once the backlog arrived (acks are contiguous): it is not resent meanwhile."""
+    rate = LinkRate(base_timeout_s=20.0, max_inflight=16)
+    assert rate.resend_after_ms(60_000, 290_000) == 60_000  # not measured yet
+    for i in range(5):
+        rate.on_puback(4000, sent_at=i * 2.0, now=(i + 1) * 2.0)
+    measured = rate.rate()
+    assert measured is not None
+    assert rate.resend_after_ms(60_000, 290_000) == 60_000 + round(290_000_000 / measured)
+    assert 200_000 < rate.resend_after_ms(60_000, 290_000) < 215_000
+    assert rate.resend_after_ms(60_000, 0) == 60_000
+
+
 def test_link_rate_follows_a_link_that_gets_slower() -> None:
     rate = LinkRate(base_timeout_s=20.0, max_inflight=16)
     for i in range(10):
