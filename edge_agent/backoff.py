@@ -147,16 +147,18 @@ class LinkRate:
         rate = self.rate()
         return None if rate is None else rate * self.budget_share * self.base_timeout_s
 
-    def resend_after_ms(self, base_ms: int, pending_bytes: int) -> int:
+    def resend_after_ms(self, base_ms: int, unpublished_bytes: int) -> int:
         """How long a published batch waits for its end-to-end ack before it is sent
-        again: ``base_ms`` plus the time the link needs for everything pending. The
-        collector acknowledges the highest *contiguous* seq, so an urgent batch that
-        overtook a backlog is acknowledged only once the backlog has arrived; resending
-        it every ``base_ms`` meanwhile would only spend the metered link on duplicates."""
+        again: ``base_ms`` plus the time the link needs for the batches not yet
+        published. The collector acknowledges the highest *contiguous* seq, so an urgent
+        batch that overtook a backlog is acknowledged only once the backlog has arrived;
+        resending it every ``base_ms`` meanwhile would spend the metered link on
+        duplicates. Once the backlog is out, a batch the broker lost is resent after
+        ``base_ms`` again."""
         rate = self.rate()
         if rate is None or rate <= 0:
             return base_ms
-        return base_ms + round(1000 * pending_bytes / rate)
+        return base_ms + round(1000 * unpublished_bytes / rate)
 
     def window(self, sizes: Sequence[int]) -> int:
         """How many of the batches of ``sizes`` (in publish order) to publish now."""

@@ -779,11 +779,6 @@ class Outbox:
         return outbox
 
     @property
-    def pending_bytes(self) -> int:
-        """Bytes of closed batches waiting for their end-to-end ack."""
-        return self._batch_bytes
-
-    @property
     def next_seq(self) -> int:
         return self._next_seq
 
@@ -1387,6 +1382,17 @@ class Outbox:
             records,
             ", ".join(f"({d[1]}, {d[2]})" for d in damaged),
         )
+
+    @_serialized
+    async def unpublished_bytes(self) -> int:
+        """Bytes of closed batches the broker has not taken yet: what the link still has to
+        carry before a batch published now is followed by all that precede it."""
+        with _sqlite_errors(self.path, "read unpublished bytes"):
+            value = await _scalar(
+                self._require(),
+                "SELECT COALESCE(SUM(size), 0) FROM batches WHERE published_mono IS NULL",
+            )
+        return int(str(value))
 
     async def mark_published(self, batches: Sequence[tuple[int, int]]) -> None:
         """Record the broker's PUBACK for these ``(epoch, seq)``: they wait

@@ -302,8 +302,7 @@ class OutboxLike(Protocol):
     async def due_for_publish(self, *, limit: int, resend_after_ms: int) -> Sequence[BatchLike]: ...
     async def mark_published(self, batches: Sequence[tuple[int, int]]) -> None: ...
     async def acknowledge(self, epoch: int, upto_seq: int) -> int: ...
-    @property
-    def pending_bytes(self) -> int: ...
+    async def unpublished_bytes(self) -> int: ...
 
 
 Connector = Callable[[UplinkSettings], contextlib.AbstractAsyncContextManager[Link]]
@@ -431,8 +430,8 @@ class Uplink:
         s = self.settings
         while True:
             self._wake.clear()
-            pending = self.outbox.pending_bytes
-            resend_after_ms = self._rate.resend_after_ms(s.resend_after_ms, pending)
+            ahead = await self.outbox.unpublished_bytes()
+            resend_after_ms = self._rate.resend_after_ms(s.resend_after_ms, ahead)
             due = await self.outbox.due_for_publish(
                 limit=s.max_inflight, resend_after_ms=resend_after_ms
             )

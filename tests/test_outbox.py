@@ -253,6 +253,19 @@ async def test_eviction_drops_bulk_before_events_and_counts(tmp_path: Path) -> N
     await box.close()
 
 
+async def test_unpublished_bytes_count_what_the_broker_has_not_taken(tmp_path: Path) -> None:
+    box = await open_box(tmp_path / "outbox.db")
+    assert await box.unpublished_bytes() == 0
+    for i in range(3):
+        await box.append(bulk(T0 + i * 1000), T0 + i * 1000)
+        await box.close_due_batches(T0 + i * 1000, force=True)
+    due = await box.due_for_publish(limit=10, resend_after_ms=0)
+    assert await box.unpublished_bytes() == sum(len(b.payload) for b in due)
+    await box.mark_published([(b.epoch, b.seq) for b in due[:2]])
+    assert await box.unpublished_bytes() == len(due[2].payload)
+    await box.close()
+
+
 async def test_every_evicted_seq_is_named_by_an_eviction_notice(tmp_path: Path) -> None:
     """The collector never acknowledges past a missing seq: each seq the outbox evicts is
     named by a notice in a later batch, and batches carrying notices are never evicted."""
