@@ -38,7 +38,7 @@ from edge_agent.health import (
 from edge_agent.holding import HoldingArea
 from edge_agent.outbox import Outbox, Records, filesystem_free_bytes
 from edge_agent.outbox_status import format_human, headline
-from protocol import decode_batch
+from protocol import EVICTION_NOTICE, decode_batch
 from protocol.records import Event, Health, SignalSeries
 from tests import consumer
 from tests.mosquitto_harness import MosquittoHarness
@@ -234,8 +234,12 @@ async def test_below_the_reserve_bulk_is_evicted_and_urgent_events_kept(
     assert stats.counters[EVICTED_FOR_SPACE] > 0
     assert stats.counters["evicted_bulk"] == stats.counters[EVICTED_FOR_SPACE]
     assert stats.counters.get("evicted_event", 0) == 0
-    kept = sorted(e.time_ms for _c, p in rows for e in decode_batch(bytes(p)).events)
-    assert kept == sent
+    events = [e for _c, p in rows for e in decode_batch(bytes(p)).events]
+    assert sorted(e.time_ms for e in events if e.type == "fcw") == sent
+    # Each evicted batch is declared by an eviction notice, which stays.
+    assert sum(int(str(e.attrs["records"])) for e in events if e.type == EVICTION_NOTICE) == (
+        stats.counters["evicted_records"]
+    )
     assert any(c == "batch" for c, _p in rows), "bulk is evicted as needed, not all of it"
     # Below the reserve the outbox no longer grows: new records reuse evicted pages.
     free_after = filesystem_free_bytes(disk / "x")
