@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cloud_collector.config import AlertsConfig
-from cloud_collector.store.base import EpochSpan, HealthPoint, VehicleHealth
+from cloud_collector.store.base import EpochSpan, HealthPoint, VehicleHealth, utc_day
 from protocol.records import Scalar
 
 MINUTE_MS: Final = 60_000
@@ -117,7 +117,7 @@ def month_bytes(state: VehicleHealth, now_ms: int) -> int:
 
 
 def today_bytes(state: VehicleHealth, now_ms: int) -> int:
-    current = time.strftime("%Y-%m-%d", time.gmtime(now_ms // 1000))
+    current = utc_day(now_ms)
     return state.rx_bytes_today if state.rx_day == current else 0
 
 

@@ -14,7 +14,6 @@ import binascii
 import dataclasses
 import gc
 import json
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import repeat
@@ -37,6 +36,7 @@ from cloud_collector.store.base import (
     SignCluster,
     StoredEvent,
     VehicleStatus,
+    utc_day,
 )
 from protocol.batch import Batch
 from protocol.envelope import BatchIdentity
@@ -83,10 +83,6 @@ class Tx(Protocol):
 async def fetchrow(tx: Tx, sql: str, *args: object) -> Row | None:
     rows = await tx.fetch(sql, *args)
     return rows[0] if rows else None
-
-
-def utc_day(time_ms: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(time_ms // 1000))
 
 
 # -- ingest ----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from cloud_collector.store.base import (
     HealthQuery,
     VehicleHealth,
     VehicleStatus,
+    utc_day,
 )
 from protocol.records import Health, Scalar
 
@@ -60,7 +61,7 @@ def _values(raw: Any) -> dict[str, Scalar]:
 async def count_rx(tx: Tx, vehicle: str, payload_bytes: int, received_ms: int) -> None:
     """Add a received batch payload to the vehicle's day and month byte counters (the row
     exists already). A new UTC day or month restarts its counter."""
-    day = time.strftime("%Y-%m-%d", time.gmtime(received_ms // 1000))
+    day = utc_day(received_ms)
     month = day[:7]
     await tx.execute(
         "UPDATE vehicle_status SET"

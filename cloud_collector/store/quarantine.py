@@ -10,7 +10,6 @@ stored again: the broker delivers it anew at every subscribe.
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import TYPE_CHECKING, Final
 
 from cloud_collector.store.base import (
@@ -18,6 +17,7 @@ from cloud_collector.store.base import (
     QUARANTINE_REPEAT,
     QUARANTINE_STORED,
     QuarantineLimits,
+    utc_day,
 )
 from cloud_collector.validate import UNKNOWN_VERSION, sender_of
 
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 
 # Longest topic kept with a quarantined payload (topics of invalid ids can be long).
 MAX_TOPIC_CHARS: Final = 512
-
-
-def _day(time_ms: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(time_ms // 1000))
 
 
 async def quarantine(
@@ -65,7 +61,7 @@ async def quarantine(
             vehicle, fleet or "",
         )  # fmt: skip
     sender = sender_of(topic)
-    day = _day(received_ms)
+    day = utc_day(received_ms)
     kept = payload[: limits.keep_identified_bytes if identified else limits.keep_bytes]
     await tx.execute(
         "INSERT INTO quarantine_budget (sender, day) VALUES (?, ?) ON CONFLICT DO NOTHING",
