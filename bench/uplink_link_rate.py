@@ -7,7 +7,7 @@ Builds an outbox backlog of ``--batches`` bulk batches of about ``--batch-bytes`
 after an outage: 71 batches, ~280 kB), then drains it with the uplink on its shipped
 defaults (``UplinkSettings``: 20-s publish timeout, 16 in flight, 60-s resend) through a
 real local mosquitto and the test consumer (commit, then end-to-end ack), behind a TCP
-proxy capping each direction at ``--rate`` bytes per second (tests/throttle_proxy.py).
+proxy capping each direction at ``--rate`` bytes per second (tests/faults/proxy.py).
 
 Prints one JSON object: seconds until every batch was acknowledged end to end, the ideal
 (backlog bytes / rate), duplicate deliveries at the consumer, bytes the proxy forwarded
@@ -32,8 +32,8 @@ from edge_agent.outbox import Outbox, Records
 from edge_agent.uplink import Uplink, UplinkSettings
 from protocol.records import SignalSeries
 from tests import consumer
+from tests.faults.proxy import LinkProxy
 from tests.mosquitto_harness import MosquittoHarness
-from tests.throttle_proxy import ThrottleProxy
 
 FLEET, VEHICLE = "bench", "taxi-1"
 T0 = 1_772_436_600_000
@@ -61,7 +61,8 @@ async def drain(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         try:
             outbox = await Outbox.open(work / "outbox.db", fleet_id=FLEET, vehicle_id=VEHICLE)
             backlog = await build_backlog(outbox, args.batches, args.batch_bytes)
-            async with ThrottleProxy(broker.port, rate_bytes_per_s=args.rate) as proxy:
+            with LinkProxy(broker.port) as proxy:
+                proxy.set(rate_bytes_per_s=args.rate)
                 settings = UplinkSettings(FLEET, VEHICLE, "127.0.0.1", proxy.port)
                 uplink = Uplink(settings, outbox)
                 stop = asyncio.Event()
@@ -75,7 +76,7 @@ async def drain(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 elapsed = time.monotonic() - started
                 stop.set()
                 await asyncio.wait_for(task, 30)
-                sent = proxy.bytes_up
+                sent = proxy.counters.bytes_up
             await outbox.close()
         finally:
             consumer.stop(proc)

@@ -26,8 +26,8 @@ from edge_agent.uplink import (
 from protocol import Ack, Presence, decode_status, peek_identity, status_topic
 from protocol.records import Event, SignalSeries
 from tests import consumer
+from tests.faults.proxy import LinkProxy
 from tests.mosquitto_harness import MosquittoHarness, free_port
-from tests.throttle_proxy import ThrottleProxy
 
 FLEET, VEHICLE = "test-fleet", "taxi-1"
 T0 = 1_760_000_000_000
@@ -380,7 +380,8 @@ async def test_backlog_over_a_2_kbyte_per_s_link_is_sent_once(tmp_path: Path) ->
         try:
             outbox = await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
             backlog = await _noisy_batches(outbox, 10, samples=300)
-            async with ThrottleProxy(broker.port, rate_bytes_per_s=rate) as proxy:
+            with LinkProxy(broker.port) as proxy:
+                proxy.set(rate_bytes_per_s=rate)
                 # The shipped defaults scaled down 4x in time (20 s -> 5 s, 16 in flight),
                 # as the backlog is (~30 kB instead of a 2-hour backlog).
                 settings = _settings(proxy.port, publish_timeout_s=5.0, max_inflight=16)
@@ -390,7 +391,7 @@ async def test_backlog_over_a_2_kbyte_per_s_link_is_sent_once(tmp_path: Path) ->
                     tg.create_task(uplink.run(stop))
                     await _until(lambda: uplink.counters.acked_batches == 10, 45)
                     stop.set()
-                sent = proxy.bytes_up
+                sent = proxy.counters.bytes_up
             await outbox.close()
         finally:
             consumer.stop(proc)
