@@ -71,7 +71,7 @@ def _verdict(name: str, out: sc.Outcome) -> bool:
         assert isinstance(evicted, int)
         return (
             bool(out.figures.get("alive_while_full"))
-            and out.figures.get("events_lost") == 0
+            and out.figures.get("urgent_events_lost") == 0
             and (r.doubled, r.reordered, r.unexpected, r.altered) == (0, 0, 0, 0)
             and r.lost <= evicted
         )

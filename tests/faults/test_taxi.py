@@ -28,7 +28,7 @@ def test_clock_a_day_ahead_then_stepped_back(tmp_path: Path, record: Record) -> 
 def test_outbox_on_a_small_full_disk(tmp_path: Path, record: Record) -> None:
     out = record(sc.small_disk(tmp_path, sc.SUITE))
     assert out.figures["alive_while_full"], "the agent must keep running on a full disk"
-    assert out.figures["events_lost"] == 0
+    assert out.figures["urgent_events_lost"] == 0
     r = out.report
     assert (r.doubled, r.reordered, r.unexpected, r.altered) == (0, 0, 0, 0), r.line()
     evicted = out.figures["evicted_records"]
