@@ -492,7 +492,7 @@ class Agent:
         values["camera_failsafe"] = self.pipeline.camera_failsafe
         values["camera_tamper"] = self.pipeline.camera_tamper
         values[DISK_FREE_BYTES] = _disk_free(outbox_path(self.config, self.config_dir))
-        values[DISK_RESERVE_BYTES] = self.config.outbox.reserve_bytes
+        values[DISK_RESERVE_BYTES] = self.outbox.reserve_bytes
         values[DISK_FULL] = self._disk_full
         values[OUTBOX_WRITE_FAILURES] = self.outbox.space_failures
         values[OUTBOX_HELD_RECORDS] = len(self._held)

@@ -252,6 +252,24 @@ def filesystem_free_bytes(path: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
+def filesystem_size_bytes(path: Path) -> int | None:
+    """Size of the filesystem holding ``path``."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return None
+    return st.f_blocks * st.f_frsize
+
+
+def effective_reserve(reserve_bytes: int, filesystem_bytes: int | None) -> int:
+    """The free-space reserve, at most half the filesystem: a reserve larger than a small
+    partition would keep the outbox below it for ever, evicting everything but events
+    even with the disk empty."""
+    if filesystem_bytes is None:
+        return reserve_bytes
+    return min(reserve_bytes, filesystem_bytes // 2)
+
+
 # Record chunks ---------------------------------------------------------------------------
 
 
@@ -732,7 +750,7 @@ class Outbox:
         except BaseException:
             os.close(lock_fd)
             raise
-        outbox.reserve_bytes = reserve_bytes
+        outbox.reserve_bytes = effective_reserve(reserve_bytes, filesystem_size_bytes(path))
         return outbox
 
     @classmethod

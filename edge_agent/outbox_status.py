@@ -34,7 +34,9 @@ from edge_agent.outbox import (
     META_NEXT_SEQ,
     SCHEMA_VERSION,
     STAGED_TOTALS_SQL,
+    effective_reserve,
     filesystem_free_bytes,
+    filesystem_size_bytes,
 )
 
 
@@ -87,7 +89,11 @@ def read_status(path: Path, now_ms: int, reserve_bytes: int | None = None) -> di
         raise OutboxError(f"no outbox file at {path}")
     report = _read(path, now_ms)
     report[DISK_FREE_BYTES] = filesystem_free_bytes(path)
-    report[DISK_RESERVE_BYTES] = reserve_bytes
+    report[DISK_RESERVE_BYTES] = (
+        None
+        if reserve_bytes is None
+        else effective_reserve(reserve_bytes, filesystem_size_bytes(path))
+    )
     return report
 
 

@@ -36,7 +36,7 @@ from edge_agent.health import (
     OUTBOX_WRITE_FAILURES,
 )
 from edge_agent.holding import HoldingArea
-from edge_agent.outbox import Outbox, Records, filesystem_free_bytes
+from edge_agent.outbox import Outbox, Records, effective_reserve, filesystem_free_bytes
 from edge_agent.outbox_status import format_human, headline
 from protocol import EVICTION_NOTICE, decode_batch
 from protocol.records import Event, Health, SignalSeries
@@ -370,3 +370,9 @@ def test_agent_keeps_running_on_a_full_disk_and_delivers_what_it_held(
     assert failures > 0
     assert values[DISK_RESERVE_BYTES] == MiB
     assert values[DISK_FULL] is False  # room again at the last snapshot
+
+
+def test_the_reserve_is_at_most_half_the_filesystem() -> None:
+    assert effective_reserve(32 * MiB, 8 * MiB) == 4 * MiB
+    assert effective_reserve(32 * MiB, 8 * 1024 * MiB) == 32 * MiB
+    assert effective_reserve(32 * MiB, None) == 32 * MiB
