@@ -527,7 +527,8 @@ def small_disk(
             try:
                 # The disk fills while the agent runs (an agent started on a full disk
                 # cannot create its outbox, and exits for systemd to retry).
-                _wait_for(lambda: any(mount.glob("*.sqlite3")), 20.0)
+                _wait_for(lambda: any(mount.glob("*.sqlite3-wal")), 20.0)
+                time.sleep(1.0)  # its open (checks, a new epoch) takes milliseconds
                 _fill_disk(mount / "filler", leave_bytes=free_bytes)
                 time.sleep(size.recording_s / (size.speed or 50.0) + 2.0)
                 alive = all(p.poll() is None for p in procs)
