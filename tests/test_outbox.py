@@ -451,3 +451,74 @@ async def _contiguity(path: Path, status: dict[str, object]) -> int:
     assert int(checkpoint) > 0
     await box.close()
     return box.epoch
+
+
+# The schema-1 layout as released, to build a file the way the previous agent left it.
+_V1_SCHEMA = (
+    """CREATE TABLE staged(id INTEGER PRIMARY KEY, lane TEXT NOT NULL,
+        staged_ms INTEGER NOT NULL, first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL,
+        n_records INTEGER NOT NULL, size INTEGER NOT NULL, body BLOB NOT NULL)""",
+    """CREATE TABLE batches(seq INTEGER PRIMARY KEY, channel TEXT NOT NULL,
+        priority INTEGER NOT NULL, first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL,
+        n_records INTEGER NOT NULL, size INTEGER NOT NULL, published_ms INTEGER,
+        publish_count INTEGER NOT NULL DEFAULT 0, payload BLOB NOT NULL)""",
+    "CREATE INDEX batches_publish_order ON batches(priority DESC, seq)",
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+    "CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+)
+
+
+async def test_a_schema_1_outbox_is_migrated_and_its_batches_still_go_out(
+    tmp_path: Path,
+) -> None:
+    """An agent upgraded over a backlog: the old batches keep their epoch and seqs, are
+    checked by decoding (they have no checksum), and an ack for that epoch deletes them;
+    new batches start a new epoch (the old file has no clean-close marker)."""
+    from protocol import Batch, encode_batch
+
+    path = tmp_path / "outbox.db"
+    old_epoch = 0x0123456789ABCDEF
+    payloads = [
+        encode_batch(
+            Batch.build(fleet_id=FLEET, vehicle_id=VEHICLE, epoch=old_epoch, seq=seq,
+                        sent_ms=T0, events=urgent(T0 + seq).events)
+        )
+        for seq in (1, 2)
+    ]  # fmt: skip
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        for statement in _V1_SCHEMA:
+            db.execute(statement)
+        db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        db.execute("PRAGMA user_version=1")
+        db.executemany(
+            "INSERT INTO meta(key, value) VALUES(?, ?)",
+            [("epoch", str(old_epoch)), ("next_seq", 3), ("acked_seq", 0)],
+        )
+        db.executemany(
+            "INSERT INTO batches(seq, channel, priority, first_ms, last_ms, n_records, size,"
+            " published_ms, publish_count, payload) VALUES(?, 'event', 2, ?, ?, 1, ?, ?, ?, ?)",
+            [
+                (seq, T0 + seq, T0 + seq, len(p), T0 if seq == 1 else None, seq == 1, p)
+                for seq, p in ((1, payloads[0]), (2, payloads[1]))
+            ],
+        )
+        db.commit()
+    finally:
+        db.close()
+    box = await open_box(path)
+    try:
+        due = await box.due_for_publish(limit=10, resend_after_ms=0)
+        assert [(b.epoch, b.seq, b.payload) for b in due] == [
+            (old_epoch, 1, payloads[0]),
+            (old_epoch, 2, payloads[1]),
+        ]
+        await box.append(urgent(T0 + 10), T0 + 10)
+        await box.close_due_batches(T0 + 10, force=True)
+        assert box.epoch != old_epoch
+        assert await box.acknowledge(old_epoch, 2) == 2
+        (new,) = await box.due_for_publish(limit=10, resend_after_ms=0)
+        assert (new.epoch, new.seq) == (box.epoch, 1)
+    finally:
+        await box.close()
