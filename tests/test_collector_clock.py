@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import aiomqtt
 import httpx
@@ -17,7 +16,7 @@ import pytest
 from cloud_collector.alerts import CLOCK_AHEAD, OFFLINE
 from cloud_collector.api import create_app
 from cloud_collector.metrics import IngestMetrics
-from cloud_collector.store import Store, open_store
+from cloud_collector.store import Store
 from protocol import Presence, Status, encode_status
 from protocol.limits import MAX_TIME_MS
 from protocol.records import Scalar
@@ -33,19 +32,6 @@ FAR = MAX_TIME_MS  # what a vehicle can send on purpose
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoHarness]:
-    with MosquittoHarness(tmp_path, persistence=True) as b:
-        yield b
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await open_store(f"sqlite:///{tmp_path / 'clock.sqlite3'}")
-    yield s
-    await s.close()
 
 
 @contextlib.asynccontextmanager

@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
 from cloud_collector.intake import DROP_JUNK_BUDGET, DROP_SENDER_BUDGET
-from cloud_collector.store import Store, open_store
+from cloud_collector.store import Store
 from tests.mosquitto_harness import MosquittoHarness
 from tests.test_collector_ingest import collector
 from tests.test_collector_support import FLEET, publish_until_acked
@@ -27,19 +25,6 @@ CONCURRENCY = 64  # publishes in flight at the flooder
 # The honest batches must be acknowledged before their first resend (60 s) would be due;
 # half of that leaves room for a loaded test machine (they took 1.6-8.5 s here).
 ACK_BOUND_S = 30.0
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoHarness]:
-    with MosquittoHarness(tmp_path, persistence=True) as b:
-        yield b
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await open_store(f"sqlite:///{tmp_path / 'flood.sqlite3'}")
-    yield s
-    await s.close()
 
 
 # The flooding client, a process of its own as it would be: publishes FLOOD junk messages

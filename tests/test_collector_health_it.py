@@ -10,8 +10,7 @@ import contextlib
 import itertools
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import aiomqtt
 import httpx
@@ -32,19 +31,6 @@ pytestmark = pytest.mark.integration
 MIN = 60_000
 MS = 1_000_000  # ns per ms
 _db_names = itertools.count()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoHarness]:
-    with MosquittoHarness(tmp_path, persistence=True) as b:
-        yield b
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await open_store(f"sqlite:///{tmp_path / 'h.sqlite3'}")
-    yield s
-    await s.close()
 
 
 class Clock:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiomqtt
@@ -83,12 +83,6 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
     store = await open_store(f"sqlite:///{tmp_path / 'c.sqlite3'}")
     yield store
     await store.close()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoHarness]:
-    with MosquittoHarness(tmp_path, persistence=True) as b:
-        yield b
 
 
 async def _all_events(store: Store) -> list[tuple[str, int, str]]:
