@@ -240,9 +240,7 @@ def broker_restart(workdir: Path, size: Size, *, persistence: bool) -> Outcome:
             for _ in range(size.broker_restarts):
                 time.sleep(max(every, 1.5))
                 broker.restart()
-            healed = time.monotonic()
-            finish_all(procs, timeout + 30)
-            drain = time.monotonic() - healed
+            drain = finish_all(procs, timeout + 30)
             report = collector.compare(expected(taxis))
             figures: dict[str, object] = {
                 "restarts": size.broker_restarts,
@@ -272,9 +270,7 @@ def collector_sigstop(workdir: Path, size: Size) -> Outcome:
             collector.pause()
             time.sleep(size.sigstop_s)
             collector.resume()
-            healed = time.monotonic()
-            finish_all(procs, timeout + 30)
-            drain = time.monotonic() - healed
+            drain = finish_all(procs, timeout + 30)
             report = collector.compare(expected(taxis))
             figures: dict[str, object] = {
                 "stopped_s": size.sigstop_s,
@@ -362,9 +358,7 @@ def agent_killed(workdir: Path, size: Size, seed: int = 20260302) -> Outcome:
                 for t in taxis:
                     t.kill()
                 kills += 1
-            healed = time.monotonic()
-            finish_all([t.replay(speed=0, timeout_s=60) for t in taxis], 120)
-            drain = time.monotonic() - healed
+            drain = finish_all([t.replay(speed=0, timeout_s=60) for t in taxis], 120)
             report = collector.compare(expected(taxis))
         finally:
             for t in taxis:
@@ -397,9 +391,7 @@ def two_agents_one_vehicle(workdir: Path, size: Size) -> Outcome:
         timeout = half + 120
         procs = [t.replay(speed=1.0, timeout_s=timeout) for t in taxis]
         try:
-            healed = time.monotonic()
-            finish_all(procs, timeout + 30)
-            drain = time.monotonic() - healed
+            drain = finish_all(procs, timeout + 30)
             whole = collector.compare(expected(taxis))
             # Each agent's records in order within its own span: the two interleave.
             parts = [collector.compare(want, span(want)) for want in map(expected, (first, second))]
@@ -534,9 +526,7 @@ def small_disk(
                 alive = all(p.poll() is None for p in procs)
                 (mount / "filler").unlink()  # room again (logs rotated, say) ...
                 link.partition(None)  # ... and the link back
-                healed = time.monotonic()
-                finish_all(procs, _replay_timeout(size, 30))
-                drain = time.monotonic() - healed
+                drain = finish_all(procs, _replay_timeout(size, 30))
                 report = collector.compare(expected(taxis))
                 events = _events_report(collector, taxis)
             finally:
