@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.collector [--vehicles 50] [--batches 40] [--store sqlite postgresql]
 
 For each store, starts mosquitto and one ``cloud-collector run`` process (PostgreSQL via
-tests/pg_harness.py), then many simulated vehicles publish batches shaped like real ones
+harness/postgres.py), then many simulated vehicles publish batches shaped like real ones
 (10 s of 20 thinned signals, GNSS at 1 Hz, a few events, a health snapshot: ~520 records,
 a few kB after zstd) with QoS 1, each vehicle keeping a window of unacknowledged batches
 in flight like the agent does. Reports records per second per collector process (first
@@ -152,8 +152,8 @@ def bench_store(
     store_url: str, payloads: dict[str, list[bytes]], records: int, args: Any
 ) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.mosquitto_harness import MosquittoHarness, free_port
-    from tests.test_collector_support import CollectorProcess, write_config
+    from harness.collector import CollectorProcess, write_config
+    from harness.mosquitto import MosquittoHarness, free_port
 
     with (
         tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp,
@@ -218,7 +218,7 @@ def main() -> None:
         if kind == "sqlite":
             results[kind] = bench_store("sqlite:///{tmp}/bench.sqlite3", payloads, records, args)
         else:
-            from tests.pg_harness import PgHarness
+            from harness.postgres import PgHarness
 
             with PgHarness() as pg:
                 url = pg.create_database("bench")

@@ -2,7 +2,7 @@
 
     python -m bench.faults                         # every scenario, full size
     python -m bench.faults partition_refuse stall  # some of them
-    python -m bench.faults --size suite            # the sizes tests/faults/ runs
+    python -m bench.faults --size suite            # the sizes tests/integration/faults/ runs
     python -m bench.faults --set partition_s=60    # one size figure changed
     python -m bench.faults --list
 
@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.faults import scenarios as sc
-from tests.faults.proxy import BLACKHOLE, REFUSE
+from harness.faults import scenarios as sc
+from harness.faults.proxy import BLACKHOLE, REFUSE
 
 Scenario = Callable[[Path, sc.Size], sc.Outcome]
 

@@ -1,6 +1,6 @@
 """Benchmark: a city-wide ``road_conditions`` query on PostgreSQL with millions of events.
 
-Run (starts its own PostgreSQL via tests/pg_harness.py unless --url is given)::
+Run (starts its own PostgreSQL via harness/postgres.py unless --url is given)::
 
     .venv/bin/python -m bench.road_query --events 10000000
 
@@ -265,7 +265,7 @@ def main() -> None:
     if args.url:
         result = asyncio.run(bench(args.url, args.events, args.points, args.runs, args.explain))
     else:
-        from tests.pg_harness import PgHarness
+        from harness.postgres import PgHarness
 
         with PgHarness(extra_settings=SERVER_SETTINGS) as pg:
             url = pg.create_database("bench")

@@ -7,7 +7,7 @@ Builds an outbox backlog of ``--batches`` bulk batches of about ``--batch-bytes`
 after an outage: 71 batches, ~280 kB), then drains it with the uplink on its shipped
 defaults (``UplinkSettings``: 20-s publish timeout, 16 in flight, 60-s resend) through a
 real local mosquitto and the test consumer (commit, then end-to-end ack), behind a TCP
-proxy capping each direction at ``--rate`` bytes per second (tests/faults/proxy.py).
+proxy capping each direction at ``--rate`` bytes per second (harness/faults/proxy.py).
 
 Prints one JSON object: seconds until every batch was acknowledged end to end, the ideal
 (backlog bytes / rate), duplicate deliveries at the consumer, bytes the proxy forwarded
@@ -30,10 +30,10 @@ from typing import Any
 
 from edge_agent.outbox import Outbox, Records
 from edge_agent.uplink import Uplink, UplinkSettings
+from harness import consumer
+from harness.faults.proxy import LinkProxy
+from harness.mosquitto import MosquittoHarness
 from protocol.records import SignalSeries
-from tests import consumer
-from tests.faults.proxy import LinkProxy
-from tests.mosquitto_harness import MosquittoHarness
 
 FLEET, VEHICLE = "bench", "taxi-1"
 T0 = 1_772_436_600_000

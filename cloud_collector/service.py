@@ -36,7 +36,7 @@ from cloud_collector.ingest import Ingestor
 from cloud_collector.metrics import IngestMetrics
 from cloud_collector.store import Store, open_store
 from cloud_collector.store.progress import Transacting, WatchProgress
-from edge_agent.sdnotify import Notifier, WatchdogGate
+from daemon_kit.sdnotify import Notifier, WatchdogGate
 
 log = logging.getLogger(__name__)
 

@@ -139,9 +139,9 @@ def _stall_after(environ: Mapping[str, str]) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from daemon_kit.sdnotify import Notifier
     from edge_agent.daemon import run_agent
     from edge_agent.health import config_hash
-    from edge_agent.sdnotify import Notifier
 
     config_path = Path(args.config)
     config = load_config(config_path)

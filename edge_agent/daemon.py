@@ -34,6 +34,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from daemon_kit.sdnotify import Notifier, WatchdogGate
 from edge_agent.assemble import build_pipeline
 from edge_agent.batching import EVICTED_FOR_SPACE, EVICTION_CAUSE
 from edge_agent.clock import (
@@ -70,7 +71,6 @@ from edge_agent.outbox import (
     Records,
 )
 from edge_agent.pipeline import Pipeline
-from edge_agent.sdnotify import Notifier, WatchdogGate
 from edge_agent.sources import BusSource, FrameLike, ReplaySource
 from edge_agent.uplink import (
     HEALTH_LINK_RATE,
@@ -283,7 +283,7 @@ class Agent:
 
     async def _main_loop(self) -> None:
         """Until stop: the watchdog (pings only while the pipeline moves, see
-        edge_agent.sdnotify) and readable STATUS= lines."""
+        daemon_kit.sdnotify) and readable STATUS= lines."""
         interval = self.notifier.watchdog_interval_s
         gate = None
         tick = MAIN_TICK_S

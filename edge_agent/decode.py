@@ -35,8 +35,8 @@ VEHICLE_DBC = "hyundai_taxi.dbc"
 
 
 def bundled_dbc(name: str) -> Path:
-    """Path of a DBC shipped in the ``hw_fixtures`` package."""
-    return Path(str(resources.files("hw_fixtures") / BUNDLED_DBC_DIR / name))
+    """Path of a DBC shipped inside this package (``edge_agent/dbc``)."""
+    return Path(str(resources.files("edge_agent") / BUNDLED_DBC_DIR / name))
 
 
 def load_dbc(path: Path) -> Any:

@@ -21,14 +21,16 @@ from typing import Any, Final
 
 import cantools
 
+from edge_agent import decode
+from edge_agent.decode import bundled_dbc
 from hw_fixtures import script
 from hw_fixtures.camera import CameraModel
 from hw_fixtures.drive import Drive, VehicleState
 from hw_fixtures.events import EventRecorder
 
-DBC_DIR: Final = Path(__file__).resolve().parent / "dbc"
-MOBILEYE_DBC: Final = DBC_DIR / "mobileye.dbc"
-VEHICLE_DBC: Final = DBC_DIR / "hyundai_taxi.dbc"
+# The fixtures encode with the very DBCs the agent ships, so the two cannot drift apart.
+MOBILEYE_DBC: Final = bundled_dbc(decode.MOBILEYE_DBC)
+VEHICLE_DBC: Final = bundled_dbc(decode.VEHICLE_DBC)
 
 CAMERA: Final = 0  # channel can0
 VEHICLE: Final = 1  # channel can1

@@ -70,6 +70,7 @@ def generate_drive(
     track: str = "seoul",
     seed: int = 1,
     formats: Sequence[str] | None = None,
+    start_epoch_s: int = START_EPOCH_S,
 ) -> dict[str, Path]:
     """Write one recording; returns the paths by kind (log, asc, blf, nmea, expected).
 
@@ -93,7 +94,7 @@ def generate_drive(
     out.mkdir(parents=True, exist_ok=True)
     paths = {kind: out / FILE_NAMES[kind] for kind in (*formats, "nmea", "expected")}
 
-    start_us = START_EPOCH_S * 1_000_000
+    start_us = start_epoch_s * 1_000_000
     drive = Drive(duration_s=duration_s, track=track)
     recorder = EventRecorder(start_us)
     anomalies: list[dict[str, Any]] = []
@@ -119,7 +120,7 @@ def generate_drive(
     if "log" in formats:
         writers.append(LogWriter(paths["log"]))
     if "asc" in formats:
-        writers.append(AscGzWriter(paths["asc"], start_epoch_s=START_EPOCH_S))
+        writers.append(AscGzWriter(paths["asc"], start_epoch_s=start_epoch_s))
     if "blf" in formats:
         writers.append(BlfWriter(paths["blf"]))
     counts = [0, 0]
@@ -136,8 +137,9 @@ def generate_drive(
         for w in writers:
             w.close()
 
-    _write_nmea(paths["nmea"], drive, seed)
+    _write_nmea(paths["nmea"], drive, seed, start_epoch_s)
     expected = _expected(
+        start_epoch_s=start_epoch_s,
         drive=drive,
         track=track,
         seed=seed,
@@ -154,7 +156,7 @@ def generate_drive(
     return paths
 
 
-def _write_nmea(path: Path, drive: Drive, seed: int) -> None:
+def _write_nmea(path: Path, drive: Drive, seed: int, start_epoch_s: int) -> None:
     """GGA + RMC every whole second, position and velocity from the drive itself."""
     phase = (seed % 97) * 0.37
     lines = []
@@ -165,7 +167,7 @@ def _write_nmea(path: Path, drive: Drive, seed: int) -> None:
         err_e = 1.1 * math.sin(t / 7.3 + phase) + 0.5 * math.sin(t / 2.9 + 2 * phase)
         err_n = 0.9 * math.sin(t / 6.1 + 1 + phase) + 0.4 * math.sin(t / 3.7 + phase)
         lat, lon = drive.path.to_latlon(pose.x + err_e, pose.y + err_n)
-        when = datetime.fromtimestamp(START_EPOCH_S + sec, tz=UTC)
+        when = datetime.fromtimestamp(start_epoch_s + sec, tz=UTC)
         lines.append(
             nmea_fix(
                 hhmmss=f"{when:%H%M%S}",
@@ -186,6 +188,7 @@ def _write_nmea(path: Path, drive: Drive, seed: int) -> None:
 
 def _expected(
     *,
+    start_epoch_s: int,
     drive: Drive,
     track: str,
     seed: int,
@@ -198,7 +201,7 @@ def _expected(
     anomalies: list[dict[str, Any]],
     files: dict[str, str],
 ) -> dict[str, Any]:
-    start_us = START_EPOCH_S * 1_000_000
+    start_us = start_epoch_s * 1_000_000
     end_us = start_us + round(duration_s * 1e6)
     start_lat, start_lon = drive.path.to_latlon(*_xy(drive, 0.0))
     end_lat, end_lon = drive.path.to_latlon(*_xy(drive, duration_s))
@@ -206,7 +209,7 @@ def _expected(
         "description": "Scripted ground truth of a generated taxi drive (hw_fixtures.generate)",
         "start": iso_utc(start_us),
         "end": iso_utc(end_us),
-        "start_epoch_s": START_EPOCH_S,
+        "start_epoch_s": start_epoch_s,
         "duration_s": duration_s,
         "seed": seed,
         "full_load": full_load,
@@ -271,6 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--track", choices=sorted(TRACKS), default="seoul")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--start",
+        type=int,
+        default=START_EPOCH_S,
+        help=f"first frame's time, Unix seconds (default {START_EPOCH_S})",
+    )
+    parser.add_argument(
         "--formats",
         default=None,
         help="comma-separated subset of log,asc,blf (default: all; log only with --full-load)",
@@ -286,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             track=args.track,
             seed=args.seed,
             formats=formats,
+            start_epoch_s=args.start,
         )
     except ValueError as exc:
         parser.error(str(exc))

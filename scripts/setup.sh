@@ -36,12 +36,20 @@ if [[ ! -x .venv/bin/python ]]; then
     "$PYTHON" -m venv .venv
 fi
 
-# Reinstall only when the dependency list changed.
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# The four distributions, editable, and the test tools; again only when a dependency list
+# changed.
+PARTS=(protocol daemon_kit edge_agent cloud_collector)
+stamp=.venv/.installed-$(cat pyproject.toml "${PARTS[@]/%//pyproject.toml}" | sha256sum | cut -c1-16)
 if [[ ! -f $stamp ]]; then
-    echo "setup: installing Python packages"
+    echo "setup: installing Python packages (${PARTS[*]} and the test tools)"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[test]'
+    # A checkout from before the split had one distribution for everything.
+    .venv/bin/python -m pip uninstall -q -y taxi-adas-ingest 2>/dev/null || true
+    editable=()
+    for part in "${PARTS[@]}"; do editable+=(-e "./$part"); done
+    # The build backend warns at length that data directories look like packages; they are
+    # package data (DBCs, migrations, the dashboard bundle), listed in each pyproject.toml.
+    PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q "${editable[@]}" --group test
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
+# hw_fixtures, harness, tests, bench and demo are used from the checkout, never installed.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy
+echo "== import contracts"; lint-imports
 echo "== pytest"; pytest "$@"

@@ -1,6 +1,6 @@
-"""Fixtures shared by the collector's integration tests: a real mosquitto and a SQLite
-store in the test's temporary directory. A test module defining its own fixture of the
-same name uses that one."""
+"""Fixtures shared by the tests: a real mosquitto, a real PostgreSQL server (one per session;
+tests create their own databases in it) and a SQLite store in the test's temporary directory.
+A test module defining its own fixture of the same name uses that one."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from cloud_collector.store import Store, open_store
-from tests.mosquitto_harness import MosquittoHarness
+from harness.mosquitto import MosquittoHarness
+from harness.postgres import PgHarness
 
 
 @pytest.fixture
@@ -24,3 +25,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     s = await open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
     yield s
     await s.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgHarness]:
+    with PgHarness() as pg:
+        yield pg

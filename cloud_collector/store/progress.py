@@ -3,7 +3,7 @@
 The watchdog must see ingest stop moving, not only the event loop turning: a store whose
 every transaction fails, or whose transaction hangs, keeps the process alive but
 acknowledges nothing. Each backend counts its transactions here; ``WatchProgress`` turns
-the counts into the one growing number ``edge_agent.sdnotify.WatchdogGate`` expects.
+the counts into the one growing number ``daemon_kit.sdnotify.WatchdogGate`` expects.
 """
 
 from __future__ import annotations

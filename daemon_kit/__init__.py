@@ -1,0 +1,7 @@
+"""What both long-running commands need from their host, and nothing of either's domain.
+
+``edge-agent run`` on a taxi gateway and ``cloud-collector run`` on a server are both systemd
+services: they speak the ``sd_notify`` protocol and gate the watchdog on progress
+(:mod:`daemon_kit.sdnotify`). Kept apart from ``protocol`` (the pure wire format, no I/O) and
+from both parts, so neither imports the other.
+"""
