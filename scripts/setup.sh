@@ -50,6 +50,15 @@ if [[ ! -f $stamp ]]; then
     # The build backend warns at length that data directories look like packages; they are
     # package data (DBCs, migrations, the dashboard bundle), listed in each pyproject.toml.
     PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q "${editable[@]}" --group test
+    # Wheels of everything a gateway installs, so tests/integration/test_packaging.py can
+    # install the edge agent into a clean virtualenv without reaching a package index.
+    # Built from a copy: setuptools leaves build/ directories where it builds.
+    rm -rf .venv/wheelhouse
+    src=$(mktemp -d)
+    cp -r protocol daemon_kit edge_agent "$src"/
+    PYTHONWARNINGS=ignore .venv/bin/python -m pip wheel -q -w .venv/wheelhouse \
+        "$src"/protocol "$src"/daemon_kit "$src"/edge_agent
+    rm -rf "$src"
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
