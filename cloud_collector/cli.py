@@ -4,39 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
-import structlog
-
 from cloud_collector.config import CollectorConfig, load_config
 from cloud_collector.errors import CollectorError
-
-
-def _configure_logging(level: str) -> None:
-    """structlog once, here at the entry point: JSON lines to stdout (journald keeps them);
-    modules log through stdlib loggers, which structlog's formatter renders."""
-    renderer = structlog.processors.JSONRenderer()
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-            foreign_pre_chain=[
-                structlog.stdlib.add_log_level,
-                structlog.stdlib.add_logger_name,
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
-            ],
-        )
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+from daemon_kit.logs import configure_logging
 
 
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config is not None else CollectorConfig()
-    _configure_logging(cfg.log.level)
+    configure_logging(cfg.log.level)
     from cloud_collector import service  # imported late: the store backends load here
 
     try:

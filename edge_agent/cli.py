@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from daemon_kit.logs import configure_logging
 from edge_agent.assemble import build_pipeline, default_decoder
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.errors import AgentError
-from edge_agent.logs import configure_logging
 from edge_agent.nmea import read_nmea
 from edge_agent.sources import ReplaySource
 from protocol.records import Event

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the edge agent on a taxi gateway, idempotently (run it again to upgrade):
-#   - a virtualenv in /opt/edge-agent with the agent from a source tree or a wheel,
+#   - a virtualenv in /opt/edge-agent with the agent from a checkout or from wheels,
 #   - the system user (sysusers.d) and directories (tmpfiles.d),
 #   - systemd-networkd files for can0/can1 and the edge-agent.service unit,
 #   - /etc/edge-agent/agent.toml from the example, only if there is none yet.
 #
-# Usage: install.sh [--root DIR] [--no-start] [--no-deps] [--broker-cidr CIDR]... [SOURCE]
-#   SOURCE         project source tree or .whl (default: the tree this script is in)
+# Usage: install.sh [--root DIR] [--no-start] [--no-deps] [--broker-cidr CIDR]... [SOURCE...]
+#   SOURCE         a checkout of this repository (its protocol, daemon_kit and edge_agent
+#                  are installed; default: the checkout this script is in), or .whl files
 #   --root DIR     install under DIR instead of / (tests, staging); no systemctl calls.
 #                  The virtualenv's scripts then name DIR in their #! lines.
 #   --no-start     enable but do not (re)start anything
@@ -23,7 +24,7 @@ root=""
 start=1
 pip_deps=()
 cidrs=()
-source_arg=""
+sources=()
 
 usage() { sed -n '9,19s/^# \{0,1\}//p' "$0"; }
 
@@ -36,14 +37,21 @@ while (($#)); do
         --broker-cidr) cidrs+=("${2:?--broker-cidr needs an address or network}"); shift 2 ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
-        *) source_arg=$1; shift ;;
+        *) sources+=("$1"); shift ;;
     esac
 done
-source_path=${source_arg:-$repo}
-if [[ ! -e $source_path ]]; then
-    echo "install.sh: no such source tree or wheel: $source_path" >&2
-    exit 2
-fi
+((${#sources[@]})) || sources=("$repo")
+targets=()  # what pip installs: a checkout's three gateway parts, or the wheels given
+for source in "${sources[@]}"; do
+    if [[ -d $source && -f $source/edge_agent/pyproject.toml ]]; then
+        targets+=("$source/protocol" "$source/daemon_kit" "$source/edge_agent")
+    elif [[ -f $source && $source == *.whl ]]; then
+        targets+=("$source")
+    else
+        echo "install.sh: not a checkout of this repository or a .whl: $source" >&2
+        exit 2
+    fi
+done
 if [[ -n $root ]]; then
     mkdir -p "$root"
     root=$(cd "$root" && pwd)
@@ -75,8 +83,8 @@ if [[ ! -x $prefix/bin/python ]]; then
     log "creating virtualenv ${prefix#"$root"}"
     python3 -m venv "$prefix"
 fi
-log "installing the agent from $source_path"
-"$prefix/bin/python" -m pip install -q "${pip_deps[@]}" "$source_path"
+log "installing the agent from ${sources[*]}"
+"$prefix/bin/python" -m pip install -q "${pip_deps[@]}" "${targets[@]}"
 put 0644 "$repo/docs/deployment.md" "$prefix/share/doc/deployment.md"
 
 # 2. Units, networkd, sysusers, tmpfiles.

@@ -37,15 +37,15 @@ def _run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Com
 
 def stub_wheel(directory: Path) -> Path:
     """A minimal wheel with an ``edge-agent`` console script, so no index is needed."""
-    dist = "taxi_adas_ingest-0.1.0.dist-info"
+    dist = "taxi_edge_agent-0.2.0.dist-info"
     files = {
         "edge_agent_stub/__init__.py": "def main() -> int:\n    return 0\n",
-        f"{dist}/METADATA": "Metadata-Version: 2.1\nName: taxi-adas-ingest\nVersion: 0.1.0\n",
+        f"{dist}/METADATA": "Metadata-Version: 2.1\nName: taxi-edge-agent\nVersion: 0.2.0\n",
         f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
         "Tag: py3-none-any\n",
         f"{dist}/entry_points.txt": "[console_scripts]\nedge-agent = edge_agent_stub:main\n",
     }
-    path = directory / "taxi_adas_ingest-0.1.0-py3-none-any.whl"
+    path = directory / "taxi_edge_agent-0.2.0-py3-none-any.whl"
     record = []
     with zipfile.ZipFile(path, "w") as zf:
         for name, text in files.items():
@@ -59,7 +59,8 @@ def stub_wheel(directory: Path) -> Path:
 
 
 def install(root: Path, wheel: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PIP_NO_INDEX": "1"}  # never reach for a package index
+    # Never reach for a package index, and never see the checkout's modules.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PIP_NO_INDEX": "1"}
     return _run("bash", INSTALL, "--root", root, "--no-deps", *extra, wheel, env=env)
 
 
