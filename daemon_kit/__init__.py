@@ -2,6 +2,6 @@
 
 ``edge-agent run`` on a taxi gateway and ``cloud-collector run`` on a server are both systemd
 services: they speak the ``sd_notify`` protocol and gate the watchdog on progress
-(:mod:`daemon_kit.sdnotify`), and log the same way (:mod:`daemon_kit.logs`). Kept apart from ``protocol`` (the pure wire format, no I/O) and
-from both parts, so neither imports the other.
+(:mod:`daemon_kit.sdnotify`), and log the same way (:mod:`daemon_kit.logs`). Kept apart from
+``protocol`` (the pure wire format, no I/O) and from both parts, so neither imports the other.
 """
