@@ -42,7 +42,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cloud_collector.store import RoadQuery, engine, open_store
+from cloud_collector.store import RoadQuery, open_store, reads
 from cloud_collector.store import aggregate as agg
 from cloud_collector.store.postgres import SESSION_SETTINGS, _PgTx, columns_sql
 
@@ -217,7 +217,7 @@ class _Recorder(_PgTx):
 async def explain(url: str, q: RoadQuery) -> None:
     """EXPLAIN ANALYZE of exactly the SQL the store runs, with its session settings."""
     recorder = _Recorder()
-    await engine.road_conditions(recorder, q)
+    await reads.road_conditions(recorder, q)
     con = await asyncpg.connect(url, server_settings=SESSION_SETTINGS)
     try:
         plan = await con.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {recorder.sql}", *recorder.args)

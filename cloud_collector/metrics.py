@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -169,6 +169,82 @@ class _Writer:
             self.sample(name, c[key], {label: key})
 
 
+# The labelled ingest counters, in exposition order: name, help, label, the counter.
+_LABELLED: Final[tuple[tuple[str, str, str, Callable[[IngestMetrics], Counter[str]]], ...]] = (
+    ("collector_messages_received_total", "MQTT messages received.", "channel",
+     lambda m: m.received),
+    ("collector_batches_stored_total", "New batches committed.", "channel", lambda m: m.stored),
+    ("collector_batches_duplicate_total", "Duplicate batches (already stored).", "channel",
+     lambda m: m.duplicates),
+    ("collector_quarantined_total", "Payloads quarantined, by reason.", "reason",
+     lambda m: m.quarantined),
+    ("collector_presence_updates_total", "Status messages applied.", "state",
+     lambda m: m.presence),
+    ("collector_quarantine_outcomes_total",
+     "What quarantine did with rejected payloads: stored, over_cap (counted only),"
+     " repeat (a retained payload already stored).", "outcome",
+     lambda m: m.quarantine_outcomes),
+    ("collector_dropped_total",
+     "Messages dropped before any database work, by cause (a sender over its budget).",
+     "cause", lambda m: m.dropped),
+)  # fmt: skip
+
+# The unlabelled ingest counters and gauges after them: name, kind, help, the value.
+_SCALARS: Final[tuple[tuple[str, str, str, Callable[[IngestMetrics], float]], ...]] = (
+    ("collector_retained_cleared_total", "counter", "Quarantined retained messages cleared.",
+     lambda m: m.retained_cleared),
+    ("collector_clock_ahead_total", "counter",
+     "Messages whose times ran past the collector's clock beyond the allowed skew.",
+     lambda m: m.clock_ahead),
+    ("collector_records_stored_total", "counter", "Records in new batches.",
+     lambda m: m.records),
+    ("collector_payload_bytes_stored_total", "counter", "Payload bytes of new batches.",
+     lambda m: m.payload_bytes),
+    ("collector_acks_sent_total", "counter", "End-to-end acks published.",
+     lambda m: m.acks_sent),
+    ("collector_store_errors_total", "counter", "Store failures (message redelivered).",
+     lambda m: m.store_errors),
+    ("collector_mqtt_connects_total", "counter", "Successful MQTT connections.",
+     lambda m: m.connects),
+    ("collector_mqtt_connected", "gauge", "1 while connected to the broker.",
+     lambda m: int(m.connected)),
+)  # fmt: skip
+
+
+def _ingest_families(w: _Writer, m: IngestMetrics) -> None:
+    for name, help_text, label, counter in _LABELLED:
+        w.labelled(name, "counter", help_text, label, counter(m))
+    for name, kind, help_text, value in _SCALARS:
+        w.family(name, kind, help_text)
+        w.sample(name, value(m))
+    w.family("collector_commit_seconds", "histogram", "Store transaction time per message.")
+    w.out.extend(m.commit_seconds.lines("collector_commit_seconds"))
+    w.family("collector_ack_lag_seconds", "histogram", "Commit time minus the batch's sent time.")
+    w.out.extend(m.ack_lag_seconds.lines("collector_ack_lag_seconds"))
+    w.family("collector_last_ack_lag_ms", "gauge", "Ack lag of the last stored batch, ms.")
+    w.sample("collector_last_ack_lag_ms", m.ack_lag_ms)
+
+
+def _store_families(w: _Writer, store_metrics: Mapping[str, object]) -> None:
+    for key, value in sorted(store_metrics.items()):
+        # Numbers only: the store may report text details that are not metrics.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        name = "collector_store_" + _sanitize(key)
+        w.family(name, "gauge", f"Store figure '{_sanitize(key)}'.")
+        w.sample(name, value)
+
+
+def _fleet_families(w: _Writer, fleet: FleetFigures) -> None:
+    w.family("collector_alerts_active", "gauge", "Active vehicle health alerts, by kind.")
+    for kind in sorted(fleet.alerts_active):
+        w.sample("collector_alerts_active", fleet.alerts_active[kind], {"kind": kind})
+    for name, help_text in VEHICLE_GAUGES:
+        w.family(name, "gauge", help_text)
+        for vehicle, value in fleet.per_vehicle.get(name, []):
+            w.sample(name, value, {"vehicle": vehicle})
+
+
 def render(
     m: IngestMetrics,
     store_metrics: Mapping[str, object] | None = None,
@@ -176,93 +252,8 @@ def render(
 ) -> str:
     """The whole exposition text."""
     w = _Writer()
-    w.labelled(
-        "collector_messages_received_total",
-        "counter",
-        "MQTT messages received.",
-        "channel",
-        m.received,
-    )
-    w.labelled(
-        "collector_batches_stored_total", "counter", "New batches committed.", "channel", m.stored
-    )
-    w.labelled(
-        "collector_batches_duplicate_total",
-        "counter",
-        "Duplicate batches (already stored).",
-        "channel",
-        m.duplicates,
-    )
-    w.labelled(
-        "collector_quarantined_total",
-        "counter",
-        "Payloads quarantined, by reason.",
-        "reason",
-        m.quarantined,
-    )
-    w.labelled(
-        "collector_presence_updates_total",
-        "counter",
-        "Status messages applied.",
-        "state",
-        m.presence,
-    )
-    w.labelled(
-        "collector_quarantine_outcomes_total",
-        "counter",
-        "What quarantine did with rejected payloads: stored, over_cap (counted only),"
-        " repeat (a retained payload already stored).",
-        "outcome",
-        m.quarantine_outcomes,
-    )
-    w.labelled(
-        "collector_dropped_total",
-        "counter",
-        "Messages dropped before any database work, by cause (a sender over its budget).",
-        "cause",
-        m.dropped,
-    )
-    w.family(
-        "collector_retained_cleared_total", "counter", "Quarantined retained messages cleared."
-    )
-    w.sample("collector_retained_cleared_total", m.retained_cleared)
-    w.family(
-        "collector_clock_ahead_total",
-        "counter",
-        "Messages whose times ran past the collector's clock beyond the allowed skew.",
-    )
-    w.sample("collector_clock_ahead_total", m.clock_ahead)
-    w.family("collector_records_stored_total", "counter", "Records in new batches.")
-    w.sample("collector_records_stored_total", m.records)
-    w.family("collector_payload_bytes_stored_total", "counter", "Payload bytes of new batches.")
-    w.sample("collector_payload_bytes_stored_total", m.payload_bytes)
-    w.family("collector_acks_sent_total", "counter", "End-to-end acks published.")
-    w.sample("collector_acks_sent_total", m.acks_sent)
-    w.family("collector_store_errors_total", "counter", "Store failures (message redelivered).")
-    w.sample("collector_store_errors_total", m.store_errors)
-    w.family("collector_mqtt_connects_total", "counter", "Successful MQTT connections.")
-    w.sample("collector_mqtt_connects_total", m.connects)
-    w.family("collector_mqtt_connected", "gauge", "1 while connected to the broker.")
-    w.sample("collector_mqtt_connected", int(m.connected))
-    w.family("collector_commit_seconds", "histogram", "Store transaction time per message.")
-    w.out.extend(m.commit_seconds.lines("collector_commit_seconds"))
-    w.family("collector_ack_lag_seconds", "histogram", "Commit time minus the batch's sent time.")
-    w.out.extend(m.ack_lag_seconds.lines("collector_ack_lag_seconds"))
-    w.family("collector_last_ack_lag_ms", "gauge", "Ack lag of the last stored batch, ms.")
-    w.sample("collector_last_ack_lag_ms", m.ack_lag_ms)
-    for key, value in sorted((store_metrics or {}).items()):
-        # Numbers only: the store may report text details that are not metrics.
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        name = "collector_store_" + _sanitize(key)
-        w.family(name, "gauge", f"Store figure '{_sanitize(key)}'.")
-        w.sample(name, value)
+    _ingest_families(w, m)
+    _store_families(w, store_metrics or {})
     if fleet is not None:
-        w.family("collector_alerts_active", "gauge", "Active vehicle health alerts, by kind.")
-        for kind in sorted(fleet.alerts_active):
-            w.sample("collector_alerts_active", fleet.alerts_active[kind], {"kind": kind})
-        for name, help_text in VEHICLE_GAUGES:
-            w.family(name, "gauge", help_text)
-            for vehicle, value in fleet.per_vehicle.get(name, []):
-                w.sample(name, value, {"vehicle": vehicle})
+        _fleet_families(w, fleet)
     return "\n".join(w.out) + "\n"

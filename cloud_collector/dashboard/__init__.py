@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -18,19 +18,19 @@ STATIC: Final = Path(__file__).resolve().parent / "static"
 INDEX: Final = STATIC / "index.html"
 
 
-def mount_dashboard(app: FastAPI) -> None:
-    """Serve the dashboard on ``app`` at ``/`` (page) and ``/static/`` (assets)."""
+router = APIRouter()
+
+
+@router.get("/", include_in_schema=False)
+async def dashboard() -> Response:
     if not INDEX.is_file():  # a source checkout without the bundle: say how to build it
         message = "dashboard bundle missing: run scripts/build-frontend.sh\n"
+        return PlainTextResponse(message, status_code=404)
+    return FileResponse(INDEX, headers={"Cache-Control": "no-cache"})
 
-        @app.get("/", include_in_schema=False)
-        async def no_dashboard() -> Response:
-            return PlainTextResponse(message, status_code=404)
 
-        return
-
-    @app.get("/", include_in_schema=False)
-    async def dashboard() -> Response:
-        return FileResponse(INDEX, headers={"Cache-Control": "no-cache"})
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="dashboard-static")
+def mount_dashboard(app: FastAPI) -> None:
+    """Serve the dashboard on ``app`` at ``/`` (page) and ``/static/`` (assets)."""
+    app.include_router(router)
+    if INDEX.is_file():
+        app.mount("/static", StaticFiles(directory=STATIC), name="dashboard-static")

@@ -5,7 +5,10 @@
 * ``sqlite:///abs/path.db`` - a SQLite file in WAL mode (single collector process);
 * ``postgresql://user@host:port/db`` (or ``postgres://``) - an asyncpg pool.
 
-Migrations are applied when the store opens. The interface is ``base.Store``.
+Migrations are applied when the store opens. The interface is ``base.Store``, in two
+sides: ``base.Ledger`` (what ingest writes: receipts, acks, quarantine, presence, the
+batch itself; ``ledger``/``engine``) and ``base.Queries`` (what the API reads; ``queries``/
+``reads``). Both run on one backend runner per store (``shared``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from cloud_collector.store.base import (
     EventPage,
     EventQuery,
     IngestResult,
+    Ledger,
+    Queries,
     RoadQuery,
     SignCluster,
     Store,
@@ -42,6 +47,8 @@ __all__ = [
     "EventPage",
     "EventQuery",
     "IngestResult",
+    "Ledger",
+    "Queries",
     "RoadQuery",
     "SignCluster",
     "Store",

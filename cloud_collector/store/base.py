@@ -232,9 +232,11 @@ QUARANTINE_OVER_CAP = "over_cap"  # the sender's daily quota is used up: counted
 QUARANTINE_REPEAT = "repeat"  # a retained payload already in quarantine: not stored again
 
 
-class Store(Protocol):
-    """The road-condition store. Every method is one transaction; safe to call
-    concurrently from several tasks (the backends serialise what must be serialised)."""
+class Ledger(Protocol):
+    """The transactional ingest ledger: the batch write itself with its receipt, the
+    end-to-end acks and eviction receipts, quarantine and presence. What ingest calls; a
+    change of the query side never touches it. Every method is one transaction; safe to
+    call concurrently from several tasks (the backends serialise what must be serialised)."""
 
     async def ingest(
         self, batch: Batch, *, topic_channel: str, payload_bytes: int, received_ms: int
@@ -284,6 +286,14 @@ class Store(Protocol):
         collector's receive time ``received_ms``."""
         ...
 
+    async def ping(self) -> None: ...
+
+
+class Queries(Protocol):
+    """The query side: what the API reads (events, road conditions, signs, vehicles,
+    health series and what alerts are evaluated on, store figures). Read-only; each
+    method is one transaction."""
+
     async def health_history(self, q: HealthQuery) -> list[HealthPoint]: ...
 
     async def vehicle_health(self, vehicle_id: str | None = None) -> list[VehicleHealth]:
@@ -303,5 +313,9 @@ class Store(Protocol):
     async def metrics(self) -> dict[str, int | float]: ...
 
     async def ping(self) -> None: ...
+
+
+class Store(Ledger, Queries, Protocol):
+    """The road-condition store: both sides on one backend, and its close."""
 
     async def close(self) -> None: ...

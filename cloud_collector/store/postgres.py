@@ -1,4 +1,4 @@
-"""The PostgreSQL backend: an asyncpg pool, one transaction per method.
+"""The PostgreSQL backend: an asyncpg pool, one transaction per method of either side.
 
 Concurrency: several ingest tasks may run at once. Per-vehicle work is serialised by the
 ``vehicle_state`` and ``epoch_acks`` row locks (``FOR UPDATE``); shared aggregate rows are
@@ -18,8 +18,10 @@ import asyncpg
 from cloud_collector.errors import MigrationError, StoreError, StoreUnavailableError
 from cloud_collector.store import migrations as mig
 from cloud_collector.store.engine import Row, Tx
+from cloud_collector.store.ledger import EngineLedger
 from cloud_collector.store.progress import TxStats, counted
-from cloud_collector.store.shared import EngineStore
+from cloud_collector.store.queries import EngineQueries
+from cloud_collector.store.shared import SplitStore
 
 T = TypeVar("T")
 # Arbitrary constants naming the advisory locks of this application.
@@ -90,15 +92,17 @@ class _PgTx:
         await self._con.execute("SELECT pg_advisory_xact_lock($1)", SIGN_LOCK_KEY)
 
 
-class PostgresStore(EngineStore):
-    """``Store`` on PostgreSQL; create with ``open_postgres``."""
+class PgRunner:
+    """Transactions on the pool (``shared.Runner``), shared by the ledger and the query
+    side: the pool already gives each transaction a connection of its own, so a query
+    never waits behind an ingest on the client side, and one pool keeps one collector's
+    share of ``max_connections`` and one place that retries and translates errors."""
 
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], gap_grace_ms: int | None) -> None:
-        super().__init__(gap_grace_ms)
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
         self._pool = pool
         self.tx_stats = TxStats()
 
-    async def _run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         return await counted(self.tx_stats, self._transact(work))
 
     async def _transact(self, work: Callable[[Tx], Awaitable[T]]) -> T:
@@ -128,6 +132,10 @@ class PostgresStore(EngineStore):
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+class PostgresStore(SplitStore[PgRunner]):
+    """``base.Store`` on PostgreSQL; create with ``open_postgres``."""
 
 
 async def _migrate(pool: asyncpg.Pool[asyncpg.Record]) -> None:
@@ -164,4 +172,5 @@ async def open_postgres(url: str, *, gap_grace_ms: int | None, max_size: int = 1
     except BaseException:
         await pool.close()
         raise
-    return PostgresStore(pool, gap_grace_ms)
+    runner = PgRunner(pool)
+    return PostgresStore(runner, EngineLedger(runner, gap_grace_ms), EngineQueries(runner))

@@ -1,10 +1,10 @@
 """The SQLite backend: one aiosqlite connection in WAL mode.
 
-SQLite has one writer at a time, so every method runs under one ``asyncio.Lock`` on the
-one connection, in an explicit ``BEGIN IMMEDIATE`` transaction: no "database is locked"
-surprises halfway through an ingest, and readers see committed data only. A transaction
-that fails or is cancelled at any point is rolled back, at the latest by the next one
-(see ``SqliteStore``).
+SQLite has one writer at a time, so every method of both sides (ledger and queries) runs
+under one ``asyncio.Lock`` on the one connection, in an explicit ``BEGIN IMMEDIATE``
+transaction: no "database is locked" surprises halfway through an ingest, and readers see
+committed data only. A transaction that fails or is cancelled at any point is rolled
+back, at the latest by the next one (see ``SqliteRunner``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import aiosqlite
 from cloud_collector.errors import MigrationError, StoreError
 from cloud_collector.store import migrations as mig
 from cloud_collector.store.engine import Row, Tx
+from cloud_collector.store.ledger import EngineLedger
 from cloud_collector.store.progress import TxStats, counted
-from cloud_collector.store.shared import EngineStore
+from cloud_collector.store.queries import EngineQueries
+from cloud_collector.store.shared import SplitStore
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -71,8 +73,10 @@ class _SqliteTx:
         """Nothing to do: the whole transaction already holds SQLite's write lock."""
 
 
-class SqliteStore(EngineStore):
-    """``Store`` on a SQLite file; create with ``open_sqlite``.
+class SqliteRunner:
+    """The one connection's transactions (``shared.Runner``), shared by the ledger and
+    the query side: SQLite has one writer per file anyway, and one lock and one repair
+    path (below) cover every transaction, whichever side runs it.
 
     aiosqlite runs each statement in its own thread, and cancelling the task that awaits
     one does not stop it: a cancelled ``BEGIN`` still opens a transaction, a cancelled
@@ -83,8 +87,7 @@ class SqliteStore(EngineStore):
     replaced by a new one.
     """
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, gap_grace_ms: int | None) -> None:
-        super().__init__(gap_grace_ms)
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self._path = path
         self._lock = asyncio.Lock()
@@ -92,7 +95,7 @@ class SqliteStore(EngineStore):
         self.reconnects = 0
         self.tx_stats = TxStats()
 
-    async def _run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         return await counted(self.tx_stats, self._transact(work))
 
     async def _transact(self, work: Callable[[Tx], Awaitable[T]]) -> T:
@@ -136,6 +139,10 @@ class SqliteStore(EngineStore):
 
     async def close(self) -> None:
         await self._db.close()
+
+
+class SqliteStore(SplitStore[SqliteRunner]):
+    """``base.Store`` on a SQLite file; create with ``open_sqlite``."""
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:
@@ -183,4 +190,5 @@ async def open_sqlite(path: Path, *, gap_grace_ms: int | None) -> SqliteStore:
         if isinstance(exc, sqlite3.Error):
             raise StoreError(f"sqlite {path}: {exc}") from exc
         raise
-    return SqliteStore(db, path, gap_grace_ms)
+    runner = SqliteRunner(db, path)
+    return SqliteStore(runner, EngineLedger(runner, gap_grace_ms), EngineQueries(runner))

@@ -74,7 +74,7 @@ async def _ingest(store: Store, b: Batch) -> bool:
 async def _open_sqlite(tmp_path: Path) -> tuple[SqliteStore, CancelAt]:
     store = await open_store(f"sqlite://{tmp_path / 'store.db'}", gap_grace_ms=GRACE_MS)
     assert isinstance(store, SqliteStore)
-    return store, CancelAt(store._db)
+    return store, CancelAt(store.runner._db)
 
 
 async def test_sqlite_cancelled_at_every_await_point_then_next_call_works(tmp_path: Path) -> None:
@@ -130,9 +130,9 @@ async def test_sqlite_connection_lost_inside_a_transaction_is_replaced(tmp_path:
         task = asyncio.create_task(_ingest(store, _rich(2)))
         with pytest.raises(asyncio.CancelledError):
             await task
-        await store._db.close()  # the connection is gone with its transaction open
+        await store.runner._db.close()  # the connection is gone with its transaction open
         assert await _ingest(store, _rich(2))
-        assert store.reconnects == 1
+        assert store.runner.reconnects == 1
         assert [e.seq for e in (await store.events(EventQuery())).events] == [1, 1, 2, 2]
     finally:
         await store.close()
@@ -217,13 +217,13 @@ async def test_counted_marks_store_failures_only(tmp_path: Path) -> None:
         with pytest.raises(QueryError):
             await store.events(EventQuery(cursor="not a cursor!"))
         assert (store.tx_stats.failures, store.tx_stats.failing) == (0, False)
-        await store._db.close()  # the connection is lost between transactions
+        await store.runner._db.close()  # the connection is lost between transactions
         with pytest.raises(StoreError):
             await store.ping()
         assert store.tx_stats.failing
         assert store.tx_stats.pending == 0
         await store.ping()  # on a new connection
-        assert store.reconnects == 1
+        assert store.runner.reconnects == 1
         assert not store.tx_stats.failing
     finally:
         await store.close()

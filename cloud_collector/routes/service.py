@@ -1,0 +1,50 @@
+"""The service's own endpoints: ``/healthz`` (alive), ``/readyz`` (store reachable and
+MQTT connected) and ``/metrics`` (Prometheus text)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from cloud_collector.errors import StoreError
+from cloud_collector.metrics import CONTENT_TYPE, FleetFigures, render
+from cloud_collector.routes.context import Ctx
+
+router = APIRouter()
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Store reachable and MQTT connected")
+async def readyz(ctx: Ctx) -> JSONResponse:
+    problems: list[str] = []
+    try:
+        await ctx.queries.ping()
+    except StoreError as exc:
+        problems.append(f"store: {type(exc).__name__}")
+    if not ctx.mqtt_ready():
+        problems.append("mqtt: not connected")
+    if problems:
+        return JSONResponse({"status": "not ready", "problems": problems}, 503)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics", summary="Prometheus text exposition", response_class=PlainTextResponse)
+async def metrics_text(ctx: Ctx) -> Response:
+    # Ingest counters always, the store's figures when it answers: a scrape must not fail
+    # with the database.
+    try:
+        store_figures: dict[str, int | float] = await ctx.queries.metrics()
+    except StoreError:
+        store_figures = {}
+    fleet: FleetFigures | None = None
+    try:
+        rows = ctx.evaluated(await ctx.queries.vehicle_health())
+    except StoreError:
+        rows = []
+    else:
+        fleet = FleetFigures.of([(h.status.vehicle, d, a) for h, d, a in rows])
+    return Response(render(ctx.counters, store_figures, fleet), media_type=CONTENT_TYPE)
