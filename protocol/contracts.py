@@ -126,8 +126,8 @@ HealthType = Literal["int", "float", "bool", "str"]
 
 @dataclass(frozen=True, slots=True)
 class HealthKey:
-    """One key of a ``Health`` record. ``<bus>`` or ``<reason>`` in a name stands for a
-    configured bus name or a gpsd malformed-report reason."""
+    """One key of a ``Health`` record. ``<name>`` in a name stands for a configured bus's
+    name, ``<reason>`` for a gpsd malformed-report reason."""
 
     name: str
     type: HealthType
@@ -179,7 +179,7 @@ OUTBOX_OLDEST_AGE_MS: Final = "outbox_oldest_age_ms"
 UPLINK_RATE: Final = "uplink_rate_bytes_per_s"
 UPLINK_PUBLISH_TIMEOUTS: Final = "uplink_publish_timeouts"
 BYTES_SENT_TODAY: Final = "bytes_sent_today"
-BUS_ACTIVE: Final = "bus_<bus>_active"
+BUS_ACTIVE: Final = "bus_<name>_active"
 
 IDENTITY_KEYS: Final = (
     _key(HEALTH_REASON, "str", "", "why this snapshot was taken (table above)"),
@@ -277,9 +277,9 @@ OUTBOX_KEYS: Final = (
         "int",
         "",
         "closed batches not yet acknowledged end to end",
-        label="backlog (batches, agent)",
+        label="agent backlog, batches",
     ),
-    _key(OUTBOX_PENDING_BYTES, "int", "bytes", "their size in bytes", label="backlog"),
+    _key(OUTBOX_PENDING_BYTES, "int", "bytes", "their size in bytes", label="agent backlog"),
     _key("outbox_unpublished_batches", "int", "", "of those, never PUBACKed by the broker"),
     _key("outbox_staged_records", "int", "", "records not yet closed into a batch"),
     _key("outbox_staged_bytes", "int", "bytes", "their size"),
@@ -290,7 +290,7 @@ OUTBOX_KEYS: Final = (
         "age of the oldest record not yet acknowledged (its record time; for a replay "
         "that is recording time)",
         nullable=True,
-        label="backlog age (agent)",
+        label="agent backlog age",
     ),
     _key("acked_seq", "int", "", "highest seq acknowledged end to end (current epoch)"),
     _key("next_seq", "int", "", "seq the next batch will get"),
@@ -417,21 +417,21 @@ UPLINK_KEYS: Final = (
         "bytes",
         "payload bytes PUBACKed since 00:00 UTC (or since the agent started, if later: "
         "the count restarts with the process)",
-        label="data sent today (agent)",
+        label="agent data sent today",
     ),
 )
 
 BUS_KEYS: Final = (
     _key(
-        "bus_<bus>_fps",
+        "bus_<name>_fps",
         "float",
         "frames/s",
         "frames per second over the interval since the previous snapshot",
     ),
-    _key("bus_<bus>_frames", "int", "", "frames handed to the pipeline since start"),
-    _key("bus_<bus>_error_frames", "int", "", "CAN error frames since start"),
-    _key("bus_<bus>_decode_errors", "int", "", "frames of a known id that did not decode"),
-    _key("bus_<bus>_unknown_id", "int", "", "frames whose id is not in the bus's DBC"),
+    _key("bus_<name>_frames", "int", "", "frames handed to the pipeline since start"),
+    _key("bus_<name>_error_frames", "int", "", "CAN error frames since start"),
+    _key("bus_<name>_decode_errors", "int", "", "frames of a known id that did not decode"),
+    _key("bus_<name>_unknown_id", "int", "", "frames whose id is not in the bus's DBC"),
     _key(BUS_ACTIVE, "bool", "", "a frame within `bus_silent_after_s`", state=True),
     _key("decode_errors", "int", "", "frames of a known id that did not decode, all buses"),
     _key("error_frames", "int", "", "CAN error frames, all buses"),
@@ -539,7 +539,7 @@ HEALTH_GROUPS: Final = (
     ("Identity and process", IDENTITY_KEYS),
     ("Outbox", OUTBOX_KEYS),
     ("Uplink", UPLINK_KEYS),
-    ("Buses (one set per configured `[[bus]]`, `<bus>` = `bus.name`)", BUS_KEYS),
+    ("Buses (one set per configured `[[bus]]`, `<name>` = `bus.name`)", BUS_KEYS),
     ("GNSS and camera", GNSS_CAMERA_KEYS),
 )
 HEALTH_KEYS: Final = tuple(k for _, keys in HEALTH_GROUPS for k in keys)
@@ -549,7 +549,7 @@ STATE_KEYS: Final = tuple(k.name for k in HEALTH_KEYS if k.state)
 
 def health_key(name: str) -> HealthKey | None:
     """The contract entry a snapshot key falls under (``bus_camera_fps`` under
-    ``bus_<bus>_fps``), or None for a key the contract does not define."""
+    ``bus_<name>_fps``), or None for a key the contract does not define."""
     exact = _HEALTH_BY_NAME.get(name)
     if exact is not None:
         return exact
@@ -558,7 +558,7 @@ def health_key(name: str) -> HealthKey | None:
 
 def bus_key(template: str, bus: str) -> str:
     """A per-bus key, e.g. ``bus_key(BUS_ACTIVE, "camera")`` -> ``bus_camera_active``."""
-    return template.replace("<bus>", bus)
+    return template.replace("<name>", bus)
 
 
 _HEALTH_BY_NAME: Final = {k.name: k for k in HEALTH_KEYS if "<" not in k.name}
