@@ -11,10 +11,12 @@ module (``python scripts/gen_contracts.py``).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from protocol.notices import EVICTION_NOTICE
+from protocol.records import Scalar
 
 # -- event types -----------------------------------------------------------------------
 
@@ -556,10 +558,36 @@ def health_key(name: str) -> HealthKey | None:
     return next((k for k in _HEALTH_TEMPLATES if k.pattern.match(name)), None)
 
 
+def health_problems(values: Mapping[str, Scalar]) -> list[str]:
+    """One line per key of a snapshot the contract does not define, or whose value is not
+    of the contract's type (an int is a float too; null only where the key allows it)."""
+    problems = []
+    for name, value in values.items():
+        key = health_key(name)
+        if key is None:
+            problems.append(f"{name}: not a health key of protocol/contracts.py")
+        elif not _of_type(value, key):
+            problems.append(f"{name}: {type(value).__name__} where {key.type} is expected")
+    return problems
+
+
+def _of_type(value: Scalar, key: HealthKey) -> bool:
+    if value is None:
+        return key.nullable
+    if key.type == "bool" or isinstance(value, bool):
+        return key.type == "bool" and isinstance(value, bool)
+    if key.type == "float":
+        return isinstance(value, int | float)
+    return isinstance(value, int if key.type == "int" else str)
+
+
 def bus_key(template: str, bus: str) -> str:
     """A per-bus key, e.g. ``bus_key(BUS_ACTIVE, "camera")`` -> ``bus_camera_active``."""
     return template.replace("<name>", bus)
 
 
-_HEALTH_BY_NAME: Final = {k.name: k for k in HEALTH_KEYS if "<" not in k.name}
-_HEALTH_TEMPLATES: Final = tuple(k for k in HEALTH_KEYS if "<" in k.name)
+_HEALTH_BY_NAME: Final = {k.name: k for k in HEALTH_KEYS}
+# Longest first: bus_camera_error_frames is bus_<name>_error_frames, not bus_<name>_frames.
+_HEALTH_TEMPLATES: Final = tuple(
+    sorted((k for k in HEALTH_KEYS if "<" in k.name), key=lambda k: -len(k.name))
+)
