@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
-from protocol.contracts import URGENT_EVENT_TYPES
+from protocol import contracts
 from protocol.topics import Channel
 
 # Priorities: higher survives longer when the outbox is full. Bulk telemetry is the
@@ -49,6 +49,10 @@ DEFAULT_RESERVE_BYTES: Final = 32 << 20
 # Below the reserve, free pages kept inside the outbox's file for the next writes: more
 # than one transaction allocates between two checkpoints (about a second of records).
 ROOM_IN_FILE_BYTES: Final = 1 << 20
+
+# Urgent event types, from protocol.contracts; named here too for the lane's other readers.
+URGENT_EVENT_TYPES: Final = contracts.URGENT_EVENT_TYPES
+
 
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
