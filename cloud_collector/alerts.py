@@ -47,6 +47,7 @@ from typing import Final
 
 from cloud_collector.config import AlertsConfig
 from cloud_collector.store.base import EpochSpan, HealthPoint, VehicleHealth, utc_day
+from protocol import contracts
 from protocol.records import Scalar
 
 MINUTE_MS: Final = 60_000
@@ -68,12 +69,12 @@ KINDS: Final = (
 WARNING: Final = "warning"
 CRITICAL: Final = "critical"
 
-# Health keys (docs/health.md of the edge agent).
-K_PENDING_BATCHES: Final = "outbox_pending_batches"
-K_OLDEST_AGE_MS: Final = "outbox_oldest_age_ms"
-K_CLOCK_OFFSET_MS: Final = "clock_offset_ms"
-K_CAMERA_FAILSAFE: Final = "camera_failsafe"
-K_CAMERA_TAMPER: Final = "camera_tamper"
+# Health keys (protocol.contracts, listed in docs/health.md of the edge agent).
+K_PENDING_BATCHES: Final = contracts.OUTBOX_PENDING_BATCHES
+K_OLDEST_AGE_MS: Final = contracts.OUTBOX_OLDEST_AGE_MS
+K_CLOCK_OFFSET_MS: Final = contracts.CLOCK_OFFSET_MS
+K_CAMERA_FAILSAFE: Final = contracts.CAMERA_FAILSAFE_KEY
+K_CAMERA_TAMPER: Final = contracts.CAMERA_TAMPER_KEY
 
 Thresholds = AlertsConfig
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
+from protocol import contracts
 from protocol.topics import Channel
 
 # Priorities: higher survives longer when the outbox is full. Bulk telemetry is the
@@ -49,25 +50,8 @@ DEFAULT_RESERVE_BYTES: Final = 32 << 20
 # than one transaction allocates between two checkpoints (about a second of records).
 ROOM_IN_FILE_BYTES: Final = 1 << 20
 
-# ADAS safety events: someone (dispatcher, safety team) may act on them within seconds,
-# so they go out within urgent_max_age_ms on the "event" channel, ahead of bulk.
-URGENT_EVENT_TYPES: Final = frozenset(
-    {
-        "fcw",
-        "pcw",
-        "peds_in_dz",
-        "harsh_braking",
-        "camera_failsafe",
-        "camera_tamper",
-        "ldw_left",
-        "ldw_right",
-        "headway_warning",
-        "overspeed",
-    }
-)
-# Not urgent and therefore bulk: ``tsr_sign`` (a recognised traffic sign) and
-# ``wipers_on`` describe the drive, nobody acts on them in real time, and they are
-# frequent enough that sending each within a second would cost many small messages.
+# Urgent event types, from protocol.contracts; named here too for the lane's other readers.
+URGENT_EVENT_TYPES: Final = contracts.URGENT_EVENT_TYPES
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,24 @@ from edge_agent.signs import (
     sign_kind,
     sign_limit_kmh,
 )
+from protocol.contracts import (
+    CAMERA_FAILSAFE,
+    CAMERA_MAINTENANCE,
+    CAMERA_TAMPER,
+    FCW,
+    HARSH_BRAKING,
+    HEADWAY_WARNING,
+    LDW_LEFT,
+    LDW_RIGHT,
+    OVERSPEED,
+    PCW,
+    PEDS_IN_DZ,
+    TSR_SIGN,
+    WIPER_SIGNALS,
+    WIPERS_ON,
+    EventType,
+    split_signal,
+)
 from protocol.records import Event, FrameRef, GnssFix, Scalar
 
 STANDARD_GRAVITY = 9.80665
@@ -28,6 +46,10 @@ FIX_MAX_AGE_MS = 10_000
 WHEEL_SPEED_MAX_AGE_MS = 1_000
 # The camera's wiper bit pulses once per blade pass; this long without one means off.
 CAMERA_WIPER_HOLD_MS = 20_000
+
+# The wiper switches of the body-control message, as the road aggregates read them too.
+WIPER_SWITCH_MESSAGE = split_signal(WIPER_SIGNALS[0])[0]
+WIPER_SWITCHES = tuple(split_signal(name)[1] for name in WIPER_SIGNALS)
 
 FAILSAFE_CAUSES = {1: "low_sun", 2: "blur", 4: "unused_4", 8: "unused_8"}
 
@@ -110,7 +132,7 @@ class EventExtractor:
             "ME_Obstacle_Status": self._on_obstacle_status,
             "ME_TSR_Vision_Only": self._on_tsr_decision,
             "WHL_SPD11": self._on_wheel_speeds,
-            "CGW1": self._on_body_control,
+            WIPER_SWITCH_MESSAGE: self._on_body_control,
         }
         self._handlers.update({f"ME_TSR_{i}": self._on_tsr_detection for i in range(1, 8)})
 
@@ -141,10 +163,12 @@ class EventExtractor:
             return None
         return self._fix
 
-    def _event(self, kind: str, now_ms: int, source: FrameRef, attrs: dict[str, Scalar]) -> Event:
+    def _event(
+        self, kind: EventType, now_ms: int, source: FrameRef, attrs: dict[str, Scalar]
+    ) -> Event:
         speed = self.speed_kmh(now_ms)
         return Event(
-            type=kind,
+            type=kind.name,
             time_ms=now_ms,
             speed_kmh=None if speed is None else round(speed, 2),
             fix=self.fix(now_ms),
@@ -168,35 +192,33 @@ class EventExtractor:
         base: dict[str, Scalar] = {"sound_code": sound_code, "sound": sound, "raw": data.hex()}
         events: list[Event] = []
 
-        def check(kind: str, active: bool | None, **extra: Scalar) -> None:
-            if self._edge(kind).rises(active):
+        def check(kind: EventType, active: bool | None, **extra: Scalar) -> None:
+            if self._edge(kind.name).rises(active):
                 events.append(self._event(kind, now_ms, source, {**base, **extra}))
 
-        check("fcw", _flag(values, "fcw_on"), urban=sound == URBAN_FCW_SOUND)
-        check("pcw", _flag(values, "peds_fcw"))
-        check("peds_in_dz", _flag(values, "peds_in_dz"))
-        check("ldw_left", _flag(values, "left_ldw_on"))
-        check("ldw_right", _flag(values, "right_ldw_on"))
+        check(FCW, _flag(values, "fcw_on"), urban=sound == URBAN_FCW_SOUND)
+        check(PCW, _flag(values, "peds_fcw"))
+        check(PEDS_IN_DZ, _flag(values, "peds_in_dz"))
+        check(LDW_LEFT, _flag(values, "left_ldw_on"))
+        check(LDW_RIGHT, _flag(values, "right_ldw_on"))
         check(
-            "headway_warning",
+            HEADWAY_WARNING,
             _at_least(values, "headway_warning_level", 2),
             level=values.get("headway_warning_level"),
             headway_s=_rounded(values.get("headway_measurement"), 1),
         )
         check(
-            "overspeed",
+            OVERSPEED,
             _at_least(values, "tsr_warning_level", 1),
             level=values.get("tsr_warning_level"),
             limit_kmh=None if self._tsr_decision is None else sign_limit_kmh(self._tsr_decision),
         )
         events.extend(self._flush_failsafe())
-        if self._edge("camera_failsafe").rises(_flag(values, "failsafe")):
+        if self._edge(CAMERA_FAILSAFE.name).rises(_flag(values, "failsafe")):
             # The cause comes in 0x738, later in the same burst: hold the event until then.
             self._failsafe_pending = (now_ms, source, base)
-        check(
-            "camera_maintenance", _flag(values, "maintenance"), error_code=values.get("error_code")
-        )
-        check("camera_tamper", _flag(values, "tamper_alert"))
+        check(CAMERA_MAINTENANCE, _flag(values, "maintenance"), error_code=values.get("error_code"))
+        check(CAMERA_TAMPER, _flag(values, "tamper_alert"))
         return events
 
     def _on_car_signals(
@@ -231,7 +253,7 @@ class EventExtractor:
         time_ms, source, base = self._failsafe_pending
         self._failsafe_pending = None
         attrs = {**base, "causes": _failsafe_causes(self._camera_failsafe_bits)}
-        return [self._event("camera_failsafe", time_ms, source, attrs)]
+        return [self._event(CAMERA_FAILSAFE, time_ms, source, attrs)]
 
     def _on_tsr_detection(
         self, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload
@@ -255,7 +277,7 @@ class EventExtractor:
         supplementary = values.get("supplementary_sign_type_d1")
         return [
             self._event(
-                "tsr_sign",
+                TSR_SIGN,
                 now_ms,
                 source,
                 {
@@ -292,7 +314,7 @@ class EventExtractor:
         if self._braking_armed and decel >= threshold:
             self._braking_armed = False
             return self._event(
-                "harsh_braking",
+                HARSH_BRAKING,
                 now_ms,
                 source,
                 {
@@ -307,10 +329,7 @@ class EventExtractor:
     def _on_body_control(
         self, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload
     ) -> list[Event]:
-        switches = [
-            values.get(n)
-            for n in ("CF_Gway_WiperIntSw", "CF_Gway_WiperLowSw", "CF_Gway_WiperHighSw")
-        ]
+        switches = [values.get(n) for n in WIPER_SWITCHES]
         if all(s is None for s in switches):
             return []
         self._wiper_switch_on = any(bool(s) for s in switches)
@@ -321,8 +340,8 @@ class EventExtractor:
             self._camera_wiper_ms is not None
             and now_ms - self._camera_wiper_ms <= CAMERA_WIPER_HOLD_MS
         )
-        if self._edge("wipers_on").rises(self._wiper_switch_on or camera_on):
-            return [self._event("wipers_on", now_ms, source, {"origin": origin})]
+        if self._edge(WIPERS_ON.name).rises(self._wiper_switch_on or camera_on):
+            return [self._event(WIPERS_ON, now_ms, source, {"origin": origin})]
         return []
 
 

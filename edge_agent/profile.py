@@ -2,12 +2,21 @@
 
 Chosen for a road-condition service: speed and manoeuvres, braking and stability
 control, wipers and lamps (weather), lane-marking quality, headway and the camera's
-own health. At full bus load this keeps a few kB per minute.
+own health. At full bus load this keeps a few kB per minute. The signals the collector's
+road aggregates read are named by protocol.contracts.
 """
 
 from __future__ import annotations
 
 from edge_agent.thin import SamplePolicy
+from protocol.contracts import (
+    CAMERA_FAILSAFE_FLAG,
+    LANE_QUALITY_LEFT,
+    LANE_QUALITY_RIGHT,
+    WIPER_HIGH_SW,
+    WIPER_INT_SW,
+    WIPER_LOW_SW,
+)
 
 VEHICLE_SPEED = "vehicle.speed_kmh"
 
@@ -37,9 +46,9 @@ DEFAULT_PROFILE: tuple[SamplePolicy, ...] = (
     SamplePolicy("TCS11.ABS_ACT", min_interval_ms=100, max_interval_ms=60 * _S),
     SamplePolicy("TCS11.ESP_CTL", min_interval_ms=100, max_interval_ms=60 * _S),
     SamplePolicy("TCS11.TCS_CTL", min_interval_ms=100, max_interval_ms=60 * _S),
-    SamplePolicy("CGW1.CF_Gway_WiperIntSw", min_interval_ms=500, max_interval_ms=60 * _S),
-    SamplePolicy("CGW1.CF_Gway_WiperLowSw", min_interval_ms=500, max_interval_ms=60 * _S),
-    SamplePolicy("CGW1.CF_Gway_WiperHighSw", min_interval_ms=500, max_interval_ms=60 * _S),
+    SamplePolicy(WIPER_INT_SW, min_interval_ms=500, max_interval_ms=60 * _S),
+    SamplePolicy(WIPER_LOW_SW, min_interval_ms=500, max_interval_ms=60 * _S),
+    SamplePolicy(WIPER_HIGH_SW, min_interval_ms=500, max_interval_ms=60 * _S),
     SamplePolicy("CGW1.CF_Gway_HazardSw", min_interval_ms=500, max_interval_ms=60 * _S),
     SamplePolicy("CGW1.CF_Gway_HeadLampLow", min_interval_ms=500, max_interval_ms=60 * _S),
     SamplePolicy("CGW1.CF_Gway_Frt_Fog_Act", min_interval_ms=500, max_interval_ms=60 * _S),
@@ -64,7 +73,7 @@ DEFAULT_PROFILE: tuple[SamplePolicy, ...] = (
     SamplePolicy(
         "ME_Display_Warnings.tsr_warning_level", min_interval_ms=500, max_interval_ms=60 * _S
     ),
-    SamplePolicy("ME_Display_Warnings.failsafe", min_interval_ms=500, max_interval_ms=60 * _S),
+    SamplePolicy(CAMERA_FAILSAFE_FLAG, min_interval_ms=500, max_interval_ms=60 * _S),
     SamplePolicy("ME_Display_Warnings.tamper_alert", min_interval_ms=500, max_interval_ms=60 * _S),
     SamplePolicy(
         "ME_Display_Warnings.time_indicator", min_interval_ms=5 * _S, max_interval_ms=300 * _S
@@ -79,7 +88,7 @@ DEFAULT_PROFILE: tuple[SamplePolicy, ...] = (
     SamplePolicy(
         "ME_Aftermarket_Lane.lane_type_right", min_interval_ms=1 * _S, max_interval_ms=60 * _S
     ),
-    SamplePolicy("ME_LKA_Left_Lane_A.quality", min_interval_ms=1 * _S, max_interval_ms=60 * _S),
-    SamplePolicy("ME_LKA_Right_Lane_A.quality", min_interval_ms=1 * _S, max_interval_ms=60 * _S),
+    SamplePolicy(LANE_QUALITY_LEFT, min_interval_ms=1 * _S, max_interval_ms=60 * _S),
+    SamplePolicy(LANE_QUALITY_RIGHT, min_interval_ms=1 * _S, max_interval_ms=60 * _S),
     SamplePolicy("ME_TSR_Vision_Only.sign_type_d1", min_interval_ms=500, max_interval_ms=60 * _S),
 )

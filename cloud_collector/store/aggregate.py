@@ -40,6 +40,14 @@ from typing import Final
 import h3
 
 from protocol.batch import Batch
+from protocol.contracts import (
+    CAMERA_FAILSAFE,
+    CAMERA_FAILSAFE_FLAG,
+    LANE_SIGNALS,
+    TSR_SIGN,
+    WIPER_SIGNALS,
+    WIPERS_ON,
+)
 from protocol.records import Event, GnssFix
 
 EVENT_RES: Final = 12
@@ -53,16 +61,10 @@ M_PER_DEG_LAT: Final = 111_320.0
 MIN_FIX_MODE: Final = 2  # gpsd 2D or 3D
 HIGH_LANE_QUALITY: Final = 2
 
-WIPER_SIGNALS: Final = (
-    "CGW1.CF_Gway_WiperIntSw",
-    "CGW1.CF_Gway_WiperLowSw",
-    "CGW1.CF_Gway_WiperHighSw",
-)
-FAILSAFE_SIGNAL: Final = "ME_Display_Warnings.failsafe"
-LANE_SIGNALS: Final = ("ME_LKA_Left_Lane_A.quality", "ME_LKA_Right_Lane_A.quality")
-SIGN_EVENT: Final = "tsr_sign"
-WIPERS_EVENT: Final = "wipers_on"
-FAILSAFE_EVENT: Final = "camera_failsafe"
+FAILSAFE_SIGNAL: Final = CAMERA_FAILSAFE_FLAG
+SIGN_EVENT: Final = TSR_SIGN.name
+WIPERS_EVENT: Final = WIPERS_ON.name
+FAILSAFE_EVENT: Final = CAMERA_FAILSAFE.name
 
 # Bits of the per-pass and per-vehicle condition flags.
 WIPERS: Final = 1

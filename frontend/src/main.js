@@ -3,6 +3,7 @@
 // provide yet (status, backlog, alerts, health history) are shown as "–", never an error.
 import L from "leaflet";
 import uPlot from "uplot";
+import { EVENT_TYPES, HEALTH_KEYS } from "./contracts.generated.js";
 
 const FLEET_POLL_MS = 3000;
 const MAP_POLL_MS = 10000;
@@ -244,6 +245,12 @@ const EVENT_COLORS = {
   tsr_sign: "#2e7d32", wipers_on: "#00838f", camera_failsafe: "#424242",
 };
 
+// The contract's label, and the wire name for a type this dashboard does not know yet.
+function eventLabel(type) {
+  const known = EVENT_TYPES[type];
+  return known ? `${known.label} (${type})` : type;
+}
+
 function tileUrl() {
   const q = new URLSearchParams(location.search).get("tiles");
   return q || window.localStorage?.getItem("dashboard.tiles") || null;
@@ -275,7 +282,7 @@ function ensureMap() {
       }),
       onEachFeature: (f, layer) => {
         const p = f.properties;
-        layer.bindTooltip(`${p.type} · ${p.vehicle}<br>${p.time}`);
+        layer.bindTooltip(`${eventLabel(p.type)} · ${p.vehicle}<br>${p.time}`);
       },
     }).addTo(state.map),
   };
@@ -310,20 +317,35 @@ async function refreshMap() {
 // Charts shown first, when the data has them (health values of the agent, then what this
 // page saw in the fleet table); other numeric health values follow, alphabetically.
 const PREFERRED_SERIES = [
-  ["outbox_pending_batches", "backlog (batches, agent)"],
-  ["outbox_oldest_age_ms", "backlog age (ms, agent)"],
-  ["backlog_batches", "backlog (batches)"],
-  ["backlog_age_s", "backlog age (s)"],
-  ["lag_s", "lag (s)"],
-  ["bytes_sent_today", "data sent today (bytes, agent)"],
-  ["data_today_bytes", "data today (bytes)"],
-  ["clock_offset_ms", "clock offset (ms)"],
-  ["uplink_connected", "uplink connected"],
-  ["outbox_pending_bytes", "backlog (bytes)"],
-  ["uplink_published_bytes", "published (bytes)"],
-  ["gnss_fixes", "GNSS fixes"],
+  "outbox_pending_batches", "outbox_oldest_age_ms", "backlog_batches", "backlog_age_s",
+  "lag_s", "bytes_sent_today", "data_today_bytes", "clock_offset_ms", "uplink_connected",
+  "outbox_pending_bytes", "uplink_published_bytes", "gnss_fixes",
 ];
+// What the page itself remembers from the fleet table (the collector's figures).
+const PAGE_SERIES = {
+  backlog_batches: "backlog (batches)",
+  backlog_age_s: "backlog age (s)",
+  lag_s: "lag (s)",
+  data_today_bytes: "data today (bytes)",
+};
 const MAX_CHARTS = 12;
+// Health keys with a placeholder (bus_<name>_fps) as patterns, compiled once.
+const HEALTH_PATTERNS = Object.entries(HEALTH_KEYS)
+  .filter(([name]) => name.includes("<"))
+  .map(([name, info]) => [new RegExp(`^${name.replace(/<[a-z]+>/, "(.+)")}$`), info]);
+
+function seriesLabel(key) {
+  if (PAGE_SERIES[key]) return PAGE_SERIES[key];
+  let info = HEALTH_KEYS[key];
+  let label = info?.label;
+  if (!info) {
+    const hit = HEALTH_PATTERNS.find(([re]) => re.test(key));
+    if (!hit) return key;
+    info = hit[1];
+    label = info.label.replace(/<[a-z]+>/, key.match(hit[0])[1]);
+  }
+  return info.unit ? `${label} (${info.unit})` : label;
+}
 
 function renderVehicleFacts(id) {
   const row = state.vehicles.find((r) => r.vehicle === id);
@@ -379,15 +401,15 @@ async function renderVehicleCharts(id) {
   const series = new Map(fromServer);
   for (const [k, v] of fromPage) if (!series.has(k)) series.set(k, v);
   const keys = [
-    ...PREFERRED_SERIES.map(([k]) => k).filter((k) => series.has(k)),
-    ...[...series.keys()].filter((k) => !PREFERRED_SERIES.some(([p]) => p === k)).sort(),
+    ...PREFERRED_SERIES.filter((k) => series.has(k)),
+    ...[...series.keys()].filter((k) => !PREFERRED_SERIES.includes(k)).sort(),
   ].slice(0, MAX_CHARTS);
   $("#health-note").textContent = note;
   const box = $("#charts");
   box.replaceChildren();
   for (const key of keys) {
     const [xs, ys] = series.get(key);
-    const label = PREFERRED_SERIES.find(([k]) => k === key)?.[1] ?? key;
+    const label = seriesLabel(key);
     const card = el("div", { class: "chart", "data-series": key }, el("h3", { text: label }));
     box.append(card);
     new uPlot({

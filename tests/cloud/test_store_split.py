@@ -21,10 +21,10 @@ from cloud_collector.store.progress import TxStats
 from cloud_collector.store.queries import EngineQueries
 from cloud_collector.store.shared import Runner, SplitStore
 from cloud_collector.store.sqlite import SqliteStore
+from harness.postgres import PgHarness
 from protocol import eviction_notice
 from protocol.batch import Batch
 from protocol.records import Event, FrameRef, GnssFix, Health, SignalSeries
-from tests.pg_harness import PgHarness, pg_server  # noqa: F401  (fixture)
 
 T = TypeVar("T")
 _db_names = itertools.count()

@@ -20,6 +20,7 @@ from edge_agent.outbox_status import format_human, headline, human_bytes, human_
 from harness.agent import ROOT, agent_cmd, setup
 from harness.mosquitto import free_port
 from protocol import decode_batch
+from protocol.contracts import health_problems
 from protocol.records import GnssFix, Health
 
 NMEA = ROOT / "hw_fixtures" / "drives" / "drive.nmea"
@@ -261,6 +262,8 @@ def test_replay_with_nmea_track_puts_fixes_and_health_in_batches(tmp_path: Path)
     assert len(last["config_hash"]) == 12
     assert isinstance(last["bus_camera_frames"], int)
     assert last["bus_camera_frames"] > 0
+    # Every key of every snapshot is one protocol.contracts defines, of its type.
+    assert [health_problems(h.values) for h in health] == [[]] * len(health)
 
 
 def test_nmea_file_missing_names_the_key(tmp_path: Path) -> None:
