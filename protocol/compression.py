@@ -28,6 +28,7 @@ _BLOCK_MAX: Final = 128 * 1024  # zstd's Block_Maximum_Size
 _BLOCK_RAW: Final = 0
 _BLOCK_RLE: Final = 1
 _BLOCK_COMPRESSED: Final = 2
+_BLOCK_RESERVED: Final = 3
 _CHECKSUM_BYTES: Final = 4
 _READ_CHUNK: Final = 1 * MiB
 _MIN_READ_CHUNK: Final = 64 * 1024
@@ -55,6 +56,22 @@ def check_frame(frame: bytes, max_size: int) -> int | None:
     """Check that ``frame`` is exactly one complete zstd frame; return its declared content
     size (None if absent). Raises PayloadTooLarge if it provably decompresses to more than
     ``max_size`` bytes."""
+    params, position, declared = _check_header(frame, max_size)
+    position = _walk_blocks(frame, position, max_size)
+    if params.has_checksum:
+        position += _CHECKSUM_BYTES
+    end = len(frame)
+    if position > end:
+        raise _bad("truncated frame")
+    if position < end:
+        raise _bad(f"{end - position} bytes after the frame")
+    return declared
+
+
+def _check_header(
+    frame: bytes, max_size: int
+) -> tuple[zstandard.FrameParameters, int, int | None]:
+    """The frame's parameters, where its first block starts, and its declared size."""
     if frame[:4] != ZSTD_MAGIC:
         raise _bad("no zstd frame magic (skippable frames are not allowed)")
     try:
@@ -71,9 +88,16 @@ def check_frame(frame: bytes, max_size: int) -> int | None:
         declared = None
     elif declared is not None and declared > max_size:
         raise _too_large(declared, max_size)
-    # Raw and RLE blocks state their decompressed size; compressed blocks are bounded by
-    # _BLOCK_MAX, which the streaming step below enforces. The walk costs one iteration per
-    # block: ~0.15 s for the worst case, a 1 MiB payload of empty 3-byte blocks.
+    return params, position, declared
+
+
+def _walk_blocks(frame: bytes, position: int, max_size: int) -> int:
+    """Walk the block headers from ``position``; return where the last block ends.
+
+    Raw and RLE blocks state their decompressed size; compressed blocks are bounded by
+    _BLOCK_MAX, which the streaming step enforces. The walk costs one iteration per
+    block: ~0.15 s for the worst case, a 1 MiB payload of empty 3-byte blocks.
+    """
     known = 0
     end = len(frame)
     while True:
@@ -81,32 +105,19 @@ def check_frame(frame: bytes, max_size: int) -> int | None:
             raise _bad("truncated frame")
         header = int.from_bytes(frame[position : position + 3], "little")
         position += 3
-        last = header & 1
         kind = (header >> 1) & 3
         size = header >> 3
         if size > _BLOCK_MAX:
             raise _bad(f"block of {size} bytes")
-        if kind == _BLOCK_RAW:
-            position += size
-            known += size
-        elif kind == _BLOCK_RLE:
-            position += 1
-            known += size
-        elif kind == _BLOCK_COMPRESSED:
-            position += size
-        else:
+        if kind == _BLOCK_RESERVED:
             raise _bad("reserved block type")
-        if known > max_size:
-            raise _too_large(known, max_size)
-        if last:
-            break
-    if params.has_checksum:
-        position += _CHECKSUM_BYTES
-    if position > end:
-        raise _bad("truncated frame")
-    if position < end:
-        raise _bad(f"{end - position} bytes after the frame")
-    return declared
+        position += 1 if kind == _BLOCK_RLE else size
+        if kind != _BLOCK_COMPRESSED:
+            known += size
+            if known > max_size:
+                raise _too_large(known, max_size)
+        if header & 1:  # the last block
+            return position
 
 
 def decompress(frame: bytes, max_size: int) -> bytes | bytearray:

@@ -28,7 +28,7 @@ router = APIRouter()
 
 
 @router.get("/v1/events", summary="Events as a GeoJSON FeatureCollection of points")
-async def events(  # noqa: PLR0917 - one parameter per query key
+async def events(
     ctx: Ctx,
     vehicle: Annotated[str | None, Query(description="vehicle id")] = None,
     type: Annotated[str | None, Query(description="event type, e.g. fcw")] = None,

@@ -24,7 +24,7 @@ router = APIRouter()
 
 
 @router.get("/v1/road-conditions", summary="Hourly aggregates per H3 cell, as polygons")
-async def road_conditions(  # noqa: PLR0917 - one parameter per query key
+async def road_conditions(
     ctx: Ctx,
     bbox: Annotated[str | None, Query(description=BBOX_DOC)] = None,
     since: Annotated[str | None, Query(description=TIME_DOC + "; hour start >=")] = None,

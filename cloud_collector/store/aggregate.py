@@ -260,29 +260,7 @@ TRACKED_SIGNALS: Final = frozenset((*WIPER_SIGNALS, FAILSAFE_SIGNAL, *LANE_SIGNA
 def apply_batch(state: VehicleState, batch: Batch) -> tuple[VehicleState, Deltas]:
     """Advance a vehicle's state over one batch; return the new state and the increments."""
     deltas = Deltas()
-    # (time, order, item): at equal times state changes (0) come before events (1) and
-    # fixes (2), so a condition that starts with a fix counts for that fix's pass.
-    timeline: list[tuple[int, int, int, _Change | Event | GnssFix]] = []
-    n = 0
-    for series in batch.signals:
-        if series.name in TRACKED_SIGNALS:
-            for t, v in zip(series.times_ms, series.values, strict=True):
-                timeline.append((t, 0, n, _Change(t, series.name, v)))
-                n += 1
-    for event in batch.events:
-        if _event_flags(event):
-            timeline.append((event.time_ms, 1, n, event))
-            n += 1
-        if event.fix is not None:
-            cell = parent(cell_at(event.fix.lat, event.fix.lon))
-            key = (cell, hour_of(event.time_ms), event.type)
-            deltas.events[key] = deltas.events.get(key, 0) + 1
-            deltas.cell(cell, key[1])  # the cell-hour row exists even without a pass
-    for fix in batch.gnss:
-        timeline.append((fix.time_ms, 2, n, fix))
-        n += 1
-    timeline.sort(key=lambda item: item[:3])
-    for time_ms, _, _, item in timeline:
+    for time_ms, _, _, item in _timeline(batch, deltas):
         if isinstance(item, _Change):
             state = _apply_signal(state, item.name, item.value)
             state = _mark(state, state.conditions, time_ms, deltas)
@@ -291,6 +269,35 @@ def apply_batch(state: VehicleState, batch: Batch) -> tuple[VehicleState, Deltas
         else:
             state = _apply_fix(state, item, deltas)
     return state, deltas
+
+
+_Item = tuple[int, int, int, _Change | Event | GnssFix]
+
+
+def _timeline(batch: Batch, deltas: Deltas) -> list[_Item]:
+    """The batch's tracked signal changes, flagged events and fixes in time order; counts
+    each located event into ``deltas`` on the way.
+
+    (time, order, item): at equal times state changes (0) come before events (1) and fixes
+    (2), so a condition that starts with a fix counts for that fix's pass.
+    """
+    timeline: list[_Item] = []
+    for series in batch.signals:
+        if series.name in TRACKED_SIGNALS:
+            for t, v in zip(series.times_ms, series.values, strict=True):
+                timeline.append((t, 0, len(timeline), _Change(t, series.name, v)))
+    for event in batch.events:
+        if _event_flags(event):
+            timeline.append((event.time_ms, 1, len(timeline), event))
+        if event.fix is not None:
+            cell = parent(cell_at(event.fix.lat, event.fix.lon))
+            key = (cell, hour_of(event.time_ms), event.type)
+            deltas.events[key] = deltas.events.get(key, 0) + 1
+            deltas.cell(cell, key[1])  # the cell-hour row exists even without a pass
+    for fix in batch.gnss:
+        timeline.append((fix.time_ms, 2, len(timeline), fix))
+    timeline.sort(key=lambda item: item[:3])
+    return timeline
 
 
 # -- signs -----------------------------------------------------------------------------

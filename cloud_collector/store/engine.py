@@ -378,7 +378,7 @@ async def _advance_ack(
 # -- other writes ----------------------------------------------------------------------
 
 
-async def quarantine(
+async def quarantine(  # noqa: PLR0913 - one keyword per column of the quarantine row
     tx: Tx,
     *,
     topic: str,

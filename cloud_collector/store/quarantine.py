@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 MAX_TOPIC_CHARS: Final = 512
 
 
-async def quarantine(
+async def quarantine(  # noqa: PLR0913 - one keyword per column of the quarantine row
     tx: Tx,
     *,
     topic: str,

@@ -126,7 +126,7 @@ def finish_all(procs: Sequence[subprocess.Popen[str]], timeout_s: float = 180) -
     return time.monotonic() - t0
 
 
-def fleet(
+def fleet(  # noqa: PLR0913 - a scenario's knobs, all keyword-only
     workdir: Path,
     port: int,
     n: int,
