@@ -21,6 +21,8 @@ from harness import consumer
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "hw_fixtures" / "drives" / "drive.log"
+# The console script of the virtualenv running the tests (installed by scripts/setup.sh).
+EDGE_AGENT = Path(sys.executable).parent / "edge-agent"
 # Seconds of the fixture drive used: long enough for fcw/ldw/braking events and many
 # batches, short enough that 20+ kills fit in the time budget.
 RECORDING_S = 40.0

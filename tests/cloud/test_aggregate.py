@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from cloud_collector.store import aggregate as agg
 from protocol.batch import Batch
 from protocol.records import Event, GnssFix, SignalSeries
-from tests.cloud.test_store import LAT, LON, T0, east
+from tests.support.store_records import LAT, LON, T0, east
 
 
 def fixes(*offsets_m: float, step_ms: int = 5_000) -> list[GnssFix]:

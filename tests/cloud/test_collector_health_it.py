@@ -5,7 +5,6 @@ an unknown-version batch is quarantined AND acknowledged end to end."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import socket
@@ -22,10 +21,10 @@ from cloud_collector.store import Store, open_store
 from harness.collector import FLEET, payload, unknown_version
 from harness.mosquitto import MosquittoHarness
 from harness.postgres import PgHarness
-from protocol import Presence, Status, decode_ack, encode_batch, encode_status
-from protocol.batch import Batch
-from protocol.records import Health, Scalar
+from protocol import Presence, Status, encode_status
+from protocol.records import Scalar
 from tests.cloud.test_collector_ingest import collector
+from tests.support.health_feed import Clock, health_batch, publish_acked
 
 pytestmark = pytest.mark.integration
 MIN = 60_000
@@ -33,12 +32,6 @@ MS = 1_000_000  # ns per ms
 _db_names = itertools.count()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.offset_ms = 0
-
-    def __call__(self) -> int:
-        return time.time_ns() // 1_000_000 + self.offset_ms
 
 
 @contextlib.asynccontextmanager
@@ -49,27 +42,8 @@ async def api(store: Store, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def health_batch(vehicle: str, seq: int, t: int, values: dict[str, Scalar]) -> bytes:
-    return encode_batch(
-        Batch.build(
-            fleet_id=FLEET, vehicle_id=vehicle, epoch=3, seq=seq, sent_ms=t,
-            health=[Health(t, values)],
-        )
-    )  # fmt: skip
 
 
-async def publish_acked(port: int, vehicle: str, data: bytes, seq: int) -> int:
-    """Publish one payload like an agent and wait (bounded) for an ack reaching ``seq``."""
-    async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5) as c:
-        await c.subscribe(f"fleet/{FLEET}/{vehicle}/ack", qos=1)
-        await c.publish(f"fleet/{FLEET}/{vehicle}/health", data, qos=1)
-        async with asyncio.timeout(20):
-            async for message in c.messages:
-                assert isinstance(message.payload, bytes)
-                ack = decode_ack(message.payload)
-                if ack.seq >= seq:
-                    return ack.seq
-    raise AssertionError("no ack")
 
 
 async def kinds(http: httpx.AsyncClient, vehicle: str) -> set[str]:

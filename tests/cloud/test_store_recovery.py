@@ -29,7 +29,7 @@ from cloud_collector.store.progress import TxStats, WatchProgress
 from cloud_collector.store.sqlite import SqliteStore
 from harness.postgres import PgHarness
 from protocol.batch import Batch
-from tests.cloud.test_store import GRACE_MS, T0, batch, event
+from tests.support.store_records import GRACE_MS, T0, batch, event
 
 _db_names = itertools.count()
 

@@ -19,7 +19,6 @@ import shutil
 import signal
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,7 +37,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud_collector.config import MqttConfig
 from edge_agent.uplink import UplinkSettings
-from harness.agent import replay_config_toml
+from harness.agent import EDGE_AGENT, replay_config_toml
+from harness.agent import FIXTURE as DRIVE
 from harness.collector import CollectorProcess
 from harness.mosquitto import MOSQUITTO, free_port, wait_port
 from protocol.limits import MAX_PAYLOAD_BYTES
@@ -62,8 +62,6 @@ WAIT_S = 5.0
 NOT_AUTHORIZED = 0x87
 QOS_NOT_SUPPORTED = 0x9B
 MAX_KEEPALIVE_S = 300
-DRIVE = REPO / "hw_fixtures" / "drives" / "drive.log"
-EDGE_AGENT = Path(sys.executable).parent / "edge-agent"
 
 if not Path(MOSQUITTO).exists():
     pytest.skip("mosquitto is not installed", allow_module_level=True)
@@ -482,7 +480,6 @@ level = "warning"
 """
 
 
-@pytest.mark.skipif(not EDGE_AGENT.exists() or not DRIVE.exists(), reason="no edge agent")
 def test_collector_and_agent_end_to_end_through_the_shipped_config(
     certs: Path, tmp_path: Path
 ) -> None:

@@ -6,19 +6,17 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from harness.agent import replay_config_toml
-from harness.collector import REPO, CollectorProcess, write_config
+from harness.agent import EDGE_AGENT, replay_config_toml
+from harness.agent import FIXTURE as DRIVE
+from harness.collector import CollectorProcess, write_config
 from harness.mosquitto import MosquittoHarness, free_port
 
 pytestmark = pytest.mark.integration
-DRIVE = REPO / "hw_fixtures" / "drives" / "drive.log"
-EDGE_AGENT = Path(sys.executable).parent / "edge-agent"
 
 
 def _agent_config(path: Path, mqtt_port: int) -> Path:
@@ -42,7 +40,6 @@ def _decoded() -> Counter[tuple[str, str]]:
     return Counter((r["type"], r["time"]) for r in rows)
 
 
-@pytest.mark.skipif(not EDGE_AGENT.exists() or not DRIVE.exists(), reason="no edge agent")
 def test_replay_fixture_drive_into_collector(tmp_path: Path) -> None:
     with MosquittoHarness(tmp_path, persistence=True) as broker:
         http_port = free_port()

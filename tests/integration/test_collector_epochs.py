@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from cloud_collector.alerts import TWO_EPOCHS
-from harness.agent import replay_config_toml
+from harness.agent import EDGE_AGENT, replay_config_toml
+from harness.agent import FIXTURE as DRIVE
 from harness.collector import CollectorProcess, write_config
 from harness.mosquitto import MosquittoHarness, free_port
-from tests.integration.test_collector_agent import DRIVE, EDGE_AGENT
 
 pytestmark = pytest.mark.integration
 VEHICLE = "taxi-twin"
@@ -39,7 +39,6 @@ def outbox_epoch(path: Path, timeout_s: float = 45.0) -> int:
     raise AssertionError(f"no epoch in {path}")
 
 
-@pytest.mark.skipif(not EDGE_AGENT.exists() or not DRIVE.exists(), reason="no edge agent")
 def test_two_agents_one_vehicle_raise_an_alert(tmp_path: Path) -> None:
     with MosquittoHarness(tmp_path, persistence=True) as broker:
         http_port = free_port()

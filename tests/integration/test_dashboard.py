@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from demo.run import UplinkProxy
-from harness.agent import replay_config_toml
+from harness.agent import EDGE_AGENT, replay_config_toml
 from harness.collector import REPO, CollectorProcess, write_config
 from harness.mosquitto import MosquittoHarness, free_port
 
@@ -42,7 +42,6 @@ NODE_MODULES = FRONTEND / "node_modules"
 SCRIPT = REPO / "tests" / "browser" / "dashboard.mjs"
 ARTIFACTS = REPO / "test-artifacts"
 DRIVES = REPO / "hw_fixtures" / "drives"
-EDGE_AGENT = Path(sys.executable).parent / "edge-agent"
 
 needs_browser = pytest.mark.skipif(
     CHROMIUM is None or NODE is None,
@@ -148,7 +147,6 @@ ALERTS_CONFIG = "\n[alerts]\noffline_after_min = 1\nbacklog_age_min = 1\n"
 
 
 @needs_browser
-@pytest.mark.skipif(not EDGE_AGENT.exists(), reason="edge-agent not installed in the venv")
 def test_dashboard_in_chromium(tmp_path: Path, node_modules: Path) -> None:
     assert CHROMIUM is not None
     assert NODE is not None
