@@ -28,7 +28,7 @@ class Batch:
         return Body(self.signals, self.events, self.gnss, self.frames, self.health)
 
     @classmethod
-    def build(
+    def build(  # noqa: PLR0913 - one keyword per envelope field and record kind
         cls,
         *,
         fleet_id: str,
