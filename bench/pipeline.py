@@ -29,9 +29,9 @@ from typing import Any
 import zstandard
 
 from bench.decode import recording, run_floor
-from edge_agent.config import replay_config_toml
 from tests import consumer
 from tests.mosquitto_harness import MosquittoHarness
+from tests.support.agent_config import replay_config_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 # PUBLISH framing besides payload and topic: fixed header (<= 5), topic length (2),

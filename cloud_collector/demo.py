@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Final
 
 from edge_agent import config as agent_config
+from tests.support.agent_config import replay_config_toml
 
 REPO: Final = Path(__file__).resolve().parent.parent
 MOSQUITTO: Final = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -322,7 +323,7 @@ level = "warning"
     def agent_config(self, taxi: Taxi, drive: Path, port: int) -> Path:
         d = self.opts.var / "taxis" / taxi.id
         d.mkdir(parents=True, exist_ok=True)
-        text = agent_config.replay_config_toml(
+        text = replay_config_toml(
             vehicle=taxi.id,
             fleet="demo",
             recording=drive / "drive.log",

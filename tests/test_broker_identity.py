@@ -37,11 +37,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud_collector.config import MqttConfig
-from edge_agent.config import replay_config_toml
 from edge_agent.uplink import UplinkSettings
 from protocol.limits import MAX_PAYLOAD_BYTES
 from protocol.topics import collector_filters, topic
 from tests.mosquitto_harness import MOSQUITTO, free_port, wait_port
+from tests.support.agent_config import replay_config_toml
 from tests.test_collector_support import CollectorProcess
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.config import replay_config_toml
 from tests.mosquitto_harness import MosquittoHarness, free_port
+from tests.support.agent_config import replay_config_toml
 from tests.test_collector_support import REPO, CollectorProcess, write_config
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from cloud_collector.alerts import TWO_EPOCHS
-from edge_agent.config import replay_config_toml
 from tests.mosquitto_harness import MosquittoHarness, free_port
+from tests.support.agent_config import replay_config_toml
 from tests.test_collector_agent import DRIVE, EDGE_AGENT
 from tests.test_collector_support import CollectorProcess, write_config
 

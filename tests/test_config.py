@@ -118,7 +118,7 @@ def test_example_files_in_the_repository_load() -> None:
 
 
 def test_replay_config_helper_writes_a_valid_config(tmp_path: Path) -> None:
-    from edge_agent.config import replay_config_toml
+    from tests.support.agent_config import replay_config_toml
 
     path = write(
         tmp_path,

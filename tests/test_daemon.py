@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from edge_agent.assemble import build_pipeline
-from edge_agent.config import load_config, replay_config_toml
+from edge_agent.config import load_config
 from edge_agent.daemon import Checkpoint, _ranges
 from edge_agent.errors import AgentError
 from edge_agent.sources import ReplaySource
 from tests import consumer
 from tests.mosquitto_harness import MosquittoHarness, free_port
+from tests.support.agent_config import replay_config_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "hw_fixtures" / "drives" / "drive.log"

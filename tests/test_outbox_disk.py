@@ -27,7 +27,7 @@ from edge_agent.batching import (
     choose_victims,
     eviction_need,
 )
-from edge_agent.config import load_config, parse_config, replay_config_toml
+from edge_agent.config import load_config, parse_config
 from edge_agent.errors import ConfigError
 from edge_agent.health import (
     DISK_FREE_BYTES,
@@ -42,6 +42,7 @@ from protocol import EVICTION_NOTICE, decode_batch
 from protocol.records import Event, Health, SignalSeries
 from tests import consumer
 from tests.mosquitto_harness import MosquittoHarness
+from tests.support.agent_config import replay_config_toml
 from tests.test_daemon import MQTT_TUNING, ROOT, Setup, agent_cmd, expected, status
 
 T0 = 1_700_000_000_000

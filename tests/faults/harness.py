@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from edge_agent.config import replay_config_toml
 from tests.faults.ledger import (
     Produced,
     Report,
@@ -34,6 +33,7 @@ from tests.faults.ledger import (
 )
 from tests.mosquitto_harness import free_port
 from tests.pg_harness import PgHarness
+from tests.support.agent_config import replay_config_toml
 from tests.test_collector_support import CollectorProcess, write_config
 from tests.test_daemon import FIXTURE, MQTT_TUNING, ROOT, make_recording
 
