@@ -13,8 +13,11 @@ and tamper). It returns a :class:`Due` when a snapshot should be written, else N
 * ``"interval"``: ``interval_s`` passed since the last snapshot.
 
 Rates (``Due.rates``) are the counters' growth per second since the previous snapshot, so
-``bus_<name>_fps`` is the mean frame rate over the interval it covers. No clock is read
-here; docs/health.md lists the keys the agent builds from this.
+``bus_<name>_fps`` is the mean frame rate over the interval it covers.
+
+:func:`health_values` builds the snapshot itself from its inputs (:class:`HealthInputs`:
+counters, state, outbox stats, probe values, times): also pure. No clock is read here and
+no file; :mod:`edge_agent.probe` reads the system. docs/health.md lists every key.
 """
 
 from __future__ import annotations
@@ -23,8 +26,15 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
+from edge_agent.batching import EVICTED_FOR_SPACE, EVICTION_CAUSE
 from protocol.records import Scalar
+
+if TYPE_CHECKING:
+    from edge_agent.outbox import OutboxStats
+    from edge_agent.pipeline import BusCounters
+    from edge_agent.uplink import UplinkCounters
 
 REASON_START = "start"
 REASON_INTERVAL = "interval"
@@ -39,10 +49,68 @@ OUTBOX_WRITE_FAILURES = "outbox_write_failures"
 OUTBOX_HELD_RECORDS = "outbox_held_records"
 OUTBOX_DROPPED_HELD = "outbox_dropped_held"
 
+# Identity and process.
+HEALTH_REASON: Final = "health_reason"
+HEALTH_INTERVAL_S: Final = "health_interval_s"
+AGENT_MODE: Final = "agent_mode"
+AGENT_VERSION: Final = "agent_version"
+CONFIG_HASH: Final = "config_hash"
+UPTIME_S: Final = "uptime_s"
+CPU_S: Final = "cpu_s"
+CPU_PCT: Final = "cpu_pct"
+RSS_BYTES: Final = "rss_bytes"
+# Outbox.
+OUTBOX_PENDING_BATCHES: Final = "outbox_pending_batches"
+OUTBOX_PENDING_BYTES: Final = "outbox_pending_bytes"
+OUTBOX_UNPUBLISHED_BATCHES: Final = "outbox_unpublished_batches"
+OUTBOX_STAGED_RECORDS: Final = "outbox_staged_records"
+OUTBOX_STAGED_BYTES: Final = "outbox_staged_bytes"
+OUTBOX_OLDEST_AGE_MS: Final = "outbox_oldest_age_ms"
+ACKED_SEQ: Final = "acked_seq"
+NEXT_SEQ: Final = "next_seq"
+EVICTED_RECORDS: Final = "evicted_records"
+DROPPED_INVALID: Final = "dropped_invalid"
+# The outbox's integrity counters, as named in edge_agent.outbox.INTEGRITY_COUNTERS.
+INTEGRITY_KEYS: Final = ("dropped_corrupt", "meta_repairs", "epoch_restarts")
+# Uplink.
+UPLINK_CONNECTED: Final = "uplink_connected"
+RECONNECTS: Final = "reconnects"
+UPLINK_CONNECTS: Final = "uplink_connects"
+UPLINK_CONNECT_FAILURES: Final = "uplink_connect_failures"
+UPLINK_DISCONNECTS: Final = "uplink_disconnects"
+UPLINK_PUBLISHED: Final = "uplink_published"
+UPLINK_PUBLISHED_BYTES: Final = "uplink_published_bytes"
+UPLINK_RESENT: Final = "uplink_resent"
+UPLINK_ACKS: Final = "uplink_acks"
+UPLINK_ACKED_BATCHES: Final = "uplink_acked_batches"
+PUBACK_RTT_MS: Final = "puback_rtt_ms"
+ACK_RTT_MS: Final = "ack_rtt_ms"
+HEALTH_LINK_RATE: Final = "uplink_rate_bytes_per_s"
+HEALTH_PUBLISH_TIMEOUTS: Final = "uplink_publish_timeouts"
+BYTES_SENT_TODAY: Final = "bytes_sent_today"
+# Buses, summed.
+DECODE_ERRORS: Final = "decode_errors"
+ERROR_FRAMES: Final = "error_frames"
+SOURCE_DROPPED_FRAMES: Final = "source_dropped_frames"
+REPLAY_MALFORMED_LINES: Final = "replay_malformed_lines"
+# GNSS and camera.
+GNSS_MODE: Final = "gnss_mode"
+GNSS_FIX: Final = "gnss_fix"
+CLOCK_OFFSET_MS: Final = "clock_offset_ms"
+CLOCK_INVALID: Final = "clock_invalid"  # the same name as edge_agent.clock.CLOCK_INVALID_KEY
+CAMERA_FAILSAFE: Final = "camera_failsafe"
+CAMERA_TAMPER: Final = "camera_tamper"
+
 
 def bus_frames_key(bus: str) -> str:
     """The counter name the tracker reads a bus's cumulative frame count from."""
     return f"bus_{bus}_frames"
+
+
+def bus_key(bus: str, what: str) -> str:
+    """``bus_<name>_<what>``: fps, frames, error_frames, decode_errors, unknown_id,
+    active, dropped."""
+    return f"bus_{bus}_{what}"
 
 
 @dataclass(frozen=True)
@@ -150,3 +218,160 @@ class DailyTotal:
 def config_hash(path: Path) -> str:
     """First 12 hex digits of the SHA-256 of the config file's bytes."""
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """What stays the same for the whole life of the process."""
+
+    mode: str  # "run" or "replay"
+    version: str
+    config_hash: str
+    interval_s: float
+
+
+@dataclass(frozen=True)
+class ProbeValues:
+    """What the system says about this process (edge_agent.probe)."""
+
+    cpu_s: float
+    rss_bytes: int | None
+    disk_free_bytes: int | None
+
+
+@dataclass(frozen=True)
+class DiskInputs:
+    reserve_bytes: int
+    full: bool
+    write_failures: int
+    held_records: int
+    dropped_held: int
+
+
+@dataclass(frozen=True)
+class GnssInputs:
+    mode: int | None
+    clock_offset_ms: int | None
+    client_stats: Mapping[str, int]  # gpsd client counters; empty without gpsd
+
+
+@dataclass(frozen=True)
+class HealthInputs:
+    reason: str
+    uptime_s: float
+    info: AgentInfo
+    outbox: OutboxStats
+    disk: DiskInputs
+    uplink: UplinkCounters
+    uplink_connected: bool
+    bytes_sent_today: int
+    buses: Mapping[str, BusCounters]
+    source_dropped: Mapping[str, int]  # bus -> frames its reader's queue dropped
+    malformed_lines: int  # recording lines skipped as unreadable
+    due: Due
+    gnss: GnssInputs
+    camera_failsafe: bool | None
+    camera_tamper: bool | None
+    probe: ProbeValues
+
+
+def health_values(inputs: HealthInputs) -> dict[str, Scalar]:
+    """The snapshot; docs/health.md documents every key."""
+    return {
+        **_process_values(inputs),
+        **_outbox_values(inputs.outbox),
+        **_uplink_values(inputs),
+        **_bus_values(inputs),
+        **_gnss_camera_values(inputs),
+    }
+
+
+def _process_values(i: HealthInputs) -> dict[str, Scalar]:
+    cpu_rate = i.due.rates.get(CPU_S)
+    return {
+        HEALTH_REASON: i.reason,
+        HEALTH_INTERVAL_S: i.info.interval_s,
+        AGENT_MODE: i.info.mode,
+        AGENT_VERSION: i.info.version,
+        CONFIG_HASH: i.info.config_hash,
+        UPTIME_S: round(i.uptime_s, 1),
+        DISK_FREE_BYTES: i.probe.disk_free_bytes,
+        DISK_RESERVE_BYTES: i.disk.reserve_bytes,
+        DISK_FULL: i.disk.full,
+        OUTBOX_WRITE_FAILURES: i.disk.write_failures,
+        OUTBOX_HELD_RECORDS: i.disk.held_records,
+        OUTBOX_DROPPED_HELD: i.disk.dropped_held,
+        CPU_S: round(i.probe.cpu_s, 2),
+        CPU_PCT: None if cpu_rate is None else round(cpu_rate * 100, 1),
+        RSS_BYTES: i.probe.rss_bytes,
+    }
+
+
+def _outbox_values(stats: OutboxStats) -> dict[str, Scalar]:
+    values: dict[str, Scalar] = {
+        OUTBOX_PENDING_BATCHES: stats.pending_batches,
+        OUTBOX_PENDING_BYTES: stats.pending_bytes,
+        OUTBOX_UNPUBLISHED_BATCHES: stats.unpublished_batches,
+        OUTBOX_STAGED_RECORDS: stats.staged_records,
+        OUTBOX_STAGED_BYTES: stats.staged_bytes,
+        OUTBOX_OLDEST_AGE_MS: stats.oldest_pending_age_ms,
+        ACKED_SEQ: stats.highest_acked_seq,
+        NEXT_SEQ: stats.next_seq,
+    }
+    counted = (*EVICTION_CAUSE.values(), EVICTED_RECORDS, EVICTED_FOR_SPACE, DROPPED_INVALID)
+    for name in (*counted, *INTEGRITY_KEYS):
+        values[name] = stats.counters.get(name, 0)
+    return values
+
+
+def _uplink_values(i: HealthInputs) -> dict[str, Scalar]:
+    up = i.uplink
+    return {
+        UPLINK_CONNECTED: i.uplink_connected,
+        RECONNECTS: max(up.connects - 1, 0),
+        UPLINK_CONNECTS: up.connects,
+        UPLINK_CONNECT_FAILURES: up.connect_failures,
+        UPLINK_DISCONNECTS: up.disconnects,
+        UPLINK_PUBLISHED: up.published,
+        UPLINK_PUBLISHED_BYTES: up.published_bytes,
+        UPLINK_RESENT: up.resent,
+        UPLINK_ACKS: up.acks,
+        UPLINK_ACKED_BATCHES: up.acked_batches,
+        PUBACK_RTT_MS: up.last_puback_rtt_ms,
+        ACK_RTT_MS: up.last_ack_rtt_ms,
+        HEALTH_LINK_RATE: up.link_rate_bytes_per_s,
+        HEALTH_PUBLISH_TIMEOUTS: up.publish_timeouts,
+        BYTES_SENT_TODAY: i.bytes_sent_today,
+    }
+
+
+def _bus_values(i: HealthInputs) -> dict[str, Scalar]:
+    values: dict[str, Scalar] = {}
+    decode_errors = error_frames = 0
+    for bus, c in i.buses.items():
+        values[bus_key(bus, "fps")] = round(i.due.rates.get(bus_frames_key(bus), 0.0), 1)
+        values[bus_key(bus, "frames")] = c.frames
+        values[bus_key(bus, "error_frames")] = c.error_frames
+        values[bus_key(bus, "decode_errors")] = c.decode_errors
+        values[bus_key(bus, "unknown_id")] = c.unknown_id
+        values[bus_key(bus, "active")] = i.due.state.get(bus_key(bus, "active"))
+        values[bus_key(bus, "dropped")] = i.source_dropped.get(bus, 0)
+        decode_errors += c.decode_errors
+        error_frames += c.error_frames
+    values[DECODE_ERRORS] = decode_errors
+    values[ERROR_FRAMES] = error_frames
+    values[SOURCE_DROPPED_FRAMES] = sum(i.source_dropped.values())
+    values[REPLAY_MALFORMED_LINES] = i.malformed_lines
+    return values
+
+
+def _gnss_camera_values(i: HealthInputs) -> dict[str, Scalar]:
+    return {
+        GNSS_MODE: i.gnss.mode,
+        GNSS_FIX: i.due.state.get(GNSS_FIX),
+        CLOCK_OFFSET_MS: i.gnss.clock_offset_ms,
+        CLOCK_INVALID: i.due.state.get(CLOCK_INVALID),
+        **i.gnss.client_stats,
+        CAMERA_FAILSAFE: i.camera_failsafe,
+        CAMERA_TAMPER: i.camera_tamper,
+    }

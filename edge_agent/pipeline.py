@@ -9,15 +9,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cantools.database.errors import DecodeError
 
+from edge_agent import pipeline_state
 from edge_agent.decode import DecodedValues, FrameDecoder
 from edge_agent.extract import EventExtractor
 from edge_agent.profile import VEHICLE_SPEED
 from edge_agent.sources import FrameLike
 from edge_agent.thin import Thinner
-from protocol.records import Event, FrameRef, GnssFix
+from protocol.records import Event, FrameRef, GnssFix, SignalSeries
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,18 @@ class BusCounters:
             + self.remote_frames
             + self.decode_errors
         )
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What the pipeline held since the last drain, ready to be stored."""
+
+    events: tuple[Event, ...]
+    signals: tuple[SignalSeries, ...]
+    fixes: tuple[GnssFix, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.signals or self.fixes)
 
 
 @dataclass
@@ -123,6 +137,25 @@ class Pipeline:
         self.extractor.update_fix(fix, now_ms)
         self.fixes.append(fix)
         self.last_fix = fix
+
+    def drain(self) -> Drained:
+        """Hand over the events, thinned samples and fixes held so far."""
+        drained = Drained(tuple(self.events), tuple(self.thinner.drain()), tuple(self.fixes))
+        self.events.clear()
+        self.fixes.clear()
+        return drained
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state carried between frames as plain data with a version number.
+
+        Taken right after :meth:`drain`: a thinner still holding samples would hand them
+        over again after a restore.
+        """
+        return pipeline_state.snapshot(self.extractor, self.thinner)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`snapshot`; an unknown version is a PipelineStateError."""
+        pipeline_state.restore(self.extractor, self.thinner, state)
 
     @property
     def frames(self) -> int:

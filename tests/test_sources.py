@@ -9,7 +9,9 @@ from pathlib import Path
 import can
 import pytest
 
+from edge_agent.clock import SystemClock
 from edge_agent.errors import RecordingError, SourceError
+from edge_agent.feed import Pacer, paced
 from edge_agent.sources import BusSource, ReplaySource, kernel_filters
 
 LOG = """\
@@ -115,7 +117,7 @@ async def test_paced_replay_follows_recorded_time(tmp_path: Path) -> None:
     src = ReplaySource(write(tmp_path, "d.log", "\n".join(lines)))
     loop = asyncio.get_running_loop()
     start = loop.time()
-    stamps = [f.timestamp async for f in src.paced(speed=2.0)]
+    stamps = [f.timestamp async for f in paced(src.frames(), Pacer(SystemClock(), 2.0))]
     elapsed = loop.time() - start
     assert stamps == [1772436600 + i * 0.05 for i in range(5)]
     assert elapsed >= 0.09  # 0.2 s of recording at double speed
