@@ -185,7 +185,14 @@ class Agent:
         readers = [tg.create_task(self._read_bus(bus)) for bus in self.config.bus]
         gnss = self.config.gnss
         if gnss is not None and gnss.gpsd is not None:
-            self._gpsd = GpsdClient(*parse_endpoint(gnss.gpsd))
+            host, port = parse_endpoint(gnss.gpsd)
+            clock = self.clock
+            self._gpsd = GpsdClient(
+                host,
+                port,
+                wall_clock=lambda: clock.raw_wall_ms() / 1000,
+                monotonic=clock.monotonic,
+            )
             readers.append(tg.create_task(self._gpsd.run(self._on_fix, self.stop)))
         # Readers open their sources on their first step; a failure ends the task group.
         for _ in range(3):

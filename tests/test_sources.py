@@ -157,3 +157,29 @@ async def test_bus_source_reads_a_python_can_bus_with_filters() -> None:
 def test_unknown_interface_is_a_source_error() -> None:
     with pytest.raises(SourceError, match="cannot open CAN interface nosuchbus:can0"):
         BusSource("nosuchbus", "can0")
+
+
+async def test_bus_source_counts_the_frames_its_full_queue_drops() -> None:
+    sender = can.Bus(interface="virtual", channel="unit-drops")
+    source = BusSource("virtual", "unit-drops", queue_size=2)
+    stop = asyncio.Event()
+    frames = source.frames(stop)
+    try:
+        first = asyncio.ensure_future(anext(frames))  # starts the reader thread
+        await asyncio.sleep(0.1)
+        sender.send(can.Message(arbitration_id=0x700, is_extended_id=False, data=b"\x01"))
+        await asyncio.wait_for(first, timeout=5)
+        # The consumer now stands still: 2 frames fit in the queue, the other 8 are dropped.
+        for _ in range(10):
+            sender.send(can.Message(arbitration_id=0x700, is_extended_id=False, data=b"\x02"))
+        for _ in range(50):
+            if source.stats.received == 11:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+        assert (source.backlog, source.dropped) == (2, 8)
+    finally:
+        stop.set()
+        await frames.aclose()
+        source.close()
+        sender.shutdown()

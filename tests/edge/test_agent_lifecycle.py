@@ -21,6 +21,7 @@ from edge_agent.outbox import Outbox
 from edge_agent.replay import ReplayJob
 from edge_agent.sources import CanFrame, FrameLike
 from protocol.records import Event, Health
+from tests.mosquitto_harness import free_port
 from tests.support.agent_config import replay_config_toml
 from tests.support.fake_link import FakeLink
 from tests.test_daemon import MQTT_TUNING, expected, make_recording
@@ -54,7 +55,7 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-def write_config(tmp: Path, seconds: float = 20.0) -> Path:
+def write_config(tmp: Path, seconds: float = 20.0, extra: str = "") -> Path:
     make_recording(tmp / "drive.log", seconds)
     path = tmp / "agent.toml"
     path.write_text(
@@ -65,6 +66,7 @@ def write_config(tmp: Path, seconds: float = 20.0) -> Path:
             outbox="outbox.sqlite3",
             mqtt_port=1,  # never dialled: the fake link replaces the connection
             mqtt_extra=MQTT_TUNING.format(resend_ms=3000, extra=""),
+            extra=extra,
         )
     )
     return path
@@ -209,3 +211,24 @@ async def test_queue_drops_of_a_bus_reach_health(tmp_path: Path) -> None:
     assert snapshot["bus_camera_dropped"] == 7
     assert snapshot["bus_vehicle_dropped"] == 7
     assert snapshot["source_dropped_frames"] == 14
+
+
+async def test_run_with_gpsd_unreachable_reports_it_in_health(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    config = load_config(write_config(tmp_path, 1.0, f'[gnss]\ngpsd = "127.0.0.1:{port}"\n'))
+    link = FakeLink()
+    async with open_agent(
+        config,
+        tmp_path,
+        connector=link.connect,
+        open_source=lambda bus, ids: DroppingSource(),
+        clock=FakeClock(),
+    ) as agent:
+        main = asyncio.create_task(agent.main())
+        await until(lambda: agent.pipeline.frames >= 100)
+        agent.stop.set()
+        assert await main == 0
+    snapshot = health(link, REASON_STOP)
+    assert snapshot["gnss_mode"] == 0
+    assert snapshot["gnss_connected"] == 0
+    assert snapshot["gnss_fix"] is False
