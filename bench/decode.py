@@ -60,15 +60,17 @@ def run_floor(path: Path) -> dict[str, Any]:
 
 def run_agent(path: Path) -> dict[str, Any]:
     from edge_agent.assemble import build_pipeline
+    from edge_agent.feed import FrameFeed, each_channel_its_own_bus
     from edge_agent.sources import ReplaySource
 
     source = ReplaySource(path)
     pipeline = build_pipeline(None, Path.cwd(), ["can0", "can1"])
-    on_frame = pipeline.on_frame
+    # The frame feed every command uses: routing and fix merge included in the figure.
+    push = FrameFeed(pipeline, each_channel_its_own_bus).push
     events = 0
     start = time.process_time()
     for frame in source.frames():
-        on_frame(frame.channel, frame)
+        push(frame)
         if len(pipeline.events) > 1000:  # in the agent, batches take them away
             events += len(pipeline.events)
             pipeline.events.clear()

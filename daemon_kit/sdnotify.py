@@ -15,15 +15,15 @@ API::
     notifier.watchdog_interval_s   # WATCHDOG_USEC / 2 in seconds, or None: no watchdog
 
     gate = WatchdogGate(stall_after_s=20.0, ping_every_s=notifier.watchdog_interval_s or 0)
-    # in the main loop, once per turn:
-    if gate.observe(time.monotonic(), frames + commits + idle_ticks):
+    # on every watchdog turn, with the agent's injected clock:
+    if gate.observe(clock.monotonic(), frames + commits + idle_ticks):
         notifier.watchdog()
 
 The watchdog rule (``WatchdogGate``): a ping is due when the progress value has advanced
 within the last ``stall_after_s`` seconds and ``ping_every_s`` has passed since the last
 ping. ``progress`` is one number that only grows: the sum of the pipeline's counters
 (frames decoded, outbox commits, batches acknowledged) plus a *loop heartbeat* that the
-main loop increments on a turn where it found **no work waiting** (bus silent with the
+watchdog job increments on a turn where it found **no work waiting** (bus silent with the
 ignition off, nothing to publish). So:
 
 * a busy, healthy agent advances through its frame and commit counters;

@@ -7,19 +7,20 @@ import asyncio
 import json
 import os
 import sys
-import time
-from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from daemon_kit.logs import configure_logging
 from edge_agent.assemble import build_pipeline, default_decoder
-from edge_agent.config import AgentConfig, load_config
+from edge_agent.clock import Clock, SystemClock
+from edge_agent.config import load_config
 from edge_agent.errors import AgentError
+from edge_agent.feed import FixMerge, FrameFeed, each_channel_its_own_bus, route_by_config
 from edge_agent.nmea import read_nmea
-from edge_agent.sources import ReplaySource
+from edge_agent.pipeline import Pipeline
+from edge_agent.sources import ReadStats, ReplaySource
 from protocol.records import Event
 
 EXIT_OK = 0
@@ -50,66 +51,42 @@ def _print_event(event: Event) -> None:
     sys.stdout.write(json.dumps(event_json(event), separators=(",", ":")) + "\n")
 
 
-def _route(config: AgentConfig | None, channel: str | None) -> dict[str, str] | None:
-    """Logged channel -> bus name; None means every channel is its own bus."""
-    if config is None:
-        return None
-    with_channel = {b.logged_channel: b.name for b in config.bus if b.logged_channel is not None}
-    if with_channel:
-        return with_channel
-    if len(config.bus) == 1 and channel is not None:
-        return {channel: config.bus[0].name}
-    if len(config.bus) == 1:
-        return {"*": config.bus[0].name}
-    raise AgentError(
-        "config has several buses but none names its 'logged_channel'; "
-        "set bus[].logged_channel to map the recording's channels"
-    )
-
-
 def decode(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config)) if args.config else None
     config_dir = Path(args.config).resolve().parent if args.config else Path.cwd()
     source = ReplaySource(Path(args.file), logged_channel=args.channel)
-    route = _route(config, args.channel)
     buses = [b.name for b in config.bus] if config is not None else []
     pipeline = build_pipeline(config, config_dir, buses, _print_event)
-    shared = default_decoder() if config is None else None
-    # Fixes from a track file join the frames in time order, as gpsd would deliver them.
-    fixes = deque(read_nmea(Path(args.nmea))) if args.nmea else deque()
+    fixes = FixMerge(read_nmea(Path(args.nmea)) if args.nmea else ())
+    if config is None:
+        feed = FrameFeed(pipeline, each_channel_its_own_bus, fixes, default_decoder())
+    else:
+        feed = FrameFeed(pipeline, route_by_config(config.bus), fixes)
+    push = feed.push
     for frame in source.frames():
-        channel = str(frame.channel)
-        if route is None:
-            bus = channel
-        else:
-            bus_or_none = route.get(channel, route.get("*"))
-            if bus_or_none is None:
-                continue
-            bus = bus_or_none
-        if shared is not None and bus not in pipeline.decoders:
-            pipeline.add_bus(bus, shared)
-        while fixes and fixes[0].time_ms <= frame.timestamp * 1000:
-            fix = fixes.popleft()
-            pipeline.on_fix(fix, fix.time_ms)
-        pipeline.on_frame(bus, frame)
+        push(frame)
     sys.stdout.flush()
+    return _decode_summary(args.file, source.stats, pipeline)
+
+
+def _decode_summary(file: str, stats: ReadStats, pipeline: Pipeline) -> int:
     summary = {
-        "file": args.file,
-        "frames": source.stats.frames,
+        "file": file,
+        "frames": stats.frames,
         "events": len(pipeline.events),
         "buses": {k: vars(v) for k, v in pipeline.counters.items()},
-        "malformed_lines": source.stats.malformed_lines,
+        "malformed_lines": stats.malformed_lines,
     }
     print(json.dumps({"summary": summary}), file=sys.stderr)
-    if source.stats.malformed_lines:
+    if stats.malformed_lines:
         print(
-            f"edge-agent: {args.file}:{source.stats.first_bad_line}: malformed line "
-            f"({source.stats.first_bad_reason}); {source.stats.malformed_lines} line(s) skipped",
+            f"edge-agent: {file}:{stats.first_bad_line}: malformed line "
+            f"({stats.first_bad_reason}); {stats.malformed_lines} line(s) skipped",
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
-    if source.stats.frames == 0:
-        print(f"edge-agent: {args.file}: no CAN frames in recording", file=sys.stderr)
+    if stats.frames == 0:
+        print(f"edge-agent: {file}: no CAN frames in recording", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
 
@@ -124,20 +101,6 @@ def _run_async(coro: Coroutine[Any, Any, int]) -> int:
         return runner.run(coro)
 
 
-# Test hook: the pipeline blocks after this many frames (tests/test_agent_notify.py).
-STALL_ENV = "EDGE_AGENT_TEST_STALL_AFTER_FRAMES"
-
-
-def _stall_after(environ: Mapping[str, str]) -> int | None:
-    raw = environ.get(STALL_ENV)
-    if raw is None:
-        return None
-    try:
-        return max(int(raw), 0)
-    except ValueError:
-        raise AgentError(f"{STALL_ENV} must be a whole number, got {raw!r}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from daemon_kit.sdnotify import Notifier
     from edge_agent.daemon import run_agent
@@ -145,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     config_path = Path(args.config)
     config = load_config(config_path)
-    # The environment is read here, once: systemd's notify socket and the test hook.
+    # The environment is read here, once: systemd's notify socket.
     return _run_async(
         run_agent(
             config,
@@ -153,7 +116,6 @@ def run(args: argparse.Namespace) -> int:
             None,
             notifier=Notifier.from_env(os.environ),
             config_hash=config_hash(config_path),
-            stall_after_frames=_stall_after(os.environ),
         )
     )
 
@@ -175,13 +137,13 @@ def replay(args: argparse.Namespace) -> int:
     )
 
 
-def status(args: argparse.Namespace) -> int:
+def status(args: argparse.Namespace, clock: Clock | None = None) -> int:
     from edge_agent.daemon import outbox_path
     from edge_agent.outbox_status import format_human, read_status
 
     config_path = Path(args.config)
     config = load_config(config_path)
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = (clock or SystemClock()).raw_wall_ms()
     report = read_status(
         outbox_path(config, config_path.resolve().parent), now_ms, config.outbox.reserve_bytes
     )

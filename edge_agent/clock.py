@@ -5,24 +5,26 @@ NTP corrects it; a bad RTC can also run decades ahead. The wire format only carr
 in ``[0, MAX_TIME_MS]``, so a raw clock outside that range would make every status, health
 snapshot and record unencodable. Times are therefore clamped into the wire range (a
 clamped time is wrong, but the record is kept and the process keeps running), and a clock
-outside the plausible range is flagged in health under :data:`CLOCK_INVALID_KEY`, so the
+outside the plausible range is flagged in health under
+:data:`protocol.contracts.CLOCK_INVALID`, so the
 collector and the operator know the record times of that period cannot be trusted.
 
-Deadlines never use this clock (they use ``time.monotonic``); it only stamps things.
+Deadlines never use this clock (they use the monotonic one); it only stamps things. The
+agent's parts read both through one injected :class:`Clock`, so tests can drive time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
-from typing import Final
+from typing import Final, Protocol
 
 from edge_agent.outbox import Records
 from protocol.limits import MAX_TIME_MS
 from protocol.records import Event, GnssFix, Health, RawFrame
 
 # Health key: true while the gateway's wall clock is outside the plausible range.
-CLOCK_INVALID_KEY: Final = "clock_invalid"
 # No gateway runs this software before 2024-01-01T00:00:00Z: a clock before it is a dead or
 # unset RTC, not a real date.
 PLAUSIBLE_FROM_MS: Final = 1_704_067_200_000
@@ -41,6 +43,31 @@ def raw_wall_ms() -> int:
 def wall_ms() -> int:
     """The system clock for stamping: always encodable, even when the clock is wrong."""
     return clamp_time_ms(raw_wall_ms())
+
+
+class Clock(Protocol):
+    """Every time the agent reads: wall time to stamp, monotonic time for deadlines."""
+
+    def wall_ms(self) -> int: ...
+    def raw_wall_ms(self) -> int: ...
+    def monotonic(self) -> float: ...
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clocks."""
+
+    def wall_ms(self) -> int:
+        return wall_ms()
+
+    def raw_wall_ms(self) -> int:
+        return raw_wall_ms()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
 
 def clock_invalid(raw_ms: int) -> bool:

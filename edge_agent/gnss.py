@@ -72,7 +72,7 @@ class GpsdClient:
     RMC burst takes ~0.4 s). A report of the next epoch ends the wait sooner.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the client's knobs and injected clocks, keyword-only
         self,
         host: str,
         port: int = GPSD_DEFAULT_PORT,

@@ -13,16 +13,7 @@ from contextlib import closing
 from pathlib import Path
 from urllib.parse import quote
 
-from edge_agent.clock import CLOCK_INVALID_KEY
 from edge_agent.errors import OutboxError
-from edge_agent.health import (
-    DISK_FREE_BYTES,
-    DISK_FULL,
-    DISK_RESERVE_BYTES,
-    OUTBOX_DROPPED_HELD,
-    OUTBOX_HELD_RECORDS,
-    OUTBOX_WRITE_FAILURES,
-)
 from edge_agent.outbox import (
     APPLICATION_ID,
     BATCH_TOTALS_SQL,
@@ -37,6 +28,15 @@ from edge_agent.outbox import (
     effective_reserve,
     filesystem_free_bytes,
     filesystem_size_bytes,
+)
+from protocol.contracts import (
+    CLOCK_INVALID,
+    DISK_FREE_BYTES,
+    DISK_FULL,
+    DISK_RESERVE_BYTES,
+    OUTBOX_DROPPED_HELD,
+    OUTBOX_HELD_RECORDS,
+    OUTBOX_WRITE_FAILURES,
 )
 
 
@@ -169,7 +169,7 @@ def headline(report: Mapping[str, object], now_ms: int) -> list[str]:
             problems.append("CAMERA TAMPER")
         if values.get("uplink_connected") is False:
             problems.append("OFFLINE")
-        if values.get(CLOCK_INVALID_KEY) is True:
+        if values.get(CLOCK_INVALID) is True:
             # Records are stamped with this clock: their times are wrong until it is set.
             problems.append("CLOCK WRONG")
     pending = _num(report.get("pending_batches")) or 0

@@ -9,15 +9,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cantools.database.errors import DecodeError
 
+from edge_agent import pipeline_state
 from edge_agent.decode import DecodedValues, FrameDecoder
 from edge_agent.extract import EventExtractor
 from edge_agent.profile import VEHICLE_SPEED
 from edge_agent.sources import FrameLike
 from edge_agent.thin import Thinner
-from protocol.records import Event, FrameRef, GnssFix
+from protocol.records import Event, FrameRef, GnssFix, SignalSeries
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,18 @@ class BusCounters:
             + self.remote_frames
             + self.decode_errors
         )
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What the pipeline held since the last drain, ready to be stored."""
+
+    events: tuple[Event, ...]
+    signals: tuple[SignalSeries, ...]
+    fixes: tuple[GnssFix, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.signals or self.fixes)
 
 
 @dataclass
@@ -89,16 +103,7 @@ class Pipeline:
         try:
             values = compiled.decode(data)
         except (DecodeError, ValueError) as exc:
-            counters.decode_errors += 1
-            if counters.decode_errors in (1, 10, 100, 1000) or counters.decode_errors % 10_000 == 0:
-                log.warning(
-                    "cannot decode %s (0x%X) on %s: %s (%d so far)",
-                    compiled.name,
-                    frame.arbitration_id,
-                    bus,
-                    exc,
-                    counters.decode_errors,
-                )
+            _decode_failed(counters, bus, compiled.name, frame.arbitration_id, exc)
             return
         counters.decoded += 1
         if len(data) < compiled.length:
@@ -114,15 +119,37 @@ class Pipeline:
         if name in _SPEED_MESSAGES:
             self.thinner.offer(VEHICLE_SPEED, self.extractor.speed_kmh(now_ms), now_ms)
         if events:
-            self.events.extend(events)
-            if self.on_event is not None:
-                for event in events:
-                    self.on_event(event)
+            self._emit(events)
+
+    def _emit(self, events: list[Event]) -> None:
+        self.events.extend(events)
+        if self.on_event is not None:
+            for event in events:
+                self.on_event(event)
 
     def on_fix(self, fix: GnssFix, now_ms: int) -> None:
         self.extractor.update_fix(fix, now_ms)
         self.fixes.append(fix)
         self.last_fix = fix
+
+    def drain(self) -> Drained:
+        """Hand over the events, thinned samples and fixes held so far."""
+        drained = Drained(tuple(self.events), tuple(self.thinner.drain()), tuple(self.fixes))
+        self.events.clear()
+        self.fixes.clear()
+        return drained
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state carried between frames as plain data with a version number.
+
+        Taken right after :meth:`drain`: a thinner still holding samples would hand them
+        over again after a restore.
+        """
+        return pipeline_state.snapshot(self.extractor, self.thinner)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`snapshot`; an unknown version is a PipelineStateError."""
+        pipeline_state.restore(self.extractor, self.thinner, state)
 
     @property
     def frames(self) -> int:
@@ -142,3 +169,11 @@ class Pipeline:
         if ref is None:
             ref = self._refs[key] = FrameRef(bus, can_id)
         return ref
+
+
+def _decode_failed(counters: BusCounters, bus: str, name: str, can_id: int, exc: Exception) -> None:
+    """Count a frame of a known id that did not decode; log the 1st, 10th, 100th, ... only."""
+    counters.decode_errors += 1
+    n = counters.decode_errors
+    if n in (1, 10, 100, 1000) or n % 10_000 == 0:
+        log.warning("cannot decode %s (0x%X) on %s: %s (%d so far)", name, can_id, bus, exc, n)

@@ -10,7 +10,6 @@ import asyncio
 import gzip
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,24 +202,6 @@ class ReplaySource:
             if wanted is None or str(frame.channel) == wanted:
                 yield frame
 
-    async def paced(self, speed: float) -> Any:
-        """Frames at ``speed`` times recorded pace (0 = as fast as possible).
-
-        Yields to the event loop at least every few hundred frames so other tasks run.
-        """
-        start_wall: float | None = None
-        start_rec = 0.0
-        for n, frame in enumerate(self.frames()):
-            if speed > 0:
-                if start_wall is None:
-                    start_wall, start_rec = time.monotonic(), frame.timestamp
-                delay = (frame.timestamp - start_rec) / speed - (time.monotonic() - start_wall)
-                if delay > 0.001:
-                    await asyncio.sleep(delay)
-            elif n % 256 == 0:
-                await asyncio.sleep(0)
-            yield frame
-
 
 def kernel_filters(can_ids: list[tuple[int, bool]]) -> list[dict[str, Any]]:
     """python-can filter list matching exactly these ids; socketcan applies it in the kernel."""
@@ -260,15 +241,28 @@ class BusSource:
             raise SourceError(f"cannot open CAN interface {interface}:{channel}: {exc}") from None
         self.name = f"{interface}:{channel}"
         self.stats = BusStats()
-        self._queue_size = queue_size
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=queue_size)
 
     def close(self) -> None:
         self._bus.shutdown()
 
+    @property
+    def backlog(self) -> int:
+        """Frames received and not yet handed on."""
+        return self._queue.qsize()
+
+    @property
+    def dropped(self) -> int:
+        return self.stats.dropped_queue_full
+
+    @property
+    def malformed_lines(self) -> int:
+        return 0
+
     async def frames(self, stop: asyncio.Event) -> Any:
         """Yield frames until ``stop`` is set."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self._queue_size)
+        queue = self._queue
         halt = threading.Event()
 
         def put(msg: Any) -> None:

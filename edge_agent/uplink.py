@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Protocol
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -55,9 +55,6 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.5
 # Publish times kept for the end-to-end ack round trip; the oldest go first beyond this.
 MAX_TRACKED_PUBLISHES = 4096
-# Health keys for the link-rate policy (docs/health.md).
-HEALTH_LINK_RATE: Final = "uplink_rate_bytes_per_s"
-HEALTH_PUBLISH_TIMEOUTS: Final = "uplink_publish_timeouts"
 
 
 class UplinkError(AgentError):
@@ -221,12 +218,14 @@ class MqttLink:
         raise UplinkError("connection closed")
 
 
-def _status(state: Presence) -> bytes:
-    return encode_status(Status(state=state, time_ms=wall_ms()))
+def _status(state: Presence, now_ms: Callable[[], int]) -> bytes:
+    return encode_status(Status(state=state, time_ms=now_ms()))
 
 
 @contextlib.asynccontextmanager
-async def connect(settings: UplinkSettings) -> AsyncIterator[MqttLink]:
+async def connect(
+    settings: UplinkSettings, now_ms: Callable[[], int] = wall_ms
+) -> AsyncIterator[MqttLink]:
     """Connect (persistent MQTT 5 session), subscribe to our ack topic, announce ``online``.
 
     The subscription is renewed on every connect: a broker that lost its state (no
@@ -247,7 +246,7 @@ async def connect(settings: UplinkSettings) -> AsyncIterator[MqttLink]:
             properties=props,
             keepalive=settings.keepalive_s,
             timeout=settings.connect_timeout_s,
-            will=aiomqtt.Will(status, _status(Presence.OFFLINE), qos=QOS, retain=True),
+            will=aiomqtt.Will(status, _status(Presence.OFFLINE, now_ms), qos=QOS, retain=True),
             username=settings.username,
             password=settings.password,
             tls_context=settings.tls,
@@ -270,13 +269,13 @@ async def connect(settings: UplinkSettings) -> AsyncIterator[MqttLink]:
             )
         except aiomqtt.MqttError as exc:
             raise UplinkError(f"subscribe failed: {exc}") from None
-        await link.publish(status, _status(Presence.ONLINE), retain=True)
+        await link.publish(status, _status(Presence.ONLINE, now_ms), retain=True)
         yield link
         clean = True
     finally:
         with contextlib.suppress(aiomqtt.MqttError, UplinkError):
             if clean:
-                await link.publish(status, _status(Presence.OFFLINE), retain=True)
+                await link.publish(status, _status(Presence.OFFLINE, now_ms), retain=True)
         # Already gone if this fails; the broker then publishes the will.
         with contextlib.suppress(aiomqtt.MqttError):
             await client.__aexit__(None, None, None)
@@ -349,6 +348,8 @@ class Uplink:
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     # Set while the last outbox query found nothing due (used for a bounded last publish).
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set by every end-to-end ack; whoever waits for acks clears it first.
+    acked: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
@@ -416,6 +417,7 @@ class Uplink:
             self.counters.acks += 1
             self.counters.acked_batches += await self.outbox.acknowledge(ack.epoch, ack.seq)
             self._ack_rtt(ack.epoch, ack.seq)
+            self.acked.set()
 
     def _ack_rtt(self, epoch: int, upto_seq: int) -> None:
         covered = [key for key in self._sent_at if key[0] == epoch and key[1] <= upto_seq]

@@ -182,39 +182,72 @@ UPLINK_RATE: Final = "uplink_rate_bytes_per_s"
 UPLINK_PUBLISH_TIMEOUTS: Final = "uplink_publish_timeouts"
 BYTES_SENT_TODAY: Final = "bytes_sent_today"
 BUS_ACTIVE: Final = "bus_<name>_active"
+# The agent's other keys, by the names its code uses.
+HEALTH_INTERVAL_S: Final = "health_interval_s"
+AGENT_MODE: Final = "agent_mode"
+AGENT_VERSION: Final = "agent_version"
+CONFIG_HASH: Final = "config_hash"
+UPTIME_S: Final = "uptime_s"
+CPU_S: Final = "cpu_s"
+CPU_PCT: Final = "cpu_pct"
+RSS_BYTES: Final = "rss_bytes"
+OUTBOX_UNPUBLISHED_BATCHES: Final = "outbox_unpublished_batches"
+OUTBOX_STAGED_RECORDS: Final = "outbox_staged_records"
+OUTBOX_STAGED_BYTES: Final = "outbox_staged_bytes"
+ACKED_SEQ: Final = "acked_seq"
+NEXT_SEQ: Final = "next_seq"
+EVICTED_RECORDS: Final = "evicted_records"
+DROPPED_INVALID: Final = "dropped_invalid"
+RECONNECTS: Final = "reconnects"
+UPLINK_CONNECTS: Final = "uplink_connects"
+UPLINK_CONNECT_FAILURES: Final = "uplink_connect_failures"
+UPLINK_DISCONNECTS: Final = "uplink_disconnects"
+UPLINK_PUBLISHED: Final = "uplink_published"
+UPLINK_PUBLISHED_BYTES: Final = "uplink_published_bytes"
+UPLINK_RESENT: Final = "uplink_resent"
+UPLINK_ACKS: Final = "uplink_acks"
+UPLINK_ACKED_BATCHES: Final = "uplink_acked_batches"
+PUBACK_RTT_MS: Final = "puback_rtt_ms"
+ACK_RTT_MS: Final = "ack_rtt_ms"
+DECODE_ERRORS: Final = "decode_errors"
+ERROR_FRAMES: Final = "error_frames"
+SOURCE_DROPPED_FRAMES: Final = "source_dropped_frames"
+REPLAY_MALFORMED_LINES: Final = "replay_malformed_lines"
+GNSS_MODE: Final = "gnss_mode"
+INTEGRITY_KEYS: Final = ("dropped_corrupt", "meta_repairs", "epoch_restarts")
 
 IDENTITY_KEYS: Final = (
     _key(HEALTH_REASON, "str", "", "why this snapshot was taken (table above)"),
     _key(
-        "health_interval_s",
+        HEALTH_INTERVAL_S,
         "float",
         "s",
         "the configured `[health] interval_s` (lets a reader judge staleness)",
     ),
-    _key("agent_mode", "str", "", "`run` or `replay`"),
+    _key(AGENT_MODE, "str", "", "`run` or `replay`"),
     _key(
-        "agent_version",
+        AGENT_VERSION,
         "str",
         "",
         "version of the installed package (`taxi-adas-ingest`), `unknown` if not installed",
     ),
-    _key("config_hash", "str", "", "first 12 hex digits of the SHA-256 of the config file's bytes"),
+    _key(CONFIG_HASH, "str", "", "first 12 hex digits of the SHA-256 of the config file's bytes"),
     _key(
-        "uptime_s",
+        UPTIME_S,
         "float",
         "s",
         "seconds since the agent process started (monotonic)",
         label="uptime",
     ),
     _key(
-        "cpu_s",
+        CPU_S,
         "float",
         "s",
         "process CPU time, user + system, seconds since start",
         label="CPU time",
     ),
     _key(
-        "cpu_pct",
+        CPU_PCT,
         "float",
         "%",
         "CPU use over the interval since the previous snapshot, % of one core",
@@ -222,7 +255,7 @@ IDENTITY_KEYS: Final = (
         label="CPU",
     ),
     _key(
-        "rss_bytes",
+        RSS_BYTES,
         "int",
         "bytes",
         "resident set size (`/proc/self/statm`)",
@@ -282,9 +315,9 @@ OUTBOX_KEYS: Final = (
         label="agent backlog, batches",
     ),
     _key(OUTBOX_PENDING_BYTES, "int", "bytes", "their size in bytes", label="agent backlog"),
-    _key("outbox_unpublished_batches", "int", "", "of those, never PUBACKed by the broker"),
-    _key("outbox_staged_records", "int", "", "records not yet closed into a batch"),
-    _key("outbox_staged_bytes", "int", "bytes", "their size"),
+    _key(OUTBOX_UNPUBLISHED_BATCHES, "int", "", "of those, never PUBACKed by the broker"),
+    _key(OUTBOX_STAGED_RECORDS, "int", "", "records not yet closed into a batch"),
+    _key(OUTBOX_STAGED_BYTES, "int", "bytes", "their size"),
     _key(
         OUTBOX_OLDEST_AGE_MS,
         "int",
@@ -294,8 +327,8 @@ OUTBOX_KEYS: Final = (
         nullable=True,
         label="agent backlog age",
     ),
-    _key("acked_seq", "int", "", "highest seq acknowledged end to end (current epoch)"),
-    _key("next_seq", "int", "", "seq the next batch will get"),
+    _key(ACKED_SEQ, "int", "", "highest seq acknowledged end to end (current epoch)"),
+    _key(NEXT_SEQ, "int", "", "seq the next batch will get"),
     _key(
         "evicted_bulk",
         "int",
@@ -321,8 +354,8 @@ OUTBOX_KEYS: Final = (
         "of those, batches evicted because the filesystem had less than the reserve free "
         "(the rest: the byte cap)",
     ),
-    _key("evicted_records", "int", "", "records in evicted batches"),
-    _key("dropped_invalid", "int", "", "records dropped because they could never be encoded"),
+    _key(EVICTED_RECORDS, "int", "", "records in evicted batches"),
+    _key(DROPPED_INVALID, "int", "", "records dropped because they could never be encoded"),
     _key(
         "dropped_corrupt",
         "int",
@@ -360,28 +393,28 @@ UPLINK_KEYS: Final = (
         state=True,
         label="uplink connected",
     ),
-    _key("reconnects", "int", "", "successful connects after the first, since start"),
-    _key("uplink_connects", "int", "", "MQTT sessions opened, since start"),
-    _key("uplink_connect_failures", "int", "", "connect attempts that failed, since start"),
-    _key("uplink_disconnects", "int", "", "sessions lost or closed, since start"),
-    _key("uplink_published", "int", "", "batches PUBACKed, since start"),
+    _key(RECONNECTS, "int", "", "successful connects after the first, since start"),
+    _key(UPLINK_CONNECTS, "int", "", "MQTT sessions opened, since start"),
+    _key(UPLINK_CONNECT_FAILURES, "int", "", "connect attempts that failed, since start"),
+    _key(UPLINK_DISCONNECTS, "int", "", "sessions lost or closed, since start"),
+    _key(UPLINK_PUBLISHED, "int", "", "batches PUBACKed, since start"),
     _key(
-        "uplink_published_bytes",
+        UPLINK_PUBLISHED_BYTES,
         "int",
         "bytes",
         "payload bytes PUBACKed, since start",
         label="published",
     ),
     _key(
-        "uplink_resent",
+        UPLINK_RESENT,
         "int",
         "",
         "batches published again (no end-to-end ack in time), since start",
     ),
-    _key("uplink_acks", "int", "", "end-to-end acks received, since start"),
-    _key("uplink_acked_batches", "int", "", "batches those acks deleted, since start"),
+    _key(UPLINK_ACKS, "int", "", "end-to-end acks received, since start"),
+    _key(UPLINK_ACKED_BATCHES, "int", "", "batches those acks deleted, since start"),
     _key(
-        "puback_rtt_ms",
+        PUBACK_RTT_MS,
         "int",
         "ms",
         "last publish -> PUBACK time",
@@ -389,7 +422,7 @@ UPLINK_KEYS: Final = (
         label="PUBACK round trip",
     ),
     _key(
-        "ack_rtt_ms",
+        ACK_RTT_MS,
         "int",
         "ms",
         "last end-to-end round trip: publish of the highest seq an ack covered -> that ack",
@@ -435,13 +468,28 @@ BUS_KEYS: Final = (
     _key("bus_<name>_decode_errors", "int", "", "frames of a known id that did not decode"),
     _key("bus_<name>_unknown_id", "int", "", "frames whose id is not in the bus's DBC"),
     _key(BUS_ACTIVE, "bool", "", "a frame within `bus_silent_after_s`", state=True),
-    _key("decode_errors", "int", "", "frames of a known id that did not decode, all buses"),
-    _key("error_frames", "int", "", "CAN error frames, all buses"),
+    _key(
+        "bus_<name>_dropped",
+        "int",
+        "",
+        "frames of a live bus dropped since start because its reader's queue was full (the "
+        "pipeline fell behind); 0 for a recording",
+    ),
+    _key(DECODE_ERRORS, "int", "", "frames of a known id that did not decode, all buses"),
+    _key(ERROR_FRAMES, "int", "", "CAN error frames, all buses"),
+    _key(SOURCE_DROPPED_FRAMES, "int", "", "`bus_<name>_dropped` summed over all buses"),
+    _key(
+        REPLAY_MALFORMED_LINES,
+        "int",
+        "",
+        "lines of the recording(s) read so far that were skipped as unreadable (`edge-agent "
+        "replay`, and `replay` buses of `run`); 0 for live buses",
+    ),
 )
 
 GNSS_CAMERA_KEYS: Final = (
     _key(
-        "gnss_mode",
+        GNSS_MODE,
         "int",
         "",
         "gpsd mode: 0 unknown (also gpsd unreachable), 1 no fix, 2 2D, 3 3D; in replay "

@@ -1,5 +1,6 @@
 """`edge-agent run` as systemd sees it: READY, STATUS, WATCHDOG and STOPPING datagrams on a
-real AF_UNIX socket, and no more watchdog pings once the pipeline stalls (test hook)."""
+real AF_UNIX socket, and no more watchdog pings once the pipeline stalls (an agent run
+with a stalling frame source, tests/support/stall_agent.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.cli import STALL_ENV
 from harness.agent import ROOT, Setup, agent_cmd, setup
 from harness.mosquitto import free_port
 
@@ -66,15 +67,20 @@ def listener() -> Iterator[Listener]:
         shutil.rmtree(short, ignore_errors=True)
 
 
-def _start(s: Setup, listener: Listener, **env: str) -> subprocess.Popen[bytes]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_PID", STALL_ENV)}
+def _start(
+    s: Setup, listener: Listener, *, stall_after: int | None = None
+) -> subprocess.Popen[bytes]:
+    environ = {k: v for k, v in os.environ.items() if k != "WATCHDOG_PID"}
     environ.update(
         NOTIFY_SOCKET=str(listener.sock.getsockname()),
         WATCHDOG_USEC=str(WATCHDOG_USEC),
-        **env,
     )
+    cmd = agent_cmd(s, "run")
+    if stall_after is not None:
+        cmd = [sys.executable, "-m", "tests.support.stall_agent", "--config", str(s.config)]
+        cmd += ["--stall-after", str(stall_after)]
     return subprocess.Popen(
-        agent_cmd(s, "run"), cwd=ROOT, env=environ, stderr=subprocess.PIPE, stdout=subprocess.PIPE
+        cmd, cwd=ROOT, env=environ, stderr=subprocess.PIPE, stdout=subprocess.PIPE
     )
 
 
@@ -117,7 +123,7 @@ def test_ready_status_watchdog_and_stopping(tmp_path: Path, listener: Listener) 
 
 def test_stalled_pipeline_stops_the_pings(tmp_path: Path, listener: Listener) -> None:
     s = setup(tmp_path, free_port())
-    proc = _start(s, listener, **{STALL_ENV: "3000"})
+    proc = _start(s, listener, stall_after=3000)
     try:
         listener.wait_for("READY=1", 20)
         # Pings while frames flow, then a silence of 3 s (six ping periods) while alive.

@@ -15,7 +15,6 @@ import aiomqtt
 import pytest
 
 from edge_agent.clock import (
-    CLOCK_INVALID_KEY,
     PLAUSIBLE_FROM_MS,
     clamp_records,
     clamp_time_ms,
@@ -26,6 +25,7 @@ from harness import consumer
 from harness.agent import ROOT, agent_cmd, setup, status
 from harness.mosquitto import MosquittoHarness
 from protocol import Status, decode_status, status_topic
+from protocol.contracts import CLOCK_INVALID
 from protocol.limits import MAX_TIME_MS
 from protocol.records import Event, GnssFix, Health, RawFrame, SignalSeries
 
@@ -142,7 +142,7 @@ def test_run_keeps_running_under_a_wrong_wall_clock(
     assert health is not None
     values = health["values"]
     assert isinstance(values, dict)
-    assert values[CLOCK_INVALID_KEY] is invalid
+    assert values[CLOCK_INVALID] is invalid
     stamped = health["time_ms"]
     assert isinstance(stamped, int)
     assert abs(stamped - clamp_time_ms(fake_ms)) < 60_000

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.daemon import Checkpoint, _ranges
+from edge_agent.checkpoint import Checkpoint
 from edge_agent.errors import AgentError
+from edge_agent.replay import ranges
 from harness import consumer
 from harness.agent import (
     ROOT,
@@ -79,12 +80,13 @@ def test_status_without_an_outbox_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_pending_seqs_are_reported_as_ranges() -> None:
-    assert _ranges([1, 2, 3, 7, 9, 10]) == "1..3, 7, 9..10"
-    assert _ranges([]) == ""
+    assert ranges([1, 2, 3, 7, 9, 10]) == "1..3, 7, 9..10"
+    assert ranges([]) == ""
 
 
 def test_a_damaged_checkpoint_is_a_clear_error() -> None:
-    blob = Checkpoint("/x/drive.log", 512, False, b"state").dump()
-    assert Checkpoint.load(blob) == Checkpoint("/x/drive.log", 512, False, b"state")
+    state = {"version": 1, "extractor": {"edges": {"fcw": True}}, "thinner": {}}
+    blob = Checkpoint("/x/drive.log", 512, False, state).dump()
+    assert Checkpoint.load(blob) == Checkpoint("/x/drive.log", 512, False, state)
     with pytest.raises(AgentError, match="unreadable replay checkpoint"):
         Checkpoint.load(b"\x80garbage")

@@ -16,7 +16,7 @@ from tests.edge.test_uplink import FakeLink, _connector, _settings, _until
 
 T0 = 1_760_000_000_000
 DAY_MS = 86_400_000
-FLEET, VEHICLE = "test-fleet", "taxi-1"  # as tests.test_uplink's settings
+FLEET, VEHICLE = "test-fleet", "taxi-1"  # as tests/edge/test_uplink.py's settings
 
 
 def ldw(t: int) -> Records:

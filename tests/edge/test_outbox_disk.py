@@ -29,12 +29,6 @@ from edge_agent.batching import (
 )
 from edge_agent.config import load_config, parse_config
 from edge_agent.errors import ConfigError
-from edge_agent.health import (
-    DISK_FREE_BYTES,
-    DISK_FULL,
-    DISK_RESERVE_BYTES,
-    OUTBOX_WRITE_FAILURES,
-)
 from edge_agent.holding import HoldingArea
 from edge_agent.outbox import Outbox, Records, effective_reserve, filesystem_free_bytes
 from edge_agent.outbox_status import format_human, headline
@@ -42,6 +36,7 @@ from harness import consumer
 from harness.agent import MQTT_TUNING, ROOT, Setup, agent_cmd, expected, replay_config_toml, status
 from harness.mosquitto import MosquittoHarness
 from protocol import EVICTION_NOTICE, decode_batch
+from protocol.contracts import DISK_FREE_BYTES, DISK_FULL, DISK_RESERVE_BYTES, OUTBOX_WRITE_FAILURES
 from protocol.records import Event, Health, SignalSeries
 
 T0 = 1_700_000_000_000

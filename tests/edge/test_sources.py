@@ -9,7 +9,9 @@ from pathlib import Path
 import can
 import pytest
 
+from edge_agent.clock import SystemClock
 from edge_agent.errors import RecordingError, SourceError
+from edge_agent.feed import Pacer, paced
 from edge_agent.sources import BusSource, ReplaySource, kernel_filters
 
 LOG = """\
@@ -115,7 +117,7 @@ async def test_paced_replay_follows_recorded_time(tmp_path: Path) -> None:
     src = ReplaySource(write(tmp_path, "d.log", "\n".join(lines)))
     loop = asyncio.get_running_loop()
     start = loop.time()
-    stamps = [f.timestamp async for f in src.paced(speed=2.0)]
+    stamps = [f.timestamp async for f in paced(src.frames(), Pacer(SystemClock(), 2.0))]
     elapsed = loop.time() - start
     assert stamps == [1772436600 + i * 0.05 for i in range(5)]
     assert elapsed >= 0.09  # 0.2 s of recording at double speed
@@ -155,3 +157,29 @@ async def test_bus_source_reads_a_python_can_bus_with_filters() -> None:
 def test_unknown_interface_is_a_source_error() -> None:
     with pytest.raises(SourceError, match="cannot open CAN interface nosuchbus:can0"):
         BusSource("nosuchbus", "can0")
+
+
+async def test_bus_source_counts_the_frames_its_full_queue_drops() -> None:
+    sender = can.Bus(interface="virtual", channel="unit-drops")
+    source = BusSource("virtual", "unit-drops", queue_size=2)
+    stop = asyncio.Event()
+    frames = source.frames(stop)
+    try:
+        first = asyncio.ensure_future(anext(frames))  # starts the reader thread
+        await asyncio.sleep(0.1)
+        sender.send(can.Message(arbitration_id=0x700, is_extended_id=False, data=b"\x01"))
+        await asyncio.wait_for(first, timeout=5)
+        # The consumer now stands still: 2 frames fit in the queue, the other 8 are dropped.
+        for _ in range(10):
+            sender.send(can.Message(arbitration_id=0x700, is_extended_id=False, data=b"\x02"))
+        for _ in range(50):
+            if source.stats.received == 11:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+        assert (source.backlog, source.dropped) == (2, 8)
+    finally:
+        stop.set()
+        await frames.aclose()
+        source.close()
+        sender.shutdown()

@@ -1,0 +1,93 @@
+"""The health snapshot as a pure function of its inputs, against docs/health.md."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from edge_agent import outbox
+from edge_agent.health import (
+    AgentInfo,
+    DiskInputs,
+    Due,
+    GnssInputs,
+    HealthInputs,
+    ProbeValues,
+    health_values,
+)
+from edge_agent.outbox import OutboxStats
+from edge_agent.pipeline import BusCounters
+from edge_agent.uplink import UplinkCounters
+from protocol.contracts import INTEGRITY_KEYS
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "health.md"
+
+
+def documented_keys(bus: str) -> set[str]:
+    text = DOC.read_text()
+    table = text[text.index("## Keys") : text.index("### Suggested alerts")]
+    keys: set[str] = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            first_cell = line.split("|")[1]
+            keys.update(re.findall(r"`([a-z0-9_<>*]+)`", first_cell))
+    return {k.replace("<name>", bus) for k in keys if not k.endswith("*")}
+
+
+def inputs(**overrides: object) -> HealthInputs:
+    base: dict[str, object] = {
+        "reason": "interval",
+        "uptime_s": 12.34,
+        "info": AgentInfo("run", "1.2.3", "abcdef012345", 60.0),
+        "outbox": OutboxStats(1, 9, 7, 2, 300, 1, 40, 4000, 1500, {"evicted_bulk": 3}),
+        "disk": DiskInputs(1 << 20, False, 0, 0, 0),
+        "uplink": UplinkCounters(connects=3, published=8, published_bytes=900),
+        "uplink_connected": True,
+        "bytes_sent_today": 900,
+        "buses": {"camera": BusCounters(decoded=90, unknown_id=5, decode_errors=2)},
+        "source_dropped": {"camera": 11},
+        "malformed_lines": 4,
+        "due": Due(
+            "interval",
+            60.0,
+            {"bus_camera_frames": 1.5, "cpu_s": 0.0912},
+            {"bus_camera_active": True, "gnss_fix": True, "clock_invalid": False},
+        ),
+        "gnss": GnssInputs(3, None, {}),
+        "camera_failsafe": False,
+        "camera_tamper": None,
+        "probe": ProbeValues(cpu_s=5.4321, rss_bytes=50_000_000, disk_free_bytes=10**9),
+    }
+    return HealthInputs(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+def test_the_snapshot_has_exactly_the_documented_keys() -> None:
+    gpsd_only = {"gnss_connected", "gnss_fixes", "gnss_reconnects"}  # without gpsd: absent
+    assert set(health_values(inputs())) == documented_keys("camera") - gpsd_only
+    with_gpsd = inputs(gnss=GnssInputs(3, 12, dict.fromkeys(gpsd_only, 1)))
+    assert set(health_values(with_gpsd)) == documented_keys("camera")
+
+
+def test_values_come_from_the_inputs_only() -> None:
+    values = health_values(inputs())
+    assert values == health_values(inputs())  # nothing read from the system
+    assert values["uptime_s"] == 12.3
+    assert values["cpu_s"] == 5.43
+    assert values["cpu_pct"] == 9.1
+    assert values["reconnects"] == 2
+    assert values["bus_camera_frames"] == 97
+    assert values["bus_camera_fps"] == 1.5
+    assert values["evicted_bulk"] == 3
+    assert values["evicted_event"] == 0
+    assert values["gnss_fix"] is True
+
+
+def test_queue_drops_and_malformed_lines_are_reported() -> None:
+    values = health_values(inputs())
+    assert values["bus_camera_dropped"] == 11
+    assert values["source_dropped_frames"] == 11
+    assert values["replay_malformed_lines"] == 4
+
+
+def test_integrity_keys_are_the_outbox_counters() -> None:
+    assert INTEGRITY_KEYS == outbox.INTEGRITY_COUNTERS
