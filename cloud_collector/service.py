@@ -34,6 +34,7 @@ from cloud_collector.config import CollectorConfig
 from cloud_collector.errors import CollectorError, ListenError, ServiceError
 from cloud_collector.ingest import Ingestor
 from cloud_collector.metrics import IngestMetrics
+from cloud_collector.mqtt import MqttDelivery
 from cloud_collector.store import Store, open_store
 from cloud_collector.store.progress import Transacting, WatchProgress
 from edge_agent.sdnotify import Notifier, WatchdogGate
@@ -148,7 +149,14 @@ async def run(cfg: CollectorConfig, stop: asyncio.Event | None = None) -> None:
             ),
             on_started=lambda: notifier.ready(f"store open; http on {cfg.http.listen}"),
         )
-        ingestor = Ingestor(cfg.mqtt, store, metrics, intake=cfg.intake, quarantine=cfg.quarantine)
+        ingestor = Ingestor(
+            cfg.mqtt,
+            store,
+            metrics,
+            delivery=MqttDelivery(cfg.mqtt),
+            intake=cfg.intake,
+            quarantine=cfg.quarantine,
+        )
 
         async def stop_http() -> None:
             await stop.wait()
