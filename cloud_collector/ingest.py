@@ -241,6 +241,7 @@ class Ingestor:
         """Hand messages to processing tasks until ``stop``; then tell the completer."""
         messages = aiter(link.messages())
         stopper = asyncio.ensure_future(stop.wait())
+        nxt: asyncio.Future[Delivered] | None = None
         try:
             while not stop.is_set():
                 queued = link.poll()
@@ -256,9 +257,13 @@ class Ingestor:
                     break
                 await self._dispatch(nxt.result(), tg, inflight)
         finally:
-            stopper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stopper
+            # Cancelled from outside (a failed commit ends the session): a pending
+            # receive must not outlive its link.
+            for pending in (stopper, nxt):
+                if pending is not None:
+                    pending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, DeliveryError):
+                        await pending
         await inflight.put(None)
 
     async def _dispatch(
