@@ -38,7 +38,10 @@ class Delivered(Protocol):
 
     def ack(self) -> None:
         """Acknowledge to the broker; call once this message's data is committed.
-        Raises ``DeliveryError`` when the session is gone (the broker redelivers)."""
+
+        Raises ``DeliveryError`` when the session is known to be gone. An ack lost with
+        its connection is not an error either way: the broker delivers the message again
+        in the next session, and the store deduplicates it."""
         ...
 
 
