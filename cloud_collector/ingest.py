@@ -28,10 +28,8 @@ Vehicle clocks are not trusted past the collector's: a retained status counts at
 of its receive time, and a message whose times run past its receive time by more than
 ``clock_skew_ms`` is recorded (``Store.note_clock_ahead``) for the ``clock_ahead`` alert.
 
-Steps 1-2 of up to ``ingest_concurrency`` messages run concurrently (decoding overlaps the
-store's I/O); a single completer awaits them in arrival order for steps 3-4. The ack
-sender publishes off that path and coalesces acks per (vehicle, epoch), never sending a
-lower seq than it sent before.
+Steps 1-2 of up to ``ingest_concurrency`` messages run concurrently; steps 3-4 follow in
+arrival order (``completion.OrderedCompletion``).
 
 A store failure is not the taxi's fault, nor is a transport failure (``DeliveryError``):
 nothing more is acknowledged, the session is dropped and re-established after a backoff,
@@ -47,9 +45,8 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final
 
+from cloud_collector.completion import AckIntent, AckSender, OrderedCompletion
 from cloud_collector.config import IntakeConfig, MqttConfig, QuarantineConfig
 from cloud_collector.delivery import Delivered, Delivery, Link
 from cloud_collector.errors import DeliveryError, StoreError
@@ -65,89 +62,14 @@ from cloud_collector.validate import (
     sender_of,
     stamped_ms,
 )
-from protocol import Ack, ack_topic, collector_filters, encode_ack
+from protocol import collector_filters
 from protocol.status import Presence
 
 log = logging.getLogger(__name__)
 
-# (vehicle, epoch) pairs whose last sent ack seq is remembered (to never send a lower one).
-MAX_REMEMBERED_ACKS: Final = 100_000
-
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class AckIntent:
-    """After this message's PUBACK: tell ``vehicle`` that 1..seq of ``epoch`` are stored."""
-
-    fleet: str
-    vehicle: str
-    epoch: int
-    seq: int
-
-
-class AckSender:
-    """Publishes end-to-end acks, coalesced per (vehicle, epoch), off the commit path."""
-
-    def __init__(
-        self,
-        link: Link,
-        metrics: IngestMetrics,
-        clock_ms: Callable[[], int],
-        sent: OrderedDict[tuple[str, int], int],
-        max_pending: int,
-    ) -> None:
-        self.link = link
-        self.metrics = metrics
-        self.clock_ms = clock_ms
-        self.sent = sent
-        self.max_pending = max_pending
-        self.pending: dict[tuple[str, str, int], int] = {}
-        self.wake = asyncio.Event()
-        self.room = asyncio.Event()
-        self.closing = False
-
-    async def offer(self, intent: AckIntent) -> None:
-        # Bounded: with many vehicles and a slow broker, the completer waits here.
-        while len(self.pending) >= self.max_pending:
-            self.room.clear()
-            await self.room.wait()
-        key = (intent.fleet, intent.vehicle, intent.epoch)
-        self.pending[key] = max(self.pending.get(key, 0), intent.seq)
-        self.wake.set()
-
-    def close(self) -> None:
-        self.closing = True
-        self.wake.set()
-
-    async def run(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            batch, self.pending = self.pending, {}
-            self.room.set()
-            for (fleet, vehicle, epoch), seq in batch.items():
-                await self._send(fleet, vehicle, epoch, seq)
-            if self.closing and not self.pending:
-                return
-
-    async def _send(self, fleet: str, vehicle: str, epoch: int, seq: int) -> None:
-        key = (vehicle, epoch)
-        # Concurrent transactions may finish out of order: never go below what we sent.
-        seq = max(seq, self.sent.get(key, 0))
-        self.sent[key] = seq
-        self.sent.move_to_end(key)
-        while len(self.sent) > MAX_REMEMBERED_ACKS:
-            self.sent.popitem(last=False)
-        ack = Ack(vehicle_id=vehicle, epoch=epoch, seq=seq, time_ms=self.clock_ms())
-        await self.link.publish(ack_topic(fleet, vehicle), encode_ack(ack), qos=1)
-        self.metrics.acks_sent += 1
-
-
-# A message and its processing task; no task: dropped before any work, PUBACK only.
-_Inflight = asyncio.Queue[tuple[Delivered, "asyncio.Task[AckIntent | None] | None"] | None]
 
 
 def _rate_limited(n: int) -> bool:
@@ -222,72 +144,21 @@ class Ingestor:
             acks = AckSender(
                 link, self.metrics, self.clock_ms, self._acks_sent, self.cfg.receive_maximum
             )
-            inflight: _Inflight = asyncio.Queue(maxsize=self.cfg.ingest_concurrency)
-            async with asyncio.TaskGroup() as tg:
-                sender = tg.create_task(acks.run(), name="ack-sender")
-                completer = tg.create_task(self._complete(inflight, acks))
-                await self._receive(link, stop, tg, inflight)
-                await completer
-                acks.close()
-                await sender
+            completion = OrderedCompletion(
+                link,
+                acks,
+                process=self._process,
+                admit=self._admit,
+                concurrency=self.cfg.ingest_concurrency,
+            )
+            await completion.run(stop)
 
-    async def _receive(
-        self,
-        link: Link,
-        stop: asyncio.Event,
-        tg: asyncio.TaskGroup,
-        inflight: _Inflight,
-    ) -> None:
-        """Hand messages to processing tasks until ``stop``; then tell the completer."""
-        messages = aiter(link.messages())
-        stopper = asyncio.ensure_future(stop.wait())
-        nxt: asyncio.Future[Delivered] | None = None
-        try:
-            while not stop.is_set():
-                queued = link.poll()
-                if queued is not None:
-                    await self._dispatch(queued, tg, inflight)
-                    continue
-                nxt = asyncio.ensure_future(anext(messages))
-                done, _ = await asyncio.wait((nxt, stopper), return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
-                    nxt.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, DeliveryError):
-                        await nxt
-                    break
-                await self._dispatch(nxt.result(), tg, inflight)
-        finally:
-            # Cancelled from outside (a failed commit ends the session): a pending
-            # receive must not outlive its link.
-            for pending in (stopper, nxt):
-                if pending is not None:
-                    pending.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, DeliveryError):
-                        await pending
-        await inflight.put(None)
-
-    async def _dispatch(
-        self, message: Delivered, tg: asyncio.TaskGroup, inflight: _Inflight
-    ) -> None:
-        """Start processing ``message``, or drop it when its sender is over budget."""
-        if not self._senders.take(sender_of(message.topic), self.monotonic_s()):
-            self._count_drop(DROP_SENDER_BUDGET)
-            await inflight.put((message, None))
-            return
-        # put() waits while ingest_concurrency messages are in progress.
-        await inflight.put((message, tg.create_task(self._process(message))))
-
-    async def _complete(self, inflight: _Inflight, acks: AckSender) -> None:
-        """PUBACK and end-to-end ack, strictly in arrival order, each after its commit."""
-        while (item := await inflight.get()) is not None:
-            message, task = item
-            # raises StoreError: nothing from here on is acknowledged
-            intent = None if task is None else await task
-            # raises DeliveryError: the broker redelivers, the store deduplicates
-            message.ack()
-            if intent is not None and intent.seq >= 1:
-                # seq 0 ("nothing stored yet") lets the agent delete nothing: not sent.
-                await acks.offer(intent)
+    def _admit(self, message: Delivered) -> bool:
+        """Spend a token of the sender's budget; over budget, the message is dropped."""
+        if self._senders.take(sender_of(message.topic), self.monotonic_s()):
+            return True
+        self._count_drop(DROP_SENDER_BUDGET)
+        return False
 
     async def _process(self, message: Delivered) -> AckIntent | None:
         """Validate and store one message; what to acknowledge end to end, if anything."""

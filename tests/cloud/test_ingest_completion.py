@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from cloud_collector.completion import AckIntent, AckSender, OrderedCompletion
 from cloud_collector.config import MqttConfig
+from cloud_collector.delivery import Delivered
 from cloud_collector.ingest import Ingestor
 from cloud_collector.metrics import IngestMetrics
 from protocol import Batch, Event, batch_topic, decode_ack, encode_batch, peek_identity
@@ -209,3 +212,33 @@ async def test_refused_connects_and_failed_ack_publishes_are_retried() -> None:
     assert rig.ledger.stored == [key(1)]
     assert rig.metrics.duplicates["batch"] == 1
     assert rig.metrics.connects == rig.broker.connects == 2
+
+
+async def test_a_message_not_admitted_is_acknowledged_in_its_place_without_processing() -> None:
+    journal: list[tuple[object, ...]] = []
+    broker = FakeBroker(journal=journal)
+    processed: list[bytes] = []
+
+    async def process(message: Delivered) -> AckIntent | None:
+        await asyncio.sleep(0)
+        processed.append(message.payload)
+        return None
+
+    stop = asyncio.Event()
+    async with broker.connect(["f/#"]) as link:
+        acks = AckSender(link, IngestMetrics(), lambda: T0, OrderedDict(), max_pending=8)
+        completion = OrderedCompletion(
+            link, acks, process=process, admit=lambda m: m.payload != b"2", concurrency=2
+        )
+        for n in range(1, 6):
+            broker.send("f/x", str(n).encode())
+        task = asyncio.create_task(completion.run(stop))
+        for _ in range(5000):
+            if len(broker.acked) == 5:
+                break
+            await asyncio.sleep(0.001)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert [s.payload for s in broker.acked] == [b"1", b"2", b"3", b"4", b"5"]
+    assert processed == [b"1", b"3", b"4", b"5"]
+    assert broker.published == []  # nothing stored: no end-to-end ack
