@@ -42,3 +42,9 @@ class QueryError(CollectorError):
 
 class IngestError(CollectorError):
     """A received message cannot be ingested (it should be quarantined, not retried)."""
+
+
+class DeliveryError(CollectorError):
+    """The message transport failed (connect, subscribe, receive, acknowledge, publish);
+    the session is dropped and re-established, and the broker redelivers what was not
+    acknowledged."""

@@ -1,4 +1,8 @@
-"""The MQTT subscriber: receive, validate, commit, then acknowledge (broker and end to end).
+"""The subscriber: receive, validate, commit, then acknowledge (broker and end to end).
+
+It is written against two ports: ``delivery.Delivery`` for the message transport (MQTT
+through ``mqtt.MqttDelivery`` in production) and ``ingest_store.IngestStore`` for the
+store's ledger calls.
 
 Delivery, in the order the code enforces it for every message:
 
@@ -24,13 +28,12 @@ Vehicle clocks are not trusted past the collector's: a retained status counts at
 of its receive time, and a message whose times run past its receive time by more than
 ``clock_skew_ms`` is recorded (``Store.note_clock_ahead``) for the ``clock_ahead`` alert.
 
-Steps 1-2 of up to ``ingest_concurrency`` messages run concurrently (decoding overlaps the
-store's I/O); a single completer awaits them in arrival order for steps 3-4. The ack
-sender publishes off that path and coalesces acks per (vehicle, epoch), never sending a
-lower seq than it sent before.
+Steps 1-2 of up to ``ingest_concurrency`` messages run concurrently; steps 3-4 follow in
+arrival order (``completion.OrderedCompletion``).
 
-A store failure is not the taxi's fault: nothing more is acknowledged, the session is
-dropped and re-established after a backoff, and the broker redelivers.
+A store failure is not the taxi's fault, nor is a transport failure (``DeliveryError``):
+nothing more is acknowledged, the session is dropped and re-established after a backoff,
+and the broker redelivers.
 """
 
 from __future__ import annotations
@@ -42,22 +45,15 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final, Protocol, runtime_checkable
 
-import aiomqtt
-
-from cloud_collector import mqtt
+from cloud_collector.completion import AckIntent, AckSender, OrderedCompletion
 from cloud_collector.config import IntakeConfig, MqttConfig, QuarantineConfig
-from cloud_collector.errors import StoreError
+from cloud_collector.delivery import Delivered, Delivery, Link
+from cloud_collector.errors import DeliveryError, StoreError
+from cloud_collector.ingest_store import IdentifiedQuarantine, IngestStore
 from cloud_collector.intake import DROP_JUNK_BUDGET, DROP_SENDER_BUDGET, SenderBudgets
 from cloud_collector.metrics import IngestMetrics
-from cloud_collector.store.base import (
-    QUARANTINE_OVER_CAP,
-    IngestResult,
-    QuarantineLimits,
-    Store,
-)
+from cloud_collector.store.base import QUARANTINE_OVER_CAP, QuarantineLimits
 from cloud_collector.validate import (
     Accepted,
     PresenceUpdate,
@@ -66,112 +62,14 @@ from cloud_collector.validate import (
     sender_of,
     stamped_ms,
 )
-from protocol import Ack, BatchIdentity, ack_topic, collector_filters, encode_ack
+from protocol import collector_filters
 from protocol.status import Presence
 
 log = logging.getLogger(__name__)
 
-# (vehicle, epoch) pairs whose last sent ack seq is remembered (to never send a lower one).
-MAX_REMEMBERED_ACKS: Final = 100_000
-
-
-@runtime_checkable
-class IdentifiedQuarantine(Protocol):
-    """Optional store capability: quarantine a batch whose identity was readable AND write
-    its receipt, returning the contiguous seq to acknowledge (PROTOCOL.md 3.2 and 6:
-    quarantined batches count, or one bad batch would block every later ack).
-
-    A store without it still quarantines the payload, but the collector then cannot know
-    the contiguous seq, so it sends no end-to-end ack for that batch (never a guessed one:
-    acking past a gap would make the taxi delete data that is not stored).
-    """
-
-    async def quarantine_batch(
-        self,
-        *,
-        identity: BatchIdentity,
-        topic: str,
-        payload: bytes,
-        reason: str,
-        received_ms: int,
-        limits: QuarantineLimits = ...,
-    ) -> IngestResult: ...
-
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class AckIntent:
-    """After this message's PUBACK: tell ``vehicle`` that 1..seq of ``epoch`` are stored."""
-
-    fleet: str
-    vehicle: str
-    epoch: int
-    seq: int
-
-
-class AckSender:
-    """Publishes end-to-end acks, coalesced per (vehicle, epoch), off the commit path."""
-
-    def __init__(
-        self,
-        client: aiomqtt.Client,
-        metrics: IngestMetrics,
-        clock_ms: Callable[[], int],
-        sent: OrderedDict[tuple[str, int], int],
-        max_pending: int,
-    ) -> None:
-        self.client = client
-        self.metrics = metrics
-        self.clock_ms = clock_ms
-        self.sent = sent
-        self.max_pending = max_pending
-        self.pending: dict[tuple[str, str, int], int] = {}
-        self.wake = asyncio.Event()
-        self.room = asyncio.Event()
-        self.closing = False
-
-    async def offer(self, intent: AckIntent) -> None:
-        # Bounded: with many vehicles and a slow broker, the completer waits here.
-        while len(self.pending) >= self.max_pending:
-            self.room.clear()
-            await self.room.wait()
-        key = (intent.fleet, intent.vehicle, intent.epoch)
-        self.pending[key] = max(self.pending.get(key, 0), intent.seq)
-        self.wake.set()
-
-    def close(self) -> None:
-        self.closing = True
-        self.wake.set()
-
-    async def run(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            batch, self.pending = self.pending, {}
-            self.room.set()
-            for (fleet, vehicle, epoch), seq in batch.items():
-                await self._send(fleet, vehicle, epoch, seq)
-            if self.closing and not self.pending:
-                return
-
-    async def _send(self, fleet: str, vehicle: str, epoch: int, seq: int) -> None:
-        key = (vehicle, epoch)
-        # Concurrent transactions may finish out of order: never go below what we sent.
-        seq = max(seq, self.sent.get(key, 0))
-        self.sent[key] = seq
-        self.sent.move_to_end(key)
-        while len(self.sent) > MAX_REMEMBERED_ACKS:
-            self.sent.popitem(last=False)
-        ack = Ack(vehicle_id=vehicle, epoch=epoch, seq=seq, time_ms=self.clock_ms())
-        await self.client.publish(ack_topic(fleet, vehicle), encode_ack(ack), qos=1)
-        self.metrics.acks_sent += 1
-
-
-# A message and its processing task; no task: dropped before any work, PUBACK only.
-_Inflight = asyncio.Queue[tuple[aiomqtt.Message, "asyncio.Task[AckIntent | None] | None"] | None]
 
 
 def _rate_limited(n: int) -> bool:
@@ -180,20 +78,22 @@ def _rate_limited(n: int) -> bool:
 
 
 class Ingestor:
-    """Owns the MQTT session; ``run`` returns once ``stop`` is set."""
+    """Owns the delivery session; ``run`` returns once ``stop`` is set."""
 
     def __init__(
         self,
         cfg: MqttConfig,
-        store: Store,
+        store: IngestStore,
         metrics: IngestMetrics,
         *,
+        delivery: Delivery,
         clock_ms: Callable[[], int] = wall_ms,
         intake: IntakeConfig | None = None,
         quarantine: QuarantineConfig | None = None,
         monotonic_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
+        self.delivery = delivery
         self.store = store
         self.metrics = metrics
         self.clock_ms = clock_ms
@@ -209,7 +109,7 @@ class Ingestor:
         )
         self._senders = SenderBudgets(self.intake.sender_rate_per_s, self.intake.sender_burst)
         self._junk = SenderBudgets(self.intake.junk_rate_per_s, self.intake.junk_burst)
-        self._client: aiomqtt.Client | None = None
+        self._link: Link | None = None
         self._acks_sent: OrderedDict[tuple[str, int], int] = OrderedDict()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -219,9 +119,9 @@ class Ingestor:
             failed = False
             try:
                 await self._session(stop)
-            except* (aiomqtt.MqttError, StoreError) as group:
+            except* (DeliveryError, StoreError) as group:
                 failed = True
-                log.warning("mqtt session ended: %s", group.exceptions[0])
+                log.warning("delivery session ended: %s", group.exceptions[0])
             self.metrics.connected = False
             failures = failures + 1 if failed else 0
             if stop.is_set():
@@ -234,86 +134,37 @@ class Ingestor:
                 await asyncio.wait_for(stop.wait(), delay)
 
     async def _session(self, stop: asyncio.Event) -> None:
-        client = mqtt.make_client(self.cfg)
-        async with client:
-            # Every connect, even with a persistent session: mosquitto 2.0.11 forgets
-            # durable $share subscriptions when it restarts.
-            for flt in collector_filters(self.cfg.group):
-                await client.subscribe(flt, qos=1)
-            self._client = client
+        # The port subscribes on every connect, even with a persistent session:
+        # mosquitto 2.0.11 forgets durable $share subscriptions when it restarts.
+        async with self.delivery.connect(collector_filters(self.cfg.group)) as link:
+            self._link = link
             self.metrics.connected = True
             self.metrics.connects += 1
             log.info("mqtt connected and subscribed")
             acks = AckSender(
-                client, self.metrics, self.clock_ms, self._acks_sent, self.cfg.receive_maximum
+                link, self.metrics, self.clock_ms, self._acks_sent, self.cfg.receive_maximum
             )
-            inflight: _Inflight = asyncio.Queue(maxsize=self.cfg.ingest_concurrency)
-            async with asyncio.TaskGroup() as tg:
-                sender = tg.create_task(acks.run(), name="ack-sender")
-                completer = tg.create_task(self._complete(client, inflight, acks))
-                await self._receive(client, stop, tg, inflight)
-                await completer
-                acks.close()
-                await sender
+            completion = OrderedCompletion(
+                link,
+                acks,
+                process=self._process,
+                admit=self._admit,
+                concurrency=self.cfg.ingest_concurrency,
+            )
+            await completion.run(stop)
 
-    async def _receive(
-        self,
-        client: aiomqtt.Client,
-        stop: asyncio.Event,
-        tg: asyncio.TaskGroup,
-        inflight: _Inflight,
-    ) -> None:
-        """Hand messages to processing tasks until ``stop``; then tell the completer."""
-        messages = aiter(client.messages)
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            while not stop.is_set():
-                queued = mqtt.next_nowait(client)
-                if queued is not None:
-                    await self._dispatch(queued, tg, inflight)
-                    continue
-                nxt = asyncio.ensure_future(anext(messages))
-                done, _ = await asyncio.wait((nxt, stopper), return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
-                    nxt.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                        await nxt
-                    break
-                await self._dispatch(nxt.result(), tg, inflight)
-        finally:
-            stopper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stopper
-        await inflight.put(None)
+    def _admit(self, message: Delivered) -> bool:
+        """Spend a token of the sender's budget; over budget, the message is dropped."""
+        if self._senders.take(sender_of(message.topic), self.monotonic_s()):
+            return True
+        self._count_drop(DROP_SENDER_BUDGET)
+        return False
 
-    async def _dispatch(
-        self, message: aiomqtt.Message, tg: asyncio.TaskGroup, inflight: _Inflight
-    ) -> None:
-        """Start processing ``message``, or drop it when its sender is over budget."""
-        if not self._senders.take(sender_of(message.topic.value), self.monotonic_s()):
-            self._count_drop(DROP_SENDER_BUDGET)
-            await inflight.put((message, None))
-            return
-        # put() waits while ingest_concurrency messages are in progress.
-        await inflight.put((message, tg.create_task(self._process(message))))
-
-    async def _complete(self, client: aiomqtt.Client, inflight: _Inflight, acks: AckSender) -> None:
-        """PUBACK and end-to-end ack, strictly in arrival order, each after its commit."""
-        while (item := await inflight.get()) is not None:
-            message, task = item
-            # raises StoreError: nothing from here on is acknowledged
-            intent = None if task is None else await task
-            mqtt.puback(client, message)
-            if intent is not None and intent.seq >= 1:
-                # seq 0 ("nothing stored yet") lets the agent delete nothing: not sent.
-                await acks.offer(intent)
-
-    async def _process(self, message: aiomqtt.Message) -> AckIntent | None:
+    async def _process(self, message: Delivered) -> AckIntent | None:
         """Validate and store one message; what to acknowledge end to end, if anything."""
-        payload = message.payload
-        data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+        data = message.payload
         received_ms = self.clock_ms()
-        topic = message.topic.value
+        topic = message.topic
         outcome = classify(topic, data)
         try:
             if isinstance(outcome, Accepted):
@@ -322,11 +173,11 @@ class Ingestor:
                 if not self._junk.take(sender_of(topic), self.monotonic_s()):
                     self._count_drop(DROP_JUNK_BUDGET)
                     return None
-                intent = await self._quarantine(outcome, topic, data, received_ms, message.retain)
-                if message.retain and self.clear_retained:
+                intent = await self._quarantine(outcome, topic, data, received_ms, message.retained)
+                if message.retained and self.clear_retained:
                     await self._clear_retained(topic)
                 return intent
-            await self._presence(outcome, message.retain, received_ms)
+            await self._presence(outcome, message.retained, received_ms)
             return None
         except StoreError:
             self.metrics.store_errors += 1
@@ -380,11 +231,11 @@ class Ingestor:
         """An empty retained publish removes the message at the broker, so it is not
         delivered again at every subscribe. QoS 0: a broker whose ACL refuses it drops
         it silently (the store still recognises the payload by its hash)."""
-        client = self._client
-        if client is None:
+        link = self._link
+        if link is None:
             return
-        with contextlib.suppress(aiomqtt.MqttError):
-            await client.publish(topic, b"", qos=0, retain=True)
+        with contextlib.suppress(DeliveryError):
+            await link.publish(topic, b"", qos=0, retain=True)
             self.metrics.retained_cleared += 1
 
     async def _quarantine(

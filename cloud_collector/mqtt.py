@@ -1,16 +1,21 @@
-"""The one adapter around aiomqtt/paho: connect options, manual acks, errors.
+"""The one adapter around aiomqtt/paho: the delivery port (``delivery``) over MQTT 5.
 
 aiomqtt 2.x acknowledges a QoS 1 message as soon as it reaches its in-process queue, so a
 crash loses everything queued. We switch paho to manual acks (aiomqtt issue #345; aiomqtt
 2.5 exposes no public switch, only the underlying paho client as ``_client``) and send the
 PUBACK ourselves after the commit. This module is the only place that touches ``_client``.
+
+Every client failure (aiomqtt's ``MqttError`` family, and ``OSError``, which covers socket,
+TLS and paho's websocket errors) leaves this module as ``DeliveryError``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from typing import Final
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Final, Literal
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -18,8 +23,19 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud_collector.config import MqttConfig
+from cloud_collector.delivery import Delivered, Link
+from cloud_collector.errors import DeliveryError
 
-MqttError: Final = aiomqtt.MqttError
+# ssl.SSLError and paho's WebsocketConnectionError are OSErrors.
+_CLIENT_ERRORS: Final = (aiomqtt.MqttError, OSError)
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except _CLIENT_ERRORS as exc:
+        raise DeliveryError(f"mqtt {what} failed: {exc or type(exc).__name__}") from exc
 
 
 def make_client(cfg: MqttConfig) -> aiomqtt.Client:
@@ -60,26 +76,92 @@ def make_client(cfg: MqttConfig) -> aiomqtt.Client:
     return client
 
 
-def puback(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-    """Acknowledge ``message`` to the broker; call only once its data is committed.
+class _Received:
+    """A received message; ``ack`` sends its PUBACK through paho's manual ack."""
 
-    A failure means the connection is gone; the broker then redelivers the message on the
-    next connect of our persistent session, and the store deduplicates it.
-    """
-    rc = client._client.ack(message.mid, message.qos)
-    if rc != paho.MQTT_ERR_SUCCESS:
-        raise aiomqtt.MqttCodeError(rc, "could not send PUBACK")
+    __slots__ = ("_mid", "_paho", "_qos", "payload", "retained", "topic")
+
+    def __init__(self, client: paho.Client, message: aiomqtt.Message) -> None:
+        self._paho = client
+        self._mid = message.mid
+        self._qos = message.qos
+        self.topic = message.topic.value
+        data = message.payload
+        self.payload = bytes(data) if isinstance(data, bytes | bytearray) else b""
+        self.retained = bool(message.retain)
+
+    def ack(self) -> None:
+        # A failure means the connection is gone; the broker then redelivers the message
+        # on the next connect of our persistent session, and the store deduplicates it.
+        with _translated("PUBACK"):
+            rc = self._paho.ack(self._mid, self._qos)
+        if rc != paho.MQTT_ERR_SUCCESS:
+            raise DeliveryError(f"mqtt PUBACK failed: {paho.error_string(rc)}")
 
 
-def next_nowait(client: aiomqtt.Client) -> aiomqtt.Message | None:
-    """The next received message if one is queued already, else None.
+class _Messages:
+    """aiomqtt's message iterator, its errors translated."""
 
-    aiomqtt's message iterator spends a task and an ``asyncio.wait`` on every message,
-    even when its queue is full; under a flood the collector drains that queue here at
-    a fraction of the cost, and waits through the iterator only when it is empty.
-    """
-    try:
-        message: aiomqtt.Message = client._queue.get_nowait()
-    except asyncio.QueueEmpty:
-        return None
-    return message
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._paho = client._client
+        self._inner = aiter(client.messages)
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> Delivered:
+        with _translated("receive"):
+            message = await anext(self._inner)
+        return _Received(self._paho, message)
+
+
+class _MqttLink:
+    """One connected session (``delivery.Link``)."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+
+    def messages(self) -> AsyncIterator[Delivered]:
+        return _Messages(self._client)
+
+    def poll(self) -> Delivered | None:
+        # aiomqtt's message iterator spends a task and an ``asyncio.wait`` on every
+        # message, even when its queue is full; under a flood the collector drains that
+        # queue here at a fraction of the cost, and waits only when it is empty.
+        try:
+            message: aiomqtt.Message = self._client._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        return _Received(self._client._client, message)
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: Literal[0, 1] = 1, retain: bool = False
+    ) -> None:
+        with _translated("publish"):
+            await self._client.publish(topic, payload, qos=qos, retain=retain)
+
+
+class MqttDelivery:
+    """``delivery.Delivery`` over one persistent MQTT 5 session (see ``make_client``)."""
+
+    def __init__(self, cfg: MqttConfig) -> None:
+        self.cfg = cfg
+
+    @contextlib.asynccontextmanager
+    async def connect(self, filters: Sequence[str]) -> AsyncIterator[Link]:
+        with _translated("connect"):
+            client = make_client(self.cfg)
+            await client.__aenter__()
+        try:
+            with _translated("subscribe"):
+                for flt in filters:
+                    await client.subscribe(flt, qos=1)
+            yield _MqttLink(client)
+        except BaseException:
+            # The failure that ended the session is the one to report, not a second
+            # one from disconnecting a connection that is likely gone already.
+            with contextlib.suppress(*_CLIENT_ERRORS):
+                await client.__aexit__(None, None, None)
+            raise
+        with _translated("disconnect"):
+            await client.__aexit__(None, None, None)

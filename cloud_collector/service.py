@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import Final
 
 import uvicorn
+from fastapi import FastAPI
 
 from cloud_collector.api import create_app
 from cloud_collector.config import CollectorConfig
 from cloud_collector.errors import CollectorError, ListenError, ServiceError
 from cloud_collector.ingest import Ingestor
 from cloud_collector.metrics import IngestMetrics
+from cloud_collector.mqtt import MqttDelivery
 from cloud_collector.store import Store, open_store
 from cloud_collector.store.progress import Transacting, WatchProgress
 from daemon_kit.sdnotify import Notifier, WatchdogGate
@@ -105,6 +107,70 @@ async def _watchdog(notifier: Notifier, store: Store, stop: asyncio.Event) -> No
             await asyncio.wait_for(stop.wait(), min(WATCH_TICK_S, interval / 4))
 
 
+def _http_server(cfg: CollectorConfig, app: FastAPI, notifier: Notifier) -> _Server:
+    return _Server(
+        uvicorn.Config(
+            app,
+            host=cfg.http.host,
+            port=cfg.http.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        ),
+        on_started=lambda: notifier.ready(f"store open; http on {cfg.http.listen}"),
+    )
+
+
+async def _serve(
+    cfg: CollectorConfig,
+    store: Store,
+    listener: socket.socket,
+    notifier: Notifier,
+    stop: asyncio.Event,
+) -> None:
+    """Ingest, the HTTP API and the watchdog, one task group, until ``stop``."""
+    metrics = IngestMetrics()
+    app = create_app(
+        store,
+        metrics,
+        mqtt_ready=lambda: metrics.connected,
+        max_limit=cfg.http.max_limit,
+        thresholds=cfg.alerts,
+    )
+    server = _http_server(cfg, app, notifier)
+    ingestor = Ingestor(
+        cfg.mqtt,
+        store,
+        metrics,
+        delivery=MqttDelivery(cfg.mqtt),
+        intake=cfg.intake,
+        quarantine=cfg.quarantine,
+    )
+
+    async def stop_http() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    async def http() -> None:
+        await server.serve(sockets=[listener])
+        if not stop.is_set():
+            stop.set()
+            raise ServiceError(f"http server on {cfg.http.listen} stopped unexpectedly")
+
+    log.info("collector starting")
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(ingestor.run(stop), name="ingest")
+            tg.create_task(http(), name="http")
+            tg.create_task(stop_http(), name="stop-http")
+            tg.create_task(_watchdog(notifier, store, stop), name="watchdog")
+    except* CollectorError as group:
+        # One line for the command line, not a task group's traceback.
+        raise group.exceptions[0] from None
+    log.info("collector stopped")
+
+
 async def run(cfg: CollectorConfig, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT when running in the main thread).
 
@@ -128,49 +194,7 @@ async def run(cfg: CollectorConfig, stop: asyncio.Event | None = None) -> None:
         raise
     notifier = Notifier.from_env()
     try:
-        metrics = IngestMetrics()
-        app = create_app(
-            store,
-            metrics,
-            mqtt_ready=lambda: metrics.connected,
-            max_limit=cfg.http.max_limit,
-            thresholds=cfg.alerts,
-        )
-        server = _Server(
-            uvicorn.Config(
-                app,
-                host=cfg.http.host,
-                port=cfg.http.port,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-                timeout_graceful_shutdown=5,
-            ),
-            on_started=lambda: notifier.ready(f"store open; http on {cfg.http.listen}"),
-        )
-        ingestor = Ingestor(cfg.mqtt, store, metrics, intake=cfg.intake, quarantine=cfg.quarantine)
-
-        async def stop_http() -> None:
-            await stop.wait()
-            server.should_exit = True
-
-        async def http() -> None:
-            await server.serve(sockets=[listener])
-            if not stop.is_set():
-                stop.set()
-                raise ServiceError(f"http server on {cfg.http.listen} stopped unexpectedly")
-
-        log.info("collector starting")
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(ingestor.run(stop), name="ingest")
-                tg.create_task(http(), name="http")
-                tg.create_task(stop_http(), name="stop-http")
-                tg.create_task(_watchdog(notifier, store, stop), name="watchdog")
-        except* CollectorError as group:
-            # One line for the command line, not a task group's traceback.
-            raise group.exceptions[0] from None
-        log.info("collector stopped")
+        await _serve(cfg, store, listener, notifier, stop)
     finally:
         notifier.stopping("closing the store")
         notifier.close()

@@ -129,6 +129,13 @@ def classify(topic: str, payload: bytes, *, max_payload_bytes: int = MAX_PAYLOAD
     if channel is Channel.ACK:
         # Our own subscriptions never match acks; anything else here is a broker surprise.
         return Rejected(UNEXPECTED_CHANNEL, fleet, vehicle)
+    return _batch(fleet, vehicle, channel, payload, max_payload_bytes)
+
+
+def _batch(
+    fleet: str, vehicle: str, channel: Channel, payload: bytes, max_payload_bytes: int
+) -> Outcome:
+    """A batch on ``channel``: its size, then its identity against the topic, then all of it."""
     # Checked here too (decode_batch checks it first as well) so that the limit is plainly
     # before any parsing, whatever the protocol package does.
     if len(payload) > max_payload_bytes:
@@ -137,18 +144,26 @@ def classify(topic: str, payload: bytes, *, max_payload_bytes: int = MAX_PAYLOAD
         identity = peek_identity(payload)
     except ProtocolError as exc:
         return Rejected(_time_reason(exc, payload, MAX_CONTROL_PAYLOAD_BYTES), fleet, vehicle)
-    if identity.fleet_id != fleet:
-        return Rejected(WRONG_FLEET, fleet, vehicle)
-    if identity.vehicle_id != vehicle:
-        return Rejected(WRONG_VEHICLE, fleet, vehicle)
-    if identity.schema_version not in SUPPORTED_VERSIONS:
-        return Rejected(UNKNOWN_VERSION, fleet, vehicle, identity)
+    mismatch = _identity_mismatch(identity, fleet, vehicle)
+    if mismatch is not None:
+        return mismatch
     try:
         batch = decode_batch(payload)
     except ProtocolError as exc:
         reason = _time_reason(exc, payload, max_payload_bytes)
         return Rejected(reason, fleet, vehicle, identity)
     return Accepted(channel, batch)
+
+
+def _identity_mismatch(identity: BatchIdentity, fleet: str, vehicle: str) -> Rejected | None:
+    """The envelope must name the topic's fleet and vehicle, in a version we read."""
+    if identity.fleet_id != fleet:
+        return Rejected(WRONG_FLEET, fleet, vehicle)
+    if identity.vehicle_id != vehicle:
+        return Rejected(WRONG_VEHICLE, fleet, vehicle)
+    if identity.schema_version not in SUPPORTED_VERSIONS:
+        return Rejected(UNKNOWN_VERSION, fleet, vehicle, identity)
+    return None
 
 
 def _status(fleet: str, vehicle: str, payload: bytes) -> Outcome:

@@ -18,6 +18,7 @@ import pytest
 from cloud_collector.config import MqttConfig
 from cloud_collector.ingest import Ingestor
 from cloud_collector.metrics import IngestMetrics
+from cloud_collector.mqtt import MqttDelivery
 from cloud_collector.store import EventQuery, Store, open_store
 from cloud_collector.store.base import DEFAULT_QUARANTINE_LIMITS, IngestResult, QuarantineLimits
 from harness.collector import (
@@ -68,7 +69,7 @@ async def collector(broker: MosquittoHarness, store: Store) -> AsyncIterator[Run
         port=broker.port, group="tests", client_id="it-1", reconnect_min_s=0.1, reconnect_max_s=0.5
     )
     stop = asyncio.Event()
-    task = asyncio.create_task(Ingestor(cfg, store, metrics).run(stop))
+    task = asyncio.create_task(Ingestor(cfg, store, metrics, delivery=MqttDelivery(cfg)).run(stop))
     run = Running(broker, store, metrics)
     try:
         await run.wait_connected()

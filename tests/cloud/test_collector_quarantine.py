@@ -20,6 +20,7 @@ import pytest
 from cloud_collector.config import MqttConfig, QuarantineConfig
 from cloud_collector.ingest import Ingestor
 from cloud_collector.metrics import IngestMetrics
+from cloud_collector.mqtt import MqttDelivery
 from cloud_collector.store import open_store
 from harness.collector import FLEET
 from harness.mosquitto import MosquittoHarness
@@ -50,7 +51,9 @@ async def running(
         port=broker.port, group="tests", client_id="q-1", reconnect_min_s=0.1, reconnect_max_s=0.5
     )
     stop = asyncio.Event()
-    task = asyncio.create_task(Ingestor(cfg, store, metrics, quarantine=quarantine).run(stop))
+    task = asyncio.create_task(
+        Ingestor(cfg, store, metrics, delivery=MqttDelivery(cfg), quarantine=quarantine).run(stop)
+    )
     run = Running(broker, store, metrics)
     try:
         await run.wait_connected()
