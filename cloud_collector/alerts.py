@@ -136,20 +136,40 @@ def evaluate_alerts(
     thresholds: Thresholds,
 ) -> list[Alert]:
     """The alerts active for one vehicle at ``now_ms``, in ``KINDS`` order."""
+    out = _offline(vehicle_state, now_ms, thresholds)
+    out += _from_snapshot(vehicle_state, latest_health, now_ms, thresholds)
+    out += _data_plan(vehicle_state, now_ms, thresholds)
+    out += _clock_ahead(vehicle_state, now_ms, thresholds)
+    out += _two_epochs(vehicle_state, now_ms, thresholds)
+    return out
+
+
+def _offline(vehicle_state: VehicleHealth, now_ms: int, thresholds: Thresholds) -> list[Alert]:
     s = vehicle_state.status
-    v = s.vehicle
+    if s.online is not False or s.presence_ms is None:
+        return []
+    off_ms = now_ms - s.presence_ms
+    if off_ms <= thresholds.offline_after_min * MINUTE_MS:
+        return []
+    return [
+        Alert(
+            vehicle=s.vehicle, kind=OFFLINE, severity=CRITICAL, since_ms=s.presence_ms,
+            message=f"offline for {off_ms // MINUTE_MS} min"
+            f" (threshold {thresholds.offline_after_min} min)",
+            value=off_ms / 1000,
+        )
+    ]  # fmt: skip
+
+
+def _from_snapshot(
+    vehicle_state: VehicleHealth,
+    latest_health: HealthPoint | None,
+    now_ms: int,
+    thresholds: Thresholds,
+) -> list[Alert]:
+    """Backlog age, camera failsafe and tamper, clock offset: read from the last snapshot."""
+    v = vehicle_state.status.vehicle
     out: list[Alert] = []
-    if s.online is False and s.presence_ms is not None:
-        off_ms = now_ms - s.presence_ms
-        if off_ms > thresholds.offline_after_min * MINUTE_MS:
-            out.append(
-                Alert(
-                    vehicle=v, kind=OFFLINE, severity=CRITICAL, since_ms=s.presence_ms,
-                    message=f"offline for {off_ms // MINUTE_MS} min"
-                    f" (threshold {thresholds.offline_after_min} min)",
-                    value=off_ms / 1000,
-                )
-            )  # fmt: skip
     values = latest_health.values if latest_health is not None else {}
     # A snapshot's own time may be in the future (a clock running ahead).
     t = min(latest_health.time_ms, now_ms) if latest_health is not None else now_ms
@@ -190,9 +210,6 @@ def evaluate_alerts(
                 value=offset,
             )
         )  # fmt: skip
-    out += _data_plan(vehicle_state, now_ms, thresholds)
-    out += _clock_ahead(vehicle_state, now_ms, thresholds)
-    out += _two_epochs(vehicle_state, now_ms, thresholds)
     return out
 
 

@@ -105,23 +105,22 @@ def _fix_to_wire(fix: GnssFix) -> dict[str, object]:
     }
 
 
+def _event_to_wire(event: Event, first_ms: int, last_ms: int) -> dict[str, object]:
+    checks.int_in(event.time_ms, "evt.t", first_ms, last_ms)
+    source = event.source
+    return {
+        "type": event.type,
+        "t": event.time_ms - first_ms,
+        "spd": event.speed_kmh,
+        "fix": None if event.fix is None else _fix_to_wire(event.fix),
+        "src": None if source is None else {"bus": source.bus, "id": source.can_id},
+        "attrs": _sorted_scalars(event.attrs, "evt.attrs", MAX_ATTRS),
+    }
+
+
 def body_to_wire(body: Body, first_ms: int, last_ms: int, max_array_len: int) -> dict[str, object]:
     """The body map for records whose times lie in [first_ms, last_ms] (checked here)."""
     span = (first_ms, last_ms)
-    events = []
-    for event in body.events:
-        checks.int_in(event.time_ms, "evt.t", *span)
-        source = event.source
-        events.append(
-            {
-                "type": event.type,
-                "t": event.time_ms - first_ms,
-                "spd": event.speed_kmh,
-                "fix": None if event.fix is None else _fix_to_wire(event.fix),
-                "src": None if source is None else {"bus": source.bus, "id": source.can_id},
-                "attrs": _sorted_scalars(event.attrs, "evt.attrs", MAX_ATTRS),
-            }
-        )
     gnss = body.gnss
     frames = body.frames
     return {
@@ -134,7 +133,7 @@ def body_to_wire(body: Body, first_ms: int, last_ms: int, max_array_len: int) ->
             }
             for series in body.signals
         ],
-        B_EVENTS: events,
+        B_EVENTS: [_event_to_wire(e, first_ms, last_ms) for e in body.events],
         B_GNSS: {
             "t": _offsets([f.time_ms for f in gnss], "gnss.t", *span, max_array_len),
             "lat": [f.lat for f in gnss],

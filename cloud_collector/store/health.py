@@ -167,7 +167,7 @@ async def history(tx: Tx, q: HealthQuery) -> list[HealthPoint]:
     return [HealthPoint(time_ms=int(r[0]), values=_values(r[1])) for r in reversed(rows)]
 
 
-# Over 60 lines: the four reads share one transaction and one vehicle filter, kept together.
+# long: the four reads share one transaction and one vehicle filter, kept together.
 async def vehicle_health(
     tx: Tx,
     vehicle_id: str | None,
