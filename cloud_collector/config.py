@@ -56,6 +56,8 @@ class MqttConfig(_Section):
     def _tls_pair(self) -> MqttConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
         return self
 
 

@@ -62,6 +62,7 @@ from cloud_collector.validate import (
     sender_of,
     stamped_ms,
 )
+from daemon_kit.backoff import Backoff
 from protocol import collector_filters
 from protocol.status import Presence
 
@@ -114,24 +115,20 @@ class Ingestor:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, subscribe and consume until ``stop``; reconnect with full-jitter backoff."""
-        failures = 0
+        # Full jitter: many collectors (or one after a broker restart) must not reconnect
+        # in lockstep.
+        backoff = Backoff(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, random.random)
         while not stop.is_set():
-            failed = False
             try:
                 await self._session(stop)
+                backoff.reset()
             except* (DeliveryError, StoreError) as group:
-                failed = True
                 log.warning("delivery session ended: %s", group.exceptions[0])
             self.metrics.connected = False
-            failures = failures + 1 if failed else 0
             if stop.is_set():
                 break
-            # Full jitter: many collectors (or one after a broker restart) must not
-            # reconnect in lockstep.
-            cap = min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s * 2 ** min(failures, 16))
-            delay = random.uniform(self.cfg.reconnect_min_s, max(cap, self.cfg.reconnect_min_s))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                await asyncio.wait_for(stop.wait(), backoff.next_delay_s())
 
     async def _session(self, stop: asyncio.Event) -> None:
         # The port subscribes on every connect, even with a persistent session:

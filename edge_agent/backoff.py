@@ -1,5 +1,5 @@
-"""Pure policies for the uplink: reconnect backoff, the catch-up rate limit, and the
-publish window and timeouts fitted to the link's measured rate.
+"""Pure policies for the uplink: the catch-up rate limit, and the publish window and
+timeouts fitted to the link's measured rate (the reconnect backoff is daemon_kit's).
 
 None reads a clock or sleeps: the caller passes ``now`` and a random source, and owns
 the waiting, so all are tested without time passing.
@@ -7,42 +7,8 @@ the waiting, so all are tested without time passing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-
-@dataclass
-class Backoff:
-    """Capped exponential backoff with full jitter.
-
-    The n-th consecutive failure waits a uniform random time in ``[0, min(cap, base * 2**n))``.
-    Full jitter (rather than "exponential plus a little noise") is what spreads 500 taxis
-    leaving one tunnel over the whole window instead of synchronising their retries.
-    """
-
-    base_s: float
-    cap_s: float
-    random01: Callable[[], float]
-    failures: int = field(default=0, init=False)
-
-    def __post_init__(self) -> None:
-        if self.base_s <= 0 or self.cap_s < self.base_s:
-            raise ValueError("backoff needs 0 < base_s <= cap_s")
-
-    def window_s(self) -> float:
-        """The upper bound of the next delay."""
-        # Cap the exponent too: 2**failures overflows a float after ~1000 failures.
-        return min(self.cap_s, self.base_s * 2.0 ** min(self.failures, 60))
-
-    def next_delay_s(self) -> float:
-        """The delay before the next attempt; counts one more failure."""
-        delay = self.random01() * self.window_s()
-        self.failures += 1
-        return delay
-
-    def reset(self) -> None:
-        """A connection succeeded: the next failure starts from ``base_s`` again."""
-        self.failures = 0
 
 
 @dataclass

@@ -125,6 +125,12 @@ class MqttConfig(_Section):
     # At shutdown, how long the last publish of what is due may take.
     last_publish_s: Annotated[float, Field(ge=0, le=60)] = 3.0
 
+    @model_validator(mode="after")
+    def _reconnect_window(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        return self
+
 
 class CameraConfig(_Section):
     # A named dialect of the 0x700 sound table, or an explicit code -> name table.

@@ -17,17 +17,17 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from daemon_kit.backoff import Backoff
 from edge_agent.gpsd_protocol import (
     WATCH_COMMAND,
     GpsdStream,
     OtherReport,
     Rejected,
-    backoff_delay,
     parse_endpoint,
 )
 from protocol.records import GnssFix
 
-__all__ = ["GPSD_DEFAULT_PORT", "GpsdClient", "backoff_delay", "parse_endpoint"]
+__all__ = ["GPSD_DEFAULT_PORT", "GpsdClient", "parse_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -174,18 +174,12 @@ class GpsdClient:
         self._deliver(on_fix, self._stream.flush())  # the epoch that was still open
 
     async def _reconnect_forever(self, on_fix: Callable[[GnssFix], None]) -> None:
-        attempt = 0
+        backoff = Backoff(self._backoff_base_s, self._backoff_cap_s, self._random01)
         while True:
-            healthy = await self._session(on_fix)
-            # A connection that got as far as gpsd's banner restarts the schedule.
-            attempt = 0 if healthy else attempt + 1
-            delay = backoff_delay(
-                attempt,
-                self._random01,
-                base_s=self._backoff_base_s,
-                cap_s=self._backoff_cap_s,
-            )
-            await asyncio.sleep(delay)
+            if await self._session(on_fix):
+                # A connection that got as far as gpsd's banner restarts the schedule.
+                backoff.reset()
+            await asyncio.sleep(backoff.next_delay_s())
 
     async def _session(self, on_fix: Callable[[GnssFix], None]) -> bool:
         """One connection, from connect to its end; True if gpsd answered as gpsd."""

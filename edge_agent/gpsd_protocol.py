@@ -16,7 +16,6 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -302,20 +301,6 @@ def merge_fixes(earlier: GnssFix, later: GnssFix) -> GnssFix:
         track_deg=later.track_deg if later.track_deg is not None else earlier.track_deg,
         clock_offset_ms=earlier.clock_offset_ms,
     )
-
-
-def backoff_delay(
-    attempt: int, random01: Callable[[], float], *, base_s: float = 0.5, cap_s: float = 30.0
-) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): capped exponential, full jitter.
-
-    The delay is uniform in [0, min(cap, base * 2**attempt)); full jitter spreads the
-    reconnects of a fleet (or of several clients of one gpsd) instead of having them
-    retry in lockstep. ``random01`` returns a float in [0, 1), e.g. ``random.random``.
-    """
-    # Past 2**62 the bound is the cap anyway; clamping keeps the float from overflowing.
-    bound = min(cap_s, base_s * 2.0 ** min(max(attempt, 0), 62))
-    return random01() * bound
 
 
 # A host name or IPv4 address: letters, digits, dots, dashes, underscores.

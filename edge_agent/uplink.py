@@ -32,7 +32,8 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_agent.backoff import Backoff, LinkRate, TokenBucket
+from daemon_kit.backoff import Backoff
+from edge_agent.backoff import LinkRate, TokenBucket
 from edge_agent.clock import wall_ms
 from edge_agent.config import AgentConfig, MqttConfig
 from edge_agent.errors import AgentError, ConfigError

@@ -40,6 +40,7 @@ def test_example_file_is_valid() -> None:
         ("[store]\nurl = 5\n", "key 'store.url'"),
         ('[stor]\nurl = "x"\n', "key 'stor': unknown key (did you mean 'store'?)"),
         ('[mqtt]\ntls_cert = "c.pem"\n', "key 'mqtt'"),
+        ("[mqtt]\nreconnect_min_s = 5\nreconnect_max_s = 1\n", "reconnect_max_s must be at least"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:

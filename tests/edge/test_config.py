@@ -93,6 +93,12 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
             r"key 'bus': bus names must be unique",
         ),
         (lambda s: s + "\n[surprise]\nx = 1\n", r"key 'surprise': unknown key"),
+        (
+            lambda s: s.replace(
+                "[mqtt]\n", "[mqtt]\nreconnect_min_s = 5.0\nreconnect_max_s = 1.0\n", 1
+            ),
+            r"key 'mqtt': reconnect_max_s must be at least reconnect_min_s",
+        ),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, mutation, expected: str) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import random
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from edge_agent.gpsd_protocol import (
     OtherReport,
     Rejected,
     TpvReport,
-    backoff_delay,
     merge_fixes,
     parse_endpoint,
     parse_line,
@@ -275,24 +273,6 @@ def test_any_fix_that_gets_through_is_plausible(obj: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- backoff
 
 
-def test_backoff_bounds_double_up_to_the_cap() -> None:
-    delays = [backoff_delay(n, lambda: 1.0, base_s=0.5, cap_s=30.0) for n in range(9)]
-    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
-
-
-def test_backoff_is_full_jitter() -> None:
-    assert backoff_delay(5, lambda: 0.0) == 0.0
-    assert backoff_delay(3, lambda: 0.25, base_s=1.0, cap_s=60.0) == 2.0
-    rng = random.Random(7)
-    for attempt in range(50):
-        assert 0.0 <= backoff_delay(attempt, rng.random) < min(30.0, 0.5 * 2**attempt)
-
-
-def test_backoff_survives_huge_and_negative_attempts() -> None:
-    assert backoff_delay(100_000, lambda: 0.5, cap_s=30.0) == 15.0
-    assert backoff_delay(-3, lambda: 1.0, base_s=0.5) == 0.5
-
-
 # ---------------------------------------------------------------- host:port
 
 
@@ -502,7 +482,13 @@ async def test_refused_connections_are_retried_and_logged_rate_limited(
 
 
 async def test_stop_ends_run_promptly_while_backing_off() -> None:
-    client = GpsdClient(LOCALHOST, free_port(), backoff_base_s=60.0, random01=lambda: 0.99)
+    client = GpsdClient(
+        LOCALHOST,
+        free_port(),
+        backoff_base_s=60.0,
+        backoff_cap_s=60.0,
+        random01=lambda: 0.99,
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(client.run(lambda fix: None, stop))
     await wait_until(lambda: client.connect_failures >= 1, "a refused connection")
