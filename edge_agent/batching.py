@@ -301,6 +301,18 @@ def choose_victims(
     return victims
 
 
+def eviction_counters(victims: Iterable[Candidate], cause: str) -> dict[str, int]:
+    """Counter increments for evicting ``victims`` for ``cause``: batches per
+    EVICTION_CAUSE name, and EVICTED_FOR_SPACE when the disk's free space was the cause."""
+    counters: dict[str, int] = {}
+    for victim in victims:
+        name = EVICTION_CAUSE[victim.priority]
+        counters[name] = counters.get(name, 0) + 1
+    if cause == CAUSE_SPACE and counters:
+        counters[EVICTED_FOR_SPACE] = sum(counters.values())
+    return counters
+
+
 @dataclass(frozen=True, slots=True)
 class EvictionNeed:
     """How many bytes of batches to evict, and why (``CAUSE_CAP`` or ``CAUSE_SPACE``)."""

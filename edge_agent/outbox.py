@@ -55,7 +55,6 @@ import aiosqlite
 from edge_agent.batching import (
     CAUSE_SPACE,
     DEFAULT_RESERVE_BYTES,
-    EVICTED_FOR_SPACE,
     EVICTION_CAUSE,
     LANES,
     PRIORITY,
@@ -65,6 +64,7 @@ from edge_agent.batching import (
     Chunk,
     Lost,
     choose_victims,
+    eviction_counters,
     eviction_need,
     eviction_notices,
     groups_to_close,
@@ -983,13 +983,8 @@ class Outbox:
         lost = [(v.seq, last_ms[v.seq], records[v.seq], EVICTION_CAUSE[v.priority])
                 for v in victims]  # fmt: skip
         staged = await self._stage_notices(db, lost)
-        by_cause: dict[str, int] = {}
-        for v in victims:
-            cause = EVICTION_CAUSE[v.priority]
-            by_cause[cause] = by_cause.get(cause, 0) + 1
+        by_cause = eviction_counters(victims, need.cause)
         by_cause[EVICTED_RECORDS] = sum(records[v.seq] for v in victims)
-        if need.cause == CAUSE_SPACE:
-            by_cause[EVICTED_FOR_SPACE] = len(victims)
         await db.executemany(_BUMP_COUNTER, list(by_cause.items()))
         freed = sum(v.nbytes for v in victims)
         reason = (
