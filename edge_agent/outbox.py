@@ -1,9 +1,11 @@
 """The durable outbox: every record is written here before anything else happens to it.
 
-Records are staged per lane (urgent events, health, bulk) as small msgpack chunks, closed
-into wire batches with ``(epoch, seq)`` by the policy in ``edge_agent.batching``, and kept
-until the collector's end-to-end ack (``acknowledge``) or eviction deletes them. Each
-public method is one SQLite transaction.
+Records are checked once and staged per lane (urgent events, health, bulk) as small
+msgpack chunks of their wire form (``edge_agent.chunks``), joined into wire batches with
+``(epoch, seq)`` by the policy in ``edge_agent.batching``, and kept until the collector's
+end-to-end ack (``acknowledge``) or eviction deletes them. This module is the storage:
+what is decided without the file lives in those two. Each public method is one SQLite
+transaction.
 
 Scheduling (a lane's batch age, the resend timer) runs on the *outbox clock*: milliseconds
 the outbox has been open, summed over its runs (``_clock_ms``). It is monotonic, so a wall

@@ -1,11 +1,15 @@
-"""Between append and publish, a record is turned into wire form and checked once."""
+"""Between append and publish, a record is turned into wire form and checked once; a
+staged chunk damaged on disk is dropped and counted, not sent."""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
+import msgpack
 import pytest
 
 import edge_agent.outbox
@@ -63,3 +67,28 @@ async def test_append_checks_once_and_close_reuses_its_bytes(
     decoded = decode_batch(batch.payload)
     assert decoded.header.counts.signal_samples == 30
     assert [e.time_ms for e in decoded.events] == [T0, T0 + 1000, T0 + 2000]
+
+
+@pytest.mark.parametrize("damage", [b"\xc1 not msgpack", msgpack.packb({"sig": 1})])
+async def test_a_damaged_staged_chunk_is_dropped_and_counted_and_the_rest_goes_out(
+    tmp_path: Path, damage: bytes
+) -> None:
+    path = tmp_path / "outbox.db"
+    box = await Outbox.open(path, fleet_id="f", vehicle_id="v")
+    for second in range(3):
+        t = T0 + second * 1000
+        await box.append(Records(signals=(SignalSeries("speed", (t, t + 1), (1, 2), ""),)), t)
+    await box.close()
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE staged SET body=? WHERE first_ms=?", (damage, T0 + 1000))
+    box = await Outbox.open(path, fleet_id="f", vehicle_id="v")
+    try:
+        assert await box.close_due_batches(T0 + 3000, force=True) == 2
+        due = await box.due_for_publish(limit=10, resend_after_ms=0)
+        stats = await box.stats(T0 + 3000)
+    finally:
+        await box.close()
+    firsts = [decode_batch(b.payload).signals[0].times_ms[0] for b in due]
+    assert ([b.seq for b in due], firsts) == ([1, 2], [T0, T0 + 2000])
+    assert stats.counters["dropped_invalid"] == 2
+    assert stats.staged_records == 0
