@@ -199,6 +199,7 @@ def disk_full(report: Mapping[str, object], values: Mapping[str, object]) -> boo
     return free is not None and reserve is not None and free < reserve
 
 
+# Long: one row per line of the screen, in screen order; split, the order would scatter.
 def format_human(report: Mapping[str, object], now_ms: int) -> str:
     """Aligned ``key: value`` lines for a terminal: headline first, then the last health
     snapshot; outbox figures are read from the file now, the rest is the snapshot's."""
