@@ -37,7 +37,6 @@ import secrets
 import sqlite3
 import time
 import zlib
-from bisect import bisect_right
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -74,6 +73,7 @@ from edge_agent.batching import (
     split_on_failure,
 )
 from edge_agent.chunks import ClosedBody, StagedChunk, encode_chunks, join_chunks
+from edge_agent.epochs import local_number, local_span, wire_id
 from edge_agent.errors import OutboxError
 from protocol.body import Body
 from protocol.codec import decode_batch, peek_identity
@@ -732,25 +732,13 @@ class Outbox:
         return self._epochs[-1][0]
 
     def _wire(self, local: int) -> tuple[int, int]:
-        """(epoch, wire seq) of the batch stored under local seq ``local``."""
-        i = max(bisect_right([first for first, _ in self._epochs], local) - 1, 0)
-        first, epoch = self._epochs[i]
-        return epoch, local - first + 1
+        return wire_id(self._epochs, local)
 
     def _span(self, epoch: int) -> tuple[int, int] | None:
-        """Local seqs ``[first, end)`` of ``epoch``, or None if no batch of it is held."""
-        for i, (first, known) in enumerate(self._epochs):
-            if known == epoch:
-                last = i + 1 == len(self._epochs)
-                end = first + self._next_seq - 1 if last else self._epochs[i + 1][0]
-                return first, end
-        return None
+        return local_span(self._epochs, self._next_seq, epoch)
 
     def _local(self, epoch: int, seq: int) -> int | None:
-        span = self._span(epoch)
-        if span is None or seq < 1 or span[0] + seq - 1 >= span[1]:
-            return None
-        return span[0] + seq - 1
+        return local_number(self._epochs, self._next_seq, epoch, seq)
 
     async def _open_checks(self) -> None:
         """Check the meta values against the batches present and start a new epoch for new
