@@ -2,7 +2,8 @@
 batches are made of. Pure: no I/O, no clock.
 
 A chunk is the protocol's body map (``protocol.body``) for some records of one lane, its
-times relative to the chunk's first record time, packed as msgpack. ``encode_chunks`` is
+times relative to the chunk's first record time, packed as msgpack, behind a CRC-32 that
+closing checks instead of the records (see ``_framed``). ``encode_chunks`` is
 the one place records are checked: ``body_from_wire``, the checks a consumer runs. Closing
 a batch joins chunks at the wire level (``join_chunks``): their time offsets move to the
 batch's first time, series of one signal are joined, and the body is compressed once.
@@ -13,6 +14,7 @@ body and payload size) is checked at close.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -51,8 +53,11 @@ from protocol.errors import (
 from protocol.limits import (
     MAX_ARRAY_LEN,
     MAX_BODY_BYTES,
+    MAX_FRAME_DATA_BYTES,
+    MAX_HEALTH_VALUES,
     MAX_ID_LEN,
     MAX_PAYLOAD_BYTES,
+    MAX_TEXT_BYTES,
     MAX_TIME_MS,
     UINT64_MAX,
 )
@@ -86,15 +91,27 @@ def _envelope_overhead() -> int:
 
 
 ENVELOPE_OVERHEAD: Final = _envelope_overhead()
+# First byte of a stored chunk: 0xC1 is never a msgpack type, and a chunk staged before
+# chunks had a checksum starts with its body map (0x85).
+CHUNK_MARK: Final = b"\xc1"
+_CRC_END: Final = len(CHUNK_MARK) + 4
 # The body map of no records, plus what its 16 arrays' headers can grow by (4 bytes each,
-# from fixarray to array32): a chunk is this plus its records' own bytes at most.
-BODY_OVERHEAD: Final = len(wire.pack(body_to_wire(Body(), 0, 0, MAX_ARRAY_LEN))) + 16 * 4
+# from fixarray to array32), plus mark and checksum: a chunk is this plus its records' own
+# bytes at most.
+BODY_OVERHEAD: Final = len(wire.pack(body_to_wire(Body(), 0, 0, MAX_ARRAY_LEN))) + 16 * 4 + _CRC_END
+
+
+def _framed(body_map: bytes) -> bytes:
+    """A chunk as stored: mark, CRC-32 of the body map, body map. Closing a batch checks
+    the checksum, not the records: it catches any change to the bytes append checked."""
+    return CHUNK_MARK + zlib.crc32(body_map).to_bytes(4, "big") + body_map
 
 
 @dataclass(frozen=True, slots=True)
 class StagedChunk:
-    """Checked records of one lane as stored: ``blob`` is their body map, times relative
-    to ``first_ms``; ``count`` counts records as the protocol does (samples, not series)."""
+    """Checked records of one lane as stored: ``blob`` is their body map behind its
+    checksum (``_framed``), times relative to ``first_ms``; ``count`` counts records as
+    the protocol does (samples, not series)."""
 
     blob: bytes
     first_ms: int
@@ -138,7 +155,7 @@ def encode_chunks(policy: BatchPolicy, body: Body) -> list[StagedChunk]:
         return []
     body_wire = body_to_wire(body, *span, MAX_ARRAY_LEN)
     body_from_wire(body_wire, *span, MAX_ARRAY_LEN)
-    blob = wire.pack(body_wire)
+    blob = _framed(wire.pack(body_wire))
     count = body.counts().total
     if (len(blob) <= policy.max_bytes and count <= policy.max_records) or sum(map(len, body)) < 2:
         return [StagedChunk(blob, span[0], span[1], count)]
@@ -187,7 +204,8 @@ def _split(policy: BatchPolicy, body_wire: Mapping[str, Any], first_ms: int) -> 
         low, high = _offset_span(part)
         shifted = _shift(part, -low)
         count = sum(items[n][2] for n in group)
-        chunks.append(StagedChunk(wire.pack(shifted), first_ms + low, first_ms + high, count))
+        blob = _framed(wire.pack(shifted))
+        chunks.append(StagedChunk(blob, first_ms + low, first_ms + high, count))
     return chunks
 
 
@@ -223,13 +241,30 @@ def _shift(body_wire: Mapping[str, Any], delta_ms: int) -> WireMap:
 # Close: join stored chunks into one body ---------------------------------------------------
 
 
-def _unpack(blob: bytes) -> WireMap:
-    try:
-        body = msgpack.unpackb(blob, raw=False)
-    except (ValueError, msgpack.ExtraData) as exc:
-        raise MalformedPayload(BAD_MSGPACK, f"staged chunk damaged: {exc}") from None
-    if type(body) is not dict:
-        raise MalformedPayload(BAD_MSGPACK, "staged chunk damaged: not a map")
+def read_chunk(chunk: StagedChunk) -> WireMap:
+    """The body map of a stored chunk. Raises MalformedPayload if its bytes are not what
+    append wrote."""
+    blob = chunk.blob
+    if blob[: len(CHUNK_MARK)] != CHUNK_MARK:
+        return _read_unframed(chunk)
+    body_map = blob[_CRC_END:]
+    if zlib.crc32(body_map) != int.from_bytes(blob[len(CHUNK_MARK) : _CRC_END], "big"):
+        raise MalformedPayload(BAD_MSGPACK, "staged chunk damaged: checksum mismatch")
+    body = msgpack.unpackb(body_map, raw=False)
+    assert type(body) is dict  # what append packed, unchanged
+    return body
+
+
+def _read_unframed(chunk: StagedChunk) -> WireMap:
+    """A chunk staged before chunks had a checksum: checked in full, as it was then."""
+    body = wire.unpack_map(
+        chunk.blob,
+        max_str_len=MAX_TEXT_BYTES,
+        max_bin_len=MAX_FRAME_DATA_BYTES,
+        max_array_len=MAX_ARRAY_LEN,
+        max_map_len=MAX_HEALTH_VALUES,
+    )
+    body_from_wire(body, chunk.first_ms, chunk.last_ms, MAX_ARRAY_LEN)
     return body
 
 
@@ -249,7 +284,7 @@ def _joined(chunks: Sequence[StagedChunk], first_ms: int) -> WireMap:
     gnss: dict[str, list[Any]] = {k: [] for k in GNSS_COLUMNS}
     frames: dict[str, list[Any]] = {k: [] for k in FRAME_COLUMNS}
     for chunk in chunks:
-        body = _shift(_unpack(chunk.blob), chunk.first_ms - first_ms)
+        body = _shift(read_chunk(chunk), chunk.first_ms - first_ms)
         for s in body[B_SIGNALS]:
             times, values = series.setdefault((s["name"], s["unit"]), ([], []))
             times.extend(s["t"])
@@ -277,10 +312,7 @@ def join_chunks(chunks: Sequence[StagedChunk]) -> ClosedBody:
     Raises PayloadTooLarge when the batch would break a protocol limit (the caller then
     splits it), MalformedPayload when a stored chunk is not what append wrote."""
     first = min(c.first_ms for c in chunks)
-    try:
-        body = _joined(chunks, first)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise MalformedPayload(BAD_MSGPACK, f"staged chunk damaged: {exc!r}") from None
+    body = _joined(chunks, first)
     for kind in (B_SIGNALS, B_EVENTS, B_HEALTH):
         _too_long(kind, len(body[kind]))
     for s in body[B_SIGNALS]:

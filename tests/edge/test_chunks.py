@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.batching import BatchPolicy
-from edge_agent.chunks import StagedChunk, encode_chunks, join_chunks
+from edge_agent.chunks import StagedChunk, encode_chunks, join_chunks, read_chunk
 from protocol import Batch, decode_batch, encode_batch
 from protocol.body import Body
 from protocol.errors import PayloadTooLarge
@@ -84,7 +83,7 @@ def test_a_large_append_is_split_within_the_limits_and_loses_nothing(
     chunks = encode_chunks(policy, batch.body)
     for chunk in chunks:
         # A chunk may pass a limit only as a single record or a single series.
-        body = msgpack.unpackb(chunk.blob)
+        body = read_chunk(chunk)
         items = sum(map(len, (body["sig"], body["evt"], body["gnss"]["t"], body["frm"]["t"])))
         if items + len(body["hl"]) > 1:
             assert chunk.count <= max_records

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 from collections import Counter
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import msgpack
 import pytest
 
 import edge_agent.outbox
+from edge_agent.chunks import CHUNK_MARK
 from edge_agent.outbox import Outbox, Records
 from protocol import body as protocol_body
 from protocol import checks, decode_batch
@@ -69,9 +71,21 @@ async def test_append_checks_once_and_close_reuses_its_bytes(
     assert [e.time_ms for e in decoded.events] == [T0, T0 + 1000, T0 + 2000]
 
 
-@pytest.mark.parametrize("damage", [b"\xc1 not msgpack", msgpack.packb({"sig": 1})])
+def _renamed(blob: bytes) -> bytes:
+    return blob.replace(b"speed", b"spEed")  # still valid msgpack: only the checksum tells
+
+
+def _unframed(blob: bytes) -> bytes:
+    return blob[len(CHUNK_MARK) + 4 :]  # as staged before chunks had a checksum
+
+
+def _foreign(blob: bytes) -> bytes:
+    return bytes(msgpack.packb({"sig": 1}))
+
+
+@pytest.mark.parametrize(("damage", "dropped"), [(_renamed, 2), (_foreign, 2), (_unframed, 0)])
 async def test_a_damaged_staged_chunk_is_dropped_and_counted_and_the_rest_goes_out(
-    tmp_path: Path, damage: bytes
+    tmp_path: Path, damage: Callable[[bytes], bytes], dropped: int
 ) -> None:
     path = tmp_path / "outbox.db"
     box = await Outbox.open(path, fleet_id="f", vehicle_id="v")
@@ -80,15 +94,19 @@ async def test_a_damaged_staged_chunk_is_dropped_and_counted_and_the_rest_goes_o
         await box.append(Records(signals=(SignalSeries("speed", (t, t + 1), (1, 2), ""),)), t)
     await box.close()
     with closing(sqlite3.connect(path)) as db, db:
-        db.execute("UPDATE staged SET body=? WHERE first_ms=?", (damage, T0 + 1000))
+        (blob,) = db.execute("SELECT body FROM staged WHERE first_ms=?", (T0 + 1000,)).fetchone()
+        db.execute("UPDATE staged SET body=? WHERE first_ms=?", (damage(blob), T0 + 1000))
     box = await Outbox.open(path, fleet_id="f", vehicle_id="v")
     try:
-        assert await box.close_due_batches(T0 + 3000, force=True) == 2
+        await box.close_due_batches(T0 + 3000, force=True)
         due = await box.due_for_publish(limit=10, resend_after_ms=0)
         stats = await box.stats(T0 + 3000)
     finally:
         await box.close()
-    firsts = [decode_batch(b.payload).signals[0].times_ms[0] for b in due]
-    assert ([b.seq for b in due], firsts) == ([1, 2], [T0, T0 + 2000])
-    assert stats.counters["dropped_invalid"] == 2
+    sent = [t for b in due for s in decode_batch(b.payload).signals for t in s.times_ms]
+    lost = [T0 + 1000, T0 + 1001] if dropped else []
+    appended = [T0 + second * 1000 + ms for second in range(3) for ms in (0, 1)]
+    assert sent == [t for t in appended if t not in lost]
+    assert [b.seq for b in due] == list(range(1, len(due) + 1))
+    assert stats.counters.get("dropped_invalid", 0) == dropped
     assert stats.staged_records == 0
