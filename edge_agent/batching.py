@@ -6,11 +6,14 @@ tested with plain numbers and the outbox decides what "now" is in one place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 from protocol import contracts
+from protocol.body import Body
+from protocol.notices import MAX_NOTICE_SEQS, eviction_notice
+from protocol.records import Event
 from protocol.topics import Channel
 
 # Priorities: higher survives longer when the outbox is full. Bulk telemetry is the
@@ -144,6 +147,109 @@ def plan_batches(policy: BatchPolicy, chunks: Sequence[Chunk]) -> list[list[int]
     return groups
 
 
+def lane_bodies(policy: BatchPolicy, records: Body) -> dict[str, Body]:
+    """The records of each lane: urgent events alone, health alone, everything else bulk."""
+    urgent = tuple(e for e in records.events if policy.is_urgent(e.type))
+    other = tuple(e for e in records.events if not policy.is_urgent(e.type))
+    return {
+        Channel.EVENT: Body(events=urgent),
+        Channel.HEALTH: Body(health=records.health),
+        Channel.BATCH: Body(
+            signals=records.signals, events=other, gnss=records.gnss, frames=records.frames
+        ),
+    }
+
+
+def groups_to_close(
+    policy: BatchPolicy,
+    lane: str,
+    chunks: Sequence[Chunk],
+    *,
+    oldest_staged_ms: int,
+    now_ms: int,
+    force: bool = False,
+) -> list[list[int]]:
+    """The staged chunks of ``lane`` (in staging order) to close now, grouped into batches:
+    all of them when forced or due by age; when closed for size only, a last group that is
+    not full keeps collecting until it is due."""
+    count = sum(c.count for c in chunks)
+    nbytes = sum(c.nbytes for c in chunks)
+    due = should_close(
+        policy, lane, oldest_staged_ms=oldest_staged_ms, count=count, nbytes=nbytes, now_ms=now_ms
+    )
+    if not chunks or not (force or due):
+        return []
+    groups = plan_batches(policy, chunks)
+    if force or now_ms - oldest_staged_ms >= policy.max_age_ms(lane):
+        return groups
+    sizes = {c.ident: c for c in chunks}
+    last = groups[-1]
+    full = (
+        sum(sizes[i].count for i in last) >= policy.max_records
+        or sum(sizes[i].nbytes for i in last) >= policy.max_bytes
+    )
+    return groups if full else groups[:-1]
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def split_on_failure(
+    items: Sequence[T], attempt: Callable[[Sequence[T]], R | None]
+) -> list[tuple[Sequence[T], R | None]]:
+    """Try ``items`` as one group; a group whose ``attempt`` fails (None) is halved and
+    each half tried in turn, until it succeeds or is a single item, which comes back with
+    None. The groups come back in order and together hold every item once: joined, they
+    are ``items``. ``attempt`` runs on plain data (no transaction is open around it)."""
+    done: list[tuple[Sequence[T], R | None]] = []
+    pending: list[Sequence[T]] = [items] if items else []  # a stack: the next group last
+    while pending:
+        group = pending.pop()
+        result = attempt(group)
+        if result is not None or len(group) == 1:
+            done.append((group, result))
+            continue
+        middle = len(group) // 2
+        pending.extend((group[middle:], group[:middle]))
+    return done
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """A closed batch about to be deleted unsent, as its eviction notice needs it."""
+
+    epoch: int
+    seq: int
+    last_ms: int  # its latest record time
+    records: int
+    cause: str
+
+
+def eviction_notices(lost: Iterable[Lost]) -> tuple[Event, ...]:
+    """One eviction notice per run of consecutive seqs of one epoch and cause, each run at
+    most MAX_NOTICE_SEQS long (what the collector accepts from one notice)."""
+    runs: list[list[int]] = []  # [epoch, first seq, last seq, last_ms, records]
+    causes: list[str] = []
+    for item in sorted(lost, key=lambda x: (x.epoch, x.seq)):
+        run = runs[-1] if runs else None
+        if (
+            run is not None
+            and (run[0], run[2] + 1, causes[-1]) == (item.epoch, item.seq, item.cause)
+            and item.seq - run[1] < MAX_NOTICE_SEQS
+        ):
+            run[2], run[3], run[4] = item.seq, max(run[3], item.last_ms), run[4] + item.records
+        else:
+            runs.append([item.epoch, item.seq, item.seq, item.last_ms, item.records])
+            causes.append(item.cause)
+    return tuple(
+        eviction_notice(
+            epoch=epoch, first_seq=first, last_seq=last, time_ms=t, records=n, cause=cause
+        )
+        for (epoch, first, last, t, n), cause in zip(runs, causes, strict=True)
+    )
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Candidate:
     """A stored batch that may be evicted. Ordering is eviction order: lowest priority
@@ -177,6 +283,18 @@ def choose_victims(
         victims.append(candidate)
         freed += candidate.nbytes
     return victims
+
+
+def eviction_counters(victims: Iterable[Candidate], cause: str) -> dict[str, int]:
+    """Counter increments for evicting ``victims`` for ``cause``: batches per
+    EVICTION_CAUSE name, and EVICTED_FOR_SPACE when the disk's free space was the cause."""
+    counters: dict[str, int] = {}
+    for victim in victims:
+        name = EVICTION_CAUSE[victim.priority]
+        counters[name] = counters.get(name, 0) + 1
+    if cause == CAUSE_SPACE and counters:
+        counters[EVICTED_FOR_SPACE] = sum(counters.values())
+    return counters
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,11 @@
 """The durable outbox: every record is written here before anything else happens to it.
 
-Records are staged per lane (urgent events, health, bulk) as small msgpack chunks, closed
-into wire batches with ``(epoch, seq)`` by the policy in ``edge_agent.batching``, and kept
-until the collector's end-to-end ack (``acknowledge``) or eviction deletes them. Each
-public method is one SQLite transaction.
+Records are checked once and staged per lane (urgent events, health, bulk) as small
+msgpack chunks of their wire form (``edge_agent.chunks``), joined into wire batches with
+``(epoch, seq)`` by the policy in ``edge_agent.batching``, and kept until the collector's
+end-to-end ack (``acknowledge``) or eviction deletes them. This module is the storage:
+what is decided without the file lives in those two. Each public method is one SQLite
+transaction.
 
 Scheduling (a lane's batch age, the resend timer) runs on the *outbox clock*: milliseconds
 the outbox has been open, summed over its runs (``_clock_ms``). It is monotonic, so a wall
@@ -35,7 +37,6 @@ import secrets
 import sqlite3
 import time
 import zlib
-from bisect import bisect_right
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -55,7 +56,6 @@ import aiosqlite
 from edge_agent.batching import (
     CAUSE_SPACE,
     DEFAULT_RESERVE_BYTES,
-    EVICTED_FOR_SPACE,
     EVICTION_CAUSE,
     LANES,
     PRIORITY,
@@ -63,20 +63,22 @@ from edge_agent.batching import (
     BatchPolicy,
     Candidate,
     Chunk,
+    Lost,
     choose_victims,
+    eviction_counters,
     eviction_need,
-    plan_batches,
-    should_close,
+    eviction_notices,
+    groups_to_close,
+    lane_bodies,
+    split_on_failure,
 )
+from edge_agent.chunks import ClosedBody, StagedChunk, encode_chunks, join_chunks
+from edge_agent.epochs import local_number, local_span, wire_id
 from edge_agent.errors import OutboxError
-from protocol import wire
-from protocol.batch import Batch
-from protocol.body import Body, body_from_wire, body_to_wire, time_span
-from protocol.codec import decode_batch, encode_batch, peek_identity
+from protocol.body import Body
+from protocol.codec import decode_batch, peek_identity
 from protocol.errors import ProtocolError
 from protocol.ids import is_valid_id
-from protocol.limits import MAX_ARRAY_LEN, MAX_BODY_BYTES, MAX_HEALTH_VALUES, MAX_TEXT_BYTES
-from protocol.notices import EVICTION_NOTICE, MAX_NOTICE_SEQS, eviction_notice
 from protocol.records import Event, GnssFix, Health, RawFrame, SignalSeries
 from protocol.topics import Channel
 
@@ -205,6 +207,9 @@ class Records:
     frames: tuple[RawFrame, ...] = ()
     health: tuple[Health, ...] = ()
 
+    def body(self) -> Body:
+        return Body(self.signals, self.events, self.gnss, self.frames, self.health)
+
 
 @dataclass(frozen=True)
 class StoredBatch:
@@ -268,94 +273,6 @@ def effective_reserve(reserve_bytes: int, filesystem_bytes: int | None) -> int:
     if filesystem_bytes is None:
         return reserve_bytes
     return min(reserve_bytes, filesystem_bytes // 2)
-
-
-# Record chunks ---------------------------------------------------------------------------
-
-
-def _n_records(body: Body) -> int:
-    return body.counts().total
-
-
-def _encode_chunk(body: Body) -> tuple[bytes, int, int]:
-    """The body as compact msgpack (protocol's column-wise body map, times relative to the
-    chunk's first time), plus that first and last time. Runs the protocol's full checks,
-    so a record that could never be sent is refused before it is stored."""
-    span = time_span(body)
-    assert span is not None
-    body_wire = body_to_wire(body, *span, MAX_ARRAY_LEN)
-    body_from_wire(body_wire, *span, MAX_ARRAY_LEN)
-    return wire.pack(body_wire), span[0], span[1]
-
-
-def _decode_chunk(blob: bytes, first_ms: int, last_ms: int) -> Body:
-    body_wire = wire.unpack_map(
-        blob,
-        max_str_len=MAX_TEXT_BYTES,
-        max_bin_len=MAX_BODY_BYTES,
-        max_array_len=MAX_ARRAY_LEN,
-        max_map_len=MAX_HEALTH_VALUES,
-    )
-    return body_from_wire(body_wire, first_ms, last_ms, MAX_ARRAY_LEN)
-
-
-def _halves(body: Body) -> tuple[Body, Body]:
-    items = [(kind, record) for kind, records in enumerate(body) for record in records]
-    middle = len(items) // 2
-    parts = []
-    for part in (items[:middle], items[middle:]):
-        columns: list[list[object]] = [[] for _ in body]
-        for kind, record in part:
-            columns[kind].append(record)
-        parts.append(Body(*(tuple(column) for column in columns)))  # type: ignore[arg-type]
-    return parts[0], parts[1]
-
-
-def _chunks(policy: BatchPolicy, body: Body) -> list[tuple[bytes, int, int, int]]:
-    """(blob, first_ms, last_ms, n_records) pieces of ``body``, each within the policy's
-    batch limits unless it is a single record."""
-    if not any(body):
-        return []
-    blob, first, last = _encode_chunk(body)
-    count = _n_records(body)
-    too_big = len(blob) > policy.max_bytes or count > policy.max_records
-    if too_big and sum(map(len, body)) > 1:
-        left, right = _halves(body)
-        return _chunks(policy, left) + _chunks(policy, right)
-    return [(blob, first, last, count)]
-
-
-def _lanes(policy: BatchPolicy, records: Records) -> dict[str, Body]:
-    urgent = tuple(e for e in records.events if policy.is_urgent(e.type))
-    other = tuple(e for e in records.events if not policy.is_urgent(e.type))
-    return {
-        Channel.EVENT: Body(events=urgent),
-        Channel.HEALTH: Body(health=records.health),
-        Channel.BATCH: Body(
-            signals=records.signals, events=other, gnss=records.gnss, frames=records.frames
-        ),
-    }
-
-
-def _merge(bodies: Sequence[Body]) -> Body:
-    """One body from chunks in staging order; series of the same signal are joined, which
-    keeps a 10-s batch to one series per signal (smaller and better compressed)."""
-    series: dict[tuple[str, str], tuple[list[int], list[float | int | None]]] = {}
-    for body in bodies:
-        for s in body.signals:
-            times, values = series.setdefault((s.name, s.unit), ([], []))
-            times.extend(s.times_ms)
-            values.extend(s.values)
-    return Body(
-        signals=tuple(
-            SignalSeries(name, tuple(times), tuple(values), unit)
-            for (name, unit), (times, values) in series.items()
-        ),
-        events=tuple(e for b in bodies for e in b.events),
-        gnss=tuple(f for b in bodies for f in b.gnss),
-        frames=tuple(f for b in bodies for f in b.frames),
-        health=tuple(h for b in bodies for h in b.health),
-    )
 
 
 def _parse_int(value: object, low: int, high: int) -> int | None:
@@ -815,25 +732,13 @@ class Outbox:
         return self._epochs[-1][0]
 
     def _wire(self, local: int) -> tuple[int, int]:
-        """(epoch, wire seq) of the batch stored under local seq ``local``."""
-        i = max(bisect_right([first for first, _ in self._epochs], local) - 1, 0)
-        first, epoch = self._epochs[i]
-        return epoch, local - first + 1
+        return wire_id(self._epochs, local)
 
     def _span(self, epoch: int) -> tuple[int, int] | None:
-        """Local seqs ``[first, end)`` of ``epoch``, or None if no batch of it is held."""
-        for i, (first, known) in enumerate(self._epochs):
-            if known == epoch:
-                last = i + 1 == len(self._epochs)
-                end = first + self._next_seq - 1 if last else self._epochs[i + 1][0]
-                return first, end
-        return None
+        return local_span(self._epochs, self._next_seq, epoch)
 
     def _local(self, epoch: int, seq: int) -> int | None:
-        span = self._span(epoch)
-        if span is None or seq < 1 or span[0] + seq - 1 >= span[1]:
-            return None
-        return span[0] + seq - 1
+        return local_number(self._epochs, self._next_seq, epoch, seq)
 
     async def _open_checks(self) -> None:
         """Check the meta values against the batches present and start a new epoch for new
@@ -1016,30 +921,15 @@ class Outbox:
         are never evicted for space, and batches carrying one are never evicted at all: the
         collector holds its acks back at a missing seq until a notice or the batch arrives.
         Returns the bytes staged."""
-        runs: list[list[int]] = []  # [epoch, first seq, last seq, last_ms, records], cause
-        causes: list[str] = []
-        for local, last_ms, records, cause in sorted(lost, key=lambda x: self._wire(x[0])):
-            epoch, seq = self._wire(local)
-            run = runs[-1] if runs else None
-            if (
-                run is not None
-                and (run[0], run[2] + 1, causes[-1]) == (epoch, seq, cause)
-                and seq - run[1] < MAX_NOTICE_SEQS
-            ):
-                run[2], run[3], run[4] = seq, max(run[3], last_ms), run[4] + records
-            else:
-                runs.append([epoch, seq, seq, last_ms, records])
-                causes.append(cause)
-        notices = tuple(
-            eviction_notice(
-                epoch=epoch, first_seq=first, last_seq=last, time_ms=t, records=n, cause=cause
-            )
-            for (epoch, first, last, t, n), cause in zip(runs, causes, strict=True)
+        notices = eviction_notices(
+            Lost(*self._wire(local), last_ms, records, cause)
+            for local, last_ms, records, cause in lost
         )
         rows = [
-            (Channel.EVENT.value, first, self._clock_ms(), first, last, count, len(blob), blob)
-            for blob, first, last, count in _chunks(self.policy, Body(events=notices))
-        ]
+            (Channel.EVENT.value, c.first_ms, self._clock_ms(), c.first_ms, c.last_ms, c.count,
+             len(c.blob), c.blob)
+            for c in encode_chunks(self.policy, Body(events=notices))
+        ]  # fmt: skip
         await db.executemany(
             "INSERT INTO staged(lane, staged_ms, staged_mono, first_ms, last_ms, n_records,"
             " size, body) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1083,13 +973,8 @@ class Outbox:
         lost = [(v.seq, last_ms[v.seq], records[v.seq], EVICTION_CAUSE[v.priority])
                 for v in victims]  # fmt: skip
         staged = await self._stage_notices(db, lost)
-        by_cause: dict[str, int] = {}
-        for v in victims:
-            cause = EVICTION_CAUSE[v.priority]
-            by_cause[cause] = by_cause.get(cause, 0) + 1
+        by_cause = eviction_counters(victims, need.cause)
         by_cause[EVICTED_RECORDS] = sum(records[v.seq] for v in victims)
-        if need.cause == CAUSE_SPACE:
-            by_cause[EVICTED_FOR_SPACE] = len(victims)
         await db.executemany(_BUMP_COUNTER, list(by_cause.items()))
         freed = sum(v.nbytes for v in victims)
         reason = (
@@ -1146,9 +1031,9 @@ class Outbox:
         """
         clock = self._clock_ms()
         rows = [
-            (lane, now_ms, first, last, count, len(blob), blob, clock)
-            for lane, body in _lanes(self.policy, records).items()
-            for blob, first, last, count in _chunks(self.policy, body)
+            (lane, now_ms, c.first_ms, c.last_ms, c.count, len(c.blob), c.blob, clock)
+            for lane, body in lane_bodies(self.policy, records.body()).items()
+            for c in encode_chunks(self.policy, body)
         ]
         if not rows and checkpoint is None:
             return
@@ -1199,102 +1084,94 @@ class Outbox:
             rows = list(await cursor.fetchall())
         if not rows:
             return []
-        chunks = [Chunk(int(r[0]), int(r[2]), int(r[3])) for r in rows]
-        oldest = min(int(r[1]) for r in rows)
-        count = sum(c.count for c in chunks)
-        nbytes = sum(c.nbytes for c in chunks)
-        if not (
-            force
-            or should_close(
-                self.policy,
-                lane,
-                oldest_staged_ms=oldest,
-                count=count,
-                nbytes=nbytes,
-                now_ms=clock_ms,
-            )
-        ):
-            return []
-        groups = plan_batches(self.policy, chunks)
-        if force or clock_ms - oldest >= self.policy.max_age_ms(lane):
-            return groups
-        # Closed for size: a last, partly filled group keeps collecting until it is due.
-        sizes = {c.ident: c for c in chunks}
-        last = groups[-1]
-        full = (
-            sum(sizes[i].count for i in last) >= self.policy.max_records
-            or sum(sizes[i].nbytes for i in last) >= self.policy.max_bytes
+        return groups_to_close(
+            self.policy,
+            lane,
+            [Chunk(int(r[0]), int(r[2]), int(r[3])) for r in rows],
+            oldest_staged_ms=min(int(r[1]) for r in rows),
+            now_ms=clock_ms,
+            force=force,
         )
-        return groups if full else groups[:-1]
 
-    async def _encode_group(
-        self, db: aiosqlite.Connection, ids: list[int], seq: int, now_ms: int
-    ) -> list[tuple[bytes, Body]]:
-        """Encode staged rows ``ids`` as batches numbered from ``seq``: one batch, or several
-        if the wire payload would exceed a protocol limit. A single chunk that cannot be
-        encoded at all (a bug) is dropped, counted and logged rather than blocking its lane
-        forever."""
+    async def _staged_chunks(
+        self, db: aiosqlite.Connection, ids: list[int]
+    ) -> list[tuple[int, StagedChunk]]:
         marks = ",".join("?" * len(ids))
-        try:
-            async with db.execute(
-                f"SELECT first_ms, last_ms, body FROM staged WHERE id IN ({marks}) ORDER BY id",
-                ids,
-            ) as cursor:
-                rows = await cursor.fetchall()
-            body = _merge([_decode_chunk(bytes(r[2]), int(r[0]), int(r[1])) for r in rows])
-            batch = Batch.build(
+        async with db.execute(
+            f"SELECT id, body, first_ms, last_ms, n_records FROM staged WHERE id IN ({marks})"
+            " ORDER BY id",
+            ids,
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            (int(r[0]), StagedChunk(bytes(r[1]), int(r[2]), int(r[3]), int(r[4]))) for r in rows
+        ]
+
+    async def _close_group(
+        self, db: aiosqlite.Connection, lane: str, ids: list[int], seq: int, now_ms: int
+    ) -> tuple[int, int]:
+        """Close staged rows ``ids`` into batches numbered from ``seq``: one batch, or
+        several if one would break a protocol limit. A single chunk that cannot be closed
+        at all (damaged on disk) is dropped, counted and logged rather than blocking its
+        lane forever. Returns the batches created and their bytes."""
+        errors: list[ProtocolError] = []
+
+        def attempt(group: Sequence[tuple[int, StagedChunk]]) -> ClosedBody | None:
+            try:
+                return join_chunks([chunk for _, chunk in group])
+            except ProtocolError as exc:
+                errors.append(exc)
+                return None
+
+        created = added = 0
+        for group, closed in split_on_failure(await self._staged_chunks(db, ids), attempt):
+            if closed is None:
+                await self._drop_invalid(db, [ident for ident, _ in group], errors[-1])
+                continue
+            payload = closed.payload(
                 fleet_id=self.fleet_id,
                 vehicle_id=self.vehicle_id,
                 epoch=self.epoch,
-                seq=seq,
+                seq=seq + created,
                 sent_ms=now_ms,
-                **body._asdict(),
             )
-            return [(encode_batch(batch), body)]
-        except ProtocolError as exc:
-            if len(ids) == 1:
-                await self._drop_invalid(db, ids, exc)
-                return []
-        middle = len(ids) // 2
-        first = await self._encode_group(db, ids[:middle], seq, now_ms)
-        second = await self._encode_group(db, ids[middle:], seq + len(first), now_ms)
-        return first + second
+            await db.execute(
+                "INSERT INTO batches(seq, channel, priority, first_ms, last_ms,"
+                " n_records, size, crc, notice, payload) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    self._first_local + seq + created - 1,
+                    str(lane),
+                    PRIORITY[lane],
+                    closed.first_ms,
+                    closed.last_ms,
+                    closed.counts.total,
+                    len(payload),
+                    zlib.crc32(payload),
+                    closed.notice,
+                    payload,
+                ),
+            )
+            created += 1
+            added += len(payload)
+        return created, added
 
     @_serialized
     async def close_due_batches(self, now_ms: int, *, force: bool = False) -> int:
         """Close staged records the policy says are due (all of them with ``force``, for a
         shutdown drain) into batches with the next seqs, in one transaction. Returns the
         number of batches created."""
-        created = 0
-        moved = added = 0
+        created = moved = added = 0
         async with self._transaction("close batches") as db:
-            seq = self._next_seq
             clock = self._clock_ms()
             for lane in LANES:
                 for group in await self._lane_groups(db, lane, clock, force):
-                    for payload, body in await self._encode_group(db, group, seq, now_ms):
-                        span = time_span(body)
-                        assert span is not None
-                        await db.execute(
-                            "INSERT INTO batches(seq, channel, priority, first_ms, last_ms,"
-                            " n_records, size, crc, notice, payload)"
-                            " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (
-                                self._first_local + seq - 1,
-                                str(lane),
-                                PRIORITY[lane],
-                                *span,
-                                _n_records(body),
-                                len(payload),
-                                zlib.crc32(payload),
-                                any(e.type == EVICTION_NOTICE for e in body.events),
-                                payload,
-                            ),
-                        )
-                        seq += 1
-                        created += 1
-                        added += len(payload)
+                    batches, nbytes = await self._close_group(
+                        db, lane, group, self._next_seq + created, now_ms
+                    )
+                    created += batches
+                    added += nbytes
                     moved += await self._delete_staged(db, group)
+            seq = self._next_seq + created
             if created:
                 await db.execute(_UPSERT_META, (META_NEXT_SEQ, seq))
             freed, staged = await self._evict(

@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
+from typing import Final
 from urllib.parse import quote
 
 from edge_agent.errors import OutboxError
@@ -30,13 +31,18 @@ from edge_agent.outbox import (
     filesystem_size_bytes,
 )
 from protocol.contracts import (
+    CAMERA_FAILSAFE_KEY,
+    CAMERA_TAMPER_KEY,
     CLOCK_INVALID,
     DISK_FREE_BYTES,
     DISK_FULL,
     DISK_RESERVE_BYTES,
+    GNSS_MODE,
+    HEALTH_INTERVAL_S,
     OUTBOX_DROPPED_HELD,
     OUTBOX_HELD_RECORDS,
     OUTBOX_WRITE_FAILURES,
+    UPLINK_CONNECTED,
 )
 
 
@@ -153,40 +159,43 @@ def human_duration_ms(ms: object) -> str:
     return f"{s / 86400:.1f} d"
 
 
+# Snapshot flags that are a problem at the given value, worst first. The clock: records are
+# stamped with it, so their times are wrong until it is set.
+_FLAGS: Final = (
+    (CAMERA_FAILSAFE_KEY, True, "CAMERA FAILSAFE"),
+    (CAMERA_TAMPER_KEY, True, "CAMERA TAMPER"),
+    (UPLINK_CONNECTED, False, "OFFLINE"),
+    (CLOCK_INVALID, True, "CLOCK WRONG"),
+)
+
+
 def headline(report: Mapping[str, object], now_ms: int) -> list[str]:
     """What is wrong, worst first; ``["OK"]`` when nothing is."""
     health = report.get("health")
     values: Mapping[str, object] = {}
-    problems: list[str] = []
     if isinstance(health, Mapping):
         values = health.get("values") or {}
-    if disk_full(report, values):
-        problems.append("DISK FULL")
-    if isinstance(health, Mapping):
-        if values.get("camera_failsafe") is True:
-            problems.append("CAMERA FAILSAFE")
-        if values.get("camera_tamper") is True:
-            problems.append("CAMERA TAMPER")
-        if values.get("uplink_connected") is False:
-            problems.append("OFFLINE")
-        if values.get(CLOCK_INVALID) is True:
-            # Records are stamped with this clock: their times are wrong until it is set.
-            problems.append("CLOCK WRONG")
+    problems = ["DISK FULL"] if disk_full(report, values) else []
+    problems += [label for key, bad, label in _FLAGS if values.get(key) is bad]
     pending = _num(report.get("pending_batches")) or 0
     age = _num(report.get("oldest_pending_age_ms")) or 0
     if pending > BACKLOG_BATCHES or age > BACKLOG_AGE_MS:
         problems.append("BACKLOG")
-    mode = _num(values.get("gnss_mode"))
+    mode = _num(values.get(GNSS_MODE))
     if mode is not None and mode < 2:
         problems.append("NO GNSS")
-    if not isinstance(health, Mapping):
-        problems.append("NO HEALTH SNAPSHOT")
-    else:
-        interval_s = _num(values.get("health_interval_s")) or 60.0
-        taken = _num(health.get("time_ms"))
-        if taken is not None and now_ms - taken > STALE_INTERVALS * interval_s * 1000:
-            problems.append("STALE")
+    problems += _snapshot_age(health, values, now_ms)
     return problems or ["OK"]
+
+
+def _snapshot_age(health: object, values: Mapping[str, object], now_ms: int) -> list[str]:
+    if not isinstance(health, Mapping):
+        return ["NO HEALTH SNAPSHOT"]
+    interval_s = _num(values.get(HEALTH_INTERVAL_S)) or 60.0
+    taken = _num(health.get("time_ms"))
+    if taken is not None and now_ms - taken > STALE_INTERVALS * interval_s * 1000:
+        return ["STALE"]
+    return []
 
 
 def disk_full(report: Mapping[str, object], values: Mapping[str, object]) -> bool:
@@ -199,6 +208,7 @@ def disk_full(report: Mapping[str, object], values: Mapping[str, object]) -> boo
     return free is not None and reserve is not None and free < reserve
 
 
+# long: one row per line of the screen, in screen order; split, the order would scatter.
 def format_human(report: Mapping[str, object], now_ms: int) -> str:
     """Aligned ``key: value`` lines for a terminal: headline first, then the last health
     snapshot; outbox figures are read from the file now, the rest is the snapshot's."""
@@ -218,7 +228,7 @@ def format_human(report: Mapping[str, object], now_ms: int) -> str:
                 f"up {human_duration_ms((_num(values.get('uptime_s')) or 0) * 1000)}",
             )
         )
-        link = "connected" if values.get("uplink_connected") else "disconnected"
+        link = "connected" if values.get(UPLINK_CONNECTED) else "disconnected"
         rows.append(
             (
                 "uplink",
@@ -247,7 +257,7 @@ def format_human(report: Mapping[str, object], now_ms: int) -> str:
     if isinstance(dropped, Mapping) and dropped:
         rows.append(("dropped", ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))))
     if values:
-        mode = _num(values.get("gnss_mode"))
+        mode = _num(values.get(GNSS_MODE))
         gnss = "not configured" if mode is None else _MODES.get(int(mode), f"mode {mode:.0f}")
         offset = _num(values.get("clock_offset_ms"))
         if offset is not None:
