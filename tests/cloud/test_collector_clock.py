@@ -22,8 +22,8 @@ from harness.mosquitto import MosquittoHarness
 from protocol import Presence, Status, encode_status
 from protocol.limits import MAX_TIME_MS
 from protocol.records import Scalar
-from tests.cloud.test_collector_ingest import collector
 from tests.support.health_feed import Clock, health_batch, publish_acked
+from tests.support.ingest_run import collector
 
 pytestmark = pytest.mark.integration
 MIN = 60_000

@@ -16,7 +16,7 @@ from cloud_collector.intake import DROP_JUNK_BUDGET, DROP_SENDER_BUDGET
 from cloud_collector.store import Store
 from harness.collector import FLEET, publish_until_acked
 from harness.mosquitto import MosquittoHarness
-from tests.cloud.test_collector_ingest import collector
+from tests.support.ingest_run import collector
 
 pytestmark = pytest.mark.integration
 FLOOD = 19_200  # messages from the flooding client (a multiple of CONCURRENCY)

@@ -23,8 +23,8 @@ from harness.mosquitto import MosquittoHarness
 from harness.postgres import PgHarness
 from protocol import Presence, Status, encode_status
 from protocol.records import Scalar
-from tests.cloud.test_collector_ingest import collector
 from tests.support.health_feed import Clock, health_batch, publish_acked
+from tests.support.ingest_run import collector
 
 pytestmark = pytest.mark.integration
 MIN = 60_000

@@ -24,7 +24,7 @@ from cloud_collector.mqtt import MqttDelivery
 from cloud_collector.store import open_store
 from harness.collector import FLEET
 from harness.mosquitto import MosquittoHarness
-from tests.cloud.test_collector_ingest import Running
+from tests.support.ingest_run import Running
 
 pytestmark = pytest.mark.integration
 BROKER_LIMIT = 4 * 1024 * 1024  # mosquitto/mosquitto.conf message_size_limit

@@ -20,10 +20,11 @@ from edge_agent.health import REASON_REPLAY_DONE, REASON_STOP
 from edge_agent.outbox import Outbox
 from edge_agent.replay import ReplayJob
 from edge_agent.sources import CanFrame, FrameLike
-from harness.agent import MQTT_TUNING, expected, make_recording, replay_config_toml
+from harness.agent import expected
 from harness.mosquitto import free_port
 from protocol.records import Event, Health
 from tests.support.fake_link import FakeLink
+from tests.support.offline_agent import write_config
 
 DEADLINE_S = 30.0
 
@@ -54,21 +55,6 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-def write_config(tmp: Path, seconds: float = 20.0, extra: str = "") -> Path:
-    make_recording(tmp / "drive.log", seconds)
-    path = tmp / "agent.toml"
-    path.write_text(
-        replay_config_toml(
-            vehicle="taxi-7",
-            fleet="test-fleet",
-            recording="drive.log",
-            outbox="outbox.sqlite3",
-            mqtt_port=1,  # never dialled: the fake link replaces the connection
-            mqtt_extra=MQTT_TUNING.format(resend_ms=3000, extra=""),
-            extra=extra,
-        )
-    )
-    return path
 
 
 async def until(condition: Callable[[], object]) -> None:

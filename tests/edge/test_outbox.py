@@ -18,14 +18,14 @@ import pytest
 
 from edge_agent.batching import BatchPolicy
 from edge_agent.errors import OutboxError
-from edge_agent.outbox import APPLICATION_ID, Outbox, Records
+from edge_agent.outbox import APPLICATION_ID, Records
 from edge_agent.outbox_status import read_status
 from protocol import ProtocolError, decode_batch
 from protocol.notices import noticed_seqs
 from protocol.records import Event, GnssFix, Health, SignalSeries
+from tests.support.outbox_box import FLEET, VEHICLE, FakeMonotonic, open_box
 
 T0 = 1_700_000_000_000
-FLEET, VEHICLE = "fleet-1", "taxi-42"
 
 
 def bulk(t: int, n: int = 10, name: str = "speed") -> Records:
@@ -49,34 +49,8 @@ def moved_aside(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if ".corrupt-" in p.name)
 
 
-class FakeMonotonic:
-    """A monotonic clock the test moves by hand (seconds, like time.monotonic)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance_ms(self, ms: int) -> None:
-        self.now += ms / 1000
 
 
-async def open_box(
-    path: Path,
-    *,
-    max_bytes: int = 256 << 20,
-    policy: BatchPolicy | None = None,
-    monotonic: FakeMonotonic | None = None,
-) -> Outbox:
-    return await Outbox.open(
-        path,
-        fleet_id=FLEET,
-        vehicle_id=VEHICLE,
-        max_bytes=max_bytes,
-        policy=policy,
-        monotonic=monotonic or FakeMonotonic(),
-    )
 
 
 async def test_life_cycle_append_close_publish_ack(tmp_path: Path) -> None:

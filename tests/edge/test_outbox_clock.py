@@ -11,8 +11,8 @@ from edge_agent.batching import BatchPolicy
 from edge_agent.outbox import META_CLEAN_CLOSE, Outbox, Records
 from edge_agent.uplink import Uplink
 from protocol.records import Event
-from tests.edge.test_outbox import FakeMonotonic, open_box
-from tests.edge.test_uplink import FakeLink, _connector, _settings, _until
+from tests.support.outbox_box import FakeMonotonic, open_box
+from tests.support.scripted_link import ScriptedLink, connector_for, until, uplink_settings
 
 T0 = 1_760_000_000_000
 DAY_MS = 86_400_000
@@ -30,20 +30,20 @@ async def test_a_batch_published_a_day_ahead_is_resent_after_the_clock_steps_bac
     await outbox.append(ldw(T0 + DAY_MS), T0 + DAY_MS)
     await outbox.close_due_batches(T0 + DAY_MS, force=True)
     wall = [T0 + DAY_MS]  # the RTC runs a day ahead
-    link = FakeLink()
+    link = ScriptedLink()
     uplink = Uplink(
-        _settings(resend_after_ms=200),
+        uplink_settings(resend_after_ms=200),
         outbox,
-        connector=_connector(link),  # type: ignore[arg-type]
+        connector=connector_for(link),  # type: ignore[arg-type]
         now_ms=lambda: wall[0],
     )
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
         tg.create_task(uplink.run(stop))
-        await _until(lambda: len(link.published) >= 1, 5)
+        await until(lambda: len(link.published) >= 1, 5)
         wall[0] = T0  # NTP corrects the clock: a day back
         # Unacknowledged, so sent again after resend_after_ms, whatever the wall clock says.
-        await _until(lambda: len(link.published) >= 2, 5)
+        await until(lambda: len(link.published) >= 2, 5)
         stop.set()
     assert link.published[:2] == [("event", 1), ("event", 1)]
     await outbox.close()

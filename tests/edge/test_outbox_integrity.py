@@ -21,7 +21,7 @@ from edge_agent.outbox import Outbox, Records
 from edge_agent.uplink import Uplink
 from protocol import decode_batch, peek_identity
 from protocol.records import Event
-from tests.edge.test_uplink import FakeLink, _connector, _settings, _until
+from tests.support.scripted_link import ScriptedLink, connector_for, until, uplink_settings
 
 T0 = 1_760_000_000_000
 FLEET, VEHICLE = "test-fleet", "taxi-1"
@@ -135,13 +135,13 @@ async def test_a_damaged_payload_is_not_published_and_is_counted(
     flip(path, offset_of(path, bytes(payload)) + len(payload) // 2)
     quick_check_passes(path)
     box = await open_box(path)
-    link = FakeLink()
-    uplink = Uplink(_settings(), box, connector=_connector(link))  # type: ignore[arg-type]
+    link = ScriptedLink()
+    uplink = Uplink(uplink_settings(), box, connector=connector_for(link))  # type: ignore[arg-type]
     stop = asyncio.Event()
     with caplog.at_level(logging.ERROR, logger="edge_agent.outbox"):
         async with asyncio.TaskGroup() as tg:
             tg.create_task(uplink.run(stop))
-            await _until(lambda: len(link.published) >= 2, 5)
+            await until(lambda: len(link.published) >= 2, 5)
             await asyncio.sleep(0.2)
             stop.set()
     assert sorted(seq for _, seq in link.published) == [1, 3]  # seq 2 never left

@@ -21,7 +21,7 @@ from edge_agent.pipeline_state import (
     PipelineStateError,
 )
 from edge_agent.sources import ReplaySource
-from tests.edge.test_agent_lifecycle import write_config
+from tests.support.offline_agent import write_config
 
 
 def _pipeline(config_path: Path) -> tuple[Pipeline, FrameFeed]:

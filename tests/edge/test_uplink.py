@@ -4,9 +4,7 @@ aiomqtt adapter against a real mosquitto and the test consumer."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -17,17 +15,15 @@ from edge_agent.config import MqttConfig
 from edge_agent.errors import ConfigError
 from edge_agent.outbox import Outbox, Records
 from edge_agent.uplink import (
-    Link,
     Uplink,
-    UplinkError,
-    UplinkSettings,
     tls_context,
 )
 from harness import consumer
 from harness.faults.proxy import LinkProxy
 from harness.mosquitto import MosquittoHarness, free_port
-from protocol import Ack, Presence, decode_status, peek_identity, status_topic
+from protocol import Ack, Presence, decode_status, status_topic
 from protocol.records import Event, SignalSeries
+from tests.support.scripted_link import ScriptedLink, connector_for, until, uplink_settings
 
 FLEET, VEHICLE = "test-fleet", "taxi-1"
 T0 = 1_760_000_000_000
@@ -155,48 +151,10 @@ def test_no_tls_configured_means_plain_tcp(tmp_path: Path) -> None:
 # -- delivery loop against a fake link -----------------------------------------------------
 
 
-class FakeLink:
-    """Records publishes; PUBACKs after ``delay_s``; acks are fed by the test."""
-
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.delay_s = delay_s
-        self.published: list[tuple[str, int]] = []
-        self.ack_queue: asyncio.Queue[Ack] = asyncio.Queue(100)
-        self.fail_after: int | None = None
-
-    async def publish(
-        self, topic: str, payload: bytes, *, retain: bool = False, timeout_s: float | None = None
-    ) -> None:
-        if self.fail_after is not None and len(self.published) >= self.fail_after:
-            raise UplinkError("link down")
-        await asyncio.sleep(self.delay_s)
-        self.published.append((topic.rsplit("/", 1)[1], peek_identity(payload).seq))
-
-    async def acks(self) -> AsyncIterator[Ack]:
-        while True:
-            yield await self.ack_queue.get()
 
 
-def _connector(link: FakeLink) -> object:
-    @contextlib.asynccontextmanager
-    async def connect(settings: UplinkSettings) -> AsyncIterator[Link]:
-        yield link
-
-    return connect
 
 
-def _settings(port: int = 1, **kw: object) -> UplinkSettings:
-    base: dict[str, object] = {
-        "fleet_id": FLEET,
-        "vehicle_id": VEHICLE,
-        "host": "127.0.0.1",
-        "port": port,
-        "reconnect_min_s": 0.05,
-        "reconnect_max_s": 0.2,
-        "publish_timeout_s": 5.0,
-    }
-    base.update(kw)
-    return UplinkSettings(**base)  # type: ignore[arg-type]
 
 
 def _signals(i: int) -> Records:
@@ -209,27 +167,22 @@ async def _bulk_batches(outbox: Outbox, n: int) -> None:
         await outbox.close_due_batches(T0 + i * 1000, force=True)
 
 
-async def _until(predicate: object, timeout_s: float) -> None:
-    assert callable(predicate)
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - the predicates are plain counters
-            await asyncio.sleep(0.01)
 
 
 async def test_an_urgent_event_overtakes_the_backlog(tmp_path: Path) -> None:
     outbox = await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
     await _bulk_batches(outbox, 40)
-    link = FakeLink(delay_s=0.01)
-    uplink = Uplink(_settings(max_inflight=4), outbox, connector=_connector(link))  # type: ignore[arg-type]
+    link = ScriptedLink(delay_s=0.01)
+    uplink = Uplink(uplink_settings(max_inflight=4), outbox, connector=connector_for(link))  # type: ignore[arg-type]
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
         tg.create_task(uplink.run(stop))
-        await _until(lambda: len(link.published) >= 8, 5)
+        await until(lambda: len(link.published) >= 8, 5)
         event = Event("fcw", T0 + 50_000, 50.0, None, None, {})
         await outbox.append(Records(events=(event,)), T0 + 50_000)
         await outbox.close_due_batches(T0 + 50_000, force=True)
         uplink.wake()
-        await _until(lambda: any(ch == "event" for ch, _ in link.published), 5)
+        await until(lambda: any(ch == "event" for ch, _ in link.published), 5)
         stop.set()
     position = next(i for i, (ch, _) in enumerate(link.published) if ch == "event")
     assert position < 20, link.published  # not behind the other 30 bulk batches
@@ -239,15 +192,15 @@ async def test_an_urgent_event_overtakes_the_backlog(tmp_path: Path) -> None:
 async def test_unacked_batches_are_resent_and_acks_delete(tmp_path: Path) -> None:
     outbox = await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
     await _bulk_batches(outbox, 3)
-    link = FakeLink()
-    uplink = Uplink(_settings(resend_after_ms=200), outbox, connector=_connector(link))  # type: ignore[arg-type]
+    link = ScriptedLink()
+    uplink = Uplink(uplink_settings(resend_after_ms=200), outbox, connector=connector_for(link))  # type: ignore[arg-type]
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
         tg.create_task(uplink.run(stop))
-        await _until(lambda: len(link.published) >= 6, 5)  # every batch sent twice
+        await until(lambda: len(link.published) >= 6, 5)  # every batch sent twice
         assert uplink.counters.resent >= 3
         await link.ack_queue.put(Ack(vehicle_id=VEHICLE, epoch=outbox.epoch, seq=3, time_ms=T0))
-        await _until(lambda: uplink.counters.acked_batches == 3, 5)
+        await until(lambda: uplink.counters.acked_batches == 3, 5)
         stop.set()
     assert (await outbox.stats(T0)).pending_batches == 0
     await outbox.close()
@@ -256,15 +209,15 @@ async def test_unacked_batches_are_resent_and_acks_delete(tmp_path: Path) -> Non
 async def test_a_broken_link_reconnects_and_loses_nothing(tmp_path: Path) -> None:
     outbox = await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
     await _bulk_batches(outbox, 10)
-    link = FakeLink()
+    link = ScriptedLink()
     link.fail_after = 3
-    uplink = Uplink(_settings(max_inflight=2), outbox, connector=_connector(link))  # type: ignore[arg-type]
+    uplink = Uplink(uplink_settings(max_inflight=2), outbox, connector=connector_for(link))  # type: ignore[arg-type]
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
         tg.create_task(uplink.run(stop))
-        await _until(lambda: uplink.counters.disconnects >= 1, 5)
+        await until(lambda: uplink.counters.disconnects >= 1, 5)
         link.fail_after = None
-        await _until(lambda: {s for _, s in link.published} == set(range(1, 11)), 5)
+        await until(lambda: {s for _, s in link.published} == set(range(1, 11)), 5)
         stop.set()
     assert uplink.counters.connects >= 2
     await outbox.close()
@@ -290,11 +243,11 @@ async def test_delivery_end_to_end_through_mosquitto(tmp_path: Path) -> None:
         try:
             outbox = await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
             await _bulk_batches(outbox, 20)
-            uplink = Uplink(_settings(broker.port), outbox)
+            uplink = Uplink(uplink_settings(broker.port), outbox)
             stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(uplink.run(stop))
-                await _until(lambda: uplink.counters.acked_batches == 20, 15)
+                await until(lambda: uplink.counters.acked_batches == 20, 15)
                 assert await _retained_status(broker.port) is Presence.ONLINE
                 stop.set()
             assert await _retained_status(broker.port) is Presence.OFFLINE
@@ -311,11 +264,11 @@ async def test_delivery_end_to_end_through_mosquitto(tmp_path: Path) -> None:
 async def test_unreachable_broker_keeps_retrying_and_keeps_data(tmp_path: Path) -> None:
     outbox = await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
     await _bulk_batches(outbox, 2)
-    uplink = Uplink(_settings(free_port(), connect_timeout_s=1.0), outbox)
+    uplink = Uplink(uplink_settings(free_port(), connect_timeout_s=1.0), outbox)
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
         tg.create_task(uplink.run(stop))
-        await _until(lambda: uplink.counters.connect_failures >= 3, 10)
+        await until(lambda: uplink.counters.connect_failures >= 3, 10)
         stop.set()
     assert (await outbox.stats(T0)).pending_batches == 2
     await outbox.close()
@@ -350,12 +303,12 @@ async def test_backlog_over_a_2_kbyte_per_s_link_is_sent_once(tmp_path: Path) ->
                 proxy.set(rate_bytes_per_s=rate)
                 # The shipped defaults scaled down 4x in time (20 s -> 5 s, 16 in flight),
                 # as the backlog is (~30 kB instead of a 2-hour backlog).
-                settings = _settings(proxy.port, publish_timeout_s=5.0, max_inflight=16)
+                settings = uplink_settings(proxy.port, publish_timeout_s=5.0, max_inflight=16)
                 uplink = Uplink(settings, outbox)
                 stop = asyncio.Event()
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(uplink.run(stop))
-                    await _until(lambda: uplink.counters.acked_batches == 10, 45)
+                    await until(lambda: uplink.counters.acked_batches == 10, 45)
                     stop.set()
                 sent = proxy.counters.bytes_up
             await outbox.close()

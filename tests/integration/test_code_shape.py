@@ -79,3 +79,22 @@ def test_the_agent_class_is_wiring() -> None:
     agent = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "Agent")
     length = (agent.end_lineno or agent.lineno) - agent.lineno + 1
     assert length < MAX_AGENT_LINES, f"Agent is {length} lines"
+
+
+def test_no_module_imports_a_test_module() -> None:
+    """Shared test code lives in tests/support or harness/, never in another test file."""
+    found = []
+    for path in sorted(ROOT.glob("tests/**/*.py")) + sorted(ROOT.glob("harness/**/*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            found += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {name}"
+                for name in names
+                if name.startswith("tests.") and name.rsplit(".", 1)[-1].startswith("test_")
+            ]
+    assert found == []
