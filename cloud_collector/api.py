@@ -9,7 +9,6 @@ parameter, store failures that are nobody's input error (database down) a 503
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from fastapi import FastAPI
@@ -29,6 +28,7 @@ from cloud_collector.routes import (
 from cloud_collector.routes.context import ApiContext
 from cloud_collector.routes.errors import install_error_handlers
 from cloud_collector.store.base import MAX_EVENT_LIMIT, Queries
+from daemon_kit.clock import wall_ms
 
 # In OpenAPI order; the dashboard comes last (see ``mount_dashboard``).
 ROUTERS = (
@@ -42,8 +42,6 @@ ROUTERS = (
 )
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def create_app(
@@ -53,7 +51,7 @@ def create_app(
     mqtt_ready: Callable[[], bool] = lambda: True,
     max_limit: int = MAX_EVENT_LIMIT,
     thresholds: AlertsConfig | None = None,
-    clock_ms: Callable[[], int] = _wall_ms,
+    clock_ms: Callable[[], int] = wall_ms,
 ) -> FastAPI:
     """The app over the query side ``store`` (a whole ``Store`` will do); ``mqtt_ready``
     tells /readyz whether ingest is connected; ``thresholds`` are the alert thresholds,

@@ -12,7 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from cloud_collector.errors import ConfigError
 
@@ -39,7 +46,8 @@ class MqttConfig(_Section):
     tls_cert: str | None = None
     tls_key: str | None = None
     username: str | None = None
-    password: str | None = None
+    # Never printed: repr, logs and errors show '**********'.
+    password: SecretStr | None = None
     keepalive_s: Annotated[int, Field(ge=5, le=65535)] = 30
     # How long the broker keeps the session (and queues messages) after a disconnect.
     session_expiry_s: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 86_400

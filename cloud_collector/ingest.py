@@ -63,14 +63,13 @@ from cloud_collector.validate import (
     stamped_ms,
 )
 from daemon_kit.backoff import Backoff
+from daemon_kit.clock import wall_ms
 from protocol import collector_filters
 from protocol.status import Presence
 
 log = logging.getLogger(__name__)
 
 
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _rate_limited(n: int) -> bool:

@@ -69,7 +69,7 @@ def make_client(cfg: MqttConfig) -> aiomqtt.Client:
         keepalive=cfg.keepalive_s,
         timeout=10,
         username=cfg.username,
-        password=cfg.password,
+        password=None if cfg.password is None else cfg.password.get_secret_value(),
         tls_params=tls,
     )
     client._client.manual_ack_set(True)  # the PUBACK waits for our commit

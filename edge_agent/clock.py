@@ -15,11 +15,10 @@ agent's parts read both through one injected :class:`Clock`, so tests can drive 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
 from typing import Final, Protocol
 
+from daemon_kit import clock as kit_clock
 from edge_agent.outbox import Records
 from protocol.limits import MAX_TIME_MS
 from protocol.records import Event, GnssFix, Health, RawFrame
@@ -37,7 +36,7 @@ def clamp_time_ms(t_ms: int) -> int:
 
 def raw_wall_ms() -> int:
     """The system clock as it is, ms since the Unix epoch; may be negative."""
-    return time.time_ns() // 1_000_000
+    return kit_clock.wall_ms()
 
 
 def wall_ms() -> int:
@@ -45,29 +44,21 @@ def wall_ms() -> int:
     return clamp_time_ms(raw_wall_ms())
 
 
-class Clock(Protocol):
-    """Every time the agent reads: wall time to stamp, monotonic time for deadlines."""
+class Clock(kit_clock.Clock, Protocol):
+    """The shared clock, whose ``wall_ms`` is clamped into the wire range, plus the raw
+    reading the agent checks for plausibility."""
 
-    def wall_ms(self) -> int: ...
     def raw_wall_ms(self) -> int: ...
-    def monotonic(self) -> float: ...
-    async def sleep(self, seconds: float) -> None: ...
 
 
-class SystemClock:
-    """The real clocks."""
+class SystemClock(kit_clock.SystemClock):
+    """The real clocks, with the wall clock clamped for stamping."""
 
     def wall_ms(self) -> int:
         return wall_ms()
 
     def raw_wall_ms(self) -> int:
         return raw_wall_ms()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 def clock_invalid(raw_ms: int) -> bool:

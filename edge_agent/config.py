@@ -10,12 +10,13 @@ import difflib
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -103,7 +104,8 @@ class MqttConfig(_Section):
     tls_cert: str | None = None
     tls_key: str | None = None
     username: str | None = None
-    password: str | None = None
+    # Never printed: repr, logs and errors show '**********'.
+    password: SecretStr | None = None
     # Uplink tuning; docs/uplink.md explains the defaults (keep-alive data cost and all).
     keepalive_s: Annotated[int, Field(ge=10, le=65535)] = 120
     session_expiry_s: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 86_400
@@ -218,6 +220,10 @@ def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
     return list(model.model_fields)
 
 
+# Keys whose values an error message must not repeat.
+SECRET_KEYS: Final = frozenset({"password"})
+
+
 def _describe(error: Any) -> str:
     kind, msg = error["type"], error["msg"]
     if kind == "extra_forbidden":
@@ -226,7 +232,8 @@ def _describe(error: Any) -> str:
     if kind == "missing":
         return "required key is missing"
     got = error.get("input")
-    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+    secret = error["loc"] and error["loc"][-1] in SECRET_KEYS
+    shown = "" if secret or isinstance(got, dict | list) else f" (got {got!r})"
     return f"{msg.removeprefix('Value error, ')}{shown}"
 
 

@@ -31,6 +31,7 @@ from typing import Protocol
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic import SecretStr
 
 from daemon_kit.backoff import Backoff
 from edge_agent.backoff import LinkRate, TokenBucket
@@ -125,7 +126,7 @@ class UplinkSettings:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 120.0
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None
     tls: ssl.SSLContext | None = None
 
     @property
@@ -249,7 +250,7 @@ async def connect(
             timeout=settings.connect_timeout_s,
             will=aiomqtt.Will(status, _status(Presence.OFFLINE, now_ms), qos=QOS, retain=True),
             username=settings.username,
-            password=settings.password,
+            password=None if settings.password is None else settings.password.get_secret_value(),
             tls_context=settings.tls,
             max_inflight_messages=settings.max_inflight,
             max_queued_incoming_messages=1000,

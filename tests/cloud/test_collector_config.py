@@ -60,3 +60,17 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
     path.write_text("[mqtt\n")
     with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML"):
         load_config(path)
+
+
+def test_the_mqtt_password_never_prints(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[mqtt]\nusername = "collector"\npassword = "hunter2-secret"\n')
+    cfg = load_config(path)
+    assert cfg.mqtt.password is not None
+    assert cfg.mqtt.password.get_secret_value() == "hunter2-secret"
+    assert "hunter2" not in repr(cfg)
+    assert "hunter2" not in str(cfg.mqtt)
+    path.write_text('[mqtt]\npassword = "hunter2-secret"\nport = "eighty"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "hunter2" not in str(err.value)

@@ -9,6 +9,7 @@ import pytest
 from edge_agent.config import load_config
 from edge_agent.decode import MOBILEYE_DBC, VEHICLE_DBC
 from edge_agent.errors import ConfigError
+from edge_agent.uplink import UplinkSettings
 
 GOOD = """
 [vehicle]
@@ -148,3 +149,22 @@ def test_replay_config_helper_writes_a_valid_config(tmp_path: Path) -> None:
     assert (cfg.mqtt.port, cfg.mqtt.keepalive_s) == (1884, 10)
     assert cfg.gnss is not None
     assert cfg.gnss.nmea == "track.nmea"
+
+
+def test_the_mqtt_password_never_prints(tmp_path: Path) -> None:
+    text = GOOD.replace("[mqtt]\n", '[mqtt]\nusername = "taxi"\npassword = "hunter2-secret"\n', 1)
+    config = load_config(write(tmp_path, text))
+    assert config.mqtt.password is not None
+    assert config.mqtt.password.get_secret_value() == "hunter2-secret"
+    settings = UplinkSettings.from_config(config, tmp_path)
+    for shown in (repr(config), str(config.mqtt), repr(settings)):
+        assert "hunter2" not in shown
+    # A mistake elsewhere in the same section names the key, not the password.
+    bad = write(tmp_path, text.replace("port = 8883", 'port = "eighty"'))
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert "hunter2" not in str(err.value)
+    wrong_type = write(tmp_path, text.replace('password = "hunter2-secret"', "password = 123456"))
+    with pytest.raises(ConfigError, match=r"key 'mqtt\.password'") as err:
+        load_config(wrong_type)
+    assert "123456" not in str(err.value)
