@@ -64,12 +64,11 @@ from cloud_collector.validate import (
 )
 from daemon_kit.backoff import Backoff
 from daemon_kit.clock import wall_ms
+from daemon_kit.logs import bound
 from protocol import collector_filters
 from protocol.status import Presence
 
 log = logging.getLogger(__name__)
-
-
 
 
 def _rate_limited(n: int) -> bool:
@@ -183,9 +182,21 @@ class Ingestor:
         channel = outcome.channel.value
         header = outcome.batch.header
         self.metrics.received[channel] += 1
+        with bound(
+            vehicle=f"{header.fleet_id}/{header.vehicle_id}", epoch=header.epoch, seq=header.seq
+        ):
+            return await self._store_bound(outcome, size, received_ms)
+
+    async def _store_bound(self, outcome: Accepted, size: int, received_ms: int) -> AckIntent:
+        """Store one batch; every line logged meanwhile names its vehicle, epoch and seq."""
+        channel = outcome.channel.value
+        header = outcome.batch.header
         started = time.perf_counter()
         result = await self.store.ingest(
             outcome.batch, topic_channel=channel, payload_bytes=size, received_ms=received_ms
+        )
+        log.debug(
+            "batch %s (%d records)", "stored" if result.new else "duplicate", header.counts.total
         )
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         if result.new:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from daemon_kit.logs import configure_logging
+from daemon_kit.logs import LEVELS, configure_logging
 from edge_agent.assemble import build_pipeline, default_decoder
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import load_config
@@ -156,7 +156,13 @@ def status(args: argparse.Namespace, clock: Clock | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description="Taxi ADAS edge agent")
-    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        type=str.lower,
+        choices=LEVELS,
+        help="logging level (default warning)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("decode", help="print the events found in a CAN recording as JSON lines")
     p.add_argument("file", help="recording: .log (candump -L), .asc, .blf or .trc, optionally .gz")

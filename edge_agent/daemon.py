@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from daemon_kit.logs import bind
 from daemon_kit.sdnotify import Notifier
 from edge_agent.assemble import build_pipeline
 from edge_agent.clock import Clock, SystemClock
@@ -353,6 +354,8 @@ async def run_agent(
     open_source: SourceOpener | None = None,
 ) -> int:
     """The agent until SIGTERM/SIGINT (or, for a replay, until acknowledged)."""
+    # Every line this agent logs names its vehicle, whichever module logs it.
+    bind(vehicle=f"{config.vehicle.fleet}/{config.vehicle.id}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

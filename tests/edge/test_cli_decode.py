@@ -168,3 +168,13 @@ def test_error_frames_unknown_ids_and_odd_lengths_are_counted(tmp_path: Path) ->
     assert counters["unknown_id"] == 1
     assert counters["decoded"] == 3
     assert counters["short_frames"] == 2
+
+
+def test_an_unknown_log_level_is_one_line_naming_the_choices() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "--log-level", "foo", "decode", str(DRIVE_LOG)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "argument --log-level: invalid choice: 'foo'" in result.stderr.splitlines()[-1]
