@@ -190,8 +190,12 @@ def bad_link(workdir: Path, size: Size) -> Outcome:
     whole replay; the link turns good once the taxis have read their recordings."""
 
     def fault(link: LinkProxy, _taxis: list[Taxi]) -> float:
+        window_s = size.recording_s / (size.speed or 50.0) + 1.0
         link.set(latency_s=0.15, jitter_s=0.1, drop_every_s=2.0)
-        time.sleep(size.recording_s / (size.speed or 50.0) + 1.0)
+        time.sleep(window_s / 2)
+        # Random drops may draw no drop at all in a short window: one is certain.
+        link.drop()
+        time.sleep(window_s / 2)
         link.set(latency_s=0.0, jitter_s=0.0, drop_every_s=0.0)
         return time.monotonic()
 

@@ -65,9 +65,10 @@ def test_a_second_agent_on_the_same_outbox_exits_naming_the_pid(tmp_path: Path) 
         s = Setup(tmp_path, write_config(tmp_path, broker.port), recording, tmp_path / "c.db")
         proc = consumer.spawn(broker.port, s.db)
         try:
-            # Paced at twice the recorded speed: the first agent holds the outbox ~4 s.
+            # Paced at the recorded speed: the first agent holds the outbox ~8 s, longer than
+            # a second one takes to start on a loaded machine.
             first = subprocess.Popen(
-                agent_cmd(s, "replay", str(recording), "--speed", "2", "--timeout", "60"),
+                agent_cmd(s, "replay", str(recording), "--speed", "1", "--timeout", "60"),
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
