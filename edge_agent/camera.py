@@ -32,16 +32,19 @@ def same_as_standard(values: DecodedValues) -> DecodedValues:
 def me8_as_standard(values: DecodedValues) -> DecodedValues:
     """ME8 0x700 values plus the Standard flags derived from them.
 
-    ``pcw_ped_dz`` is one enumeration where the Standard layout has two flags: 3 is a
-    pedestrian collision warning only, 2 a pedestrian in the danger zone only. The undefined
-    value 1, or a frame too short to carry it, is no news for either flag (None). The
-    Standard ``ldw_off`` (LDW unavailable) holds when neither side can warn.
+    ``pcw_ped_dz`` is one enumeration where the Standard layout has two flags. A collision
+    warning (3) is the escalation of a pedestrian in the danger zone (2), so the pedestrian
+    counts as in the danger zone through both: the usual 2 -> 3 -> 2 is one danger-zone
+    situation and one warning, not two danger-zone events, and the flags are what a
+    Standard camera reports for the same scene. The undefined value 1, or a frame too
+    short to carry it, is no news for either flag (None). The Standard ``ldw_off`` (LDW
+    unavailable) holds when neither side can warn.
     """
     out = dict(values)
     ped = values.get("pcw_ped_dz")
     known = ped is not None and ped != 1
-    out["peds_fcw"] = (1 if ped == _PCW else 0) if known else None
-    out["peds_in_dz"] = (1 if ped == _PED_IN_DZ else 0) if known else None
+    out["peds_fcw"] = int(ped == _PCW) if known else None
+    out["peds_in_dz"] = int(ped in (_PED_IN_DZ, _PCW)) if known else None
     left, right = values.get("ldw_unavailable_left"), values.get("ldw_unavailable_right")
     out["ldw_off"] = None if left is None or right is None else int(bool(left and right))
     return out

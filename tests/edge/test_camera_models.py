@@ -63,6 +63,8 @@ QUIET = me8_bytes()
 PCW_FRAME = me8_bytes(sound=6, headway_valid=1, headway_tenths=8, pcw_ped_dz=3, hw_level=1)
 CYCLIST_IN_DZ = me8_bytes(sound=7, pcw_ped_dz=2, cyclist=1)
 SOFT_FCW = me8_bytes(sound=5, suppressed=1, headway_valid=1, headway_tenths=6, fcw_on=1, hw_level=2)
+# Value 1 of the pedestrian enumeration is undefined on the 8 Connect; Standard: pedestrian FCW.
+UNDEFINED_PEDESTRIAN = me8_bytes(pcw_ped_dz=1)
 HEADWAY_BEYOND_RANGE = me8_bytes(headway_valid=1, headway_tenths=0, hw_level=1)
 OVERSPEED_20 = me8_bytes(sound=4, tsr_level=2)
 
@@ -86,11 +88,11 @@ def decoded(model: CameraModel, payload: bytes) -> DecodedValues:
 
 
 def events(model: CameraModel, *payloads: bytes) -> list[dict[str, Any]]:
-    """Event type and attributes for 0x700 frames 80 ms apart, after one quiet frame."""
+    """Event type, time and attributes for 0x700 frames 80 ms apart, after one quiet frame."""
     pipeline = build_pipeline(None, Path.cwd(), ["can0"], camera=model)
     for i, payload in enumerate((QUIET, *payloads)):
         pipeline.on_frame("can0", CanFrame(T0 + 0.08 * i, 0x700, payload, "can0"))
-    return [{"type": e.type, **e.attrs} for e in pipeline.drain().events]
+    return [{"type": e.type, "time_ms": e.time_ms, **e.attrs} for e in pipeline.drain().events]
 
 
 # -- the DBC ---------------------------------------------------------------------------------
@@ -131,14 +133,21 @@ def test_a_pcw_frame_decodes_per_model() -> None:
     me8 = decoded(ME8, PCW_FRAME)
     assert me8["sound_type"] == 6
     assert me8["pcw_ped_dz"] == 3
-    assert (me8["peds_fcw"], me8["peds_in_dz"]) == (1, 0)
+    assert (me8["peds_fcw"], me8["peds_in_dz"]) == (1, 1)
     assert me8["headway_measurement"] == pytest.approx(0.8)
     assert (me8["error_valid"], me8["error_code"], me8["tsr_enabled"]) == (1, 0, 1)
     assert "left_crossing" not in me8
     standard = decoded(STANDARD, PCW_FRAME)
-    # The Standard layout reads the enumeration as both of its flags, and bits 36-37 as crossings.
-    assert (standard["peds_fcw"], standard["peds_in_dz"]) == (1, 1)
+    # The Standard layout reads bits 36-37, set by a real 8 Connect, as lane crossings.
     assert (standard["left_crossing"], standard["right_crossing"]) == (1, 1)
+    assert "pcw_ped_dz" not in standard
+
+
+def test_an_undefined_pedestrian_value_decodes_per_model() -> None:
+    me8 = decoded(ME8, UNDEFINED_PEDESTRIAN)
+    assert (me8["pcw_ped_dz"], me8["peds_fcw"], me8["peds_in_dz"]) == (1, None, None)
+    standard = decoded(STANDARD, UNDEFINED_PEDESTRIAN)
+    assert (standard["peds_fcw"], standard["peds_in_dz"]) == (1, 0)
 
 
 def test_headway_beyond_range_is_unknown_on_me8_not_zero_seconds() -> None:
@@ -149,7 +158,7 @@ def test_headway_beyond_range_is_unknown_on_me8_not_zero_seconds() -> None:
 
 @pytest.mark.parametrize(
     ("pcw_ped_dz", "expected"),
-    [(0, (0, 0)), (1, (None, None)), (2, (0, 1)), (3, (1, 0))],
+    [(0, (0, 0)), (1, (None, None)), (2, (0, 1)), (3, (1, 1))],
 )
 def test_the_pedestrian_enumeration_maps_to_the_standard_flags(
     pcw_ped_dz: int, expected: tuple[int | None, int | None]
@@ -176,12 +185,30 @@ def test_the_normaliser_is_pure_and_a_short_frame_is_no_news() -> None:
 # -- frames -> events ------------------------------------------------------------------------
 
 
-def test_the_same_pcw_bytes_give_one_event_on_me8_and_two_on_standard() -> None:
-    me8 = events(ME8, PCW_FRAME)
-    assert [e["type"] for e in me8] == ["pcw"]
-    assert me8[0]["sound"] == "fcw_pcw"
-    assert me8[0]["raw"] == PCW_FRAME.hex()
-    assert sorted(e["type"] for e in events(STANDARD, PCW_FRAME)) == ["pcw", "peds_in_dz"]
+def test_an_escalation_is_one_danger_zone_event_and_one_warning() -> None:
+    found = events(ME8, CYCLIST_IN_DZ, PCW_FRAME, CYCLIST_IN_DZ, QUIET)
+    assert [(e["type"], e["sound"]) for e in found] == [
+        ("peds_in_dz", "peds_in_dz"),
+        ("pcw", "fcw_pcw"),
+    ]
+    assert found[1]["raw"] == PCW_FRAME.hex()
+
+
+def test_the_same_bytes_give_different_events_per_model() -> None:
+    frames = (UNDEFINED_PEDESTRIAN, QUIET, SOFT_FCW, QUIET, CYCLIST_IN_DZ)
+    me8 = [(e["type"], e["sound"], e.get("urban")) for e in events(ME8, *frames)]
+    assert me8 == [
+        ("fcw", "soft_fcw", False),
+        ("headway_warning", "soft_fcw", None),
+        ("peds_in_dz", "peds_in_dz", None),
+    ]
+    standard = [(e["type"], e["sound"], e.get("urban")) for e in events(STANDARD, *frames)]
+    assert standard == [
+        ("pcw", "silent", None),
+        ("fcw", "urban_fcw", True),
+        ("headway_warning", "urban_fcw", None),
+        ("peds_in_dz", "undefined", None),
+    ]
 
 
 def test_a_soft_fcw_is_not_an_urban_fcw_on_me8() -> None:
@@ -202,7 +229,9 @@ def test_sound_7_is_the_danger_zone_sound_on_me8_only() -> None:
 
 def test_a_pcw_held_across_an_undefined_value_fires_once() -> None:
     undefined = me8_bytes(sound=6, pcw_ped_dz=1)
-    assert [e["type"] for e in events(ME8, PCW_FRAME, undefined, PCW_FRAME)] == ["pcw"]
+    found = events(ME8, PCW_FRAME, undefined, PCW_FRAME)
+    assert [e["type"] for e in found] == ["pcw", "peds_in_dz"]
+    assert {e["time_ms"] for e in found} == {round((T0 + 0.08) * 1000)}
 
 
 def test_overspeed_on_me8() -> None:
@@ -231,9 +260,10 @@ def test_camera_model_me8_in_the_config_picks_its_layout_and_sound_table() -> No
     assert config.camera.camera_model is ME8
     assert config.camera.table()[7] == "peds_in_dz"
     pipeline = build_pipeline(config, Path.cwd(), ["camera", "vehicle"])
-    for i, payload in enumerate((QUIET, PCW_FRAME)):
+    for i, payload in enumerate((QUIET, UNDEFINED_PEDESTRIAN, CYCLIST_IN_DZ)):
         pipeline.on_frame("camera", CanFrame(T0 + 0.08 * i, 0x700, payload, "c0"))
-    assert [e.type for e in pipeline.drain().events] == ["pcw"]
+    (event,) = pipeline.drain().events
+    assert (event.type, event.attrs["sound"]) == ("peds_in_dz", "peds_in_dz")
     vehicle = pipeline.decoders["vehicle"]
     assert vehicle.lookup(0x700, extended=False) is None
 
@@ -269,8 +299,10 @@ def test_an_unknown_model_is_one_line_naming_the_key(tmp_path: Path) -> None:
 
 @pytest.fixture
 def me8_log(tmp_path: Path) -> Path:
-    """A candump -L log of an 8 Connect: speed echo, then a PCW, a soft FCW and a cyclist."""
-    frames = [QUIET, PCW_FRAME, QUIET, SOFT_FCW, QUIET, CYCLIST_IN_DZ, QUIET]
+    """A candump -L log of an 8 Connect at 40 km/h: a cyclist in the danger zone escalating
+    to a collision warning, a soft FCW, and the undefined pedestrian value."""
+    frames = [QUIET, CYCLIST_IN_DZ, PCW_FRAME, CYCLIST_IN_DZ, QUIET, SOFT_FCW, QUIET]
+    frames += [UNDEFINED_PEDESTRIAN, QUIET]
     lines = []
     for i, payload in enumerate(frames):
         t = T0 + i * 0.08
@@ -284,7 +316,7 @@ def me8_log(tmp_path: Path) -> Path:
 def decode_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, Any]]:
     assert main(["decode", *args]) == 0
     out = capsys.readouterr()
-    assert json.loads(out.err.strip().splitlines()[-1])["summary"]["frames"] == 14
+    assert json.loads(out.err.strip().splitlines()[-1])["summary"]["frames"] == 18
     return [json.loads(line) for line in out.out.splitlines()]
 
 
@@ -293,14 +325,20 @@ def test_decode_camera_me8_finds_the_right_events(
 ) -> None:
     found = decode_in_process(capsys, str(me8_log), "--camera", "me8")
     assert [(e["type"], e["sound"]) for e in found] == [
+        ("peds_in_dz", "peds_in_dz"),
         ("pcw", "fcw_pcw"),
         ("fcw", "soft_fcw"),
         ("headway_warning", "soft_fcw"),
-        ("peds_in_dz", "peds_in_dz"),
     ]
     assert all(e["speed_kmh"] == 40 and e["can_id"] == "0x700" for e in found)
     standard = decode_in_process(capsys, str(me8_log))
-    assert [e["type"] for e in standard].count("peds_in_dz") == 2
+    assert [(e["type"], e["sound"]) for e in standard] == [
+        ("peds_in_dz", "undefined"),
+        ("pcw", "fcw_pcw"),
+        ("fcw", "urban_fcw"),
+        ("headway_warning", "urban_fcw"),
+        ("pcw", "silent"),
+    ]
 
 
 def test_decode_camera_flag_wins_over_the_config(
@@ -313,9 +351,9 @@ def test_decode_camera_flag_wins_over_the_config(
         '[camera]\nmodel = "standard"\n'
     )
     by_config = decode_in_process(capsys, str(me8_log), "--config", str(config))
-    assert [e["type"] for e in by_config].count("peds_in_dz") == 2
+    assert [e["type"] for e in by_config].count("pcw") == 2
     by_flag = decode_in_process(capsys, str(me8_log), "--config", str(config), "--camera", "me8")
-    assert [e["type"] for e in by_flag].count("peds_in_dz") == 1
+    assert [e["type"] for e in by_flag].count("pcw") == 1
 
 
 def test_the_decode_command_names_the_camera_in_its_summary(me8_log: Path) -> None:
