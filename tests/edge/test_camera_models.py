@@ -19,11 +19,19 @@ import cantools
 import pytest
 
 from edge_agent.assemble import build_pipeline, default_decoder
-from edge_agent.camera import CAMERA_MODELS, ME8, STANDARD, CameraModel, me8_as_standard
+from edge_agent.camera import (
+    CAMERA_MODELS,
+    ME8,
+    STANDARD,
+    WARNINGS_MESSAGE,
+    CameraModel,
+    me8_as_standard,
+)
 from edge_agent.cli import main
 from edge_agent.config import load_config, parse_config
 from edge_agent.decode import DecodedValues, FrameDecoder
 from edge_agent.errors import ConfigError
+from edge_agent.profile import DEFAULT_PROFILE
 from edge_agent.sources import CanFrame
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,6 +132,25 @@ def test_the_me8_model_layers_0x700_over_the_base_dbc() -> None:
     assert speed is not None
     assert speed.decode(bytes([0, 0x80, 42, 0, 0, 0, 0, 0]))["speed"] == 42
     assert set(CAMERA_MODELS) == {"standard", "me8"}
+
+
+@pytest.mark.parametrize("model", list(CAMERA_MODELS.values()), ids=list(CAMERA_MODELS))
+def test_every_model_gives_the_warning_signals_the_profile_and_extractor_read(
+    model: CameraModel,
+) -> None:
+    read_by_extractor = {
+        "sound_type", "fcw_on", "peds_fcw", "peds_in_dz", "left_ldw_on", "right_ldw_on",
+        "headway_warning_level", "headway_measurement", "tsr_warning_level", "failsafe",
+        "maintenance", "error_code", "tamper_alert",
+    }  # fmt: skip
+    sampled = {
+        p.signal.split(".", 1)[1]
+        for p in DEFAULT_PROFILE
+        if p.signal.startswith(f"{WARNINGS_MESSAGE}.")
+    }
+    assert sampled
+    values = decoded(model, me8_bytes(headway_valid=1, headway_tenths=12))
+    assert read_by_extractor | sampled <= set(values)
 
 
 # -- frames -> decoded values ----------------------------------------------------------------
