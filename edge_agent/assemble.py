@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from edge_agent.camera import STANDARD, CameraModel
 from edge_agent.config import AgentConfig
-from edge_agent.decode import MOBILEYE_DBC, VEHICLE_DBC, FrameDecoder, bundled_dbc
+from edge_agent.decode import VEHICLE_DBC, FrameDecoder, bundled_dbc
 from edge_agent.extract import EventExtractor, ExtractorSettings
 from edge_agent.pipeline import Pipeline
 from edge_agent.profile import DEFAULT_PROFILE
@@ -14,9 +15,10 @@ from edge_agent.thin import Thinner
 from protocol.records import Event
 
 
-def default_decoder() -> FrameDecoder:
-    """Both bundled DBCs on one bus: their ids do not overlap."""
-    return FrameDecoder.from_paths([bundled_dbc(MOBILEYE_DBC), bundled_dbc(VEHICLE_DBC)])
+def default_decoder(camera: CameraModel = STANDARD) -> FrameDecoder:
+    """The camera model's DBCs and the vehicle DBC on one bus: the vehicle's ids overlap none
+    of the camera's (the camera's own DBCs overlap where a model replaces a message)."""
+    return FrameDecoder.from_paths([*camera.dbc_paths(), bundled_dbc(VEHICLE_DBC)])
 
 
 def build_pipeline(
@@ -24,16 +26,22 @@ def build_pipeline(
     config_dir: Path,
     bus_names: list[str],
     on_event: Callable[[Event], None] | None = None,
+    camera: CameraModel = STANDARD,
 ) -> Pipeline:
-    """A pipeline for ``bus_names``; with a config, each configured bus gets its own DBCs."""
+    """A pipeline for ``bus_names``; with a config, each configured bus gets its own DBCs.
+
+    ``camera`` applies without a config; a config names its camera in ``[camera] model``.
+    """
     if config is None:
-        shared = default_decoder()
+        shared = default_decoder(camera)
         decoders = dict.fromkeys(bus_names, shared)
-        settings = ExtractorSettings()
+        settings = ExtractorSettings(sound_table=camera.sound_table())
         profile = list(DEFAULT_PROFILE)
     else:
+        camera = config.camera.camera_model
         decoders = {
-            bus.name: FrameDecoder.from_paths(bus.dbc_paths(config_dir)) for bus in config.bus
+            bus.name: FrameDecoder.from_paths(bus.dbc_paths(config_dir, camera))
+            for bus in config.bus
         }
         settings = ExtractorSettings(
             sound_table=config.camera.table(), harsh_braking_g=config.events.harsh_braking_g
@@ -43,4 +51,10 @@ def build_pipeline(
             if config.signal is not None
             else list(DEFAULT_PROFILE)
         )
-    return Pipeline(decoders, EventExtractor(settings), Thinner(profile), on_event=on_event)
+    return Pipeline(
+        decoders,
+        EventExtractor(settings),
+        Thinner(profile),
+        on_event=on_event,
+        normalise_warnings=camera.normalise,
+    )

@@ -14,6 +14,7 @@ from typing import Any
 
 from daemon_kit.logs import LEVELS, configure_logging
 from edge_agent.assemble import build_pipeline, default_decoder
+from edge_agent.camera import CAMERA_MODELS, DEFAULT_CAMERA_MODEL
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import load_config
 from edge_agent.errors import AgentError
@@ -53,25 +54,35 @@ def _print_event(event: Event) -> None:
 
 def decode(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config)) if args.config else None
+    if config is not None and args.camera is not None:
+        # The flag wins: a recording is often decoded with another taxi's config.
+        camera_section = config.camera.model_copy(update={"model": args.camera})
+        config = config.model_copy(update={"camera": camera_section})
+    camera = (
+        config.camera.camera_model
+        if config is not None
+        else CAMERA_MODELS[args.camera or DEFAULT_CAMERA_MODEL]
+    )
     config_dir = Path(args.config).resolve().parent if args.config else Path.cwd()
     source = ReplaySource(Path(args.file), logged_channel=args.channel)
     buses = [b.name for b in config.bus] if config is not None else []
-    pipeline = build_pipeline(config, config_dir, buses, _print_event)
+    pipeline = build_pipeline(config, config_dir, buses, _print_event, camera)
     fixes = FixMerge(read_nmea(Path(args.nmea)) if args.nmea else ())
     if config is None:
-        feed = FrameFeed(pipeline, each_channel_its_own_bus, fixes, default_decoder())
+        feed = FrameFeed(pipeline, each_channel_its_own_bus, fixes, default_decoder(camera))
     else:
         feed = FrameFeed(pipeline, route_by_config(config.bus), fixes)
     push = feed.push
     for frame in source.frames():
         push(frame)
     sys.stdout.flush()
-    return _decode_summary(args.file, source.stats, pipeline)
+    return _decode_summary(args.file, source.stats, pipeline, camera.name)
 
 
-def _decode_summary(file: str, stats: ReadStats, pipeline: Pipeline) -> int:
+def _decode_summary(file: str, stats: ReadStats, pipeline: Pipeline, camera: str) -> int:
     summary = {
         "file": file,
+        "camera": camera,
         "frames": stats.frames,
         "events": len(pipeline.events),
         "buses": {k: vars(v) for k, v in pipeline.counters.items()},
@@ -170,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--channel", help="decode only this logged channel (e.g. can0, or 1 for ASC/BLF)"
     )
     p.add_argument("--config", help="agent config (TOML) giving buses and DBCs")
+    p.add_argument(
+        "--camera",
+        choices=sorted(CAMERA_MODELS),
+        help="camera model, its 0x700 layout and sound table (default: the config's, "
+        f"else {DEFAULT_CAMERA_MODEL})",
+    )
     p.add_argument("--nmea", help="NMEA track (RMC/GGA) recorded with the drive, for positions")
     p.set_defaults(func=decode)
 

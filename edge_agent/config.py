@@ -23,7 +23,8 @@ from pydantic import (
 )
 
 from edge_agent.batching import DEFAULT_RESERVE_BYTES
-from edge_agent.decode import MOBILEYE_DBC, VEHICLE_DBC, bundled_dbc
+from edge_agent.camera import CAMERA_MODELS, DEFAULT_CAMERA_MODEL, STANDARD, CameraModel
+from edge_agent.decode import VEHICLE_DBC, bundled_dbc
 from edge_agent.errors import ConfigError
 from edge_agent.signs import SOUND_TABLES
 from edge_agent.thin import SamplePolicy
@@ -45,7 +46,7 @@ class BusConfig(_Section):
     interface: Annotated[str, Field(min_length=1)]
     channel: Annotated[str, Field(min_length=1)]
     logged_channel: str | None = None
-    # "camera" buses default to the bundled Mobileye DBC, "vehicle" buses to the taxi subset.
+    # "camera" buses default to the camera model's bundled DBCs, "vehicle" buses to the taxi subset.
     role: Literal["camera", "vehicle"] | None = None
     dbc: str | list[str] | None = None
     bitrate: int | None = None
@@ -54,9 +55,11 @@ class BusConfig(_Section):
     def effective_role(self) -> str:
         return self.role or ("camera" if "camera" in self.name.lower() else "vehicle")
 
-    def dbc_paths(self, base: Path) -> list[Path]:
+    def dbc_paths(self, base: Path, camera: CameraModel = STANDARD) -> list[Path]:
         if self.dbc is None:
-            return [bundled_dbc(MOBILEYE_DBC if self.effective_role == "camera" else VEHICLE_DBC)]
+            if self.effective_role == "camera":
+                return camera.dbc_paths()
+            return [bundled_dbc(VEHICLE_DBC)]
         names = [self.dbc] if isinstance(self.dbc, str) else self.dbc
         return [(base / n) if not Path(n).is_absolute() else Path(n) for n in names]
 
@@ -135,12 +138,24 @@ class MqttConfig(_Section):
 
 
 class CameraConfig(_Section):
-    # A named dialect of the 0x700 sound table, or an explicit code -> name table.
-    sound_table: str | dict[str, str] = "standard"
+    # Which camera sends on the camera bus: its 0x700 layout and default sound table.
+    model: str = DEFAULT_CAMERA_MODEL
+    # A named dialect of the 0x700 sound table, or an explicit code -> name table;
+    # unset, the model's own table.
+    sound_table: str | dict[str, str] | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in CAMERA_MODELS:
+            raise ValueError(f"expected one of {sorted(CAMERA_MODELS)}")
+        return value
 
     @field_validator("sound_table")
     @classmethod
-    def _known_table(cls, value: str | dict[str, str]) -> str | dict[str, str]:
+    def _known_table(cls, value: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        if value is None:
+            return value
         if isinstance(value, str):
             if value not in SOUND_TABLES:
                 raise ValueError(f"expected one of {sorted(SOUND_TABLES)} or a table")
@@ -148,7 +163,13 @@ class CameraConfig(_Section):
             raise ValueError("table keys must be sound codes '0'..'7'")
         return value
 
+    @property
+    def camera_model(self) -> CameraModel:
+        return CAMERA_MODELS[self.model]
+
     def table(self) -> dict[int, str]:
+        if self.sound_table is None:
+            return self.camera_model.sound_table()
         if isinstance(self.sound_table, str):
             return dict(SOUND_TABLES[self.sound_table])
         return {int(k): v for k, v in self.sound_table.items()}

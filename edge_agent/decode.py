@@ -31,6 +31,8 @@ INVALID_PREFIX: Final = "INVALID"
 
 BUNDLED_DBC_DIR = "dbc"
 MOBILEYE_DBC = "mobileye.dbc"
+# The Mobileye 8 Connect's 0x700 only, loaded after MOBILEYE_DBC (edge_agent/camera.py).
+MOBILEYE8_DBC = "mobileye8.dbc"
 VEHICLE_DBC = "hyundai_taxi.dbc"
 
 
@@ -126,6 +128,8 @@ class FrameDecoder:
 
     @classmethod
     def from_databases(cls, databases: Iterable[Any]) -> FrameDecoder:
+        """A later database's message replaces an earlier one's of the same id: a camera
+        model layers its own 0x700 over the base Mobileye DBC this way."""
         messages: dict[int, CompiledMessage] = {}
         for db in databases:
             for message in db.messages:

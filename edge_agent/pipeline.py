@@ -69,6 +69,8 @@ class Pipeline:
     extractor: EventExtractor
     thinner: Thinner
     on_event: Callable[[Event], None] | None = None
+    # The camera model's: gives its warnings the Standard signal names (edge_agent/camera.py).
+    normalise_warnings: Callable[[DecodedValues], DecodedValues] | None = None
     counters: dict[str, BusCounters] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     fixes: list[GnssFix] = field(default_factory=list)
@@ -111,6 +113,8 @@ class Pipeline:
         now_ms = round(frame.timestamp * 1000)
         name = compiled.name
         if name == _CAMERA_WARNINGS:
+            if self.normalise_warnings is not None:
+                values = self.normalise_warnings(values)
             self._camera_flags(values)
         self.thinner.feed(name, values, now_ms)
         events = self.extractor.feed(

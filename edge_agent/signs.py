@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Final
 
-# 0x700 sound_type, two firmware dialects. The Standard (fleet) dialect is the default:
-# the reference recording behaves like it. Names are stable strings for event attributes.
+# 0x700 sound_type: two firmware dialects of the Mobileye 5/6, and the 8 Connect's table.
+# The Standard (fleet) dialect is the default: the reference recording behaves like it.
+# Names are stable strings for event attributes.
 SOUND_TABLES: Final[dict[str, dict[int, str]]] = {
     "standard": {
         0: "silent",
@@ -26,6 +27,17 @@ SOUND_TABLES: Final[dict[str, dict[int, str]]] = {
         5: "soft_fcw",
         6: "hard_fcw_pcw",
         7: "reserved",
+    },
+    # Mobileye 8 Connect (edge_agent/dbc/mobileye8.md).
+    "me8": {
+        0: "silent",
+        1: "ldw_left",
+        2: "ldw_right",
+        3: "headway",
+        4: "overspeed",
+        5: "soft_fcw",
+        6: "fcw_pcw",
+        7: "peds_in_dz",
     },
 }
 
