@@ -29,6 +29,7 @@ from protocol.contracts import (
     OVERSPEED,
     PCW,
     PEDS_IN_DZ,
+    SITUATION_JOINS,
     TSR_SIGN,
     WIPER_SIGNALS,
     WIPERS_ON,
@@ -53,6 +54,26 @@ WIPER_SWITCHES = tuple(split_signal(name)[1] for name in WIPER_SIGNALS)
 
 FAILSAFE_CAUSES = {1: "low_sun", 2: "blur", 4: "unused_4", 8: "unused_8"}
 
+# How long a camera warning must stay off before a new rise is a new situation
+# (docs/events.md): the camera's flags flicker within one encounter (a target at the edge
+# of its time-to-collision threshold, a speed hovering at the limit, glare coming and
+# going), and each flicker would otherwise be another urgent event.
+HOLD_OFF_MS: dict[str, int] = {
+    FCW.name: 2_000,
+    PCW.name: 2_000,
+    PEDS_IN_DZ.name: 2_000,
+    LDW_LEFT.name: 2_000,
+    LDW_RIGHT.name: 2_000,
+    HEADWAY_WARNING.name: 5_000,
+    OVERSPEED.name: 10_000,
+    CAMERA_FAILSAFE.name: 30_000,
+    CAMERA_MAINTENANCE.name: 60_000,
+    CAMERA_TAMPER.name: 60_000,
+}
+# The same sign decided again this soon after it was last the decision is the same sign
+# (the decision drops out for a burst or two while the sign passes out of view).
+TSR_SIGN_HOLD_OFF_MS = 5_000
+
 
 @dataclass(frozen=True, slots=True)
 class ExtractorSettings:
@@ -75,6 +96,38 @@ class _Edge:
         rose = active and not self._active
         self._active = active
         return rose
+
+
+class _Situation:
+    """One camera warning's situation: opened by a rise of its flag; a rise that comes
+    within the hold-off after the last frame showing the flag belongs to it still."""
+
+    __slots__ = ("_active", "_last_on_ms", "hold_off_ms")
+
+    def __init__(self, hold_off_ms: int) -> None:
+        self.hold_off_ms = hold_off_ms
+        self._active = False
+        self._last_on_ms: int | None = None
+
+    def update(self, active: bool | None, now_ms: int) -> bool:
+        """Take this frame's flag; True when it opens a new situation."""
+        if active is None:  # signal not in this frame (short frame): no news
+            return False
+        rose = active and not self._active
+        self._active = active
+        if not active:
+            return False
+        last, self._last_on_ms = self._last_on_ms, now_ms
+        return rose and not self._within_hold_off(last, now_ms)
+
+    def is_open(self, now_ms: int) -> bool:
+        """On, or off for no longer than the hold-off."""
+        return self._active or self._within_hold_off(self._last_on_ms, now_ms)
+
+    def _within_hold_off(self, last_on_ms: int | None, now_ms: int) -> bool:
+        # A frame time before the last one (the gateway clock stepped back) ends it: a
+        # clock step must not swallow a real warning.
+        return last_on_ms is not None and 0 <= now_ms - last_on_ms <= self.hold_off_ms
 
 
 def _flag(values: DecodedValues, name: str) -> bool | None:
@@ -113,6 +166,7 @@ class EventExtractor:
     def __init__(self, settings: ExtractorSettings | None = None) -> None:
         self.settings = settings or ExtractorSettings()
         self._edges: dict[str, _Edge] = {}
+        self._situations: dict[str, _Situation] = {}
         self._fix: GnssFix | None = None
         self._fix_seen_ms = 0
         self._wheel_speed_kmh: float | None = None
@@ -122,6 +176,8 @@ class EventExtractor:
         self._failsafe_pending: tuple[int, FrameRef, dict[str, Scalar]] | None = None
         self._tsr_decision: int | None = None
         self._tsr_seen: dict[int, DecodedValues] = {}
+        # The last sign decided and when it was last the decision.
+        self._tsr_last: tuple[int, int] | None = None
         self._decel = _Deceleration(self.settings.harsh_braking_window_ms)
         self._braking_armed = True
         self._wiper_switch_on = False
@@ -182,6 +238,12 @@ class EventExtractor:
             edge = self._edges[name] = _Edge()
         return edge
 
+    def _situation(self, kind: EventType) -> _Situation:
+        situation = self._situations.get(kind.name)
+        if situation is None:
+            situation = self._situations[kind.name] = _Situation(HOLD_OFF_MS[kind.name])
+        return situation
+
     # -- camera ------------------------------------------------------------------------
 
     def _on_display_warnings(
@@ -193,20 +255,38 @@ class EventExtractor:
         events: list[Event] = []
 
         def check(kind: EventType, active: bool | None, **extra: Scalar) -> None:
-            if self._edge(kind.name).rises(active):
+            if self._situation(kind).update(active, now_ms):
                 events.append(self._event(kind, now_ms, source, {**base, **extra}))
 
-        check(FCW, _flag(values, "fcw_on"), urban=sound == URBAN_FCW_SOUND)
-        check(PCW, _flag(values, "peds_fcw"))
-        check(PEDS_IN_DZ, _flag(values, "peds_in_dz"))
+        # A warning joins the situation of its precursor when that was open before this
+        # burst; a precursor starting in this burst or while its warning is open is part
+        # of the warning and gives no event of its own (docs/events.md, "Relations").
+        joins_headway = self._joins(HEADWAY_WARNING, now_ms)
+        joins_peds = self._joins(PEDS_IN_DZ, now_ms)
+        check(
+            FCW,
+            _flag(values, "fcw_on"),
+            urban=sound == URBAN_FCW_SOUND,
+            headway_level=values.get("headway_warning_level"),
+            **joins_headway,
+        )
+        check(PCW, _flag(values, "peds_fcw"), **joins_peds)
+        if self._is_open(PCW, now_ms):
+            self._situation(PEDS_IN_DZ).update(_flag(values, "peds_in_dz"), now_ms)
+        else:
+            check(PEDS_IN_DZ, _flag(values, "peds_in_dz"))
         check(LDW_LEFT, _flag(values, "left_ldw_on"))
         check(LDW_RIGHT, _flag(values, "right_ldw_on"))
-        check(
-            HEADWAY_WARNING,
-            _at_least(values, "headway_warning_level", 2),
-            level=values.get("headway_warning_level"),
-            headway_s=_rounded(values.get("headway_measurement"), 1),
-        )
+        short_headway = _at_least(values, "headway_warning_level", 2)
+        if self._is_open(FCW, now_ms):
+            self._situation(HEADWAY_WARNING).update(short_headway, now_ms)
+        else:
+            check(
+                HEADWAY_WARNING,
+                short_headway,
+                level=values.get("headway_warning_level"),
+                headway_s=_rounded(values.get("headway_measurement"), 1),
+            )
         check(
             OVERSPEED,
             _at_least(values, "tsr_warning_level", 1),
@@ -214,12 +294,19 @@ class EventExtractor:
             limit_kmh=None if self._tsr_decision is None else sign_limit_kmh(self._tsr_decision),
         )
         events.extend(self._flush_failsafe())
-        if self._edge(CAMERA_FAILSAFE.name).rises(_flag(values, "failsafe")):
+        if self._situation(CAMERA_FAILSAFE).update(_flag(values, "failsafe"), now_ms):
             # The cause comes in 0x738, later in the same burst: hold the event until then.
             self._failsafe_pending = (now_ms, source, base)
         check(CAMERA_MAINTENANCE, _flag(values, "maintenance"), error_code=values.get("error_code"))
         check(CAMERA_TAMPER, _flag(values, "tamper_alert"))
         return events
+
+    def _is_open(self, kind: EventType, now_ms: int) -> bool:
+        return self._situation(kind).is_open(now_ms)
+
+    def _joins(self, precursor: EventType, now_ms: int) -> dict[str, Scalar]:
+        """The warning's link to its precursor's situation, if that is open."""
+        return {SITUATION_JOINS: precursor.name} if self._is_open(precursor, now_ms) else {}
 
     def _on_car_signals(
         self, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload
@@ -271,7 +358,12 @@ class EventExtractor:
         raw = values["sign_type_d1"]
         sign = None if raw is None else int(raw)
         previous, self._tsr_decision = self._tsr_decision, sign
-        if sign is None or sign == previous:
+        if sign is None:
+            return []
+        last, self._tsr_last = self._tsr_last, (sign, now_ms)
+        if sign == previous:
+            return []
+        if last is not None and last[0] == sign and 0 <= now_ms - last[1] <= TSR_SIGN_HOLD_OFF_MS:
             return []
         detection = self._tsr_seen.get(sign, {})
         supplementary = values.get("supplementary_sign_type_d1")

@@ -14,17 +14,19 @@ from collections import deque
 from typing import Any
 
 from edge_agent.errors import AgentError
-from edge_agent.extract import EventExtractor, _Edge
+from edge_agent.extract import HOLD_OFF_MS, EventExtractor, _Edge, _Situation
 from edge_agent.thin import Thinner
 from protocol.records import FrameRef, GnssFix
 
-STATE_VERSION = 1
+# 2: camera warnings carry their hold-off (situations) and the last decided sign.
+STATE_VERSION = 2
 
 # Attributes set from configuration or code, not carried between frames.
 EXTRACTOR_CONFIG = frozenset({"settings", "_handlers"})
 EXTRACTOR_FIELDS = frozenset(
     {
         "_edges",
+        "_situations",
         "_fix",
         "_fix_seen_ms",
         "_wheel_speed_kmh",
@@ -34,6 +36,7 @@ EXTRACTOR_FIELDS = frozenset(
         "_failsafe_pending",
         "_tsr_decision",
         "_tsr_seen",
+        "_tsr_last",
         "_decel",
         "_braking_armed",
         "_wiper_switch_on",
@@ -67,6 +70,11 @@ def extractor_state(ex: EventExtractor) -> dict[str, Any]:
     state: dict[str, Any] = {name.lstrip("_"): getattr(ex, name) for name in _SCALARS}
     state.update(
         edges={name: edge._active for name, edge in ex._edges.items()},
+        situations={
+            name: [situation._active, situation._last_on_ms]
+            for name, situation in ex._situations.items()
+        },
+        tsr_last=None if ex._tsr_last is None else list(ex._tsr_last),
         fix=_fix_fields(ex._fix),
         failsafe_pending=None
         if pending is None
@@ -84,6 +92,14 @@ def restore_extractor(ex: EventExtractor, state: dict[str, Any]) -> None:
     for name, active in state["edges"].items():
         edge = ex._edges[name] = _Edge()
         edge._active = bool(active)
+    ex._situations = {}
+    for name, (active, last_on_ms) in state["situations"].items():
+        # The hold-off is the code's rule, not state: a restored situation follows it.
+        situation = ex._situations[name] = _Situation(HOLD_OFF_MS[name])
+        situation._active = bool(active)
+        situation._last_on_ms = None if last_on_ms is None else int(last_on_ms)
+    tsr_last = state["tsr_last"]
+    ex._tsr_last = None if tsr_last is None else (int(tsr_last[0]), int(tsr_last[1]))
     fix = state["fix"]
     ex._fix = None if fix is None else GnssFix(**fix)
     pending = state["failsafe_pending"]

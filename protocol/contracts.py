@@ -70,6 +70,11 @@ URGENT_EVENT_TYPES: Final = frozenset(
     e.name for e in EVENT_TYPES if e.lane == URGENT and e.origin != "outbox"
 )
 
+# Event attribute: the type of the earlier event whose situation this one continues (an
+# FCW after a headway warning, a PCW after a pedestrian in the zone). The road aggregates
+# count such an event under its type but not as another situation (docs/events.md).
+SITUATION_JOINS: Final = "joins"
+
 
 def event_type(name: str) -> EventType | None:
     return _EVENTS_BY_NAME.get(name)

@@ -21,6 +21,14 @@ Decisions (both backends run exactly this code, so their aggregates are identica
   any moment of the pass: at entry or whenever it becomes true during the pass; a
   ``wipers_on`` / ``camera_failsafe`` event during a pass marks it too. Each pass is counted
   at most once per condition (per-pass flags in the state).
+* **Events and situations** (``docs/events.md``). Every located event counts under its type
+  in the cell-hour's ``counts``. The hotspot rate counts *situations*: a located event of a
+  traffic-situation type that does not continue an earlier event's situation (no
+  ``joins`` attribute: an FCW after a headway warning, a PCW after a pedestrian in the
+  zone, is the same encounter). Events that describe the road or the device rather than
+  an encounter (``NOT_SITUATIONS``: signs, wipers, camera failsafe, tamper and
+  maintenance, eviction notices) are counted by type only; their conditions have their
+  own shares and sign clusters.
 * **Mean speed.** Sum and count of the fix speeds (km/h) per cell-hour.
 * **Order.** Records of one batch are applied in time order (state changes before fixes
   at equal times). Batches are applied in arrival order; a late bulk batch can therefore
@@ -43,7 +51,11 @@ from protocol.batch import Batch
 from protocol.contracts import (
     CAMERA_FAILSAFE,
     CAMERA_FAILSAFE_FLAG,
+    CAMERA_MAINTENANCE,
+    CAMERA_TAMPER,
     LANE_SIGNALS,
+    OUTBOX_EVICTED,
+    SITUATION_JOINS,
     TSR_SIGN,
     WIPER_SIGNALS,
     WIPERS_ON,
@@ -65,6 +77,13 @@ FAILSAFE_SIGNAL: Final = CAMERA_FAILSAFE_FLAG
 SIGN_EVENT: Final = TSR_SIGN.name
 WIPERS_EVENT: Final = WIPERS_ON.name
 FAILSAFE_EVENT: Final = CAMERA_FAILSAFE.name
+
+# Counted under their type but never as a traffic situation (docs/events.md). A type not
+# named here counts as one, so a new event type is in the hotspot rate unless listed.
+NOT_SITUATIONS: Final = frozenset(
+    e.name for e in (TSR_SIGN, WIPERS_ON, CAMERA_FAILSAFE, CAMERA_TAMPER, CAMERA_MAINTENANCE,
+                     OUTBOX_EVICTED)
+)  # fmt: skip
 
 # Bits of the per-pass and per-vehicle condition flags.
 WIPERS: Final = 1
@@ -179,6 +198,8 @@ class Deltas:
 
     cells: dict[tuple[int, int], CellDelta] = field(default_factory=dict)
     events: dict[tuple[int, int, str], int] = field(default_factory=dict)
+    # Situations per (cell, hour_ms): the hotspot rate's numerator.
+    situations: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def cell(self, cell: int, hour_ms: int) -> CellDelta:
         return self.cells.setdefault((cell, hour_ms), CellDelta())
@@ -254,6 +275,11 @@ def _event_flags(event: Event) -> int:
     return 0
 
 
+def is_situation(event: Event) -> bool:
+    """Whether the event opens a traffic situation of its own (the module docstring)."""
+    return event.type not in NOT_SITUATIONS and event.attrs.get(SITUATION_JOINS) is None
+
+
 TRACKED_SIGNALS: Final = frozenset((*WIPER_SIGNALS, FAILSAFE_SIGNAL, *LANE_SIGNALS))
 
 
@@ -294,6 +320,8 @@ def _timeline(batch: Batch, deltas: Deltas) -> list[_Item]:
             key = (cell, hour_of(event.time_ms), event.type)
             deltas.events[key] = deltas.events.get(key, 0) + 1
             deltas.cell(cell, key[1])  # the cell-hour row exists even without a pass
+            if is_situation(event):
+                deltas.situations[key[:2]] = deltas.situations.get(key[:2], 0) + 1
     for fix in batch.gnss:
         timeline.append((fix.time_ms, 2, len(timeline), fix))
     timeline.sort(key=lambda item: item[:3])

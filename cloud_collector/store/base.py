@@ -104,7 +104,9 @@ class CellHour:
     lon: float
     counts: dict[str, int]  # events per type
     exposure: int  # vehicle passes
-    hotspot_rate: float | None  # events per 100 passes; None when exposure is 0
+    # traffic situations per 100 passes (docs/events.md), or with a query type, events of
+    # that type per 100 passes; None when exposure is 0
+    hotspot_rate: float | None
     mean_speed_kmh: float | None
     wipers_share: float | None  # share of passes with wipers on
     failsafe_share: float | None  # share of passes with a camera failsafe

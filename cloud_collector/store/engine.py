@@ -237,8 +237,10 @@ async def _aggregate(tx: Tx, batch: Batch) -> None:
 async def upsert_deltas(tx: Tx, deltas: agg.Deltas) -> None:
     """Add the increments to the cell-hour rows, in key order (see the module docstring).
 
-    The event counts of a cell-hour live in its row (``counts``, ``events_n``), so a road
-    query reads one row per cell-hour and no join."""
+    The event counts of a cell-hour live in its row (``counts`` per type, ``events_n`` the
+    situations among them, ``aggregate.is_situation``), so a road query reads one row per
+    cell-hour and no join. Rows written before situations were told apart hold the sum of
+    their counts in ``events_n``."""
     per_cell: dict[tuple[int, int], dict[str, int]] = {}
     for (cell, hour, kind), n in deltas.events.items():
         per_cell.setdefault((cell, hour), {})[kind] = n
@@ -246,11 +248,11 @@ async def upsert_deltas(tx: Tx, deltas: agg.Deltas) -> None:
     for key, d in sorted(deltas.cells.items()):
         lat, lon = agg.centre(key[0])
         counts = per_cell.get(key)
+        situations = deltas.situations.get(key, 0)
         rows.append(
             (
                 key[0], key[1], lat, lon, d.passes, d.wipers, d.failsafe, d.lanes, d.speed_sum,
-                d.speed_n, json.dumps(counts, sort_keys=True) if counts else "{}",
-                sum(counts.values()) if counts else 0,
+                d.speed_n, json.dumps(counts, sort_keys=True) if counts else "{}", situations,
             )
         )  # fmt: skip
     if rows:
@@ -264,7 +266,7 @@ async def upsert_deltas(tx: Tx, deltas: agg.Deltas) -> None:
             " lanes = road_cells.lanes + excluded.lanes,"
             " speed_sum = road_cells.speed_sum + excluded.speed_sum,"
             " speed_n = road_cells.speed_n + excluded.speed_n,"
-            " counts = CASE WHEN excluded.events_n = 0 THEN road_cells.counts"
+            " counts = CASE WHEN excluded.counts = '{}' THEN road_cells.counts"
             f" ELSE {tx.merge_counts} END,"
             " events_n = road_cells.events_n + excluded.events_n",
             rows,
