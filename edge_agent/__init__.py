@@ -1,0 +1,17 @@
+"""The taxi edge agent.
+
+python-can imports asammdf (and with it numpy and pandas) as soon as it is installed, which
+the ``mdf`` extra does: about 1.5 s and 70 MB RSS more for every agent process (measured in
+BENCHMARKS.md), although only reading an ``.mf4`` recording needs it. python-can is therefore
+first imported here with asammdf hidden; :func:`edge_agent.recordings.mf4_reader_class`
+loads it when an MDF4 file is actually read.
+"""
+
+import sys
+
+if "can" not in sys.modules and "asammdf" not in sys.modules:
+    sys.modules["asammdf"] = None  # type: ignore[assignment]  # None makes the import fail
+    try:
+        import can  # noqa: F401
+    finally:
+        del sys.modules["asammdf"]
