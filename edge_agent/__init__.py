@@ -2,9 +2,9 @@
 
 python-can imports asammdf (and with it numpy and pandas) as soon as it is installed, which
 the ``mdf`` extra does: about half a CPU-second and 65 MB RSS more for every agent process
-(measured in BENCHMARKS.md), although only reading an ``.mf4`` recording needs it. python-can is therefore
-first imported here with asammdf hidden; :func:`edge_agent.recordings.mf4_reader_class`
-loads it when an MDF4 file is actually read.
+(measured in BENCHMARKS.md), although only reading an ``.mf4`` recording needs it.
+python-can is therefore first imported here with asammdf hidden;
+:func:`edge_agent.recordings.load_mdf4_support` loads it when an MDF4 file is read.
 """
 
 import sys
