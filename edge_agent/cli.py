@@ -176,9 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("decode", help="print the events found in a CAN recording as JSON lines")
-    p.add_argument("file", help="recording: .log (candump -L), .asc, .blf or .trc, optionally .gz")
     p.add_argument(
-        "--channel", help="decode only this logged channel (e.g. can0, or 1 for ASC/BLF)"
+        "file",
+        help="recording: .log (candump -L), .asc, .blf, .trc, .csv (SavvyCAN/GVRET) or .mf4 "
+        "(MDF4, with the mdf extra), optionally .gz",
+    )
+    p.add_argument(
+        "--channel", help="decode only this logged channel (e.g. can0, or 1 for ASC/BLF/CSV/MF4)"
     )
     p.add_argument("--config", help="agent config (TOML) giving buses and DBCs")
     p.add_argument(

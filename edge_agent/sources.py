@@ -21,7 +21,7 @@ from edge_agent.errors import RecordingError, SourceError
 
 log = logging.getLogger(__name__)
 
-RECORDING_SUFFIXES = (".log", ".asc", ".blf", ".trc")
+RECORDING_SUFFIXES = (".log", ".asc", ".blf", ".trc", ".mf4", ".csv")
 
 # candump marks error frames with this flag in the id field.
 _CAN_ERR_FLAG = 0x20000000
@@ -120,10 +120,10 @@ def read_candump(path: Path, stats: ReadStats) -> Iterator[CanFrame]:
                 stats.frames += 1
                 yield frame
     except (OSError, EOFError) as exc:  # gzip raises EOFError on a truncated stream
-        raise RecordingError(f"{path}: {_describe_os_error(exc)}") from None
+        raise RecordingError(f"{path}: {describe_os_error(exc)}") from None
 
 
-def _describe_os_error(exc: BaseException) -> str:
+def describe_os_error(exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError):
         return "file not found"
     if isinstance(exc, EOFError):
@@ -137,6 +137,10 @@ def _open_reader(path: Path) -> Any:
     if recording_format(path) == ".asc":
         text = gzip.open(path, "rt") if path.suffix == ".gz" else open(path)  # noqa: SIM115
         return can.ASCReader(text, relative_timestamp=False)
+    if recording_format(path) == ".mf4":
+        from edge_agent.recordings import open_mf4  # it imports this module's frame types
+
+        return open_mf4(path)
     return can.LogReader(str(path))
 
 
@@ -145,6 +149,8 @@ def _read_with_python_can(path: Path, stats: ReadStats) -> Iterator[Any]:
         reader = _open_reader(path)
     except FileNotFoundError:
         raise RecordingError(f"{path}: file not found") from None
+    except RecordingError:
+        raise
     except Exception as exc:  # noqa: BLE001 - each python-can reader has its own error types
         raise RecordingError(
             f"{path}: cannot open recording: {type(exc).__name__}: {exc}"
@@ -196,7 +202,13 @@ class ReplaySource:
 
     def frames(self) -> Iterator[FrameLike]:
         """All frames as fast as they can be read."""
-        reader = read_candump if self._format == ".log" else _read_with_python_can
+        from edge_agent.recordings import read_gvret_csv  # it imports this module's types
+
+        reader: Callable[[Path, ReadStats], Iterator[FrameLike]] = _read_with_python_can
+        if self._format == ".log":
+            reader = read_candump
+        elif self._format == ".csv":
+            reader = read_gvret_csv
         wanted = self.logged_channel
         for frame in reader(self.path, self.stats):
             if wanted is None or str(frame.channel) == wanted:
