@@ -150,10 +150,6 @@ class CameraSpeed:
         self._dropout_ms: int | None = None
         self.dropouts = 0
 
-    @property
-    def in_dropout(self) -> bool:
-        return self._dropout_ms is not None
-
     def state(self) -> dict[str, Any]:
         return {
             "kmh": self.kmh,
