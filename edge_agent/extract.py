@@ -6,7 +6,6 @@ caused it. Each extractor keeps only the state it needs to see an edge.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 from edge_agent.decode import DecodedValues, Payload
@@ -17,6 +16,7 @@ from edge_agent.signs import (
     sign_kind,
     sign_limit_kmh,
 )
+from edge_agent.speed import Braking, CameraSpeed, HarshBraking, WheelSpeed
 from protocol.contracts import (
     CAMERA_FAILSAFE,
     CAMERA_MAINTENANCE,
@@ -39,7 +39,6 @@ from protocol.contracts import (
 from protocol.records import Event, FrameRef, GnssFix, Scalar
 
 STANDARD_GRAVITY = 9.80665
-KMH_TO_MPS = 1 / 3.6
 
 # A fix older than this (in frame time) is not attached to an event.
 FIX_MAX_AGE_MS = 10_000
@@ -79,7 +78,6 @@ TSR_SIGN_HOLD_OFF_MS = 5_000
 class ExtractorSettings:
     sound_table: dict[int, str] = field(default_factory=lambda: dict(SOUND_TABLES["standard"]))
     harsh_braking_g: float = 0.3
-    harsh_braking_window_ms: int = 500
 
 
 class _Edge:
@@ -140,26 +138,6 @@ def _at_least(values: DecodedValues, name: str, level: int) -> bool | None:
     return None if v is None else v >= level
 
 
-class _Deceleration:
-    """Deceleration of the vehicle over a sliding window of speed samples."""
-
-    def __init__(self, window_ms: int) -> None:
-        self._window_ms = window_ms
-        self._samples: deque[tuple[int, float]] = deque()
-
-    def update(self, now_ms: int, speed_kmh: float) -> float | None:
-        """Add a sample; deceleration in m/s² (positive = slowing) once the window is full."""
-        samples = self._samples
-        samples.append((now_ms, speed_kmh))
-        while len(samples) > 2 and now_ms - samples[1][0] >= self._window_ms:
-            samples.popleft()
-        t0, v0 = samples[0]
-        span_ms = now_ms - t0
-        if span_ms < self._window_ms // 2:
-            return None
-        return (v0 - speed_kmh) * KMH_TO_MPS / (span_ms / 1000)
-
-
 class EventExtractor:
     """Turns decoded messages into events. One instance per vehicle."""
 
@@ -169,17 +147,16 @@ class EventExtractor:
         self._situations: dict[str, _Situation] = {}
         self._fix: GnssFix | None = None
         self._fix_seen_ms = 0
-        self._wheel_speed_kmh: float | None = None
-        self._wheel_speed_ms = 0
-        self._camera_speed_kmh: float | None = None
+        self._wheel_speed = WheelSpeed()
+        self._camera_speed = CameraSpeed()
         self._camera_failsafe_bits: int | None = None
         self._failsafe_pending: tuple[int, FrameRef, dict[str, Scalar]] | None = None
         self._tsr_decision: int | None = None
         self._tsr_seen: dict[int, DecodedValues] = {}
         # The last sign decided and when it was last the decision.
         self._tsr_last: tuple[int, int] | None = None
-        self._decel = _Deceleration(self.settings.harsh_braking_window_ms)
-        self._braking_armed = True
+        self._harsh_braking = HarshBraking(self.settings.harsh_braking_g)
+        self._braking_frame: FrameRef | None = None
         self._wiper_switch_on = False
         self._camera_wiper_ms: int | None = None
         self._handlers = {
@@ -209,10 +186,9 @@ class EventExtractor:
     # -- state -------------------------------------------------------------------------
 
     def speed_kmh(self, now_ms: int) -> float | None:
-        wheel = self._wheel_speed_kmh
-        if wheel is not None and now_ms - self._wheel_speed_ms <= WHEEL_SPEED_MAX_AGE_MS:
-            return wheel
-        return self._camera_speed_kmh
+        if self._wheel_speed.fresh(now_ms, WHEEL_SPEED_MAX_AGE_MS):
+            return self._wheel_speed.kmh
+        return self._camera_speed.kmh
 
     def fix(self, now_ms: int) -> GnssFix | None:
         if self._fix is None or now_ms - self._fix_seen_ms > FIX_MAX_AGE_MS:
@@ -311,19 +287,20 @@ class EventExtractor:
     def _on_car_signals(
         self, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload
     ) -> list[Event]:
-        speed = values.get("speed")
-        if speed is not None and values.get("speed_available", 1):
-            self._camera_speed_kmh = float(speed)
-            if (
-                self._wheel_speed_kmh is None
-                or now_ms - self._wheel_speed_ms > WHEEL_SPEED_MAX_AGE_MS
-            ):
-                braking = self._braking(now_ms, float(speed), source)
-                if braking is not None:
-                    return [braking]
+        events = self._on_camera_speed(values, now_ms, source)
         if values.get("wipers"):
             self._camera_wiper_ms = now_ms
-        return self._wipers(now_ms, source, "camera")
+        return events + self._wipers(now_ms, source, "camera")
+
+    def _on_camera_speed(self, values: DecodedValues, now_ms: int, source: FrameRef) -> list[Event]:
+        speed = values.get("speed")
+        if speed is None or not values.get("speed_available", 1):
+            return []
+        camera = self._camera_speed
+        camera.update(now_ms, float(speed))
+        if self._wheel_speed.fresh(now_ms, WHEEL_SPEED_MAX_AGE_MS):
+            return []  # the wheels are the better source while they last
+        return self._braking(now_ms, camera.window.decel_mps2(), camera, source)
 
     def _on_obstacle_status(
         self, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload
@@ -393,30 +370,33 @@ class EventExtractor:
         known = [float(w) for w in wheels if w is not None]
         if not known:
             return []
-        speed = sum(known) / len(known)
-        self._wheel_speed_kmh, self._wheel_speed_ms = speed, now_ms
-        braking = self._braking(now_ms, speed, source)
-        return [] if braking is None else [braking]
+        speed = self._wheel_speed
+        speed.update(now_ms, sum(known) / len(known))
+        return self._braking(now_ms, speed.window.decel_mps2(), speed, source)
 
-    def _braking(self, now_ms: int, speed_kmh: float, source: FrameRef) -> Event | None:
-        decel = self._decel.update(now_ms, speed_kmh)
-        if decel is None:
-            return None
-        threshold = self.settings.harsh_braking_g * STANDARD_GRAVITY
-        if self._braking_armed and decel >= threshold:
-            self._braking_armed = False
-            return self._event(
-                HARSH_BRAKING,
-                now_ms,
-                source,
-                {
-                    "decel_g": round(decel / STANDARD_GRAVITY, 3),
-                    "threshold_g": self.settings.harsh_braking_g,
-                },
-            )
-        if decel < threshold / 2:
-            self._braking_armed = True
-        return None
+    def _braking(
+        self, now_ms: int, decel: float | None, speed: WheelSpeed | CameraSpeed, source: FrameRef
+    ) -> list[Event]:
+        detector = self._harsh_braking
+        was_open = detector.open
+        done = detector.update(now_ms, decel, speed.source, speed.window)
+        if detector.open and not was_open:
+            self._braking_frame = source  # the frame whose slope crossed the threshold
+        return [] if done is None else [self._braking_event(done, source)]
+
+    def _braking_event(self, braking: Braking, source: FrameRef) -> Event:
+        return self._event(
+            HARSH_BRAKING,
+            braking.start_ms,
+            self._braking_frame or source,
+            {
+                "decel_g": round(braking.decel_mps2 / STANDARD_GRAVITY, 3),
+                "threshold_g": self.settings.harsh_braking_g,
+                "peak_decel_g": round(braking.peak_mps2 / STANDARD_GRAVITY, 3),
+                "speed_source": braking.source,
+                "window_s": braking.window_ms / 1000,
+            },
+        )
 
     def _on_body_control(
         self, values: DecodedValues, now_ms: int, source: FrameRef, data: Payload

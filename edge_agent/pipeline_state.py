@@ -10,7 +10,6 @@ this covers; a test fails when the extractor grows state that is not listed here
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
 from typing import Any
 
 from edge_agent.errors import AgentError
@@ -18,7 +17,8 @@ from edge_agent.extract import HOLD_OFF_MS, EventExtractor, _Edge, _Situation
 from edge_agent.thin import Thinner
 from protocol.records import FrameRef, GnssFix
 
-# 2: camera warnings carry their hold-off (situations) and the last decided sign.
+# 2: camera warnings carry their hold-off (situations) and the last decided sign; speed and
+#    deceleration by source (wheel and camera windows, the braking episode).
 STATE_VERSION = 2
 
 # Attributes set from configuration or code, not carried between frames.
@@ -29,16 +29,15 @@ EXTRACTOR_FIELDS = frozenset(
         "_situations",
         "_fix",
         "_fix_seen_ms",
-        "_wheel_speed_kmh",
-        "_wheel_speed_ms",
-        "_camera_speed_kmh",
+        "_wheel_speed",
+        "_camera_speed",
         "_camera_failsafe_bits",
         "_failsafe_pending",
         "_tsr_decision",
         "_tsr_seen",
         "_tsr_last",
-        "_decel",
-        "_braking_armed",
+        "_harsh_braking",
+        "_braking_frame",
         "_wiper_switch_on",
         "_camera_wiper_ms",
     }
@@ -46,12 +45,8 @@ EXTRACTOR_FIELDS = frozenset(
 # Plain values copied as they are.
 _SCALARS = (
     "_fix_seen_ms",
-    "_wheel_speed_kmh",
-    "_wheel_speed_ms",
-    "_camera_speed_kmh",
     "_camera_failsafe_bits",
     "_tsr_decision",
-    "_braking_armed",
     "_wiper_switch_on",
     "_camera_wiper_ms",
 )
@@ -80,9 +75,36 @@ def extractor_state(ex: EventExtractor) -> dict[str, Any]:
         if pending is None
         else [pending[0], pending[1].bus, pending[1].can_id, pending[2]],
         tsr_seen=[[sign, dict(values)] for sign, values in ex._tsr_seen.items()],
-        decel=[[t, v] for t, v in ex._decel._samples],
     )
+    state.update(_speed_state(ex))
     return state
+
+
+def _speed_state(ex: EventExtractor) -> dict[str, Any]:
+    wheels = ex._wheel_speed.state()
+    frame = ex._braking_frame
+    return {
+        "wheel_speed_kmh": wheels["kmh"],
+        "wheel_speed_ms": wheels["seen_ms"],
+        "decel": wheels["samples"],
+        "camera_speed": ex._camera_speed.state(),
+        "braking": ex._harsh_braking.state(),
+        "braking_frame": None if frame is None else [frame.bus, frame.can_id],
+    }
+
+
+def _restore_speed(ex: EventExtractor, state: dict[str, Any]) -> None:
+    ex._wheel_speed.restore(
+        {
+            "kmh": state["wheel_speed_kmh"],
+            "seen_ms": state["wheel_speed_ms"],
+            "samples": state["decel"],
+        }
+    )
+    ex._camera_speed.restore(state["camera_speed"])
+    ex._harsh_braking.restore(state["braking"])
+    frame = state["braking_frame"]
+    ex._braking_frame = None if frame is None else FrameRef(str(frame[0]), int(frame[1]))
 
 
 def restore_extractor(ex: EventExtractor, state: dict[str, Any]) -> None:
@@ -109,7 +131,7 @@ def restore_extractor(ex: EventExtractor, state: dict[str, Any]) -> None:
         else (int(pending[0]), FrameRef(str(pending[1]), int(pending[2])), dict(pending[3]))
     )
     ex._tsr_seen = {int(sign): dict(values) for sign, values in state["tsr_seen"]}
-    ex._decel._samples = deque((int(t), float(v)) for t, v in state["decel"])
+    _restore_speed(ex, state)
 
 
 def thinner_state(thinner: Thinner) -> dict[str, Any]:

@@ -10,6 +10,7 @@ warning sound timers) and must see the bursts in time order.
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -59,9 +60,12 @@ class _Timer:
 
 
 class CameraModel:
-    def __init__(self, drive: Drive, *, full_load: bool) -> None:
+    def __init__(self, drive: Drive, *, full_load: bool, rng: random.Random | None = None) -> None:
         self.drive = drive
         self.full_load = full_load
+        self._rng = rng or random.Random(0)
+        self._speed_held = 0
+        self._speed_refresh_t = 0.0
         self._ldw_counts: dict[tuple[int, str], int] = {}
         self._ages: dict[tuple[int, int], int] = {}
         self._hw_timer = _Timer()
@@ -86,6 +90,15 @@ class CameraModel:
         self._ages[key] = age
         return age
 
+    def _speed_echo(self, t: float, tc: float, kmh: float) -> int:
+        """The 0x760 speed: whole km/h, refreshed every 0.4-0.5 s, and the scripted dropouts."""
+        if t >= self._speed_refresh_t:
+            self._speed_held = round(kmh)
+            self._speed_refresh_t = t + self._rng.uniform(*script.CAMERA_SPEED_REFRESH_S)
+        if any(t0 <= tc < t0 + length for t0, length in script.CAMERA_SPEED_DROPOUTS):
+            return 0
+        return self._speed_held
+
     # -- the burst ---------------------------------------------------------------------------
 
     def burst(self, t: float) -> list[CameraMessage]:
@@ -94,6 +107,7 @@ class CameraModel:
         tc = t - cycle * script.CYCLE_S
         veh = drive.vehicle(t)
         speed = round(veh.speed_kmh)
+        echo = self._speed_echo(t, tc, veh.speed_kmh)
         failsafe = script.in_window(script.FAILSAFE_WINDOW, tc)
         if speed > script.LDW_ON_KMH:
             self._ldw_active = True
@@ -212,7 +226,7 @@ class CameraModel:
                     "sound_type": sound,
                     "time_indicator": 0,
                     "sound_suppressed": suppressed,
-                    "zero_speed": int(speed == 0),
+                    "zero_speed": int(echo == 0),  # the real unit: exactly with 0x760 speed 0
                     "headway_valid": int(cipv is not None),
                     "headway_measurement": min(round(headway, 1), 9.9),
                     "error_valid": 1,
@@ -255,7 +269,7 @@ class CameraModel:
                     "low_beam_available": 1,
                     "high_beam_available": 0,
                     "speed_available": 1,
-                    "speed": speed,
+                    "speed": echo,
                 },
                 car_marks,
             )

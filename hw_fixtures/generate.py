@@ -105,7 +105,7 @@ def generate_drive(
     periodics = vehicle_periodics(encoder, vehicle_codec, vehicle_rng, full_load=full_load)
     camera = camera_frames(
         drive,
-        CameraModel(drive, full_load=full_load),
+        CameraModel(drive, full_load=full_load, rng=random.Random(seed * 7919 + 3)),
         camera_codec,
         start_us=start_us,
         rng=random.Random(seed * 7919 + 1),
@@ -253,8 +253,48 @@ def _expected(
         "last_frame": iso_utc(last_us) if last_us else None,
         "events": events,
         "camera_anomalies": anomalies,
+        "camera_speed": _camera_speed_truth(drive, duration_s),
+        "ordinary_stops": _ordinary_stops(duration_s),
         "files": files,
     }
+
+
+def _cycle_starts(duration_s: float) -> list[float]:
+    return [c * script.CYCLE_S for c in range(math.ceil(duration_s / script.CYCLE_S))]
+
+
+def _camera_speed_truth(drive: Drive, duration_s: float) -> dict[str, Any]:
+    """How the camera's speed echo differs from the car's speed: steps, holds, dropouts."""
+    dropouts = [
+        {
+            "t_s": round(c + t0, 6),
+            "end_t_s": round(c + t0 + length, 6),
+            "speed_kmh": round(drive.speed(c + t0) * 3.6, 1),
+        }
+        for c in _cycle_starts(duration_s)
+        for t0, length in script.CAMERA_SPEED_DROPOUTS
+        if c + t0 < duration_s
+    ]
+    return {
+        "resolution_kmh": 1,
+        "refresh_s": list(script.CAMERA_SPEED_REFRESH_S),
+        "dropouts": dropouts,
+    }
+
+
+def _ordinary_stops(duration_s: float) -> list[dict[str, Any]]:
+    """Stops to a standstill at an ordinary deceleration: no harsh braking may come of them."""
+    return [
+        {
+            "t_s": round(c + stop[0], 6),
+            "end_t_s": round(c + script.stop_end(stop), 6),
+            "from_kmh": stop[1],
+            "decel_g": stop[2],
+        }
+        for c in _cycle_starts(duration_s)
+        for stop in (script.QUEUE_STOP, script.END_STOP)
+        if c + stop[0] < duration_s
+    ]
 
 
 def _xy(drive: Drive, t: float) -> tuple[float, float]:

@@ -45,6 +45,18 @@ TURN_MID_T: Final = 57.0  # the route's first turn is centred on this moment (cy
 # Camera timing anomalies (seen on the real unit): one late burst, one back-to-back burst.
 LATE_BURST_T: Final = 10.5
 BACK_TO_BACK_T: Final = 99.0
+# The camera's speed echo (0x760): whole km/h, refreshed every 0.4-0.5 s and held in between,
+# and now and then 0 for 0.5-2 s before it comes back at the car's speed (a dropout).
+CAMERA_SPEED_REFRESH_S: Final = (0.4, 0.5)
+CAMERA_SPEED_DROPOUTS: Final[tuple[tuple[float, float], ...]] = (  # (start, duration)
+    (26.5, 0.6),  # cruising at 60 km/h
+    (49.6, 1.2),  # slowing for the turn
+    (62.0, 1.9),  # pulling away after the turn
+    (93.0, 0.9),  # at 20 km/h in the slow queue
+)
+# Ordinary stops, constant deceleration (start, from km/h, g): no harsh braking.
+QUEUE_STOP: Final = (77.5, 25.0, 0.22)
+END_STOP: Final = (96.5, 20.0, 0.16)
 
 HW_THRESHOLD_S: Final = 1.0  # configured headway warning threshold
 HW_MIN_SPEED_KMH: Final = 30.0  # headway warning only at or above this speed
@@ -53,6 +65,13 @@ LDW_OFF_KMH: Final = 52.0
 
 # --- speed profile ------------------------------------------------------------------------
 _HARSH_END_KMH: Final = 44.0 - HARSH_BRAKE_G * G * HARSH_BRAKE_S * 3.6
+
+
+def stop_end(stop: tuple[float, float, float]) -> float:
+    """When a constant-deceleration stop (start, from km/h, g) reaches 0."""
+    t0, kmh, g = stop
+    return t0 + kmh * KMH / (g * G)
+
 
 # (cycle time, km/h, shape of the segment that starts here: "s" smooth, "l" linear)
 SPEED_KEYS: Final[tuple[tuple[float, float, str], ...]] = (
@@ -73,15 +92,16 @@ SPEED_KEYS: Final[tuple[tuple[float, float, str], ...]] = (
     (HARSH_BRAKE_T + HARSH_BRAKE_S, _HARSH_END_KMH, "s"),
     (74.5, _HARSH_END_KMH, "s"),
     (76.5, 25.0, "s"),
-    (77.5, 25.0, "s"),
-    (80.0, 12.0, "s"),
-    (82.0, 15.0, "s"),
+    (QUEUE_STOP[0], QUEUE_STOP[1], "l"),
+    (stop_end(QUEUE_STOP), 0.0, "s"),
+    (81.6, 0.0, "s"),
+    (83.8, 15.0, "s"),
     (84.5, 15.0, "s"),
     (86.5, 5.0, "s"),
     (87.5, 5.0, "s"),
     (90.5, 20.0, "s"),
-    (96.0, 20.0, "s"),
-    (102.0, 0.0, "s"),
+    (END_STOP[0], END_STOP[1], "l"),
+    (stop_end(END_STOP), 0.0, "s"),
     (CYCLE_S, 0.0, "s"),
 )
 _KEY_TIMES: Final = [k[0] for k in SPEED_KEYS]

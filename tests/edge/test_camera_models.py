@@ -224,25 +224,25 @@ def test_an_escalation_is_one_danger_zone_event_and_one_warning() -> None:
 def test_the_same_bytes_give_different_events_per_model() -> None:
     frames = (UNDEFINED_PEDESTRIAN, QUIET, SOFT_FCW, QUIET, CYCLIST_IN_DZ)
     me8 = [(e["type"], e["sound"], e.get("urban")) for e in events(ME8, *frames)]
+    # docs/events.md: a headway warning raised in the FCW's burst is that FCW's situation (no
+    # event of its own), and a danger-zone rise within the PCW's hold-off is the PCW's.
     assert me8 == [
         ("fcw", "soft_fcw", False),
-        ("headway_warning", "soft_fcw", None),
         ("peds_in_dz", "peds_in_dz", None),
     ]
     standard = [(e["type"], e["sound"], e.get("urban")) for e in events(STANDARD, *frames)]
     assert standard == [
         ("pcw", "silent", None),
         ("fcw", "urban_fcw", True),
-        ("headway_warning", "urban_fcw", None),
-        ("peds_in_dz", "undefined", None),
     ]
 
 
 def test_a_soft_fcw_is_not_an_urban_fcw_on_me8() -> None:
     me8 = {e["type"]: e for e in events(ME8, SOFT_FCW)}
-    assert set(me8) == {"fcw", "headway_warning"}
+    assert set(me8) == {"fcw"}  # its headway warning is the FCW's situation (docs/events.md)
     assert (me8["fcw"]["sound"], me8["fcw"]["urban"]) == ("soft_fcw", False)
-    assert me8["headway_warning"]["headway_s"] == pytest.approx(0.6)
+    assert me8["fcw"]["headway_level"] == 2
+    assert decoded(ME8, SOFT_FCW)["headway_measurement"] == pytest.approx(0.6)
     standard = {e["type"]: e for e in events(STANDARD, SOFT_FCW)}
     assert (standard["fcw"]["sound"], standard["fcw"]["urban"]) == ("urban_fcw", True)
 
@@ -257,7 +257,8 @@ def test_sound_7_is_the_danger_zone_sound_on_me8_only() -> None:
 def test_a_pcw_held_across_an_undefined_value_fires_once() -> None:
     undefined = me8_bytes(sound=6, pcw_ped_dz=1)
     found = events(ME8, PCW_FRAME, undefined, PCW_FRAME)
-    assert [e["type"] for e in found] == ["pcw", "peds_in_dz"]
+    # Its danger-zone flag rises in the PCW's burst: the PCW's situation (docs/events.md).
+    assert [e["type"] for e in found] == ["pcw"]
     assert {e["time_ms"] for e in found} == {round((T0 + 0.08) * 1000)}
 
 
@@ -328,11 +329,18 @@ def test_an_unknown_model_is_one_line_naming_the_key(tmp_path: Path) -> None:
 def me8_log(tmp_path: Path) -> Path:
     """A candump -L log of an 8 Connect at 40 km/h: a cyclist in the danger zone escalating
     to a collision warning, a soft FCW, and the undefined pedestrian value."""
-    frames = [QUIET, CYCLIST_IN_DZ, PCW_FRAME, CYCLIST_IN_DZ, QUIET, SOFT_FCW, QUIET]
-    frames += [UNDEFINED_PEDESTRIAN, QUIET]
+    # Three situations, 3 s apart: longer than any of their hold-offs (docs/events.md).
+    situations = [
+        [QUIET, CYCLIST_IN_DZ, PCW_FRAME, CYCLIST_IN_DZ, QUIET],
+        [SOFT_FCW, QUIET],
+        [UNDEFINED_PEDESTRIAN, QUIET],
+    ]
+    timed = [
+        (n * 3.0 + i * 0.08, f) for n, group in enumerate(situations) for i, f in enumerate(group)
+    ]
     lines = []
-    for i, payload in enumerate(frames):
-        t = T0 + i * 0.08
+    for offset, payload in timed:
+        t = T0 + offset
         lines.append(f"({t:.6f}) can0 760#0080280000000000")
         lines.append(f"({t + 0.001:.6f}) can0 700#{payload.hex().upper()}")
     path = tmp_path / "me8.log"
@@ -351,11 +359,11 @@ def test_decode_camera_me8_finds_the_right_events(
     me8_log: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     found = decode_in_process(capsys, str(me8_log), "--camera", "me8")
+    # The headway warning raised with each FCW is that FCW's situation (docs/events.md).
     assert [(e["type"], e["sound"]) for e in found] == [
         ("peds_in_dz", "peds_in_dz"),
         ("pcw", "fcw_pcw"),
         ("fcw", "soft_fcw"),
-        ("headway_warning", "soft_fcw"),
     ]
     assert all(e["speed_kmh"] == 40 and e["can_id"] == "0x700" for e in found)
     standard = decode_in_process(capsys, str(me8_log))
@@ -363,7 +371,6 @@ def test_decode_camera_me8_finds_the_right_events(
         ("peds_in_dz", "undefined"),
         ("pcw", "fcw_pcw"),
         ("fcw", "urban_fcw"),
-        ("headway_warning", "urban_fcw"),
         ("pcw", "silent"),
     ]
 
@@ -390,7 +397,7 @@ def test_the_decode_command_names_the_camera_in_its_summary(me8_log: Path) -> No
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stderr.strip().splitlines()[-1])["summary"]["camera"] == "me8"
-    assert len(result.stdout.splitlines()) == 4
+    assert len(result.stdout.splitlines()) == 3
 
 
 def test_decode_refuses_an_unknown_camera_in_one_line(
