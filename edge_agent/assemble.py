@@ -7,10 +7,12 @@ from pathlib import Path
 
 from edge_agent.config import AgentConfig
 from edge_agent.decode import MOBILEYE_DBC, VEHICLE_DBC, FrameDecoder, bundled_dbc
+from edge_agent.evidence import Evidence
 from edge_agent.extract import EventExtractor, ExtractorSettings
 from edge_agent.pipeline import Pipeline
 from edge_agent.profile import DEFAULT_PROFILE
 from edge_agent.thin import Thinner
+from protocol.contracts import URGENT_EVENT_TYPES
 from protocol.records import Event
 
 
@@ -25,7 +27,9 @@ def build_pipeline(
     bus_names: list[str],
     on_event: Callable[[Event], None] | None = None,
 ) -> Pipeline:
-    """A pipeline for ``bus_names``; with a config, each configured bus gets its own DBCs."""
+    """A pipeline for ``bus_names``; with a config, each configured bus gets its own DBCs
+    and, unless ``[evidence] enabled = false``, urgent events keep their raw frames."""
+    evidence = None
     if config is None:
         shared = default_decoder()
         decoders = dict.fromkeys(bus_names, shared)
@@ -43,4 +47,8 @@ def build_pipeline(
             if config.signal is not None
             else list(DEFAULT_PROFILE)
         )
-    return Pipeline(decoders, EventExtractor(settings), Thinner(profile), on_event=on_event)
+        if config.evidence.enabled:
+            evidence = Evidence(config.evidence.settings(), URGENT_EVENT_TYPES.__contains__)
+    return Pipeline(
+        decoders, EventExtractor(settings), Thinner(profile), on_event=on_event, evidence=evidence
+    )
