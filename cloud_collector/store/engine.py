@@ -189,6 +189,17 @@ async def _store_records(tx: Tx, batch: Batch) -> None:
             " clock_offset_ms, h3_12) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             fixes,
         )
+    evidence = [
+        (vehicle, f.bus, f.event_ms, f.time_us, f.can_id, f.extended, f.data)
+        for f in batch.frames
+        if f.event_ms is not None
+    ]
+    if evidence:
+        await tx.executemany(
+            "INSERT INTO evidence_frames (vehicle, bus, event_ms, time_us, can_id, extended,"
+            " data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            evidence,
+        )
     health = [(vehicle, s.time_ms, json.dumps(s.values, sort_keys=True)) for s in batch.health]
     if health:
         await tx.executemany(
