@@ -29,6 +29,7 @@ US_PER_MS: Final = 1000
 # time (µs), arbitration id, extended flag; the data bytes follow.
 _ENTRY: Final = struct.Struct("<qI?")
 _HEAD: Final = _ENTRY.size
+_PACK: Final = _ENTRY.pack
 # What one kept frame costs besides its packed bytes: the bytes object and its deque slot.
 ENTRY_OVERHEAD: Final = sys.getsizeof(b"") + 8
 # What a frame adds to the uplink before compression besides its data: time offset, id,
@@ -60,14 +61,18 @@ class FrameRing:
         self.evicted = 0  # frames pushed out, since start
 
     def push(self, time_us: int, can_id: int, extended: bool, data: bytes | bytearray) -> bytes:
-        entry = _ENTRY.pack(time_us, can_id, extended) + data
-        entries = self._entries
-        entries.append(entry)
+        entry = _PACK(time_us, can_id, extended) + data
+        self._entries.append(entry)
         self.used += len(entry) + ENTRY_OVERHEAD
+        if self.used > self._cap:
+            self._evict()
+        return entry
+
+    def _evict(self) -> None:
+        entries = self._entries
         while self.used > self._cap:
             self.used -= len(entries.popleft()) + ENTRY_OVERHEAD
             self.evicted += 1
-        return entry
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -149,12 +154,13 @@ class Evidence:
 
     def on_frame(self, bus: str, frame: FrameLike) -> None:
         """The hot path: one pack and append per frame, and a look at open captures."""
+        ring = self._rings.get(bus)
+        if ring is None:
+            ring = self.ring(bus)
         time_us = round(frame.timestamp * 1_000_000)
-        ring = self._rings.get(bus) or self.ring(bus)
         entry = ring.push(time_us, frame.arbitration_id, frame.is_extended_id, frame.data)
-        captures = self._open.get(bus)
-        if captures:
-            self._extend(bus, captures, time_us, entry)
+        if self._open.get(bus):
+            self._extend(bus, self._open[bus], time_us, entry)
 
     def _extend(self, bus: str, captures: list[_Capture], time_us: int, entry: bytes) -> None:
         for capture in list(captures):
