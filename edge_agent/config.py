@@ -165,11 +165,11 @@ class EvidenceConfig(_Section):
     enabled: bool = True
     before_s: Annotated[float, Field(ge=0, le=60)] = 5.0
     after_s: Annotated[float, Field(ge=0, le=60)] = 2.0
-    # Memory per bus for the frames before an event; at 500 kbit/s full load 5 s of
-    # frames take about 1.4 MiB.
+    # Memory per bus at most; the ring keeps only the "before" window, which at 89 % of
+    # 500 kbit/s takes about 1.2 MB (bench/evidence.py).
     ring_bytes: Annotated[int, Field(ge=64 << 10, le=64 << 20)] = 2 << 20
     # Evidence per UTC day, counted before compression (data plus 16 bytes a frame).
-    day_cap_bytes: Annotated[int, Field(ge=0)] = 8 << 20
+    day_cap_bytes: Annotated[int, Field(ge=0)] = 16 << 20
     max_open: Annotated[int, Field(ge=1, le=64)] = 4
 
     def settings(self) -> EvidenceSettings:

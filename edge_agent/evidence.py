@@ -45,20 +45,28 @@ class EvidenceSettings:
     before_ms: int = 5_000
     after_ms: int = 2_000
     ring_bytes: int = 2 * MiB  # per bus
-    day_cap_bytes: int = 8 * MiB  # frames' data plus WIRE_BYTES_PER_FRAME each, per UTC day
+    day_cap_bytes: int = 16 * MiB  # frames' data plus WIRE_BYTES_PER_FRAME each, per UTC day
     max_open: int = 4  # captures collecting their "after" frames at once, per bus
 
 
+# Frames between two looks for frames older than the ring needs to keep.
+TRIM_EVERY: Final = 256
+
+
 class FrameRing:
-    """The latest raw frames of one bus, at most ``cap_bytes`` of memory."""
+    """The latest raw frames of one bus: at most ``cap_bytes`` of memory, and (looked at
+    every TRIM_EVERY frames) nothing older than ``keep_us`` before the newest frame, so
+    memory follows the bus load below the cap."""
 
-    __slots__ = ("_cap", "_entries", "evicted", "used")
+    __slots__ = ("_cap", "_entries", "_keep_us", "_pushes", "evicted", "used")
 
-    def __init__(self, cap_bytes: int) -> None:
+    def __init__(self, cap_bytes: int, keep_us: int | None = None) -> None:
         self._cap = cap_bytes
+        self._keep_us = keep_us
         self._entries: deque[bytes] = deque()
+        self._pushes = 0
         self.used = 0  # bytes held, ENTRY_OVERHEAD included
-        self.evicted = 0  # frames pushed out, since start
+        self.evicted = 0  # frames pushed out by the byte cap (not by age), since start
 
     def push(self, time_us: int, can_id: int, extended: bool, data: bytes | bytearray) -> bytes:
         entry = _PACK(time_us, can_id, extended) + data
@@ -66,7 +74,15 @@ class FrameRing:
         self.used += len(entry) + ENTRY_OVERHEAD
         if self.used > self._cap:
             self._evict()
+        self._pushes += 1
+        if not self._pushes % TRIM_EVERY and self._keep_us is not None:
+            self._trim(time_us - self._keep_us)
         return entry
+
+    def _trim(self, oldest_us: int) -> None:
+        entries = self._entries
+        while entries and entry_time(entries[0]) < oldest_us:
+            self.used -= len(entries.popleft()) + ENTRY_OVERHEAD
 
     def _evict(self) -> None:
         entries = self._entries
@@ -149,7 +165,8 @@ class Evidence:
     def ring(self, bus: str) -> FrameRing:
         ring = self._rings.get(bus)
         if ring is None:
-            ring = self._rings[bus] = FrameRing(self.settings.ring_bytes)
+            keep_us = self.settings.before_ms * US_PER_MS
+            ring = self._rings[bus] = FrameRing(self.settings.ring_bytes, keep_us)
         return ring
 
     def on_frame(self, bus: str, frame: FrameLike) -> None:

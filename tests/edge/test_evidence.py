@@ -7,6 +7,7 @@ import can
 from edge_agent.evidence import (
     DAY_MS,
     ENTRY_OVERHEAD,
+    TRIM_EVERY,
     WIRE_BYTES_PER_FRAME,
     Evidence,
     EvidenceSettings,
@@ -47,6 +48,16 @@ def test_the_ring_is_bounded_by_bytes_and_counts_what_it_evicts() -> None:
     assert len(ring) == 10_000 // per_frame
     assert ring.evicted == 5_000 - len(ring)
     assert ring.latest_us() == 4_999
+
+
+def test_the_ring_keeps_only_what_the_window_needs() -> None:
+    ring = FrameRing(1 << 20, keep_us=1_000_000)
+    for i in range(10_000):  # 10 s at 1 kHz
+        ring.push(i * 1000, 0x700, False, bytes(8))
+    assert ring.latest_us() == 9_999_000
+    assert 1_000 <= len(ring) <= 1_000 + TRIM_EVERY
+    assert ring.evicted == 0
+    assert ring.used == len(ring) * (13 + 8 + ENTRY_OVERHEAD)
 
 
 def test_an_urgent_event_keeps_5_s_before_and_2_s_after_of_its_bus() -> None:
