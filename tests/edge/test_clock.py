@@ -156,4 +156,3 @@ def test_run_keeps_running_under_a_wrong_wall_clock(
     assert isinstance(stamped, int)
     assert abs(stamped - clamp_time_ms(fake_ms)) < 60_000
     assert consumer.load_results(s.db).samples, "records kept flowing"
-
