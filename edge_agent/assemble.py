@@ -8,10 +8,12 @@ from pathlib import Path
 from edge_agent.camera import STANDARD, CameraModel
 from edge_agent.config import AgentConfig
 from edge_agent.decode import VEHICLE_DBC, FrameDecoder, bundled_dbc
+from edge_agent.evidence import Evidence
 from edge_agent.extract import EventExtractor, ExtractorSettings
 from edge_agent.pipeline import Pipeline
 from edge_agent.profile import DEFAULT_PROFILE
 from edge_agent.thin import Thinner
+from protocol.contracts import URGENT_EVENT_TYPES
 from protocol.records import Event
 
 
@@ -28,10 +30,12 @@ def build_pipeline(
     on_event: Callable[[Event], None] | None = None,
     camera: CameraModel = STANDARD,
 ) -> Pipeline:
-    """A pipeline for ``bus_names``; with a config, each configured bus gets its own DBCs.
+    """A pipeline for ``bus_names``; with a config, each configured bus gets its own DBCs
+    and, unless ``[evidence] enabled = false``, urgent events keep their raw frames.
 
     ``camera`` applies without a config; a config names its camera in ``[camera] model``.
     """
+    evidence = None
     if config is None:
         shared = default_decoder(camera)
         decoders = dict.fromkeys(bus_names, shared)
@@ -51,10 +55,13 @@ def build_pipeline(
             if config.signal is not None
             else list(DEFAULT_PROFILE)
         )
+        if config.evidence.enabled:
+            evidence = Evidence(config.evidence.settings(), URGENT_EVENT_TYPES.__contains__)
     return Pipeline(
         decoders,
         EventExtractor(settings),
         Thinner(profile),
         on_event=on_event,
         normalise_warnings=camera.normalise,
+        evidence=evidence,
     )

@@ -29,14 +29,18 @@ from protocol.body import (
     B_GNSS,
     B_HEALTH,
     B_SIGNALS,
+    F_EVENT,
     US_PER_MS,
     Body,
     body_from_wire,
     body_to_wire,
+    body_version,
     time_span,
 )
 from protocol.envelope import (
+    EVIDENCE_SCHEMA_VERSION,
     K_BODY,
+    SCHEMA_VERSION,
     BatchHeader,
     RecordCounts,
     header_from_wire,
@@ -95,10 +99,14 @@ ENVELOPE_OVERHEAD: Final = _envelope_overhead()
 # chunks had a checksum starts with its body map (0x85).
 CHUNK_MARK: Final = b"\xc1"
 _CRC_END: Final = len(CHUNK_MARK) + 4
-# The body map of no records, plus what its 16 arrays' headers can grow by (4 bytes each,
-# from fixarray to array32), plus mark and checksum: a chunk is this plus its records' own
-# bytes at most.
-BODY_OVERHEAD: Final = len(wire.pack(body_to_wire(Body(), 0, 0, MAX_ARRAY_LEN))) + 16 * 4 + _CRC_END
+# The body map of no records (in schema 2, with the frames' evidence column), plus what its
+# 17 arrays' headers can grow by (4 bytes each, from fixarray to array32), plus mark and
+# checksum: a chunk is this plus its records' own bytes at most.
+BODY_OVERHEAD: Final = (
+    len(wire.pack(body_to_wire(Body(), 0, 0, MAX_ARRAY_LEN, EVIDENCE_SCHEMA_VERSION)))
+    + 17 * 4
+    + _CRC_END
+)
 
 
 def _framed(body_map: bytes) -> bytes:
@@ -128,6 +136,7 @@ class ClosedBody:
     last_ms: int
     counts: RecordCounts
     notice: bool  # carries an eviction notice
+    version: int = SCHEMA_VERSION  # 2 when a frame is linked to an event
 
     def payload(
         self, *, fleet_id: str, vehicle_id: str, epoch: int, seq: int, sent_ms: int
@@ -136,6 +145,7 @@ class ClosedBody:
         header = BatchHeader(
             fleet_id=fleet_id, vehicle_id=vehicle_id, epoch=epoch, seq=seq,
             first_ms=self.first_ms, last_ms=self.last_ms, sent_ms=sent_ms, counts=self.counts,
+            schema_version=self.version,
         )  # fmt: skip
         fields = header_to_wire(header)
         header_from_wire(fields)
@@ -153,8 +163,9 @@ def encode_chunks(policy: BatchPolicy, body: Body) -> list[StagedChunk]:
     span = time_span(body)
     if span is None:
         return []
-    body_wire = body_to_wire(body, *span, MAX_ARRAY_LEN)
-    body_from_wire(body_wire, *span, MAX_ARRAY_LEN)
+    version = body_version(body)
+    body_wire = body_to_wire(body, *span, MAX_ARRAY_LEN, version)
+    body_from_wire(body_wire, *span, MAX_ARRAY_LEN, version)
     blob = _framed(wire.pack(body_wire))
     count = body.counts().total
     if (len(blob) <= policy.max_bytes and count <= policy.max_records) or sum(map(len, body)) < 2:
@@ -283,8 +294,11 @@ def _joined(chunks: Sequence[StagedChunk], first_ms: int) -> WireMap:
     health: list[WireMap] = []
     gnss: dict[str, list[Any]] = {k: [] for k in GNSS_COLUMNS}
     frames: dict[str, list[Any]] = {k: [] for k in FRAME_COLUMNS}
-    for chunk in chunks:
-        body = _shift(read_chunk(chunk), chunk.first_ms - first_ms)
+    bodies = [_shift(read_chunk(chunk), chunk.first_ms - first_ms) for chunk in chunks]
+    if any(F_EVENT in body[B_FRAMES] for body in bodies):
+        # Schema 2 for the whole batch: frames of chunks without links get nil.
+        frames[F_EVENT] = []
+    for body in bodies:
         for s in body[B_SIGNALS]:
             times, values = series.setdefault((s["name"], s["unit"]), ([], []))
             times.extend(s["t"])
@@ -293,7 +307,7 @@ def _joined(chunks: Sequence[StagedChunk], first_ms: int) -> WireMap:
         health.extend(body[B_HEALTH])
         for columns, stored in ((gnss, body[B_GNSS]), (frames, body[B_FRAMES])):
             for key, column in columns.items():
-                column.extend(stored[key])
+                column.extend(stored[key] if key in stored else [None] * len(stored["t"]))
     return {
         B_SIGNALS: [
             {"name": name, "unit": unit, "t": times, "v": values}
@@ -338,4 +352,5 @@ def join_chunks(chunks: Sequence[StagedChunk]) -> ClosedBody:
         health=len(body[B_HEALTH]),
     )
     notice = any(e["type"] == EVICTION_NOTICE for e in body[B_EVENTS])
-    return ClosedBody(frame, first, max(c.last_ms for c in chunks), counts, notice)
+    version = EVIDENCE_SCHEMA_VERSION if F_EVENT in body[B_FRAMES] else SCHEMA_VERSION
+    return ClosedBody(frame, first, max(c.last_ms for c in chunks), counts, notice, version)

@@ -81,7 +81,9 @@ def _event(event: Event) -> Event:
 
 def _frame(frame: RawFrame) -> RawFrame:
     time_us = min(max(frame.time_us, 0), (MAX_TIME_MS + 1) * 1000 - 1)
-    return dataclasses.replace(frame, time_us=time_us)
+    # The link follows its event's time, clamped the same way, so it still finds it.
+    link = None if frame.event_ms is None else clamp_time_ms(frame.event_ms)
+    return dataclasses.replace(frame, time_us=time_us, event_ms=link)
 
 
 def _in_range(records: Records) -> bool:
@@ -91,6 +93,7 @@ def _in_range(records: Records) -> bool:
     times += [h.time_ms for h in records.health]
     times += [t for s in records.signals for t in s.times_ms]
     times += [f.time_us // 1000 for f in records.frames]
+    times += [f.event_ms for f in records.frames if f.event_ms is not None]
     return all(0 <= t <= MAX_TIME_MS for t in times)
 
 

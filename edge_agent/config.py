@@ -26,6 +26,7 @@ from edge_agent.batching import DEFAULT_RESERVE_BYTES
 from edge_agent.camera import CAMERA_MODELS, DEFAULT_CAMERA_MODEL, STANDARD, CameraModel
 from edge_agent.decode import VEHICLE_DBC, bundled_dbc
 from edge_agent.errors import ConfigError
+from edge_agent.evidence import EvidenceSettings
 from edge_agent.signs import SOUND_TABLES
 from edge_agent.thin import SamplePolicy
 
@@ -179,6 +180,30 @@ class EventsConfig(_Section):
     harsh_braking_g: Annotated[float, Field(gt=0, le=2)] = 0.3
 
 
+class EvidenceConfig(_Section):
+    """Raw frames kept around each urgent event (edge_agent/evidence.py)."""
+
+    enabled: bool = True
+    before_s: Annotated[float, Field(ge=0, le=60)] = 5.0
+    after_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    # Memory per bus at most; the ring keeps only the "before" window, which at 89 % of
+    # 500 kbit/s takes about 1.2 MB (bench/evidence.py).
+    ring_bytes: Annotated[int, Field(ge=64 << 10, le=64 << 20)] = 2 << 20
+    # Evidence per UTC day, counted before compression (data plus 16 bytes a frame).
+    day_cap_bytes: Annotated[int, Field(ge=0)] = 16 << 20
+    max_open: Annotated[int, Field(ge=1, le=64)] = 4
+
+    def settings(self) -> EvidenceSettings:
+        return EvidenceSettings(
+            enabled=self.enabled,
+            before_ms=round(self.before_s * 1000),
+            after_ms=round(self.after_s * 1000),
+            ring_bytes=self.ring_bytes,
+            day_cap_bytes=self.day_cap_bytes,
+            max_open=self.max_open,
+        )
+
+
 class SignalConfig(_Section):
     name: Annotated[str, Field(min_length=3)]
     deadband: Annotated[float, Field(ge=0)] = 0.0
@@ -201,6 +226,7 @@ class AgentConfig(_Section):
     mqtt: MqttConfig = MqttConfig()
     camera: CameraConfig = CameraConfig()
     events: EventsConfig = EventsConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
     # Replaces the default collection profile when given.
     signal: list[SignalConfig] | None = None
 

@@ -278,7 +278,7 @@ class Agent:
     async def _drain(self) -> None:
         """Flush what is left, close every staged record into a batch, publish briefly."""
         if self.replay is None:
-            await self.writer.write(self.pipeline.drain())
+            await self.writer.write(self.pipeline.drain(final=True))
         await self.writer.close_batches(force=True)
         if self.writer.holding():
             log.error(

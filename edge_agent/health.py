@@ -49,6 +49,12 @@ from protocol.contracts import (
     DROPPED_INVALID,
     ERROR_FRAMES,
     EVICTED_RECORDS,
+    EVIDENCE_BYTES_TODAY,
+    EVIDENCE_DAY_CAP_BYTES,
+    EVIDENCE_DROPPED_BYTES,
+    EVIDENCE_DROPPED_EVENTS,
+    EVIDENCE_EVENTS,
+    EVIDENCE_RING_BYTES,
     GNSS_FIX,
     GNSS_MODE,
     HEALTH_INTERVAL_S,
@@ -85,6 +91,7 @@ from protocol.contracts import (
 from protocol.records import Scalar
 
 if TYPE_CHECKING:
+    from edge_agent.evidence import Evidence
     from edge_agent.outbox import OutboxStats
     from edge_agent.pipeline import BusCounters
     from edge_agent.uplink import UplinkCounters
@@ -265,6 +272,7 @@ class HealthInputs:
     camera_failsafe: bool | None
     camera_tamper: bool | None
     probe: ProbeValues
+    evidence: Evidence | None = None  # None: evidence is off
 
 
 def health_values(inputs: HealthInputs) -> dict[str, Scalar]:
@@ -275,6 +283,7 @@ def health_values(inputs: HealthInputs) -> dict[str, Scalar]:
         **_uplink_values(inputs),
         **_bus_values(inputs),
         **_gnss_camera_values(inputs),
+        **_evidence_values(inputs.evidence),
     }
 
 
@@ -366,4 +375,25 @@ def _gnss_camera_values(i: HealthInputs) -> dict[str, Scalar]:
         **i.gnss.client_stats,
         CAMERA_FAILSAFE_KEY: i.camera_failsafe,
         CAMERA_TAMPER_KEY: i.camera_tamper,
+    }
+
+
+def _evidence_values(evidence: Evidence | None) -> dict[str, Scalar]:
+    if evidence is None:
+        return {
+            EVIDENCE_DAY_CAP_BYTES: None,
+            EVIDENCE_BYTES_TODAY: None,
+            EVIDENCE_EVENTS: 0,
+            EVIDENCE_DROPPED_EVENTS: 0,
+            EVIDENCE_DROPPED_BYTES: 0,
+            EVIDENCE_RING_BYTES: 0,
+        }
+    stats = evidence.stats
+    return {
+        EVIDENCE_DAY_CAP_BYTES: stats.day_cap_bytes,
+        EVIDENCE_BYTES_TODAY: stats.bytes_today,
+        EVIDENCE_EVENTS: stats.events,
+        EVIDENCE_DROPPED_EVENTS: stats.dropped_events,
+        EVIDENCE_DROPPED_BYTES: stats.dropped_bytes,
+        EVIDENCE_RING_BYTES: evidence.ring_bytes(),
     }

@@ -15,11 +15,12 @@ from cantools.database.errors import DecodeError
 
 from edge_agent import pipeline_state
 from edge_agent.decode import DecodedValues, FrameDecoder
+from edge_agent.evidence import Evidence
 from edge_agent.extract import EventExtractor
 from edge_agent.profile import VEHICLE_SPEED
 from edge_agent.sources import FrameLike
 from edge_agent.thin import Thinner
-from protocol.records import Event, FrameRef, GnssFix, SignalSeries
+from protocol.records import Event, FrameRef, GnssFix, RawFrame, SignalSeries
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,10 @@ class Drained:
     events: tuple[Event, ...]
     signals: tuple[SignalSeries, ...]
     fixes: tuple[GnssFix, ...]
+    frames: tuple[RawFrame, ...] = ()  # evidence of urgent events
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.signals or self.fixes)
+        return bool(self.events or self.signals or self.fixes or self.frames)
 
 
 @dataclass
@@ -71,6 +73,8 @@ class Pipeline:
     on_event: Callable[[Event], None] | None = None
     # The camera model's: gives its warnings the Standard signal names (edge_agent/camera.py).
     normalise_warnings: Callable[[DecodedValues], DecodedValues] | None = None
+    # Raw frames kept around urgent events; None: none kept (decode, evidence disabled).
+    evidence: Evidence | None = None
     counters: dict[str, BusCounters] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     fixes: list[GnssFix] = field(default_factory=list)
@@ -97,6 +101,8 @@ class Pipeline:
         if frame.is_remote_frame:
             counters.remote_frames += 1
             return
+        if self.evidence is not None:
+            self.evidence.on_frame(bus, frame)
         compiled = self.decoders[bus].lookup(frame.arbitration_id, frame.is_extended_id)
         if compiled is None:
             counters.unknown_id += 1
@@ -113,9 +119,7 @@ class Pipeline:
         now_ms = round(frame.timestamp * 1000)
         name = compiled.name
         if name == _CAMERA_WARNINGS:
-            if self.normalise_warnings is not None:
-                values = self.normalise_warnings(values)
-            self._camera_flags(values)
+            values = self._camera_warnings(values)
         self.thinner.feed(name, values, now_ms)
         events = self.extractor.feed(
             name, values, now_ms, self._ref(bus, frame.arbitration_id), data
@@ -127,6 +131,9 @@ class Pipeline:
 
     def _emit(self, events: list[Event]) -> None:
         self.events.extend(events)
+        if self.evidence is not None:
+            for event in events:
+                self.evidence.on_event(event)
         if self.on_event is not None:
             for event in events:
                 self.on_event(event)
@@ -136,9 +143,13 @@ class Pipeline:
         self.fixes.append(fix)
         self.last_fix = fix
 
-    def drain(self) -> Drained:
-        """Hand over the events, thinned samples and fixes held so far."""
-        drained = Drained(tuple(self.events), tuple(self.thinner.drain()), tuple(self.fixes))
+    def drain(self, *, final: bool = False) -> Drained:
+        """Hand over the events, thinned samples, fixes and completed evidence held so
+        far; ``final`` (the last drain before a stop) completes evidence still collecting."""
+        frames = () if self.evidence is None else self.evidence.take(final=final)
+        drained = Drained(
+            tuple(self.events), tuple(self.thinner.drain()), tuple(self.fixes), frames
+        )
         self.events.clear()
         self.fixes.clear()
         return drained
@@ -160,12 +171,16 @@ class Pipeline:
         """Frames handed in on all buses."""
         return sum(c.frames for c in self.counters.values())
 
-    def _camera_flags(self, values: DecodedValues) -> None:
+    def _camera_warnings(self, values: DecodedValues) -> DecodedValues:
+        """The warnings in the Standard signal names, with the camera's state flags noted."""
+        if self.normalise_warnings is not None:
+            values = self.normalise_warnings(values)
         failsafe, tamper = values.get("failsafe"), values.get("tamper_alert")
         if failsafe is not None:
             self.camera_failsafe = bool(failsafe)
         if tamper is not None:
             self.camera_tamper = bool(tamper)
+        return values
 
     def _ref(self, bus: str, can_id: int) -> FrameRef:
         key = (bus, can_id)

@@ -113,7 +113,7 @@ class ReplayReader:
     async def flush(self, frames_done: int, *, finished: bool) -> None:
         """Store what the pipeline holds with the checkpoint after it; the state is taken
         right after the drain, with no frame processed in between."""
-        drained = self.pipeline.drain()
+        drained = self.pipeline.drain(final=finished)
         recording = str(self.job.recording.resolve())
         checkpoint = Checkpoint(recording, frames_done, finished, self.pipeline.snapshot())
         await self.writer.write(drained, checkpoint.dump())

@@ -152,6 +152,7 @@ class HealthReporter:
             ),
             camera_failsafe=self.pipeline.camera_failsafe,
             camera_tamper=self.pipeline.camera_tamper,
+            evidence=self.pipeline.evidence,
             probe=probe,
         )
 

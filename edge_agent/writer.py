@@ -49,7 +49,12 @@ class OutboxWriter:
 
     async def write(self, drained: Drained, checkpoint: bytes | None = None) -> None:
         """Store what the pipeline handed over, in one transaction with ``checkpoint``."""
-        records = Records(events=drained.events, signals=drained.signals, gnss=drained.fixes)
+        records = Records(
+            events=drained.events,
+            signals=drained.signals,
+            gnss=drained.fixes,
+            frames=drained.frames,
+        )
         self.flushing_since = self.clock.monotonic()
         try:
             # A wall clock before 1970 stamps live frames with negative times, which the

@@ -99,7 +99,7 @@ def oversize(vehicle: str, epoch: int, seq: int) -> bytes:
 
 
 def unknown_version(vehicle: str, epoch: int, seq: int) -> bytes:
-    return _envelope(make_batch(vehicle, epoch, seq), b"\x00", v=2, extra="future")
+    return _envelope(make_batch(vehicle, epoch, seq), b"\x00", v=3, extra="future")
 
 
 def wrong_vehicle(topic_vehicle: str, epoch: int, seq: int) -> bytes:

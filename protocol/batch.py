@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from protocol import checks
-from protocol.body import Body, time_span
-from protocol.envelope import K_BODY, SCHEMA_VERSION, BatchHeader
+from protocol.body import Body, body_version, time_span
+from protocol.envelope import K_BODY, BatchHeader
 from protocol.records import Event, GnssFix, Health, RawFrame, SignalSeries
 
 
@@ -42,7 +42,8 @@ class Batch:
         frames: Iterable[RawFrame] = (),
         health: Iterable[Health] = (),
     ) -> Batch:
-        """A batch whose first/last record times and record counts come from the records.
+        """A batch whose first/last record times, record counts and schema version (the
+        lowest that expresses the records) come from the records.
 
         Raises InvalidField if there is no record or a record time is not a valid time;
         everything else is checked when the batch is encoded.
@@ -52,7 +53,7 @@ class Batch:
         if span is None:
             checks.fail(K_BODY, "a batch carries at least one record")
         header = BatchHeader(
-            schema_version=SCHEMA_VERSION,
+            schema_version=body_version(body),
             fleet_id=fleet_id,
             vehicle_id=vehicle_id,
             epoch=epoch,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, NamedTuple
 
 from protocol import checks
-from protocol.envelope import RecordCounts
+from protocol.envelope import EVIDENCE_SCHEMA_VERSION, SCHEMA_VERSION, RecordCounts
 from protocol.limits import (
     MAX_ATTRS,
     MAX_CAN_ID,
@@ -51,6 +51,11 @@ SOURCE_KEYS: Final = frozenset({"bus", "id"})
 # A GNSS fix: the keys of an event's ``fix`` map and of the ``gnss`` columns alike.
 FIX_KEYS: Final = frozenset({"t", "lat", "lon", "mode", "alt", "spd", "trk", "clk"})
 FRAME_KEYS: Final = frozenset({"bus", "t", "id", "data", "ext"})
+# Schema 2: each frame names the event it is evidence for (that event's absolute time, ms,
+# on the frame's bus), or nil. Absolute, because the event travels in an urgent batch of
+# its own while its frames follow in bulk batches with other t0s.
+F_EVENT: Final = "ev"
+FRAME_KEYS_V2: Final = FRAME_KEYS | {F_EVENT}
 HEALTH_KEYS: Final = frozenset({"t", "values"})
 
 MAX_GNSS_MODE: Final = 3
@@ -74,6 +79,13 @@ class Body(NamedTuple):
             raw_frames=len(self.frames),
             health=len(self.health),
         )
+
+
+def body_version(body: Body) -> int:
+    """The lowest schema version that expresses ``body``: 2 when a frame is linked to an
+    event, else 1 (which every consumer reads)."""
+    linked = any(f.event_ms is not None for f in body.frames)
+    return EVIDENCE_SCHEMA_VERSION if linked else SCHEMA_VERSION
 
 
 # Encoding -------------------------------------------------------------------------------
@@ -118,11 +130,26 @@ def _event_to_wire(event: Event, first_ms: int, last_ms: int) -> dict[str, objec
     }
 
 
-def body_to_wire(body: Body, first_ms: int, last_ms: int, max_array_len: int) -> dict[str, object]:
-    """The body map for records whose times lie in [first_ms, last_ms] (checked here)."""
+def _frame_links(frames: Sequence[RawFrame], version: int, max_len: int) -> dict[str, object]:
+    """The ``ev`` column for schema 2; nothing for schema 1, which cannot carry a link."""
+    links = [f.event_ms for f in frames]
+    if version < EVIDENCE_SCHEMA_VERSION:
+        if any(link is not None for link in links):
+            checks.fail(f"frm.{F_EVENT}", "a frame linked to an event needs schema 2")
+        return {}
+    return {F_EVENT: list(checks.opt_int_column(links, f"frm.{F_EVENT}", 0, MAX_TIME_MS, max_len))}
+
+
+def body_to_wire(
+    body: Body, first_ms: int, last_ms: int, max_array_len: int, version: int | None = None
+) -> dict[str, object]:
+    """The body map for records whose times lie in [first_ms, last_ms] (checked here), in
+    schema ``version`` (default: the lowest that expresses the body)."""
     span = (first_ms, last_ms)
     gnss = body.gnss
     frames = body.frames
+    if version is None:
+        version = body_version(body)
     return {
         B_SIGNALS: [
             {
@@ -156,6 +183,7 @@ def body_to_wire(body: Body, first_ms: int, last_ms: int, max_array_len: int) ->
             "id": [f.can_id for f in frames],
             "data": [f.data for f in frames],
             "ext": [f.extended for f in frames],
+            **_frame_links(frames, version, max_array_len),
         },
         B_HEALTH: [
             {
@@ -248,8 +276,11 @@ def _gnss(value: object, first_ms: int, span: int, max_len: int) -> tuple[GnssFi
     return tuple(map(GnssFix, map(first_ms.__add__, times), *columns))
 
 
-def _frames(value: object, first_ms: int, span: int, max_len: int) -> tuple[RawFrame, ...]:
-    wire = checks.fields(value, B_FRAMES, FRAME_KEYS)
+def _frames(
+    value: object, first_ms: int, span: int, max_len: int, version: int
+) -> tuple[RawFrame, ...]:
+    linked = version >= EVIDENCE_SCHEMA_VERSION
+    wire = checks.fields(value, B_FRAMES, FRAME_KEYS_V2 if linked else FRAME_KEYS)
     times = checks.int_column(wire["t"], "frm.t", 0, span * US_PER_MS + US_PER_MS - 1, max_len)
     n = len(times)
     buses = checks.name_column(wire["bus"], "frm.bus", max_len)
@@ -261,8 +292,12 @@ def _frames(value: object, first_ms: int, span: int, max_len: int) -> tuple[RawF
     for index, (can_id, ext) in enumerate(zip(ids, extended, strict=True)):
         if not ext and can_id > MAX_STD_CAN_ID:
             checks.fail("frm.id", f"element {index}: {can_id} is not an 11-bit identifier")
+    links: Sequence[int | None] = [None] * n
+    if linked:
+        links = checks.opt_int_column(wire[F_EVENT], f"frm.{F_EVENT}", 0, MAX_TIME_MS, max_len)
+        checks.same_length(f"frm.{F_EVENT}", n, links)
     first_us = first_ms * US_PER_MS
-    return tuple(map(RawFrame, buses, map(first_us.__add__, times), ids, data, extended))
+    return tuple(map(RawFrame, buses, map(first_us.__add__, times), ids, data, extended, links))
 
 
 def _health(wire: Mapping[str, object], first_ms: int, span: int) -> Health:
@@ -272,8 +307,11 @@ def _health(wire: Mapping[str, object], first_ms: int, span: int) -> Health:
     )
 
 
-def body_from_wire(value: object, first_ms: int, last_ms: int, max_array_len: int) -> Body:
-    """Check a body map against the header's time span and return its records."""
+def body_from_wire(
+    value: object, first_ms: int, last_ms: int, max_array_len: int, version: int = SCHEMA_VERSION
+) -> Body:
+    """Check a body map of schema ``version`` against the header's time span and return
+    its records."""
     wire = checks.fields(value, "", BODY_KEYS)
     span = last_ms - first_ms
     return Body(
@@ -286,7 +324,7 @@ def body_from_wire(value: object, first_ms: int, last_ms: int, max_array_len: in
             for item in _maps(wire[B_EVENTS], B_EVENTS, EVENT_KEYS, max_array_len)
         ),
         gnss=_gnss(wire[B_GNSS], first_ms, span, max_array_len),
-        frames=_frames(wire[B_FRAMES], first_ms, span, max_array_len),
+        frames=_frames(wire[B_FRAMES], first_ms, span, max_array_len, version),
         health=tuple(
             _health(item, first_ms, span)
             for item in _maps(wire[B_HEALTH], B_HEALTH, HEALTH_KEYS, max_array_len)

@@ -95,7 +95,8 @@ def _header(payload: Payload, limits: Limits) -> tuple[BatchHeader, bytes, Batch
 
 
 def peek_header(payload: Payload, limits: Limits = DEFAULT_LIMITS) -> BatchHeader:
-    """The checked header of a schema-1 batch payload, without decompressing the body.
+    """The checked header of a batch payload of a supported schema, without decompressing
+    the body.
 
     Raises UnsupportedSchemaVersion (with ``identity``) for another schema version.
     """
@@ -130,7 +131,9 @@ def decode_batch(payload: Payload, limits: Limits = DEFAULT_LIMITS) -> Batch:
             max_array_len=limits.max_array_len,
             max_map_len=MAX_HEALTH_VALUES,
         )
-        body = body_from_wire(body_wire, header.first_ms, header.last_ms, limits.max_array_len)
+        body = body_from_wire(
+            body_wire, header.first_ms, header.last_ms, limits.max_array_len, header.schema_version
+        )
         _check_counts(header.counts, body.counts())
     except ProtocolError as exc:
         exc.identity = exc.identity or identity
@@ -147,8 +150,9 @@ def encode_batch(batch: Batch, level: int = compression.DEFAULT_LEVEL) -> bytes:
     header_wire = header_to_wire(batch.header)
     header = header_from_wire(header_wire)
     max_array_len = DEFAULT_LIMITS.max_array_len
-    body_wire = body_to_wire(batch.body, header.first_ms, header.last_ms, max_array_len)
-    body = body_from_wire(body_wire, header.first_ms, header.last_ms, max_array_len)
+    version = header.schema_version
+    body_wire = body_to_wire(batch.body, header.first_ms, header.last_ms, max_array_len, version)
+    body = body_from_wire(body_wire, header.first_ms, header.last_ms, max_array_len, version)
     _check_counts(header.counts, body.counts())
     data = wire.pack(body_wire)
     if len(data) > DEFAULT_LIMITS.max_body_bytes:

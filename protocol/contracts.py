@@ -589,6 +589,60 @@ GNSS_CAMERA_KEYS: Final = (
     ),
 )
 
+EVIDENCE_DAY_CAP_BYTES: Final = "evidence_day_cap_bytes"
+EVIDENCE_BYTES_TODAY: Final = "evidence_bytes_today"
+EVIDENCE_EVENTS: Final = "evidence_events"
+EVIDENCE_DROPPED_EVENTS: Final = "evidence_dropped_events"
+EVIDENCE_DROPPED_BYTES: Final = "evidence_dropped_bytes"
+EVIDENCE_RING_BYTES: Final = "evidence_ring_bytes"
+
+EVIDENCE_KEYS: Final = (
+    _key(
+        EVIDENCE_DAY_CAP_BYTES,
+        "int",
+        "bytes",
+        "`[evidence] day_cap_bytes`: raw evidence allowed per UTC day (frame data plus 16 "
+        "bytes a frame, before compression); `null` when evidence is off",
+        nullable=True,
+        label="evidence cap per day",
+    ),
+    _key(
+        EVIDENCE_BYTES_TODAY,
+        "int",
+        "bytes",
+        "raw evidence of this UTC day's urgent events handed to the outbox, counted as the "
+        "cap counts; `null` when evidence is off",
+        nullable=True,
+    ),
+    _key(
+        EVIDENCE_EVENTS,
+        "int",
+        "",
+        "urgent events whose raw frames were handed to the outbox, since start",
+    ),
+    _key(
+        EVIDENCE_DROPPED_EVENTS,
+        "int",
+        "",
+        "urgent events whose raw frames were not kept: the day's cap was reached, or "
+        "`[evidence] max_open` captures of the bus were still collecting, since start",
+    ),
+    _key(
+        EVIDENCE_DROPPED_BYTES,
+        "int",
+        "bytes",
+        "what the captures dropped at the cap would have cost (0 for those never started), "
+        "since start",
+    ),
+    _key(
+        EVIDENCE_RING_BYTES,
+        "int",
+        "bytes",
+        "memory the rings of recent raw frames hold, all buses (each at most "
+        "`[evidence] ring_bytes`)",
+    ),
+)
+
 # Sections of docs/health.md, in order.
 HEALTH_GROUPS: Final = (
     ("Identity and process", IDENTITY_KEYS),
@@ -596,6 +650,7 @@ HEALTH_GROUPS: Final = (
     ("Uplink", UPLINK_KEYS),
     ("Buses (one set per configured `[[bus]]`, `<name>` = `bus.name`)", BUS_KEYS),
     ("GNSS and camera", GNSS_CAMERA_KEYS),
+    ("Raw evidence of urgent events (`[evidence]`)", EVIDENCE_KEYS),
 )
 HEALTH_KEYS: Final = tuple(k for _, keys in HEALTH_GROUPS for k in keys)
 # A change of one of these takes a snapshot (``change:<keys>``).

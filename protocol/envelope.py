@@ -18,7 +18,11 @@ from protocol.errors import UnsupportedSchemaVersion
 from protocol.limits import MAX_TIME_MS
 
 SCHEMA_VERSION: Final = 1
-SUPPORTED_VERSIONS: Final = frozenset({SCHEMA_VERSION})
+# Schema 2 adds the evidence link of raw frames (``frm.ev``); the header is the same. The
+# encoder writes the lowest version that can express a batch, so a batch without linked
+# frames stays version 1 and consumers of version 1 keep reading it.
+EVIDENCE_SCHEMA_VERSION: Final = 2
+SUPPORTED_VERSIONS: Final = frozenset({SCHEMA_VERSION, EVIDENCE_SCHEMA_VERSION})
 # Versions are small positive integers; anything else cannot be a version at all.
 MAX_SCHEMA_VERSION: Final = 0xFFFF
 # Counts cannot exceed what fits a body; the cap keeps them in uint32 for consumers.
@@ -145,7 +149,7 @@ def identity_from_wire(fields: dict[str, object]) -> BatchIdentity:
 
 
 def header_from_wire(fields: dict[str, object]) -> BatchHeader:
-    """Check a complete schema-1 header map (without ``body``) and return it.
+    """Check a complete header map of a supported version (without ``body``) and return it.
 
     Raises UnsupportedSchemaVersion, carrying the identity, for any other version.
     """

@@ -68,13 +68,18 @@ class SignalSeries:
 
 @dataclass(frozen=True, slots=True)
 class RawFrame:
-    """A raw CAN frame kept for an event snapshot."""
+    """A raw CAN frame kept for an event snapshot.
+
+    ``event_ms`` links the frame to the event it is evidence for: that event's time (ms),
+    on the frame's bus (schema 2). None for a frame linked to no event.
+    """
 
     bus: str
     time_us: int
     can_id: int
     data: bytes
     extended: bool = False
+    event_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

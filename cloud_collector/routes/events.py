@@ -1,13 +1,15 @@
-"""``/v1/events``: events as GeoJSON points, oldest first, paged by cursor."""
+"""``/v1/events``: events as GeoJSON points, oldest first, paged by cursor;
+``/v1/events/{event_id}/frames``: an urgent event's raw evidence as a candump log."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from cloud_collector import geojson
+from cloud_collector.candump import candump_log
 from cloud_collector.routes.context import Ctx
 from cloud_collector.routes.params import (
     BBOX_DOC,
@@ -55,3 +57,30 @@ async def events(
     )
     page = await ctx.queries.events(q)
     return geo(geojson.events_collection(page.events, page.next_cursor))
+
+
+@router.get(
+    "/v1/events/{event_id}/frames",
+    summary="An event's raw CAN evidence as a candump -L log",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "candump -L lines, oldest first"},
+        404: {"description": "no such event, or no frames stored for it"},
+    },
+)
+async def event_frames(
+    ctx: Ctx,
+    event_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="the event's id")],
+) -> PlainTextResponse:
+    found = await ctx.queries.event_evidence(event_id)
+    if found is None:
+        raise HTTPException(status_code=404, detail="event_id: unknown event")
+    if not found.frames:
+        # Bulk events keep none; an urgent event's may be dropped at the agent's daily cap
+        # or still be on their way (they follow the event in bulk batches).
+        raise HTTPException(status_code=404, detail="event_id: no raw frames stored for this event")
+    name = f"{found.event.vehicle}-{found.event.type}-{found.event.time_ms}.log"
+    return PlainTextResponse(
+        candump_log(found.frames),
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

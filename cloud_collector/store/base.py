@@ -73,6 +73,26 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class EvidenceFrame:
+    """A raw CAN frame kept as evidence of an event (vehicle clock)."""
+
+    time_us: int
+    bus: str
+    can_id: int
+    extended: bool
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EventEvidence:
+    """An event and the raw frames stored for it, oldest first (empty: none arrived, or
+    none were kept)."""
+
+    event: StoredEvent
+    frames: list[EvidenceFrame]
+
+
+@dataclass(frozen=True, slots=True)
 class EventPage:
     """Events oldest first; ``next_cursor`` is None on the last page."""
 
@@ -303,6 +323,10 @@ class Queries(Protocol):
         ...
 
     async def events(self, q: EventQuery) -> EventPage: ...
+
+    async def event_evidence(self, event_id: int) -> EventEvidence | None:
+        """Event ``event_id`` and its evidence frames; None when there is no such event."""
+        ...
 
     async def road_conditions(self, q: RoadQuery) -> list[CellHour]: ...
 

@@ -189,10 +189,27 @@ async def _store_records(tx: Tx, batch: Batch) -> None:
             " clock_offset_ms, h3_12) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             fixes,
         )
+    await _store_evidence(tx, batch)
     health = [(vehicle, s.time_ms, json.dumps(s.values, sort_keys=True)) for s in batch.health]
     if health:
         await tx.executemany(
             'INSERT INTO health (vehicle, time_ms, "values") VALUES (?, ?, ?)', health
+        )
+
+
+async def _store_evidence(tx: Tx, batch: Batch) -> None:
+    """Frames linked to an event (schema 2); frames linked to none are not kept."""
+    vehicle = batch.header.vehicle_id
+    evidence = [
+        (vehicle, f.bus, f.event_ms, f.time_us, f.can_id, f.extended, f.data)
+        for f in batch.frames
+        if f.event_ms is not None
+    ]
+    if evidence:
+        await tx.executemany(
+            "INSERT INTO evidence_frames (vehicle, bus, event_ms, time_us, can_id, extended,"
+            " data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            evidence,
         )
 
 

@@ -8,6 +8,7 @@ from cloud_collector.store import health, reads
 from cloud_collector.store.base import (
     BBox,
     CellHour,
+    EventEvidence,
     EventPage,
     EventQuery,
     HealthPoint,
@@ -36,6 +37,9 @@ class EngineQueries:
 
     async def events(self, q: EventQuery) -> EventPage:
         return await self._runner.run(lambda tx: reads.events(tx, q))
+
+    async def event_evidence(self, event_id: int) -> EventEvidence | None:
+        return await self._runner.run(lambda tx: reads.event_evidence(tx, event_id))
 
     async def road_conditions(self, q: RoadQuery) -> list[CellHour]:
         return await self._runner.run(lambda tx: reads.road_conditions(tx, q))

@@ -21,8 +21,10 @@ from cloud_collector.store.base import (
     MAX_EVENT_LIMIT,
     BBox,
     CellHour,
+    EventEvidence,
     EventPage,
     EventQuery,
+    EvidenceFrame,
     RoadQuery,
     SignCluster,
     StoredEvent,
@@ -88,6 +90,22 @@ async def events(tx: Tx, q: EventQuery) -> EventPage:
     page = [_event(r) for r in rows[: q.limit]]
     more = len(rows) > q.limit
     return EventPage(page, encode_cursor(page[-1].time_ms, page[-1].id) if more else None)
+
+
+async def event_evidence(tx: Tx, event_id: int) -> EventEvidence | None:
+    row = await fetchrow(tx, f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", event_id)
+    if row is None:
+        return None
+    event = _event(row)
+    if event.source_bus is None:
+        return EventEvidence(event, [])
+    rows = await tx.fetch(
+        "SELECT time_us, bus, can_id, extended, data FROM evidence_frames"
+        " WHERE vehicle = ? AND bus = ? AND event_ms = ? ORDER BY time_us",
+        event.vehicle, event.source_bus, event.time_ms,
+    )  # fmt: skip
+    frames = [EvidenceFrame(int(r[0]), r[1], int(r[2]), bool(r[3]), bytes(r[4])) for r in rows]
+    return EventEvidence(event, frames)
 
 
 def _event(r: Row) -> StoredEvent:

@@ -50,6 +50,7 @@ class SplitStore(Generic[R]):
         self.set_presence = ledger.set_presence
         self.note_clock_ahead = ledger.note_clock_ahead
         self.events = queries.events
+        self.event_evidence = queries.event_evidence
         self.road_conditions = queries.road_conditions
         self.signs = queries.signs
         self.vehicles = queries.vehicles

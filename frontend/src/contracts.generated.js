@@ -92,4 +92,10 @@ export const HEALTH_KEYS = {
   "gnss_malformed_<reason>": {"label": "gnss malformed <reason>", "unit": "", "type": "int"},
   "camera_failsafe": {"label": "camera failsafe", "unit": "", "type": "bool"},
   "camera_tamper": {"label": "camera tamper", "unit": "", "type": "bool"},
+  "evidence_day_cap_bytes": {"label": "evidence cap per day", "unit": "bytes", "type": "int"},
+  "evidence_bytes_today": {"label": "evidence bytes today", "unit": "bytes", "type": "int"},
+  "evidence_events": {"label": "evidence events", "unit": "", "type": "int"},
+  "evidence_dropped_events": {"label": "evidence dropped events", "unit": "", "type": "int"},
+  "evidence_dropped_bytes": {"label": "evidence dropped bytes", "unit": "bytes", "type": "int"},
+  "evidence_ring_bytes": {"label": "evidence ring bytes", "unit": "bytes", "type": "int"},
 };

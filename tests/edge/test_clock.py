@@ -76,6 +76,15 @@ def test_records_in_range_are_passed_through_untouched() -> None:
     assert clamp_records(records) is records
 
 
+def test_evidence_links_are_clamped_with_their_event() -> None:
+    event = Event("fcw", -40, None, None, None)
+    linked = RawFrame("camera", -45_000, 0x700, bytes(8), event_ms=-40)
+    out = clamp_records(Records(events=(event,), frames=(linked,)))
+    assert out.frames[0].event_ms == out.events[0].time_ms == 0
+    records = Records(frames=(RawFrame("camera", 5_000, 0x700, b"", event_ms=-1),))
+    assert clamp_records(records).frames[0].event_ms == 0
+
+
 # -- a real agent under a wrong clock ------------------------------------------------------
 
 

@@ -168,3 +168,15 @@ def test_the_mqtt_password_never_prints(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"key 'mqtt\.password'") as err:
         load_config(wrong_type)
     assert "123456" not in str(err.value)
+
+
+def test_evidence_defaults_and_keys(tmp_path: Path) -> None:
+    default = load_config(write(tmp_path, GOOD)).evidence.settings()
+    assert (default.enabled, default.before_ms, default.after_ms) == (True, 5_000, 2_000)
+    text = GOOD + "\n[evidence]\nbefore_s = 1.5\nafter_s = 0.25\nday_cap_bytes = 1000\n"
+    custom = load_config(write(tmp_path, text)).evidence.settings()
+    assert (custom.before_ms, custom.after_ms, custom.day_cap_bytes) == (1_500, 250, 1000)
+    with pytest.raises(ConfigError, match=r"evidence\.after_s"):
+        load_config(write(tmp_path, GOOD + "\n[evidence]\nafter_s = -1\n"))
+    with pytest.raises(ConfigError, match="did you mean 'before_s'"):
+        load_config(write(tmp_path, GOOD + "\n[evidence]\nbefore = 3\n"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edge_agent import outbox
+from edge_agent.evidence import Evidence, EvidenceSettings
 from edge_agent.gnss import GpsdClient
 from edge_agent.health import (
     AgentInfo,
@@ -82,3 +83,21 @@ def test_queue_drops_and_malformed_lines_are_reported() -> None:
 
 def test_integrity_keys_are_the_outbox_counters() -> None:
     assert INTEGRITY_KEYS == outbox.INTEGRITY_COUNTERS
+
+
+def test_evidence_keys_follow_the_evidence_counters() -> None:
+    off = health_values(inputs())
+    assert off["evidence_day_cap_bytes"] is None
+    assert off["evidence_events"] == 0
+    evidence = Evidence(EvidenceSettings(day_cap_bytes=1000), lambda _type: True)
+    evidence.stats.bytes_today, evidence.stats.events = 640, 2
+    evidence.stats.dropped_events, evidence.stats.dropped_bytes = 3, 900
+    evidence.ring("camera").push(0, 0x700, False, bytes(8))
+    on = health_values(inputs(evidence=evidence))
+    assert on["evidence_day_cap_bytes"] == 1000
+    assert on["evidence_bytes_today"] == 640
+    assert on["evidence_events"] == 2
+    assert on["evidence_dropped_events"] == 3
+    assert on["evidence_dropped_bytes"] == 900
+    assert on["evidence_ring_bytes"] == evidence.ring("camera").used > 0
+    assert set(on) == set(off)

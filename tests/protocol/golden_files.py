@@ -33,6 +33,7 @@ VECTORS: dict[str, tuple[Callable[[], bytes], bool]] = {
     "batch_v1_minimal": (lambda: encode_batch(samples.minimal_batch()), True),
     "batch_v1_minimal_body": (minimal_body, False),
     "batch_v1_full": (lambda: encode_batch(samples.full_batch()), True),
+    "batch_v2_evidence": (lambda: encode_batch(samples.evidence_batch()), True),
     "ack_v1": (lambda: encode_ack(samples.ack()), False),
     "status_v1_online": (lambda: encode_status(samples.status_online()), False),
     "status_v1_offline": (lambda: encode_status(samples.status_offline()), False),

@@ -104,3 +104,23 @@ def status_online() -> Status:
 
 def status_offline() -> Status:
     return Status(state=Presence.OFFLINE, time_ms=T0)
+
+
+def evidence_batch() -> Batch:
+    """Schema 2: raw frames linked to the event they are evidence for (``frm.ev``), next to
+    one linked to no event. The linked event itself travels in another batch."""
+    event_ms = T0 + 30_000
+    return Batch.build(
+        fleet_id="demo",
+        vehicle_id="taxi-001",
+        epoch=0x0123456789ABCDEF,
+        seq=8,
+        sent_ms=T0 + 33_000,
+        frames=[
+            RawFrame("camera", (event_ms - 80) * 1000 + 250, 0x700, bytes(8), event_ms=event_ms),
+            RawFrame(
+                "camera", event_ms * 1000, 0x700, bytes.fromhex("00000000110000"), event_ms=event_ms
+            ),
+            RawFrame("vehicle", event_ms * 1000 + 500, 0x386, bytes.fromhex("00112233")),
+        ],
+    )

@@ -81,6 +81,7 @@ def raw_frames(draw: st.DrawFn, times: st.SearchStrategy[int]) -> RawFrame:
         can_id=draw(st.integers(0, MAX_CAN_ID if extended else MAX_STD_CAN_ID)),
         data=draw(st.binary(max_size=64)),
         extended=extended,
+        event_ms=draw(st.none() | abs_times),
     )
 
 

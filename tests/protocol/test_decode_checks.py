@@ -412,18 +412,18 @@ class TestUnknownVersion:
 
     FUTURE = msgpack.packb(
         {
-            "v": 2,
+            "v": 3,
             "flt": "demo",
             "veh": "taxi-001",
             "ep": 5,
             "seq": 9,
             "new_field": [1, 2, {"x": "y"}],
-            "body": b"v2 bodies may be anything",
+            "body": b"v3 bodies may be anything",
         },
         use_bin_type=True,
     )
     IDENTITY = BatchIdentity(
-        schema_version=2, fleet_id="demo", vehicle_id="taxi-001", epoch=5, seq=9
+        schema_version=3, fleet_id="demo", vehicle_id="taxi-001", epoch=5, seq=9
     )
 
     def test_identity_is_readable(self) -> None:
@@ -434,7 +434,7 @@ class TestUnknownVersion:
         with pytest.raises(UnsupportedSchemaVersion) as caught:
             decode(self.FUTURE)
         assert caught.value.reason == "unknown_version"
-        assert caught.value.version == 2
+        assert caught.value.version == 3
         assert caught.value.identity == self.IDENTITY
 
     def test_missing_stable_field_gives_no_identity(self) -> None:

@@ -158,7 +158,7 @@ def test_encode_rejects_bad_header(change: dict[str, object], field: str) -> Non
 
 def test_encode_refuses_other_schema_versions() -> None:
     batch = samples.minimal_batch()
-    header = dataclasses.replace(batch.header, schema_version=2)
+    header = dataclasses.replace(batch.header, schema_version=3)
     with pytest.raises(UnsupportedSchemaVersion):
         encode_batch(dataclasses.replace(batch, header=header))
 

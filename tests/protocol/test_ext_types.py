@@ -213,11 +213,11 @@ def test_unknown_version_wins_over_a_missing_body() -> None:
     # A later version may drop or rename every non-stable key, ``body`` included
     # (section 3.2): its version must be recognised before schema 1's keys are looked at.
     header, _ = full_wire()
-    payload = msgpack.packb({**header, "v": 2}, use_bin_type=True)
+    payload = msgpack.packb({**header, "v": 3}, use_bin_type=True)
     for decode in (decode_batch, peek_header):
         error = _reason(decode, payload)
         assert isinstance(error, UnsupportedSchemaVersion)
         assert error.identity is not None
-        assert error.identity.schema_version == 2
-    with_text_body = msgpack.packb({**header, "v": 2, "body": "text"}, use_bin_type=True)
+        assert error.identity.schema_version == 3
+    with_text_body = msgpack.packb({**header, "v": 3, "body": "text"}, use_bin_type=True)
     assert isinstance(_reason(decode_batch, with_text_body), UnsupportedSchemaVersion)

@@ -64,7 +64,11 @@ def _envelope_and_body(payload: bytes) -> tuple[dict[str, object], bytes]:
 
 @pytest.mark.parametrize(
     ("name", "batch"),
-    [("batch_v1_minimal", samples.minimal_batch), ("batch_v1_full", samples.full_batch)],
+    [
+        ("batch_v1_minimal", samples.minimal_batch),
+        ("batch_v1_full", samples.full_batch),
+        ("batch_v2_evidence", samples.evidence_batch),
+    ],
 )
 def test_uncompressed_parts_match_golden_with_any_zstd(
     name: str, batch: Callable[[], Batch]
@@ -83,6 +87,7 @@ def test_golden_batches_decode_to_the_samples() -> None:
     assert decode_batch(read("batch_v1_minimal")) == samples.minimal_batch()
     assert decode_batch(read("batch_v1_full")) == samples.full_batch()
     assert peek_header(read("batch_v1_full")) == samples.full_batch().header
+    assert decode_batch(read("batch_v2_evidence")) == samples.evidence_batch()
 
 
 def test_golden_control_payloads_decode_to_the_samples() -> None:
@@ -92,7 +97,7 @@ def test_golden_control_payloads_decode_to_the_samples() -> None:
 
 
 def test_reencoding_golden_batches_is_stable() -> None:
-    for name in ("batch_v1_minimal", "batch_v1_full"):
+    for name in ("batch_v1_minimal", "batch_v1_full", "batch_v2_evidence"):
         payload = read(name)
         again = encode_batch(decode_batch(payload))
         if SAME_ZSTD:

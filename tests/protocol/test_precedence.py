@@ -124,10 +124,10 @@ CASES: Final = [
         id="wrong fleet before wrong vehicle",
     ),
     pytest.param(
-        B, batch(veh="other", v=2), "wrong_vehicle", False, id="wrong vehicle before version"
+        B, batch(veh="other", v=3), "wrong_vehicle", False, id="wrong vehicle before version"
     ),
     pytest.param(
-        B, batch(v=2, body=DROP, zz=1), "unknown_version", True, id="version before body and keys"
+        B, batch(v=3, body=DROP, zz=1), "unknown_version", True, id="version before body and keys"
     ),
     pytest.param(
         B, batch(body="text", t0=DROP), "bad_field:body", True, id="body before other keys"
