@@ -3,16 +3,20 @@
 Starts, under ``var/demo/`` (wiped at each start):
 
 - a mosquitto of its own on a free 127.0.0.1 port (config and log in ``var/demo/mosquitto``);
-- ``cloud-collector run`` on SQLite (``var/demo/collector.sqlite3``), HTTP on 127.0.0.1:8080
-  (or the next free port), serving the operator dashboard at ``/``;
+- ``cloud-collector run`` on SQLite (``var/demo/collector.sqlite3``), HTTP on ``--http``
+  (default 127.0.0.1:8080; the next free port after it if taken), serving the operator
+  dashboard at ``/``; its URL is printed as soon as it answers;
 - a handful of simulated taxis: real ``edge-agent run`` processes whose CAN buses replay
   fixture drives (``hw_fixtures.generate``, along three GNSS tracks, with the start moved to
   the wall clock so times look live) at recorded pace, positions from the drive's NMEA
-  track (``[gnss] nmea``). When a drive is over, the taxi gets a new one and its agent is
-  restarted on the same outbox, so the demo keeps going;
+  track (``[gnss] nmea``). Each taxi is announced once its first batch is acknowledged.
+  The next drive is generated while the current one plays (its start set to when the lap
+  will begin), so when a drive is over the agent is restarted on the same outbox at once
+  and the taxi stays online between laps;
 - one taxi ("taxi-4" by default) talks to the broker through a small TCP proxy which the
-  orchestrator cuts for a while (default: after 40 s, for 60 s), so its uplink goes down:
-  the broker publishes its will (offline), its outbox backlog builds up, and drains after.
+  orchestrator cuts for a while (default: 40 s after that taxi's first acknowledged batch,
+  for 60 s), so its uplink goes down: the broker publishes its will (offline), its outbox
+  backlog builds up, and drains after.
 
 Ctrl-C (SIGINT) or SIGTERM stops everything: taxis first (they flush and say offline), then
 the collector, then the broker. Every child also gets SIGTERM if this process dies
@@ -26,6 +30,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import math
 import os
 import shutil
 import signal
@@ -36,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from demo.online import wait_first_ack
 from edge_agent import config as agent_config
 from harness.agent import replay_config_toml
 
@@ -44,6 +50,8 @@ MOSQUITTO: Final = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 BIN: Final = Path(sys.executable).parent
 PR_SET_PDEATHSIG: Final = 1
 STOP_TIMEOUT_S: Final = 15.0
+# Seconds an agent keeps running after its drive's last frame, to send what it holds.
+LAP_GRACE_S: Final = 5.0
 
 # Short timeouts, so the taxi whose uplink is cut notices and recovers within seconds.
 DEMO_MQTT_TUNING: Final = """
@@ -93,6 +101,40 @@ def free_port(preferred: int | None = None) -> int:
             port: int = s.getsockname()[1]
             return port
     raise OSError("no free port on 127.0.0.1")
+
+
+def next_free_port(host: str, first: int, tries: int = 100) -> int:
+    """``first`` if it can be bound on ``host``, else the next port after it that can."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for port in range(first, min(first + tries, 65536)):
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            # As a listening server binds: a port left in TIME_WAIT is free to it.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port on {host} from {first} to {first + tries - 1}")
+
+
+def parse_http(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::]:8080`` for IPv6) or a bare ``PORT`` on 127.0.0.1."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not host or not 0 < number < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 127.0.0.1:8080, got {text!r}")
+    return host, number
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL a browser on this machine opens: a wildcard listener is reached on loopback."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
 
 
 async def wait_port(port: int, timeout_s: float) -> bool:
@@ -172,12 +214,14 @@ class UplinkProxy:
 @dataclass
 class Options:
     var: Path = REPO / "var" / "demo"
+    http_host: str = "127.0.0.1"
     http_port: int = 8080
     taxis: int = 5
     outage_after_s: float = 40.0
     outage_for_s: float = 60.0
     duration_s: float | None = None  # None: until Ctrl-C
     health_interval_s: float = 5.0
+    lap_minutes: float | None = None  # None: the generator's one 106 s cycle
     quiet: bool = False
 
 
@@ -226,6 +270,7 @@ class Demo:
     proxy: UplinkProxy | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
+    online: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def say(self, text: str) -> None:
         if not self.opts.quiet:
@@ -233,17 +278,27 @@ class Demo:
 
     # -- setup ---------------------------------------------------------------------------
 
-    async def drive(self, taxi: Taxi, lap: int) -> Path:
-        """A fresh drive of ``taxi``'s track that starts now (the generator's start time
-        moved to the wall clock), so event times, lag and "today" look live."""
+    async def drive(self, taxi: Taxi, lap: int, start_s: int) -> Path:
+        """A fresh drive of ``taxi``'s track whose first frame is at ``start_s`` (Unix
+        seconds: when the lap will begin), so event times, lag and "today" look live."""
         target = self.opts.var / "drives" / f"{taxi.id}-{lap}"
+        laps = self.opts.lap_minutes
+        minutes = [] if laps is None else ["--minutes", f"{laps:g}"]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hw_fixtures.generate", "--start", str(int(time.time())),
-            "--out", str(target),
+            sys.executable, "-m", "hw_fixtures.generate", "--start", str(start_s),
+            "--out", str(target), *minutes,
             "--track", taxi.track, "--seed", str(taxi.seed), "--formats", "log",
             cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_die_with_parent,
         )  # fmt: skip
-        _, err = await proc.communicate()
+        try:
+            _, err = await proc.communicate()
+        except asyncio.CancelledError:
+            # A drive generated ahead is not wanted once the demo stops.
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
         if proc.returncode != 0:
             raise RuntimeError(f"drive of {taxi.id}: generator failed: {err.decode()[-500:]}")
         return target
@@ -274,7 +329,9 @@ class Demo:
         return port
 
     async def start_collector(self, mqtt_port: int) -> int:
-        http_port = free_port(self.opts.http_port)
+        host = self.opts.http_host
+        http_port = next_free_port(host, self.opts.http_port)
+        listen = f"[{host}]:{http_port}" if ":" in host else f"{host}:{http_port}"
         db = self.opts.var / "collector.sqlite3"
         conf = self.opts.var / "collector.toml"
         conf.write_text(
@@ -290,7 +347,7 @@ reconnect_max_s = 2.0
 url = "sqlite:///{db}"
 
 [http]
-listen = "127.0.0.1:{http_port}"
+listen = "{listen}"
 
 [log]
 level = "warning"
@@ -304,10 +361,9 @@ level = "warning"
         )
         await child.start()
         self.children.append(child)
-        url = f"http://127.0.0.1:{http_port}"
-        if not await _wait_ready(url, 30, child):
+        self.url = local_url(host, http_port)
+        if not await _wait_ready(self.url.rstrip("/"), 30, child):
             raise RuntimeError(f"collector not ready; see {child.log}")
-        self.url = url + "/"
         return http_port
 
     def _alerts_section(self) -> str:
@@ -353,20 +409,28 @@ level = "warning"
         (opts.var / "drives").mkdir()
         self.say(f"work directory {opts.var}")
         taxis = list(TAXIS[: max(1, min(opts.taxis, len(TAXIS)))])
+        self.say("starting the broker and the collector")
         mqtt_port = await self.start_broker()
-        await self.start_collector(mqtt_port)
+        http_port = await self.start_collector(mqtt_port)
+        self.say(f"dashboard: {self.url}  (Ctrl-C stops everything)")
+        if opts.http_host in ("0.0.0.0", "::"):
+            self.say(f"  from another machine: http://<this machine's address>:{http_port}/")
         if any(t.via_proxy for t in taxis):
             self.proxy = UplinkProxy(mqtt_port)
             await self.proxy.restore()
-        self.say(f"starting {len(taxis)} taxis (broker 127.0.0.1:{mqtt_port})")
+        self.online = {t.id: asyncio.Event() for t in taxis}
+        self.say(
+            f"starting {len(taxis)} taxis (broker 127.0.0.1:{mqtt_port}); each is listed once "
+            "its first batch is acknowledged"
+        )
         loops = [asyncio.create_task(self._taxi(t, mqtt_port)) for t in taxis]
+        watchers = [asyncio.create_task(self._announce(t)) for t in taxis]
         outage = asyncio.create_task(self._outage(taxis))
         ready = time.monotonic() + 60
         while len(self.pids()) < len(taxis) + 2 and time.monotonic() < ready:
             if self.stop.is_set() or any(t.done() for t in loops):
                 break
             await asyncio.sleep(0.2)
-        self.say(f"dashboard: {self.url}  (Ctrl-C stops everything)")
         state = {"url": self.url, "pid": os.getpid(), "children": self.pids()}
         (opts.var / "demo.json").write_text(json.dumps(state, indent=2))
         try:
@@ -376,6 +440,8 @@ level = "warning"
             pass
         self.stop.set()
         outage.cancel()
+        for watcher in watchers:
+            watcher.cancel()
         for task in loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await task  # raises a taxi's setup error, if any
@@ -384,14 +450,34 @@ level = "warning"
     def pids(self) -> dict[str, int]:
         return {c.name: c.proc.pid for c in self.children if c.running and c.proc is not None}
 
+    def outbox(self, taxi: Taxi) -> Path:
+        return self.opts.var / "taxis" / taxi.id / "outbox.sqlite3"
+
+    async def _announce(self, taxi: Taxi) -> None:
+        if await wait_first_ack(self.outbox(taxi), self.stop):
+            self.online[taxi.id].set()
+            up = sum(e.is_set() for e in self.online.values())
+            self.say(f"{taxi.id} online: first batch acknowledged ({up}/{len(self.online)} taxis)")
+
     async def _taxi(self, taxi: Taxi, mqtt_port: int) -> None:
-        """Drive after drive: a new recording, the agent replays it at recorded pace, and
-        is restarted (same outbox) once the drive is over or if it died."""
+        """Drive after drive: the agent replays one at recorded pace while the next is
+        generated, and is restarted (same outbox) once the drive is over or if it died."""
+        drives = [asyncio.create_task(self.drive(taxi, 0, int(time.time())))]
+        try:
+            await self._laps(taxi, mqtt_port, drives)
+        finally:
+            for task in drives:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RuntimeError, OSError):
+                    await task
+
+    async def _laps(self, taxi: Taxi, mqtt_port: int, drives: list[asyncio.Task[Path]]) -> None:
+        """``drives[-1]`` is the drive of the next lap, being generated or ready."""
         port = self.proxy.port if taxi.via_proxy and self.proxy is not None else mqtt_port
         child: Child | None = None
         lap = 0
         while not self.stop.is_set():
-            drive = await self.drive(taxi, lap)
+            drive = await drives[-1]
             if self.stop.is_set():
                 break
             conf = self.agent_config(taxi, drive, port)
@@ -405,10 +491,15 @@ level = "warning"
                 self.children.append(child)
             await child.start()
             assert child.proc is not None
+            # The next lap begins when this drive is over: generate it now, not then.
+            next_start = int(time.time()) + math.ceil(_duration_s(drive) + LAP_GRACE_S)
+            drives.append(asyncio.create_task(self._ahead(taxi, lap + 1, next_start, drive)))
             ends = asyncio.create_task(child.proc.wait())
             stops = asyncio.create_task(self.stop.wait())
             await asyncio.wait(
-                {ends, stops}, timeout=_duration_s(drive) + 5, return_when=asyncio.FIRST_COMPLETED
+                {ends, stops},
+                timeout=_duration_s(drive) + LAP_GRACE_S,
+                return_when=asyncio.FIRST_COMPLETED,
             )
             stops.cancel()
             ends.cancel()
@@ -418,10 +509,21 @@ level = "warning"
             shutil.rmtree(drive, ignore_errors=True)
             lap += 1
 
+    async def _ahead(self, taxi: Taxi, lap: int, start_s: int, current: Path) -> Path:
+        """The next drive, generated once the taxi is online (or a third into the current
+        drive): generating it during the agent's start-up would only slow that down."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.online[taxi.id].wait(), _duration_s(current) / 3)
+        return await self.drive(taxi, lap, start_s)
+
     async def _outage(self, taxis: list[Taxi]) -> None:
         if self.proxy is None:
             return
-        names = ", ".join(t.id for t in taxis if t.via_proxy)
+        cut = [t for t in taxis if t.via_proxy]
+        names = ", ".join(t.id for t in cut)
+        # Timed from the taxi's first acknowledged batch: on a slow machine start-up alone
+        # can take longer than the delay, and a taxi never seen online cannot go offline.
+        await asyncio.gather(*(self.online[t.id].wait() for t in cut))
         await asyncio.sleep(self.opts.outage_after_s)
         await self.proxy.cut()
         self.say(f"uplink of {names} cut for {self.opts.outage_for_s:g} s")
@@ -471,9 +573,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="broker, collector with dashboard, and simulated taxis on this machine",
     )
     p.add_argument("--var", type=Path, default=Options.var, help="work directory (wiped)")
-    p.add_argument("--http-port", type=int, default=8080, help="dashboard port (if free)")
+    p.add_argument(
+        "--http",
+        type=parse_http,
+        default=("127.0.0.1", 8080),
+        metavar="HOST:PORT",
+        help="dashboard address (default 127.0.0.1:8080; the next free port after it if "
+        "taken); 0.0.0.0:8080 to reach it from other machines",
+    )
+    p.add_argument("--http-port", type=int, help="same as --http 127.0.0.1:PORT")
+    p.add_argument(
+        "--lap-minutes", type=float, help="length of each generated drive (default 106 s)"
+    )
     p.add_argument("--taxis", type=int, default=5, help="simulated taxis, 1-5 (default 5)")
-    p.add_argument("--outage-after", type=float, default=40.0, help="seconds before the cut")
+    p.add_argument(
+        "--outage-after",
+        type=float,
+        default=40.0,
+        help="seconds from the cut taxi's first acknowledged batch to the cut",
+    )
     p.add_argument("--outage-for", type=float, default=60.0, help="seconds the uplink is cut")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     return p
@@ -481,9 +599,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    host, port = args.http if args.http_port is None else ("127.0.0.1", args.http_port)
     opts = Options(
         var=args.var.resolve(),
-        http_port=args.http_port,
+        http_host=host,
+        http_port=port,
+        lap_minutes=args.lap_minutes,
         taxis=args.taxis,
         outage_after_s=args.outage_after,
         outage_for_s=args.outage_for,
