@@ -22,6 +22,7 @@ const state = {
   fitted: false,
   route: null,
   timers: [],
+  windowS: 6 * 3600, // the vehicle page's time window
 };
 
 // ---------------------------------------------------------------- formatting
@@ -125,7 +126,7 @@ function remember(row) {
   list.push({
     t: Date.now() / 1000,
     backlog_batches: row.backlog_batches,
-    backlog_age_s: row.backlog_age_s,
+    backlog_age_s: row.backlog_batches === 0 ? 0 : row.backlog_age_s,
     lag_s: row.lag_s,
     data_today_bytes: row.data_today_bytes,
   });
@@ -323,28 +324,44 @@ const PREFERRED_SERIES = [
 ];
 // What the page itself remembers from the fleet table (the collector's figures).
 const PAGE_SERIES = {
-  backlog_batches: "backlog (batches)",
-  backlog_age_s: "backlog age (s)",
-  lag_s: "lag (s)",
-  data_today_bytes: "data today (bytes)",
+  backlog_batches: { label: "backlog", unit: "batches" },
+  backlog_age_s: { label: "backlog age, oldest unacknowledged record", unit: "s" },
+  lag_s: { label: "lag, record to arrival", unit: "s" },
+  data_today_bytes: { label: "data received today", unit: "bytes" },
+};
+// A page series that measures what an agent health value already charts: one chart per
+// measure, the agent's (it has the history; the page only saw since it opened).
+const SAME_MEASURE = {
+  backlog_batches: "outbox_pending_batches",
+  backlog_age_s: "outbox_oldest_age_ms",
+  data_today_bytes: "bytes_sent_today",
 };
 const MAX_CHARTS = 12;
+const HISTORY_LIMIT = 2000;
 // Health keys with a placeholder (bus_<name>_fps) as patterns, compiled once.
 const HEALTH_PATTERNS = Object.entries(HEALTH_KEYS)
   .filter(([name]) => name.includes("<"))
   .map(([name, info]) => [new RegExp(`^${name.replace(/<[a-z]+>/, "(.+)")}$`), info]);
 
-function seriesLabel(key) {
+// Counts have no unit in the contracts: the axis names what is counted.
+function countUnit(label, type) {
+  if (type === "bool") return "0 = no, 1 = yes";
+  const m = label.match(/\b(batches|records|frames|fixes|events|seq)\b/);
+  return m ? m[1] : "count";
+}
+
+/** {label, unit} of a series: never an empty unit, so every y axis says what it counts. */
+function seriesInfo(key) {
   if (PAGE_SERIES[key]) return PAGE_SERIES[key];
   let info = HEALTH_KEYS[key];
   let label = info?.label;
   if (!info) {
     const hit = HEALTH_PATTERNS.find(([re]) => re.test(key));
-    if (!hit) return key;
+    if (!hit) return { label: key, unit: countUnit(key, null) };
     info = hit[1];
     label = info.label.replace(/<[a-z]+>/, key.match(hit[0])[1]);
   }
-  return info.unit ? `${label} (${info.unit})` : label;
+  return { label, unit: info.unit || countUnit(label, info.type) };
 }
 
 function renderVehicleFacts(id) {
@@ -381,25 +398,90 @@ function seriesFrom(points) {
   return out;
 }
 
-async function renderVehicleCharts(id) {
-  let points = [];
-  let note;
+// Axis ranges around the data: a lone point (or a flat line) gets a small span around it
+// instead of uPlot's default, which spreads one timestamp over years.
+function around(lo, hi, minSpan) {
+  const pad = Math.max((hi - lo) * 0.05, (minSpan - (hi - lo)) / 2, 0);
+  return [lo - pad, hi + pad];
+}
+
+function yRange(_u, lo, hi) {
+  if (lo == null || hi == null) return [0, 1];
+  return around(lo, hi, Math.max(Math.abs(hi) * 0.2, 1));
+}
+
+// Tick labels short enough for the spacing below (no overlapping dates): the time of day,
+// with the date only in the week window.
+function timeTicks(windowS) {
+  const two = (n) => String(n).padStart(2, "0");
+  return (_u, splits) => splits.map((t) => {
+    const d = new Date(t * 1000);
+    const hm = `${two(d.getHours())}:${two(d.getMinutes())}`;
+    return windowS > 86400 ? `${two(d.getMonth() + 1)}-${two(d.getDate())} ${hm}` : hm;
+  });
+}
+
+// Backlog age is the age of the oldest unacknowledged record, 0 when no batch is pending:
+// the agent's figure also counts records still being batched, which are no backlog.
+function backlogAged(values) {
+  if (values.outbox_pending_batches !== 0 || values.outbox_oldest_age_ms == null) return values;
+  return { ...values, outbox_oldest_age_ms: 0 };
+}
+
+async function healthPoints(id, windowS) {
+  const since = new Date(Date.now() - windowS * 1000).toISOString();
   try {
-    const since = new Date(Date.now() - 6 * 3600 * 1000).toISOString();
-    const body = await getJSON(`v1/vehicles/${encodeURIComponent(id)}/health?since=${since}&limit=2000`);
+    const body = await getJSON(
+      `v1/vehicles/${encodeURIComponent(id)}/health?since=${since}&limit=${HISTORY_LIMIT}`);
     const list = Array.isArray(body) ? body : body.health ?? body.items ?? [];
-    points = list.map((h) => ({ t: Date.parse(h.time) / 1000, values: h.values ?? {} }));
-    note = `${points.length} health records from the vehicle, last 6 h`;
+    const points = list.map((h) => ({ t: Date.parse(h.time) / 1000, values: backlogAged(h.values ?? {}) }));
+    const more = points.length >= HISTORY_LIMIT ? `the latest ${HISTORY_LIMIT} of the window's` : "";
+    return { points, note: `${points.length} ${more} health records from the vehicle`.replace("  ", " ") };
   } catch (e) {
-    note = e.status === 404 || e.status === 405
+    const note = e.status === 404 || e.status === 405
       ? "this collector keeps no health history; charts show what this page saw since it opened"
       : `health history unavailable (${e.message})`;
+    return { points: [], note };
   }
-  const seen = (state.history.get(id) ?? []).map((h) => ({ t: h.t, values: h }));
-  const fromServer = seriesFrom(points);
-  const fromPage = seriesFrom(seen.map((p) => ({ t: p.t, values: { ...p.values, t: undefined } })));
-  const series = new Map(fromServer);
-  for (const [k, v] of fromPage) if (!series.has(k)) series.set(k, v);
+}
+
+function drawChart(box, key, [xs, ys], windowS) {
+  const { label, unit } = seriesInfo(key);
+  const title = `${label} (${unit})`;
+  const card = el("div", { class: "chart", "data-series": key }, el("h3", { text: title }));
+  box.append(card);
+  const xLabel = "time (local)";
+  const [xMin, xMax] = around(Math.min(...xs), Math.max(...xs), Math.min(windowS / 10, 600));
+  // What the chart actually drew, for the browser test and for anyone inspecting the page.
+  const drew = (u) => Object.assign(card.dataset, {
+    xMin: u.scales.x.min, xMax: u.scales.x.max, tMin: xs[0], tMax: xs[xs.length - 1],
+    xLabel: u.axes[0].label, yLabel: u.axes[1].label,
+  });
+  new uPlot({
+    width: Math.max(300, card.clientWidth - 12), height: 190,
+    scales: { x: { time: true, range: () => [xMin, xMax] }, y: { range: yRange } },
+    series: [{}, { label: title, stroke: "#1565c0", width: 1.5, fill: "rgba(21,101,192,.08)",
+      points: { show: xs.length < 3, size: 6 } }],
+    legend: { show: false },
+    axes: [
+      { label: xLabel, labelSize: 18, space: windowS > 86400 ? 110 : 70, values: timeTicks(windowS) },
+      { label: unit, labelSize: 18, size: 56, values: (_u, vals) => vals.map(compact) },
+    ],
+    hooks: { draw: [drew] },
+  }, [xs, ys], card);
+}
+
+async function renderVehicleCharts(id) {
+  const windowS = state.windowS;
+  const { points, note } = await healthPoints(id, windowS);
+  if (windowS !== state.windowS || state.route?.id !== id) return; // a newer render is due
+  const from = Date.now() / 1000 - windowS;
+  const seen = (state.history.get(id) ?? []).filter((h) => h.t >= from);
+  const series = new Map(seriesFrom(points));
+  const fromPage = seriesFrom(seen.map((h) => ({ t: h.t, values: { ...h, t: undefined } })));
+  for (const [k, v] of fromPage) {
+    if (!series.has(k) && !series.has(SAME_MEASURE[k])) series.set(k, v);
+  }
   const keys = [
     ...PREFERRED_SERIES.filter((k) => series.has(k)),
     ...[...series.keys()].filter((k) => !PREFERRED_SERIES.includes(k)).sort(),
@@ -407,19 +489,8 @@ async function renderVehicleCharts(id) {
   $("#health-note").textContent = note;
   const box = $("#charts");
   box.replaceChildren();
-  for (const key of keys) {
-    const [xs, ys] = series.get(key);
-    const label = seriesLabel(key);
-    const card = el("div", { class: "chart", "data-series": key }, el("h3", { text: label }));
-    box.append(card);
-    new uPlot({
-      width: Math.max(300, card.clientWidth - 12), height: 170,
-      series: [{}, { label, stroke: "#1565c0", width: 1.5, fill: "rgba(21,101,192,.08)" }],
-      legend: { show: false },
-      axes: [{}, { size: 56, values: (_u, vals) => vals.map(compact) }],
-    }, [xs, ys], card);
-  }
-  if (!keys.length) box.append(el("p", { class: "muted", text: "no numeric health data yet" }));
+  for (const key of keys) drawChart(box, key, series.get(key), windowS);
+  if (!keys.length) box.append(el("p", { class: "muted", text: "no numeric health data in this window" }));
 }
 
 // ---------------------------------------------------------------- routing
@@ -462,6 +533,10 @@ function init() {
   }
   $("#filter").addEventListener("input", renderTable);
   $("#status-filter").addEventListener("change", renderTable);
+  $("#window").addEventListener("change", (e) => {
+    state.windowS = Number(e.target.value);
+    if (state.route?.name === "vehicle") renderVehicleCharts(state.route.id);
+  });
   window.addEventListener("hashchange", route);
   route();
 }

@@ -100,6 +100,23 @@ try {
       return { ok: (r?.alerts.length ?? 0) > 0, row: r };
     }, spec.alertTimeoutMs ?? spec.timeoutMs)) && ok;
   }
+  // Every value sits under its header: each column aligned as its header, numbers right.
+  const alignment = await page.$$eval("#fleet", ([table]) => {
+    const heads = [...table.querySelectorAll("thead th")];
+    return heads.map((th, i) => ({
+      key: th.dataset.key,
+      head: getComputedStyle(th).textAlign,
+      cells: [...table.querySelectorAll(`tbody tr[data-vehicle] td:nth-child(${i + 1})`)]
+        .map((td) => getComputedStyle(td).textAlign),
+    }));
+  });
+  const numeric = ["backlog", "lag", "data"];
+  report.checks["values aligned under their headers"] = {
+    ok: alignment.every((c) => c.cells.length > 0 && c.cells.every((a) => a === c.head))
+      && alignment.filter((c) => numeric.includes(c.key)).every((c) => c.head === "right"),
+    alignment };
+  ok &&= report.checks["values aligned under their headers"].ok;
+
   const fleetShot = join(spec.screenshotDir, "dashboard-fleet.png");
   await page.screenshot({ path: fleetShot, fullPage: true });
   report.screenshots.push(fleetShot);
@@ -110,6 +127,34 @@ try {
     const status = await page.textContent('[data-testid="vehicle-status"]').catch(() => null);
     return { ok: charts > 0 && status != null, charts, status };
   }, spec.timeoutMs)) && ok;
+  // One chart per measure, a unit on every axis, and x ranges around the data (within the
+  // selected window, never years around a lone point).
+  const charts = () => page.$$eval(".chart", (cards) => cards.map((c) => ({
+    key: c.dataset.series, title: c.querySelector("h3")?.textContent,
+    xMin: Number(c.dataset.xMin), xMax: Number(c.dataset.xMax),
+    tMin: Number(c.dataset.tMin), tMax: Number(c.dataset.tMax),
+    xLabel: c.dataset.xLabel, yLabel: c.dataset.yLabel })));
+  const sameMeasure = [["outbox_pending_batches", "backlog_batches"],
+    ["outbox_oldest_age_ms", "backlog_age_s"], ["bytes_sent_today", "data_today_bytes"]];
+  const aroundData = (list, windowS) => list.every((c) => c.xMin <= c.tMin && c.xMax >= c.tMax
+    && c.xMax - c.xMin <= windowS * 1.2 && c.xMax - c.xMin > 0);
+  const drawn = await charts();
+  const keys = drawn.map((c) => c.key);
+  const titles = drawn.map((c) => c.title);
+  report.checks["one series per measure"] = {
+    ok: drawn.length > 0 && new Set(titles).size === titles.length
+      && sameMeasure.every((pair) => !pair.every((k) => keys.includes(k))), keys, titles };
+  report.checks["a unit on every axis"] = {
+    ok: drawn.length > 0 && drawn.every((c) => c.xLabel && c.yLabel), drawn };
+  report.checks["axis ranges around the data (6 h)"] = { ok: drawn.length > 0 && aroundData(drawn, 6 * 3600), drawn };
+  ok &&= report.checks["one series per measure"].ok && report.checks["a unit on every axis"].ok
+    && report.checks["axis ranges around the data (6 h)"].ok;
+  await page.selectOption("#window", "3600");
+  ok = (await poll("window selector narrows the charts to 1 h", async () => {
+    const list = await charts();
+    return { ok: list.length > 0 && aroundData(list, 3600), list };
+  }, spec.timeoutMs)) && ok;
+
   const vehicleShot = join(spec.screenshotDir, "dashboard-vehicle.png");
   await page.screenshot({ path: vehicleShot, fullPage: true });
   report.screenshots.push(vehicleShot);
