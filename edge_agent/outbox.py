@@ -98,6 +98,9 @@ META_CHECKPOINT: Final = "checkpoint"
 META_HEALTH: Final = "latest_health"  # JSON {"time_ms": ..., "values": {...}}
 # Written by a clean close, removed on open: its absence means the last run ended unclean.
 META_CLEAN_CLOSE: Final = "clean_close"
+# JSON {"time_ms", "acked_during_drain", "pending_batches", "connected"}: how the last
+# clean stop's drain ended, for ``status`` after the agent is gone.
+META_LAST_STOP: Final = "last_stop"
 
 # Counters besides the eviction causes of edge_agent.batching.
 EVICTED_RECORDS: Final = "evicted_records"
@@ -1064,6 +1067,12 @@ class Outbox:
             freed, staged = await self._evict(db, self._batch_bytes + self._staged_bytes + added)
         self._staged_bytes += added + staged
         self._batch_bytes -= freed
+
+    @_serialized
+    async def note_stop(self, values: Mapping[str, object]) -> None:
+        """Keep how the last drain ended (a JSON object) for ``status``."""
+        async with self._transaction("note the stop") as db:
+            await db.execute(_UPSERT_META, (META_LAST_STOP, json.dumps(dict(values))))
 
     @_serialized
     async def load_checkpoint(self) -> bytes | None:
