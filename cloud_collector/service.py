@@ -27,6 +27,7 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Final
 
+import asyncpg
 import uvicorn
 from fastapi import FastAPI
 
@@ -45,6 +46,86 @@ log = logging.getLogger(__name__)
 # How often the watchdog looks at the store's progress (at most; more often for a short
 # WatchdogSec=).
 WATCH_TICK_S: Final = 1.0
+
+
+# While the database is down, the same failure repeats every few seconds: one line per
+# condition this often, with how many were held back since.
+OUTAGE_LOG_S: Final = 60.0
+# Failures of the database connection itself, which end when the server is back.
+_OUTAGE_ERRORS: Final = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InterfaceError,
+)
+
+
+class OutageLog(logging.Filter):
+    """One line per condition per ``OUTAGE_LOG_S``: for a database outage, instead of a
+    traceback per retry of a library's background task (asyncpg's pool, a connection
+    closed in a task nobody awaits), the first at once, then a count."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._monotonic = monotonic
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def admit(self, key: str) -> int | None:
+        """None to stay quiet; else how many lines of ``key`` were held back since."""
+        now = self._monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < OUTAGE_LOG_S:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._held.pop(key, 0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """For a logger whose warnings carry a traceback per retry: one line, rate-limited."""
+        exc = record.exc_info[1] if record.exc_info else None
+        key = f"{record.name}:{record.msg}:{type(exc).__name__}"
+        held = self.admit(key)
+        if held is None:
+            return False
+        if exc is not None:
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+            record.args = None
+            record.exc_info = None
+        if held:
+            record.msg = f"{record.getMessage()} ({held} more like it in the last minute)"
+            record.args = None
+        return True
+
+    def loop_handler(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        """asyncio's handler of unretrieved task exceptions: a lost database connection is
+        a warning (the store reports the outage itself), anything else as asyncio would."""
+        exc = context.get("exception")
+        if not isinstance(exc, _OUTAGE_ERRORS):
+            loop.default_exception_handler(context)
+            return
+        key = f"{context.get('message')}:{type(exc).__name__}"
+        held = self.admit(key)
+        if held is None:
+            return
+        more = f" ({held} more like it in the last minute)" if held else ""
+        log.warning(
+            "database connection lost in a background task: %s: %s%s",
+            type(exc).__name__,
+            exc,
+            more,
+        )
+
+
+def quiet_outages(loop: asyncio.AbstractEventLoop, outages: OutageLog | None = None) -> OutageLog:
+    """Install :class:`OutageLog` on the loop and on asyncpg's pool logger."""
+    outages = outages or OutageLog()
+    loop.set_exception_handler(outages.loop_handler)
+    pool_log = logging.getLogger("asyncpg.pool")
+    pool_log.filters[:] = [f for f in pool_log.filters if not isinstance(f, OutageLog)]
+    pool_log.addFilter(outages)
+    return outages
 
 
 class _Server(uvicorn.Server):
@@ -178,6 +259,8 @@ async def run(cfg: CollectorConfig, stop: asyncio.Event | None = None) -> None:
     cannot be opened, ``ServiceError`` when the API server stops on its own."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    previous_handler = loop.get_exception_handler()
+    quiet_outages(loop)
     handled: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -202,3 +285,4 @@ async def run(cfg: CollectorConfig, stop: asyncio.Event | None = None) -> None:
         await store.close()
         for sig in handled:
             loop.remove_signal_handler(sig)
+        loop.set_exception_handler(previous_handler)

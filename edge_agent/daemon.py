@@ -10,7 +10,8 @@ The periodic jobs (flush, batch closer, health, watchdog, STATUS=) share one sch
 that sleeps until the earliest of their deadlines.
 
 Shutdown (SIGTERM/SIGINT set ``stop``): stop reading, drain the pipeline into the outbox,
-force-close staged records into batches, one bounded last publish, exit.
+force-close staged records into batches, one bounded last publish that also waits for the
+collector's acks of what it published, note how the drain ended in the outbox, exit.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from daemon_kit.sdnotify import Notifier
 from edge_agent.assemble import build_pipeline
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentConfig, BusConfig
-from edge_agent.errors import AgentError
+from edge_agent.errors import AgentError, OutboxError
 from edge_agent.feed import (
     FixMerge,
     FrameFeed,
@@ -60,6 +61,8 @@ FLUSH_INTERVAL_S = 1.0
 # changes (uplink, GNSS, camera, clock, a bus going silent) are noticed by polling.
 HEALTH_POLL_S = 1.0
 READER_STOP_S = 5.0
+# While the drain waits for acks, how often it looks at the outbox without one.
+DRAIN_POLL_S = 0.25
 
 __all__ = ["Agent", "ReplayJob", "ReplayTimeoutError", "open_agent", "outbox_path", "run_agent"]
 
@@ -285,12 +288,39 @@ class Agent:
                 "exiting with %d records held in memory that the full disk did not take",
                 len(self.writer.held),
             )
-        if not self.uplink.connected.is_set():
-            return
-        self.uplink.idle.clear()
-        self.uplink.wake()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.uplink.idle.wait(), self.config.mqtt.last_publish_s)
+        acked_before = self.uplink.counters.acked_batches
+        connected = self.uplink.connected.is_set()
+        if connected:
+            self.uplink.idle.clear()
+            self.uplink.wake()
+            # Published is not delivered: the collector's acks of the last batches come
+            # a round trip later, and without them those batches are sent again next run.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.mqtt.last_publish_s):
+                    await self.uplink.idle.wait()
+                    await self._until_acked()
+        await self._note_stop(self.uplink.counters.acked_batches - acked_before, connected)
+
+    async def _until_acked(self) -> None:
+        while (await self.outbox.stats(self.clock.wall_ms())).pending_batches:
+            self.uplink.acked.clear()
+            # Bounded: a batch left for a resend is looked at again without an ack.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.uplink.acked.wait(), DRAIN_POLL_S)
+
+    async def _note_stop(self, acked: int, connected: bool) -> None:
+        try:
+            pending = (await self.outbox.stats(self.clock.wall_ms())).pending_batches
+            log.info("drain: %d batch(es) acknowledged, %d left pending", acked, pending)
+            values = {
+                "time_ms": self.clock.wall_ms(),
+                "acked_during_drain": acked,
+                "pending_batches": pending,
+                "connected": connected,
+            }
+            await self.outbox.note_stop(values)
+        except OutboxError as exc:
+            log.warning("cannot note the drain's outcome: %s", exc)
 
 
 @contextlib.asynccontextmanager

@@ -37,6 +37,7 @@ import secrets
 import sqlite3
 import time
 import zlib
+from collections import Counter
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -98,6 +99,9 @@ META_CHECKPOINT: Final = "checkpoint"
 META_HEALTH: Final = "latest_health"  # JSON {"time_ms": ..., "values": {...}}
 # Written by a clean close, removed on open: its absence means the last run ended unclean.
 META_CLEAN_CLOSE: Final = "clean_close"
+# JSON {"time_ms", "acked_during_drain", "pending_batches", "connected"}: how the last
+# clean stop's drain ended, for ``status`` after the agent is gone.
+META_LAST_STOP: Final = "last_stop"
 
 # Counters besides the eviction causes of edge_agent.batching.
 EVICTED_RECORDS: Final = "evicted_records"
@@ -245,6 +249,58 @@ class _CorruptError(Exception):
 
 class OutboxFullError(OutboxError):
     """A write failed because the disk is full (SQLITE_FULL); it stored nothing."""
+
+
+# An outbox over its cap evicts on every append: one warning per condition this often,
+# summing up the evictions since the last one.
+EVICTION_LOG_S: Final = 60.0
+
+
+@dataclass
+class _Evictions:
+    """The evictions of one condition (cap or disk space) not yet in a warning."""
+
+    times: int = 0
+    batches: int = 0
+    nbytes: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+    by_cause: Counter[str] = field(default_factory=Counter)
+    reason: str = ""
+    logged_at: float | None = None  # monotonic time of the last warning
+
+    def add(
+        self, seqs: Sequence[int], nbytes: int, by_cause: Mapping[str, int], reason: str
+    ) -> None:
+        self.first_seq = min(seqs) if not self.times else min(self.first_seq, *seqs)
+        self.last_seq = max(self.last_seq, *seqs)
+        self.times += 1
+        self.batches += len(seqs)
+        self.nbytes += nbytes
+        self.by_cause.update(by_cause)
+        self.reason = reason
+
+    def due(self, now: float) -> bool:
+        return self.times > 0 and (self.logged_at is None or now - self.logged_at >= EVICTION_LOG_S)
+
+    def flush(self, path: Path, now: float) -> None:
+        what = "1 eviction" if self.times == 1 else f"{self.times} evictions"
+        since = "" if self.logged_at is None else f" in the last {now - self.logged_at:.0f} s"
+        log.warning(
+            "outbox %s: evicted %d batches (%d bytes, seqs %d..%d) in %s%s: %s; %s",
+            path,
+            self.batches,
+            self.nbytes,
+            self.first_seq,
+            self.last_seq,
+            what,
+            since,
+            self.reason,
+            dict(sorted(self.by_cause.items())),
+        )
+        self.times = self.batches = self.nbytes = self.first_seq = self.last_seq = 0
+        self.by_cause.clear()
+        self.logged_at = now
 
 
 def filesystem_free_bytes(path: Path) -> int | None:
@@ -626,6 +682,8 @@ class Outbox:
         self._low_space = False
         # Seqs whose PUBACK could not be recorded for lack of space -> monotonic time.
         self._unmarked: dict[tuple[int, int], int] = {}  # (epoch, seq) -> outbox clock
+        # Evictions not yet in a warning, by condition (see EVICTION_LOG_S).
+        self._evictions: dict[str, _Evictions] = {}
 
     @classmethod
     async def open(
@@ -982,15 +1040,10 @@ class Outbox:
             if need.cause == CAUSE_SPACE
             else f"over its cap of {self.max_bytes} bytes"
         )
-        log.warning(
-            "outbox %s: evicted %d batches (%d bytes, seqs %d..%d): %s",
-            reason,
-            len(victims),
-            freed,
-            min(v.seq for v in victims),
-            max(v.seq for v in victims),
-            by_cause,
-        )
+        pending = self._evictions.setdefault(need.cause, _Evictions())
+        pending.add([v.seq for v in victims], freed, by_cause, reason)
+        if pending.due(self._monotonic()):
+            pending.flush(self.path, self._monotonic())
         return freed, staged
 
     async def _checkpoint_if_low(self) -> None:
@@ -1064,6 +1117,12 @@ class Outbox:
             freed, staged = await self._evict(db, self._batch_bytes + self._staged_bytes + added)
         self._staged_bytes += added + staged
         self._batch_bytes -= freed
+
+    @_serialized
+    async def note_stop(self, values: Mapping[str, object]) -> None:
+        """Keep how the last drain ended (a JSON object) for ``status``."""
+        async with self._transaction("note the stop") as db:
+            await db.execute(_UPSERT_META, (META_LAST_STOP, json.dumps(dict(values))))
 
     @_serialized
     async def load_checkpoint(self) -> bytes | None:
@@ -1382,6 +1441,9 @@ class Outbox:
     @_serialized
     async def close(self) -> None:
         """Close the file; later calls raise OutboxError. Closing twice is harmless."""
+        for pending in self._evictions.values():
+            if pending.times:  # what the rate limit held back is not lost from the log
+                pending.flush(self.path, self._monotonic())
         db, self._db = self._db, None
         lock_fd, self._lock_fd = self._lock_fd, None
         try:

@@ -23,6 +23,7 @@ from edge_agent.outbox import (
     META_ACKED_SEQ,
     META_EPOCH,
     META_HEALTH,
+    META_LAST_STOP,
     META_NEXT_SEQ,
     SCHEMA_VERSION,
     STAGED_TOTALS_SQL,
@@ -69,6 +70,7 @@ def _query(db: sqlite3.Connection, path: Path, now_ms: int) -> dict[str, object]
     counters = {str(k): _int(v) for k, v in db.execute(COUNTERS_SQL)}
     firsts = [_int(t) for t in (batches[2], staged[2]) if t is not None]
     health = meta.get(META_HEALTH)
+    last_stop = meta.get(META_LAST_STOP)
     return {
         "path": str(path),
         "epoch": _int(meta[META_EPOCH]),
@@ -82,15 +84,17 @@ def _query(db: sqlite3.Connection, path: Path, now_ms: int) -> dict[str, object]
         "oldest_pending_age_ms": now_ms - min(firsts) if firsts else None,
         "dropped": counters,
         "health": None if health is None else json.loads(str(health)),
+        "last_stop": None if last_stop is None else json.loads(str(last_stop)),
     }
 
 
 def read_status(path: Path, now_ms: int, reserve_bytes: int | None = None) -> dict[str, object]:
     """The outbox's state as a JSON-able dict: pending batches and bytes, staged records,
     age of the oldest pending record, highest acknowledged seq, drop counters by cause,
-    epoch and the latest health snapshot (or None); and, measured now, the free bytes on
-    the outbox's filesystem with the configured reserve. Raises OutboxError if the file
-    is missing, not an outbox, or unreadable."""
+    epoch, the latest health snapshot (or None), how the last clean stop's drain ended
+    (``last_stop``: acked_during_drain, pending_batches, connected, time_ms; or None);
+    and, measured now, the free bytes on the outbox's filesystem with the configured
+    reserve. Raises OutboxError if the file is missing, not an outbox, or unreadable."""
     if not path.is_file():
         raise OutboxError(f"no outbox file at {path}")
     report = _read(path, now_ms)
@@ -252,6 +256,9 @@ def format_human(report: Mapping[str, object], now_ms: int) -> str:
         )
     )
     rows.append(("acked seq", f"{report.get('highest_acked_seq')} (next {report.get('next_seq')})"))
+    stop = report.get("last_stop")
+    if isinstance(stop, Mapping):
+        rows.append(("last stop", _stop_line(stop, now_ms)))
     rows.append(("disk space", _disk_line(report, values)))
     dropped = report.get("dropped")
     if isinstance(dropped, Mapping) and dropped:
@@ -312,6 +319,16 @@ def _disk_line(report: Mapping[str, object], values: Mapping[str, object]) -> st
             f"{dropped:.0f} dropped"
         )
     return line
+
+
+def _stop_line(stop: Mapping[str, object], now_ms: int) -> str:
+    taken = _num(stop.get("time_ms"))
+    ago = "-" if taken is None else human_duration_ms(now_ms - taken) + " ago"
+    link = "" if stop.get("connected") else " (uplink not connected)"
+    return (
+        f"{ago}, {stop.get('acked_during_drain', 0)} batches acked during the drain, "
+        f"{stop.get('pending_batches', 0)} left pending{link}"
+    )
 
 
 def _yes_no(value: object) -> str:

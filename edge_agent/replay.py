@@ -71,9 +71,12 @@ class ReplayReader:
             return 0
         cp = Checkpoint.load(stored)
         if cp.recording != str(self.job.recording.resolve()):
+            if await self._first_delivered(cp):
+                log.info("replay of %s acknowledged; starting %s", cp.recording, self.job.recording)
+                return 0
             raise AgentError(
-                f"the outbox holds a replay of {cp.recording}; finish it or use another "
-                "outbox path for a different recording"
+                f"the outbox holds a replay of {cp.recording} not yet acknowledged; finish "
+                "it or use another outbox path for a different recording"
             )
         if cp.finished:
             log.info("replay already read completely; waiting for acks only")
@@ -81,6 +84,16 @@ class ReplayReader:
         self.pipeline.restore(cp.pipeline)
         log.info("resuming replay after frame %d", cp.frames_done)
         return cp.frames_done
+
+    async def _first_delivered(self, cp: Checkpoint) -> bool:
+        """The earlier recording is read to its end and no batch of it is left to send: a
+        new one may start, its first flush replaces the checkpoint. Staged records are not
+        asked about: this run's start snapshot is one, and any left by a crash of the
+        earlier run are closed and sent with the new recording's, not lost."""
+        if not cp.finished or self.writer.holding():
+            return False
+        stats = await self.writer.outbox.stats(self.clock.wall_ms())
+        return stats.pending_batches == 0
 
     async def read(self) -> None:
         """Feed the recording through the pipeline, resuming from the stored checkpoint."""

@@ -7,17 +7,22 @@ replay interrupted and restarted that ends with exactly what one run would produ
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from edge_agent.config import BusConfig, load_config
 from edge_agent.daemon import open_agent
+from edge_agent.errors import AgentError
 from edge_agent.feed import FrameSource
 from edge_agent.health import REASON_REPLAY_DONE, REASON_STOP
 from edge_agent.outbox import Outbox
+from edge_agent.outbox_status import format_human, read_status
 from edge_agent.replay import ReplayJob
 from edge_agent.sources import CanFrame, FrameLike
 from harness.agent import expected
@@ -217,3 +222,51 @@ async def test_run_with_gpsd_unreachable_reports_it_in_health(tmp_path: Path) ->
     assert snapshot["gnss_mode"] == 0
     assert snapshot["gnss_connected"] == 0
     assert snapshot["gnss_fix"] is False
+
+
+async def test_a_clean_stop_waits_for_the_acks_of_its_last_publish(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path)
+    config = load_config(config_path)
+    link = FakeLink(ack_delay_s=0.3)
+    async with open_agent(config, tmp_path, clock=FakeClock(), connector=link.connect) as agent:
+        main = asyncio.create_task(agent.main())
+        await until(lambda: agent.uplink.counters.acked_batches > 0)
+        agent.stop.set()
+        assert await main == 0
+    pending, staged, _ = await outbox_stats(config_path)
+    assert (pending, staged) == (0, 0)
+    last_stop = read_status(tmp_path / "outbox.sqlite3", 0)["last_stop"]
+    assert isinstance(last_stop, dict)
+    assert last_stop["acked_during_drain"] >= 1  # the batches closed by the drain itself
+    assert (last_stop["pending_batches"], last_stop["connected"]) == (0, True)
+    human = format_human(read_status(tmp_path / "outbox.sqlite3", 0), 0)
+    assert f"{last_stop['acked_during_drain']} batches acked during the drain" in human
+
+
+async def test_a_second_recording_replays_once_the_first_is_acknowledged(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path, seconds=3.0)
+    link = FakeLink()
+    assert await _replay(config_path, link, stop_after_frames=None) == 0
+    first = len(link.batches)
+    shutil.copy(tmp_path / "drive.log", tmp_path / "drive2.log")
+    config = load_config(config_path)
+    job = ReplayJob(tmp_path / "drive2.log", speed=0, timeout_s=DEADLINE_S)
+    async with open_agent(config, tmp_path, job, connector=link.connect) as agent:
+        assert await agent.main() == 0
+        assert agent.frames_read > 0  # read from its start, not resumed past its end
+    assert len(link.batches) > first
+
+
+async def test_a_second_recording_is_refused_while_the_first_is_pending(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path, seconds=3.0)
+    config = load_config(config_path)
+    down = FakeLink(up=False)
+    job = ReplayJob(tmp_path / "drive.log", speed=0, timeout_s=1.0)
+    async with open_agent(config, tmp_path, job, connector=down.connect) as agent:
+        assert await agent.main() == 1  # not acknowledged in time: its batches stay
+    assert (await outbox_stats(config_path))[0] > 0
+    shutil.copy(tmp_path / "drive.log", tmp_path / "drive2.log")
+    second = ReplayJob(tmp_path / "drive2.log", speed=0, timeout_s=DEADLINE_S)
+    with pytest.raises(AgentError, match="not yet acknowledged"):
+        async with open_agent(config, tmp_path, second, connector=FakeLink().connect) as agent:
+            await agent.main()

@@ -240,6 +240,30 @@ async def test_unpublished_bytes_count_what_the_broker_has_not_taken(tmp_path: P
     await box.close()
 
 
+async def test_evictions_are_one_warning_per_condition_with_counts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    box = await open_box(tmp_path / "outbox.db", max_bytes=15_000)
+    with caplog.at_level(logging.WARNING, logger="edge_agent.outbox"):
+        for i in range(40):
+            t = T0 + i * 1000
+            await box.append(bulk(t, n=50), t)
+            await box.close_due_batches(t, force=True)
+        stats = await box.stats(T0)
+        during = [r.getMessage() for r in caplog.records if "evicted" in r.getMessage()]
+        await box.close()
+    lines = [r.getMessage() for r in caplog.records if "evicted" in r.getMessage()]
+    # The first eviction at once; the rest, held back by the rate limit, summed up at close.
+    assert len(during) == 1
+    assert "in 1 eviction:" in during[0]
+    assert len(lines) == 2
+    evicted = stats.counters["evicted_bulk"]
+    summed = [int(line.split("evicted ")[1].split(" batches")[0]) for line in lines]
+    assert sum(summed) == evicted > 2
+    assert " evictions in the last " in lines[1]
+    assert str(tmp_path / "outbox.db") in lines[1]
+
+
 async def test_every_evicted_seq_is_named_by_an_eviction_notice(tmp_path: Path) -> None:
     """The collector never acknowledges past a missing seq: each seq the outbox evicts is
     named by a notice in a later batch, and batches carrying notices are never evicted."""

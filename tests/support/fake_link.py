@@ -24,6 +24,8 @@ class FakeLink:
     batches: dict[tuple[int, int], Batch] = field(default_factory=dict)
     publishes: int = 0
     connects: int = 0
+    # The collector's ack comes this long after the publish (a real round trip).
+    ack_delay_s: float = 0.0
     _acked: dict[int, int] = field(default_factory=dict)  # epoch -> highest contiguous seq
     _queue: asyncio.Queue[Ack] = field(default_factory=asyncio.Queue)
     _vehicle: str = ""
@@ -52,7 +54,10 @@ class FakeLink:
         if upto >= 1 and upto != self._acked.get(h.epoch):
             self._acked[h.epoch] = upto
             ack = Ack(vehicle_id=self._vehicle, epoch=h.epoch, seq=upto, time_ms=0)
-            self._queue.put_nowait(ack)
+            if self.ack_delay_s:
+                asyncio.get_running_loop().call_later(self.ack_delay_s, self._queue.put_nowait, ack)
+            else:
+                self._queue.put_nowait(ack)
 
     async def acks(self) -> AsyncIterator[Ack]:
         while self.up:
