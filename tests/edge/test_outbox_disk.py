@@ -249,8 +249,9 @@ FULL_FROM_S, FULL_UNTIL_S = 3.0, 11.0  # after the outbox opened
 
 
 def _synthetic_drive(path: Path) -> Path:
-    """Wheel speeds at 100 Hz and a forward collision warning every half second on the
-    camera bus, so that many urgent events fall into a few seconds of full disk."""
+    """Wheel speeds at 100 Hz and, on the camera bus, a warning every 0.8 s (FCW, then left,
+    then right lane departure, each 0.2 s long): each type recurs after its 2 s hold-off
+    (docs/events.md), so many urgent events fall into a few seconds of full disk."""
     lines = []
     t0 = 1_772_436_600.0
     for i in range(int(RECORDING_S / 0.01)):
@@ -258,8 +259,9 @@ def _synthetic_drive(path: Path) -> Path:
         raw = int((50 + (i % 200) / 10) / 0.03125)
         lines.append(f"({t:.6f}) can1 386#{(raw.to_bytes(2, 'little') * 4).hex().upper()}")
         if i % 5 == 0:
-            on = int(i * 0.01 / 0.25) % 2
-            lines.append(f"({t + 0.001:.6f}) can0 700#00000000{on << 3:02X}000000")
+            slot, into = divmod(i, 80)  # 0.8 s slots
+            bit = (0x08, 0x02, 0x04)[slot % 3] if into < 20 else 0  # fcw, ldw left, right
+            lines.append(f"({t + 0.001:.6f}) can0 700#00000000{bit:02X}000000")
     path.write_text("\n".join(lines) + "\n")
     return path
 
