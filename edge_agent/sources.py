@@ -77,27 +77,17 @@ class ReadStats:
 _CANDUMP_LINE = "'(<seconds>) <channel> <id>#<data>'"
 
 
-def _hex_field(text: str, what: str) -> int:
+def _candump_field_error(stamp: str, ident: str, payload: str) -> str:
+    """Which field of a candump line is not a number where one is expected."""
     try:
-        return int(text, 16)
+        float(stamp[1:-1])
     except ValueError:
-        raise ValueError(f"{what} {text!r} is not hexadecimal") from None
-
-
-def _candump_stamp(stamp: str) -> float:
+        return f"timestamp {stamp!r} is not '(<seconds>)'"
     try:
-        if stamp.startswith("(") and stamp.endswith(")"):
-            return float(stamp[1:-1])
+        int(ident, 16)
     except ValueError:
-        pass
-    raise ValueError(f"timestamp {stamp!r} is not '(<seconds>)'")
-
-
-def _candump_data(payload: str) -> bytes:
-    try:
-        return bytes.fromhex(payload)
-    except ValueError:
-        raise ValueError(f"data {payload!r} is not hexadecimal bytes") from None
+        return f"identifier {ident!r} is not hexadecimal"
+    return f"data {payload!r} is not hexadecimal bytes"
 
 
 def _parse_candump_line(line: str) -> CanFrame:
@@ -107,18 +97,25 @@ def _parse_candump_line(line: str) -> CanFrame:
     if len(fields) not in (3, 4):
         raise ValueError(f"{len(fields)} field(s), expected {_CANDUMP_LINE}")
     stamp, channel, frame = fields[:3]
-    time_s = _candump_stamp(stamp)
+    if not (stamp.startswith("(") and stamp.endswith(")")):
+        raise ValueError(f"timestamp {stamp!r} is not '(<seconds>)'")
     ident, sep, payload = frame.partition("#")
     if not sep or not ident:
         raise ValueError(f"frame field {frame!r} has no '<id>#'")
-    can_id = _hex_field(ident, "identifier")
-    if can_id & _CAN_ERR_FLAG:
-        return CanFrame(time_s, can_id & 0x1FFFFFFF, b"", channel, is_error_frame=True)
-    if payload[:1] in ("R", "r"):
-        return CanFrame(time_s, can_id, b"", channel, len(ident) > 3, is_remote_frame=True)
-    if payload[:1] == "#":  # CAN FD: one flags nibble before the data
-        payload = payload[2:]
-    data = _candump_data(payload)
+    # One try around the conversions keeps the per-line cost of good lines as before;
+    # a bad line is looked at again to say which field is wrong.
+    try:
+        time_s = float(stamp[1:-1])
+        can_id = int(ident, 16)
+        if can_id & _CAN_ERR_FLAG:
+            return CanFrame(time_s, can_id & 0x1FFFFFFF, b"", channel, is_error_frame=True)
+        if payload[:1] in ("R", "r"):
+            return CanFrame(time_s, can_id, b"", channel, len(ident) > 3, is_remote_frame=True)
+        if payload[:1] == "#":  # CAN FD: one flags nibble before the data
+            payload = payload[2:]
+        data = bytes.fromhex(payload)
+    except ValueError:
+        raise ValueError(_candump_field_error(stamp, ident, payload)) from None
     if len(data) > 64:
         raise ValueError("more than 64 data bytes")
     if can_id > 0x1FFFFFFF:
