@@ -15,7 +15,7 @@ from edge_agent.feed import route_by_config
 ROOT = Path(__file__).resolve().parents[2]
 DRIVES = ROOT / "hw_fixtures" / "drives"
 # The loop-closing race shows up in some runs only; several runs make it likely.
-RUNS = 10
+RUNS = 30
 
 
 def agent(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
