@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import textwrap
+from importlib import metadata
 from pathlib import Path
 
 from cloud_collector.config import CollectorConfig, load_config
@@ -26,9 +28,67 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+DISTRIBUTION = "taxi-cloud-collector"
+
+
+def installed_version() -> str:
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
+def endpoint_lines() -> list[str]:
+    """``METHOD path  summary`` for every route the HTTP API serves."""
+    from fastapi.routing import APIRoute  # imported late: only --help needs the web stack
+
+    from cloud_collector.api import ROUTERS
+    from cloud_collector.dashboard import router as dashboard
+
+    lines = []
+    for router in (*ROUTERS, dashboard):
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                doc = (route.summary or route.endpoint.__doc__ or "").strip().splitlines()
+                summary = doc[0] if doc else "the operator dashboard"
+                methods = ",".join(sorted(route.methods or ()))
+                lines.append(f"  {methods} {route.path:<38} {summary}")
+    return lines
+
+
+def config_lines() -> list[str]:
+    """``[section] key, key, ...`` for every key a config file may set."""
+    lines = []
+    for name, section in CollectorConfig.model_fields.items():
+        model = section.annotation
+        keys = ", ".join(getattr(model, "model_fields", {}))
+        lines.append(
+            textwrap.fill(keys, 92, initial_indent=f"  [{name}] ", subsequent_indent="    ")
+        )
+    return lines
+
+
+class _Parser(argparse.ArgumentParser):
+    """Its help lists the HTTP endpoints and the config keys, built when asked for."""
+
+    def format_help(self) -> str:
+        return "\n".join(
+            [
+                super().format_help(),
+                "HTTP endpoints (OpenAPI at /openapi.json):",
+                *endpoint_lines(),
+                "",
+                "config sections and keys (examples/collector.toml; omitted keys take defaults):",
+                *config_lines(),
+                "",
+            ]
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cloud-collector", description="Taxi ADAS collector")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="cloud-collector", description="Taxi ADAS collector")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=argparse.ArgumentParser)
     p = sub.add_parser("run", help="ingest from MQTT and serve the HTTP API")
     p.add_argument("--config", type=Path, help="TOML file; omitted keys take the embedded defaults")
     p.set_defaults(func=_run)

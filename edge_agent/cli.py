@@ -7,8 +7,11 @@ import asyncio
 import json
 import os
 import sys
+import threading
+import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +79,12 @@ def decode(args: argparse.Namespace) -> int:
     for frame in source.frames():
         push(frame)
     sys.stdout.flush()
-    return _decode_summary(args.file, source.stats, pipeline, camera.name)
+    code = _decode_summary(args.file, source.stats, pipeline, camera.name)
+    missing = source.missing_channel()
+    if missing is not None:
+        print(f"edge-agent: {missing}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return code
 
 
 def _decode_summary(file: str, stats: ReadStats, pipeline: Pipeline, camera: str) -> int:
@@ -102,14 +110,41 @@ def _decode_summary(file: str, stats: ReadStats, pipeline: Pipeline, camera: str
     return EXIT_OK
 
 
+# aiosqlite names each connection's worker thread after this function.
+_SQLITE_WORKER = "_connection_worker_thread"
+_SQLITE_WORKER_GRACE_S = 2.0
+
+
+async def _settle_sqlite_workers() -> None:
+    """Let aiosqlite worker threads still finishing reach the loop before it closes.
+
+    When ``aiosqlite.connect`` fails it stops its worker thread without waiting for it;
+    the thread then resolves a future on this loop, and if the loop is already closed
+    it dies with an "Event loop is closed" traceback after the one-line error.
+    """
+    deadline = time.monotonic() + _SQLITE_WORKER_GRACE_S
+    for thread in threading.enumerate():
+        if _SQLITE_WORKER in thread.name and thread is not threading.current_thread():
+            await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
+    # One more turn so the callbacks those threads scheduled run on an open loop.
+    await asyncio.sleep(0)
+
+
+async def _settled(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        return await coro
+    finally:
+        await _settle_sqlite_workers()
+
+
 def _run_async(coro: Coroutine[Any, Any, int]) -> int:
     """Run on uvloop where available (the gateway's event loop), else asyncio's own."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(coro)
+        return asyncio.run(_settled(coro))
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
+        return runner.run(_settled(coro))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,8 +200,19 @@ def status(args: argparse.Namespace, clock: Clock | None = None) -> int:
     return EXIT_OK
 
 
+DISTRIBUTION = "taxi-edge-agent"
+
+
+def installed_version() -> str:
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description="Taxi ADAS edge agent")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     parser.add_argument(
         "--log-level",
         default="warning",
@@ -216,7 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=replay)
 
-    p = sub.add_parser("status", help="print the outbox status as JSON (works offline)")
+    p = sub.add_parser(
+        "status",
+        help="print the outbox status as JSON, or with --human as aligned lines (works offline)",
+        description="The outbox status read from the outbox file, so it works while the agent "
+        "is stopped: JSON by default, --human for a headline and aligned lines.",
+    )
     p.add_argument("--config", required=True, help="agent config (TOML)")
     p.add_argument(
         "--human",

@@ -52,6 +52,16 @@ class BusConfig(_Section):
     dbc: str | list[str] | None = None
     bitrate: int | None = None
 
+    @field_validator("logged_channel", mode="before")
+    @classmethod
+    def _channel_number(cls, value: object) -> object:
+        # BLF, ASC, CSV and MF4 number their channels; a recording's channel is matched as text.
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                raise ValueError("a channel number is 0 or more")
+            return str(value)
+        return value
+
     @property
     def effective_role(self) -> str:
         return self.role or ("camera" if "camera" in self.name.lower() else "vehicle")

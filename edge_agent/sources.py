@@ -74,29 +74,53 @@ class ReadStats:
             self.first_bad_line, self.first_bad_reason = number, reason
 
 
+_CANDUMP_LINE = "'(<seconds>) <channel> <id>#<data>'"
+
+
+def _candump_field_error(stamp: str, ident: str, payload: str) -> str:
+    """Which field of a candump line is not a number where one is expected."""
+    try:
+        float(stamp[1:-1])
+    except ValueError:
+        return f"timestamp {stamp!r} is not '(<seconds>)'"
+    try:
+        int(ident, 16)
+    except ValueError:
+        return f"identifier {ident!r} is not hexadecimal"
+    return f"data {payload!r} is not hexadecimal bytes"
+
+
 def _parse_candump_line(line: str) -> CanFrame:
-    """Parse ``(1712345678.123456) can0 123#DEADBEEF`` (``-L`` format); raises ValueError."""
-    stamp, channel, frame, *rest = line.split()
-    if len(rest) > 1 or not (stamp.startswith("(") and stamp.endswith(")")):
-        raise ValueError("expected '(<seconds>) <channel> <id>#<data>'")
+    """Parse ``(1712345678.123456) can0 123#DEADBEEF`` (``-L`` format); raises ValueError
+    naming the field that is wrong and what it should be."""
+    fields = line.split()
+    if len(fields) not in (3, 4):
+        raise ValueError(f"{len(fields)} field(s), expected {_CANDUMP_LINE}")
+    stamp, channel, frame = fields[:3]
+    if not (stamp.startswith("(") and stamp.endswith(")")):
+        raise ValueError(f"timestamp {stamp!r} is not '(<seconds>)'")
     ident, sep, payload = frame.partition("#")
     if not sep or not ident:
-        raise ValueError("frame field has no '<id>#'")
-    can_id = int(ident, 16)
-    if can_id & _CAN_ERR_FLAG:
-        return CanFrame(float(stamp[1:-1]), can_id & 0x1FFFFFFF, b"", channel, is_error_frame=True)
-    if payload[:1] in ("R", "r"):
-        return CanFrame(
-            float(stamp[1:-1]), can_id, b"", channel, len(ident) > 3, is_remote_frame=True
-        )
-    if payload[:1] == "#":  # CAN FD: one flags nibble before the data
-        payload = payload[2:]
-    data = bytes.fromhex(payload)
+        raise ValueError(f"frame field {frame!r} has no '<id>#'")
+    # One try around the conversions keeps the per-line cost of good lines as before;
+    # a bad line is looked at again to say which field is wrong.
+    try:
+        time_s = float(stamp[1:-1])
+        can_id = int(ident, 16)
+        if can_id & _CAN_ERR_FLAG:
+            return CanFrame(time_s, can_id & 0x1FFFFFFF, b"", channel, is_error_frame=True)
+        if payload[:1] in ("R", "r"):
+            return CanFrame(time_s, can_id, b"", channel, len(ident) > 3, is_remote_frame=True)
+        if payload[:1] == "#":  # CAN FD: one flags nibble before the data
+            payload = payload[2:]
+        data = bytes.fromhex(payload)
+    except ValueError:
+        raise ValueError(_candump_field_error(stamp, ident, payload)) from None
     if len(data) > 64:
         raise ValueError("more than 64 data bytes")
     if can_id > 0x1FFFFFFF:
         raise ValueError("identifier out of range")
-    return CanFrame(float(stamp[1:-1]), can_id, data, channel, len(ident) > 3)
+    return CanFrame(time_s, can_id, data, channel, len(ident) > 3)
 
 
 def read_candump(path: Path, stats: ReadStats) -> Iterator[CanFrame]:
@@ -131,7 +155,33 @@ def describe_os_error(exc: BaseException) -> str:
     return f"cannot read: {getattr(exc, 'strerror', None) or exc}"
 
 
+_BLF_SIGNATURE = b"LOGG"
+_BLF_HEADER_BYTES = 72  # the part of the file header python-can's BLFReader reads first
+
+
+def _check_blf_header(path: Path) -> None:
+    """Name what is wrong with a file that is not BLF before python-can's reader meets it."""
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as file:
+            head = file.read(_BLF_HEADER_BYTES)
+    except (OSError, EOFError) as exc:
+        raise RecordingError(f"{path}: {describe_os_error(exc)}") from None
+    if not head:
+        raise RecordingError(f"{path}: empty file (expected a BLF recording)")
+    if not head.startswith(_BLF_SIGNATURE):
+        raise RecordingError(
+            f"{path}: not a BLF file (starts with {head[:4]!r}, expected {_BLF_SIGNATURE!r})"
+        )
+    if len(head) < _BLF_HEADER_BYTES:
+        raise RecordingError(
+            f"{path}: file is truncated (a BLF header is {_BLF_HEADER_BYTES} bytes, "
+            f"file has {len(head)})"
+        )
+
+
 def _open_reader(path: Path) -> Any:
+    if recording_format(path) == ".blf":
+        _check_blf_header(path)
     # For .asc, python-can's LogReader makes timestamps relative to the first frame
     # (and takes no option for .asc.gz); replay keeps the recording's own clock.
     if recording_format(path) == ".asc":
@@ -194,6 +244,8 @@ class ReplaySource:
     path: Path
     logged_channel: str | None = None
     stats: ReadStats = field(default_factory=ReadStats)
+    # Every logged channel read, to name them when the one asked for is not there.
+    channels: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._format = recording_format(self.path)
@@ -210,9 +262,22 @@ class ReplaySource:
         elif self._format == ".csv":
             reader = read_gvret_csv
         wanted = self.logged_channel
+        channels = self.channels
         for frame in reader(self.path, self.stats):
-            if wanted is None or str(frame.channel) == wanted:
+            channel = str(frame.channel)
+            channels.add(channel)
+            if wanted is None or channel == wanted:
                 yield frame
+
+    def missing_channel(self) -> str | None:
+        """After reading: why the channel asked for gave nothing, or None if it did."""
+        wanted = self.logged_channel
+        if wanted is None or wanted in self.channels or not self.channels:
+            return None
+        return (
+            f"{self.path}: no channel {wanted!r} in the recording "
+            f"(its channels: {', '.join(sorted(self.channels))})"
+        )
 
 
 def kernel_filters(can_ids: list[tuple[int, bool]]) -> list[dict[str, Any]]:
