@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from edge_agent.errors import AgentError
 from edge_agent.feed import FixMerge, FrameFeed, each_channel_its_own_bus, route_by_config
 from edge_agent.nmea import read_nmea
 from edge_agent.pipeline import Pipeline
+from edge_agent.reporting import agent_version
 from edge_agent.sources import ReadStats, ReplaySource
 from protocol.records import Event
 
@@ -200,27 +200,7 @@ def status(args: argparse.Namespace, clock: Clock | None = None) -> int:
     return EXIT_OK
 
 
-DISTRIBUTION = "taxi-edge-agent"
-
-
-def installed_version() -> str:
-    try:
-        return metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown (not installed)"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-agent", description="Taxi ADAS edge agent")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
-    parser.add_argument(
-        "--log-level",
-        default="warning",
-        type=str.lower,
-        choices=LEVELS,
-        help="logging level (default warning)",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("decode", help="print the events found in a CAN recording as JSON lines")
     p.add_argument(
         "file",
@@ -239,6 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--nmea", help="NMEA track (RMC/GGA) recorded with the drive, for positions")
     p.set_defaults(func=decode)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description="Taxi ADAS edge agent")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {agent_version()}")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        type=str.lower,
+        choices=LEVELS,
+        help="logging level (default warning)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_decode(sub)
 
     p = sub.add_parser("run", help="run the agent in the foreground until SIGTERM/SIGINT")
     p.add_argument("--config", required=True, help="agent config (TOML)")

@@ -34,7 +34,7 @@ from edge_agent.writer import OutboxWriter
 from protocol.contracts import CPU_S, DISK_FULL
 from protocol.records import Health, Scalar
 
-PACKAGE = "taxi-adas-ingest"
+PACKAGE = "taxi-edge-agent"
 _MODE_NAMES = {0: "unknown", 1: "no fix", 2: "2D", 3: "3D"}
 
 

@@ -234,7 +234,7 @@ IDENTITY_KEYS: Final = (
         AGENT_VERSION,
         "str",
         "",
-        "version of the installed package (`taxi-adas-ingest`), `unknown` if not installed",
+        "version of the installed `taxi-edge-agent` distribution, `unknown` if not installed",
     ),
     _key(CONFIG_HASH, "str", "", "first 12 hex digits of the SHA-256 of the config file's bytes"),
     _key(

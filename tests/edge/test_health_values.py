@@ -101,3 +101,11 @@ def test_evidence_keys_follow_the_evidence_counters() -> None:
     assert on["evidence_dropped_bytes"] == 900
     assert on["evidence_ring_bytes"] == evidence.ring("camera").used > 0
     assert set(on) == set(off)
+
+
+def test_the_agent_reports_the_version_of_its_installed_distribution() -> None:
+    from importlib.metadata import version
+
+    from edge_agent.reporting import agent_version
+
+    assert agent_version() == version("taxi-edge-agent") != "unknown"
