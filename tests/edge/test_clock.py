@@ -137,7 +137,11 @@ def test_run_keeps_running_under_a_wrong_wall_clock(
             announced = _retained_status(broker.port)
             # The clock ran on from the faked start: stamps are that clock, clamped.
             assert abs(announced.time_ms - clamp_time_ms(fake_ms)) < 60_000
-            time.sleep(2.0)  # some batches on their way
+            # Records flow under this clock: wait (bounded) for the first bulk batch to be
+            # stored, rather than a fixed time a loaded machine may not give the agent.
+            deadline = time.monotonic() + 40
+            while not consumer.load_results(s.db).samples and time.monotonic() < deadline:
+                time.sleep(0.5)
             os.kill(agent.pid, signal.SIGTERM)
             _, err = agent.communicate(timeout=30)
         finally:
