@@ -348,7 +348,8 @@ def derive(state: VehicleHealth, now_ms: int, thresholds: Thresholds | None = No
     return Derived(
         status="unknown" if s.online is None else ("online" if s.online else "offline"),
         backlog_batches=None if pending is None else int(pending),
-        backlog_age_s=None if age is None else age / 1000,
+        # Nothing pending is no backlog, whatever an older agent counted as its age.
+        backlog_age_s=0.0 if pending == 0 else (None if age is None else age / 1000),
         data_today_bytes=today_bytes(state, now_ms),
         data_month_bytes=month_bytes(state, now_ms),
         data_month_projected_bytes=projected_month_bytes(state, now_ms),

@@ -57,6 +57,13 @@ ROOM_IN_FILE_BYTES: Final = 1 << 20
 URGENT_EVENT_TYPES: Final = contracts.URGENT_EVENT_TYPES
 
 
+
+def backlog_age_ms(oldest_pending_ms: int | None, now_ms: int) -> int:
+    """Age of the oldest record in a closed batch not yet acknowledged; 0 when no batch is
+    pending. Staged records are not a backlog: they wait for their lane's batch age."""
+    return 0 if oldest_pending_ms is None else max(0, now_ms - int(oldest_pending_ms))
+
+
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
     """When staged records are closed into a batch, per lane.

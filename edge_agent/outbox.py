@@ -65,6 +65,7 @@ from edge_agent.batching import (
     Candidate,
     Chunk,
     Lost,
+    backlog_age_ms,
     choose_victims,
     eviction_counters,
     eviction_need,
@@ -239,7 +240,7 @@ class OutboxStats:
     unpublished_batches: int  # of those, never PUBACKed by the broker
     staged_records: int
     staged_bytes: int
-    oldest_pending_age_ms: int | None  # oldest record not yet acknowledged (batch or staged)
+    oldest_pending_age_ms: int  # batching.backlog_age_ms: 0 when no batch is pending
     counters: Mapping[str, int] = field(default_factory=dict)  # evictions and drops by cause
 
 
@@ -1424,7 +1425,6 @@ class Outbox:
                 counters = {str(k): int(v) for k, v in await cursor.fetchall()}
         assert batches is not None
         assert staged is not None
-        firsts = [int(t) for t in (batches[2], staged[2]) if t is not None]
         return OutboxStats(
             epoch=self.epoch,
             next_seq=self._next_seq,
@@ -1434,7 +1434,7 @@ class Outbox:
             unpublished_batches=int(batches[3]),
             staged_records=int(staged[0]),
             staged_bytes=int(staged[1]),
-            oldest_pending_age_ms=now_ms - min(firsts) if firsts else None,
+            oldest_pending_age_ms=backlog_age_ms(batches[2], now_ms),
             counters=counters,
         )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
+from edge_agent.batching import backlog_age_ms
 from edge_agent.errors import OutboxError
 from edge_agent.outbox import (
     APPLICATION_ID,
@@ -68,7 +69,6 @@ def _query(db: sqlite3.Connection, path: Path, now_ms: int) -> dict[str, object]
     batches = _one(db, BATCH_TOTALS_SQL)
     staged = _one(db, STAGED_TOTALS_SQL)
     counters = {str(k): _int(v) for k, v in db.execute(COUNTERS_SQL)}
-    firsts = [_int(t) for t in (batches[2], staged[2]) if t is not None]
     health = meta.get(META_HEALTH)
     last_stop = meta.get(META_LAST_STOP)
     return {
@@ -81,7 +81,9 @@ def _query(db: sqlite3.Connection, path: Path, now_ms: int) -> dict[str, object]
         "unpublished_batches": _int(batches[3]),
         "staged_records": _int(staged[0]),
         "staged_bytes": _int(staged[1]),
-        "oldest_pending_age_ms": now_ms - min(firsts) if firsts else None,
+        "oldest_pending_age_ms": backlog_age_ms(
+            None if batches[2] is None else _int(batches[2]), now_ms
+        ),
         "dropped": counters,
         "health": None if health is None else json.loads(str(health)),
         "last_stop": None if last_stop is None else json.loads(str(last_stop)),
@@ -247,12 +249,8 @@ def format_human(report: Mapping[str, object], now_ms: int) -> str:
             "outbox",
             f"{report.get('pending_batches')} batches pending "
             f"({human_bytes(report.get('pending_bytes'))}), "
-            f"{report.get('staged_records')} records staged, oldest "
-            + (
-                "-"
-                if report.get("oldest_pending_age_ms") is None
-                else human_duration_ms(report.get("oldest_pending_age_ms")) + " ago"
-            ),
+            f"oldest {human_duration_ms(report.get('oldest_pending_age_ms'))} old, "
+            f"{report.get('staged_records')} records staged",
         )
     )
     rows.append(("acked seq", f"{report.get('highest_acked_seq')} (next {report.get('next_seq')})"))

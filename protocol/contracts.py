@@ -327,9 +327,8 @@ OUTBOX_KEYS: Final = (
         OUTBOX_OLDEST_AGE_MS,
         "int",
         "ms",
-        "age of the oldest record not yet acknowledged (its record time; for a replay "
-        "that is recording time)",
-        nullable=True,
+        "age of the oldest record in a closed batch not yet acknowledged (its record time; "
+        "for a replay that is recording time); 0 when no batch is pending",
         label="agent backlog age",
     ),
     _key(ACKED_SEQ, "int", "", "highest seq acknowledged end to end (current epoch)"),

@@ -175,6 +175,13 @@ def test_derive() -> None:
     assert d.data_today_bytes == 0  # yesterday's counter
 
 
+def test_no_pending_batch_is_no_backlog_age() -> None:
+    # An older agent counted staged records in its age; with nothing pending it is 0.
+    h = hp(outbox_pending_batches=0, outbox_oldest_age_ms=45_000)
+    d = derive(state(health=h), NOW)
+    assert (d.backlog_batches, d.backlog_age_s) == (0, 0.0)
+
+
 def test_alert_thresholds_config() -> None:
     cfg = parse_config({"alerts": {"offline_after_min": 5, "clock_offset_ms": 500}}, "c.toml")
     assert (cfg.alerts.offline_after_min, cfg.alerts.clock_offset_ms) == (5, 500)

@@ -362,7 +362,8 @@ async def test_read_status_while_open_and_read_only(tmp_path: Path) -> None:
     assert status["epoch"] == box.epoch
     assert status["pending_batches"] == 1
     assert status["staged_records"] == 1
-    assert status["oldest_pending_age_ms"] == 6_000
+    # The urgent batch's record, not the staged snapshot: staged records are no backlog.
+    assert status["oldest_pending_age_ms"] == 5_900
     assert status["highest_acked_seq"] == 0
     assert status["health"] == {"time_ms": T0, "values": {"can_errors": 0, "cpu": 0.25}}
     # The daemon keeps writing while a status reader looks.
@@ -520,3 +521,12 @@ async def test_a_schema_1_outbox_is_migrated_and_its_batches_still_go_out(
         assert (new.epoch, new.seq) == (box.epoch, 1)
     finally:
         await box.close()
+
+
+async def test_backlog_age_counts_closed_unacknowledged_batches_only(tmp_path: Path) -> None:
+    box = await open_box(tmp_path / "o.db")
+    await box.append(health(T0), T0)  # staged: waits for its lane's batch age
+    assert (await box.stats(T0 + 45_000)).oldest_pending_age_ms == 0
+    await box.close_due_batches(T0 + 45_000, force=True)
+    assert (await box.stats(T0 + 45_000)).oldest_pending_age_ms == 45_000
+    await box.close()
