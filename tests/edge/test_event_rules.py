@@ -10,29 +10,10 @@ from edge_agent.extract import EventExtractor
 from edge_agent.pipeline_state import extractor_state, restore_extractor
 from protocol.contracts import SITUATION_JOINS
 from protocol.records import Event, FrameRef
+from tests.support.camera_warnings import warn
 
-CAM = FrameRef("camera", 0x700)
 BURST_MS = 80
 
-QUIET: DecodedValues = {
-    "sound_type": 0,
-    "fcw_on": 0,
-    "peds_fcw": 0,
-    "peds_in_dz": 0,
-    "left_ldw_on": 0,
-    "right_ldw_on": 0,
-    "headway_warning_level": 1,
-    "headway_measurement": 2.0,
-    "tsr_warning_level": 0,
-    "failsafe": 0,
-    "maintenance": 0,
-    "tamper_alert": 0,
-    "error_code": 0,
-}
-
-
-def warn(x: EventExtractor, t: int, **changes: int | float) -> list[Event]:
-    return x.feed("ME_Display_Warnings", {**QUIET, **changes}, t, CAM, b"\x00" * 8)
 
 
 def play(x: EventExtractor, script: list[tuple[int, dict[str, int]]]) -> list[Event]:
