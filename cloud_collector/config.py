@@ -167,6 +167,41 @@ class QuarantineConfig(_Section):
     clear_retained: bool = True
 
 
+_DAYS = Annotated[int, Field(ge=0, le=36_500)]
+
+
+class RetentionConfig(_Section):
+    """How long each kind of record is kept, in days (0: for ever), enforced by a job in
+    the collector (``cloud_collector.retention_job``). Road aggregates (cell-hours, the
+    sign inventory) are the product and are always kept."""
+
+    # Raw signal samples and GNSS fixes: location traces, the most personal data held.
+    samples_days: _DAYS = 30
+    gnss_days: _DAYS = 30
+    # Events, and the evidence frames linked to them (they go with their event).
+    events_days: _DAYS = 365
+    # Health snapshots: an operator looks back days, not months (the latest per vehicle
+    # is kept apart and never expires).
+    health_days: _DAYS = 30
+    # Rejected payloads kept for an operator; longer than the rest, because an acknowledged
+    # batch of a newer schema waits there for an upgrade that can read it.
+    quarantine_days: _DAYS = 90
+    # How often the job runs (it also runs at start).
+    interval_s: Annotated[int, Field(ge=1, le=86_400)] = 3_600
+    # Rows per delete transaction, so that ingest is never held up long.
+    batch_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 5_000
+
+    def keep_days(self) -> dict[str, int]:
+        """Setting name (``store.retention.EXPIRING``) -> days."""
+        return {
+            "samples": self.samples_days,
+            "gnss": self.gnss_days,
+            "events": self.events_days,
+            "health": self.health_days,
+            "quarantine": self.quarantine_days,
+        }
+
+
 class CollectorConfig(_Section):
     mqtt: MqttConfig = MqttConfig()
     store: StoreConfig = StoreConfig()
@@ -175,6 +210,7 @@ class CollectorConfig(_Section):
     alerts: AlertsConfig = AlertsConfig()
     intake: IntakeConfig = IntakeConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
+    retention: RetentionConfig = RetentionConfig()
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

@@ -80,6 +80,13 @@ class IngestMetrics:
     ack_lag_seconds: Histogram = field(
         default_factory=lambda: Histogram((0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0))
     )
+    # Retention (``retention_job``): rows deleted and partitions dropped or created, by
+    # table; the wall clock of the last complete run (0: none yet), failed runs.
+    retention_deleted: Counter[str] = field(default_factory=Counter)
+    partitions_dropped: Counter[str] = field(default_factory=Counter)
+    partitions_created: Counter[str] = field(default_factory=Counter)
+    retention_last_run_ms: int = 0
+    retention_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +194,13 @@ _LABELLED: Final[tuple[tuple[str, str, str, Callable[[IngestMetrics], Counter[st
     ("collector_dropped_total",
      "Messages dropped before any database work, by cause (a sender over its budget).",
      "cause", lambda m: m.dropped),
+    ("collector_retention_rows_deleted_total",
+     "Rows deleted by retention (dropped partitions not counted), by table.", "table",
+     lambda m: m.retention_deleted),
+    ("collector_retention_partitions_dropped_total", "Expired partitions dropped, by table.",
+     "table", lambda m: m.partitions_dropped),
+    ("collector_partitions_created_total", "Time partitions created, by table.", "table",
+     lambda m: m.partitions_created),
 )  # fmt: skip
 
 # The unlabelled ingest counters and gauges after them: name, kind, help, the value.
@@ -208,6 +222,11 @@ _SCALARS: Final[tuple[tuple[str, str, str, Callable[[IngestMetrics], float]], ..
      lambda m: m.connects),
     ("collector_mqtt_connected", "gauge", "1 while connected to the broker.",
      lambda m: int(m.connected)),
+    ("collector_retention_last_run_timestamp_seconds", "gauge",
+     "Wall clock of the last complete retention run (0: none yet).",
+     lambda m: m.retention_last_run_ms / 1000),
+    ("collector_retention_failures_total", "counter", "Retention runs that failed.",
+     lambda m: m.retention_failures),
 )  # fmt: skip
 
 

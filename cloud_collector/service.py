@@ -37,7 +37,9 @@ from cloud_collector.errors import CollectorError, ListenError, ServiceError
 from cloud_collector.ingest import Ingestor
 from cloud_collector.metrics import IngestMetrics
 from cloud_collector.mqtt import MqttDelivery
+from cloud_collector.retention_job import RetentionJob
 from cloud_collector.store import Store, open_store
+from cloud_collector.store.maintenance import maintenance_for
 from cloud_collector.store.progress import Transacting, WatchProgress
 from daemon_kit.sdnotify import Notifier, WatchdogGate
 
@@ -246,6 +248,8 @@ async def _serve(
             tg.create_task(http(), name="http")
             tg.create_task(stop_http(), name="stop-http")
             tg.create_task(_watchdog(notifier, store, stop), name="watchdog")
+            retention = RetentionJob(cfg.retention, maintenance_for(store), metrics)
+            tg.create_task(retention.run(stop), name="retention")
     except* CollectorError as group:
         # One line for the command line, not a task group's traceback.
         raise group.exceptions[0] from None
