@@ -52,7 +52,9 @@ async def _times(store: Store, table: str, column: str) -> list[int]:
     async def work(tx: Tx) -> list[int]:
         return sorted(int(r[0]) for r in await tx.fetch(f"SELECT {column} FROM {table}"))
 
-    return await cast("SplitStore[Any]", store).runner.run(work)
+    runner = cast("SplitStore[Any]", store).runner
+    times: list[int] = await runner.run(work)
+    return times
 
 
 async def _fill(store: Store) -> None:
