@@ -57,6 +57,13 @@ class MqttConfig(_Section):
     # Messages validated and stored concurrently (PUBACKs still go out in arrival order).
     # Overlaps decoding with the store's I/O; PostgreSQL runs the transactions in parallel.
     ingest_concurrency: Annotated[int, Field(ge=1, le=1024)] = 16
+    # On a clean stop, end the session at the broker (DISCONNECT with session expiry 0):
+    # with several collectors in the group, a stopped member's persistent session would
+    # otherwise keep receiving its share of the messages, undelivered until it returns
+    # or the session expires (docs/scale-out.md). Unacknowledged messages of the session
+    # then reach the agents' end-to-end resend instead. false keeps the session, for one
+    # collector alone, whose restart then finds the messages queued meanwhile.
+    leave_group_on_stop: bool = True
     reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = 0.2
     reconnect_max_s: Annotated[float, Field(gt=0, le=600)] = 10.0
 

@@ -63,6 +63,13 @@ class Link(Protocol):
         """Raises ``DeliveryError`` when the broker cannot be given the message."""
         ...
 
+    def leave(self) -> None:
+        """A clean stop: when ``connect`` is left, end the session at the broker too, so
+        that no share of the group's messages waits for a member that is gone (the other
+        members get them). Without it a session outlives its connection, and its
+        unacknowledged messages are delivered again when it returns."""
+        ...
+
 
 class Delivery(Protocol):
     """Connects sessions: entering ``connect`` subscribes to ``filters`` (on every

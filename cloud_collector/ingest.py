@@ -147,6 +147,8 @@ class Ingestor:
                 concurrency=self.cfg.ingest_concurrency,
             )
             await completion.run(stop)
+            if stop.is_set() and self.cfg.leave_group_on_stop:
+                link.leave()
 
     def _admit(self, message: Delivered) -> bool:
         """Spend a token of the sender's budget; over budget, the message is dropped."""

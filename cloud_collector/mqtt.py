@@ -28,6 +28,8 @@ from cloud_collector.errors import DeliveryError
 
 # ssl.SSLError and paho's WebsocketConnectionError are OSErrors.
 _CLIENT_ERRORS: Final = (aiomqtt.MqttError, OSError)
+# How long a clean stop waits for the broker to close the connection after DISCONNECT.
+DISCONNECT_TIMEOUT_S: Final = 10.0
 
 
 @contextlib.contextmanager
@@ -120,6 +122,10 @@ class _MqttLink:
 
     def __init__(self, client: aiomqtt.Client) -> None:
         self._client = client
+        self.leaving = False
+
+    def leave(self) -> None:
+        self.leaving = True
 
     def messages(self) -> AsyncIterator[Delivered]:
         return _Messages(self._client)
@@ -156,7 +162,8 @@ class MqttDelivery:
             with _translated("subscribe"):
                 for flt in filters:
                     await client.subscribe(flt, qos=1)
-            yield _MqttLink(client)
+            link = _MqttLink(client)
+            yield link
         except BaseException:
             # The failure that ended the session is the one to report, not a second
             # one from disconnecting a connection that is likely gone already.
@@ -164,4 +171,19 @@ class MqttDelivery:
                 await client.__aexit__(None, None, None)
             raise
         with _translated("disconnect"):
+            if link.leaving:
+                await _end_session(client)
             await client.__aexit__(None, None, None)
+
+
+async def _end_session(client: aiomqtt.Client) -> None:
+    """MQTT 5 DISCONNECT with Session Expiry Interval 0: the broker discards the session
+    and its shared subscriptions now instead of queueing the group's messages for it
+    until ``session_expiry_s`` runs out. aiomqtt's own disconnect sends no properties,
+    so the DISCONNECT goes through paho; aiomqtt's exit then finds it done."""
+    props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 0
+    rc = client._client.disconnect(properties=props)
+    if rc != paho.MQTT_ERR_SUCCESS:
+        raise DeliveryError(f"mqtt disconnect failed: {paho.error_string(rc)}")
+    await asyncio.wait_for(asyncio.shield(client._disconnected), DISCONNECT_TIMEOUT_S)

@@ -60,6 +60,10 @@ class FakeLink:
     def __init__(self, broker: FakeBroker) -> None:
         self.broker = broker
         self.closed = False
+        self.left = False
+
+    def leave(self) -> None:
+        self.left = True
 
     def poll(self) -> Delivered | None:
         return None if self.closed else self.broker.deliver(self)
