@@ -195,7 +195,8 @@ class RetentionConfig(_Section):
     quarantine_days: _DAYS = 90
     # How often the job runs (it also runs at start).
     interval_s: Annotated[int, Field(ge=1, le=86_400)] = 3_600
-    # Rows per delete transaction, so that ingest is never held up long.
+    # SQLite: rows per delete transaction, so that ingest (one writer at a time) is never
+    # held up long. PostgreSQL deletes never block inserts and need no batches.
     batch_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 5_000
 
     def keep_days(self) -> dict[str, int]:

@@ -3,9 +3,10 @@ partitions ahead of now and remove what is older than each table's setting.
 
 The decisions are ``store.retention``'s (pure); the store's adapter
 (``store.maintenance``) carries them out in short transactions: whole partitions are
-dropped where the store is partitioned, rows are deleted ``batch_rows`` at a time
-otherwise (and in a partition straddling the cut), so ingest is never held up for long.
-Each table's deletes stop after ``MAX_BATCHES`` per run; the next run goes on.
+dropped where the store is partitioned (the rows before the cut in the partition that
+straddles it are deleted), and rows are deleted ``batch_rows`` at a time on SQLite, so
+ingest is never held up for long. Each table's deletes stop after ``MAX_BATCHES`` per
+run; the next run goes on.
 """
 
 from __future__ import annotations

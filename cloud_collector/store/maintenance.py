@@ -3,11 +3,14 @@
 PostgreSQL: the time series tables are partitioned (migration 0008); partitions are made
 ahead of time by ``collector_add_partition`` (which also moves rows of the new period out
 of the default partition), expired ones dropped whole, and the rows before the cut in a
-partition that straddles it deleted in batches. SQLite: batched deletes only.
+partition that straddles it (and in the default partition) deleted by one statement.
+SQLite: deletes in batches of ``[retention] batch_rows``, each its own transaction, so
+that ingest (one writer at a time) runs between them.
 
-Every call is its own short transaction, so ingest runs between the batches; a DDL
+Every call is its own transaction; a DDL
 statement that cannot get its lock within ``LOCK_TIMEOUT`` gives up and is retried at the
-next run instead of holding ingest up.
+next run instead of holding ingest up (dropping a partition locks its parent, and the
+inserts queue behind the waiting DROP).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from cloud_collector.store.retention import (
 )
 from cloud_collector.store.shared import Runner
 
-LOCK_TIMEOUT: Final = "5s"
+LOCK_TIMEOUT: Final = "1s"
 _BOUND = re.compile(r"FROM \('?(-?\d+)'?\) TO \('?(-?\d+)'?\)")
 
 
@@ -107,15 +110,18 @@ class PgMaintenance:
         await self._runner.run(work)
 
     async def delete_batch(self, delete: Delete, limit: int) -> int:
+        """All of them in one statement, whatever ``limit``: a DELETE never blocks
+        PostgreSQL's inserts (MVCC), what is left to delete is at most one partition's
+        period (the rest went with whole partitions), and the time series tables have no
+        index on time alone, so each batch of a LIMIT would scan the partition again."""
         rel, col = quoted(delete.relation), quoted(delete.column)
 
         async def work(tx: Tx) -> int:
             rows = await tx.fetch(
-                f"WITH gone AS (DELETE FROM {rel} WHERE ctid = ANY(ARRAY("
-                f"SELECT ctid FROM {rel} WHERE {col} < ? LIMIT ?)) RETURNING 1)"
+                f"WITH gone AS (DELETE FROM {rel} WHERE {col} < ? RETURNING 1)"
                 " SELECT COUNT(*) FROM gone",
-                delete.cut_ms, limit,
-            )  # fmt: skip
+                delete.cut_ms,
+            )
             return int(rows[0][0])
 
         return await self._runner.run(work)
