@@ -33,6 +33,8 @@ from cloud_collector.store.retention import (
 from cloud_collector.store.shared import Runner
 
 LOCK_TIMEOUT: Final = "1s"
+# The advisory lock of partition making (an arbitrary constant, like postgres.py's).
+PARTITION_LOCK_KEY: Final = 0x50415254  # "PART"
 _BOUND = re.compile(r"FROM \('?(-?\d+)'?\) TO \('?(-?\d+)'?\)")
 
 
@@ -157,6 +159,11 @@ async def _ensure(tx: Tx, table: Expiring, now_ms: int, cut_ms: int | None) -> l
     width = table.width_ms
     assert width is not None
     await tx.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    # Every collector of a deployment runs this job: while one makes the partitions, the
+    # others leave it to that one.
+    locked = await tx.fetch("SELECT pg_try_advisory_xact_lock(?)", PARTITION_LOCK_KEY)
+    if not locked[0][0]:
+        return []
     floor = max(EARLIEST_PARTITION_MS, cut_ms or EARLIEST_PARTITION_MS)
     end = period_start(now_ms, width) + (PERIODS_AHEAD + 1) * width
     col = quoted(table.column)
