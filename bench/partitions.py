@@ -13,6 +13,9 @@ aggregates, receipts and acks). Then the bytes per row of each time series table
 indexes and TOAST, summed over its partitions), and the time to remove one day of
 samples by ``DROP TABLE`` of its partition against ``DELETE`` of the same rows from an
 unpartitioned copy with the same index. Bounded: every batch is ingested once.
+
+``--routing`` measures only what partitioning adds to an insert: 50,000 sample rows by
+executemany into a plain table and into a partitioned one, alternately, 5 rounds.
 """
 
 from __future__ import annotations
@@ -110,9 +113,43 @@ async def _removal(con: asyncpg.Connection) -> dict[str, Any]:
     return out
 
 
+async def _routing(url: str, rows: int, rounds: int) -> dict[str, Any]:
+    """The cost of tuple routing alone: the same sample rows inserted with executemany
+    (as ingest does) into a plain table and into one partitioned by day, alternately in
+    one database, so the machine's load falls on both alike."""
+    con = await asyncpg.connect(url)
+    columns = "vehicle TEXT NOT NULL, name TEXT NOT NULL, time_ms BIGINT NOT NULL, value DOUBLE PRECISION, unit TEXT NOT NULL"  # noqa: E501 - the samples table's columns
+    day = T0 - T0 % DAY_MS
+    try:
+        await con.execute(f"CREATE TABLE r_plain ({columns})")
+        await con.execute(f"CREATE TABLE r_part ({columns}) PARTITION BY RANGE (time_ms)")
+        await con.execute("CREATE TABLE r_part_default PARTITION OF r_part DEFAULT")
+        await con.execute(
+            "CREATE TABLE r_part_day PARTITION OF r_part"
+            f" FOR VALUES FROM ({day}) TO ({day + DAY_MS})"
+        )
+        for table in ("r_plain", "r_part"):
+            await con.execute(f"CREATE INDEX ON {table} (vehicle, name, time_ms)")
+        data = [(f"taxi-{i % 50}", f"signal_{i % 20}", T0 + i, 1.5, "unit") for i in range(rows)]
+        seconds: dict[str, list[float]] = {"r_plain": [], "r_part": []}
+        for _ in range(rounds):
+            for table in ("r_plain", "r_part"):
+                started = time.perf_counter()
+                async with con.transaction():
+                    await con.executemany(f"INSERT INTO {table} VALUES ($1, $2, $3, $4, $5)", data)
+                seconds[table].append(time.perf_counter() - started)
+    finally:
+        await con.close()
+    return {table: [round(rows / s) for s in times] for table, times in seconds.items()} | {
+        "unit": "rows/s per round"
+    }
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     with PgHarness() as pg:
         url = pg.create_database("bench")
+        if args.routing:
+            return {"routing": await _routing(url, 50_000, 5)}
         store = await open_store(url)
         try:
             partitioned = await _partitioned(store, T0)
@@ -134,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--vehicles", type=int, default=50)
     p.add_argument("--batches", type=int, default=40, help="per vehicle (10 s of driving each)")
     p.add_argument("--concurrency", type=int, default=8, help="ingest transactions at once")
+    p.add_argument("--routing", action="store_true", help="only: plain against partitioned inserts")
     return p
 
 
