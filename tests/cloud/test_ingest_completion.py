@@ -242,3 +242,14 @@ async def test_a_message_not_admitted_is_acknowledged_in_its_place_without_proce
     assert [s.payload for s in broker.acked] == [b"1", b"2", b"3", b"4", b"5"]
     assert processed == [b"1", b"3", b"4", b"5"]
     assert broker.published == []  # nothing stored: no end-to-end ack
+
+
+async def test_a_clean_stop_leaves_the_group_and_a_lost_connection_does_not() -> None:
+    async with running() as rig:
+        rig.send(1)
+        await rig.until(lambda: len(rig.ledger.stored) == 1)
+        rig.broker.drop()
+        await rig.until(lambda: rig.broker.connects == 2)
+        assert ("leave",) not in rig.journal  # the session is kept for the reconnect
+    assert rig.journal[-1] == ("leave",)  # ended at the broker after the stop
+    assert rig.journal.count(("leave",)) == 1

@@ -64,6 +64,7 @@ class FakeLink:
 
     def leave(self) -> None:
         self.left = True
+        self.broker.journal.append(("leave",))
 
     def poll(self) -> Delivered | None:
         return None if self.closed else self.broker.deliver(self)
