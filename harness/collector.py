@@ -216,6 +216,15 @@ listen = "127.0.0.1:{http_port}"
 
 [log]
 level = "warning"
+
+# Kept for ever: the fixture drives and test batches are dated March 2026, older than
+# the retention settings, and a rig compares the store with what was sent.
+[retention]
+samples_days = 0
+gnss_days = 0
+events_days = 0
+health_days = 0
+quarantine_days = 0
 """
     )
     return path

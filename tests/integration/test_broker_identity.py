@@ -477,6 +477,9 @@ listen = "{HOST}:{http_port}"
 
 [log]
 level = "warning"
+
+[retention]
+events_days = 0
 """
 
 
