@@ -111,7 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not done:
         missing = args.taxis - progress.total().done
         print(
-            f"fleet-sim: --timeout {args.timeout:g} s: {missing} taxi(s) not acknowledged end to end",
+            f"fleet-sim: --timeout {args.timeout:g} s:"
+            f" {missing} taxi(s) not acknowledged end to end",
             file=sys.stderr,
         )
         return 1
@@ -140,8 +141,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=7 * 86_400.0, help="seconds of real time")
     r.add_argument("--processes", type=int, default=0, help="worker processes (default: CPUs)")
     r.add_argument("--fleet", default="daegu")
-    r.add_argument("--hazard-factor", type=float, default=10.0,
-                   help="a hazard site's situation rate over the background's (default 10)")  # fmt: skip
+    r.add_argument(
+        "--hazard-factor",
+        type=float,
+        default=10.0,
+        help="a hazard site's situation rate over the background's (default 10)",
+    )
     r.add_argument("--reconnect-min-s", type=float, default=1.0)
     r.add_argument("--reconnect-max-s", type=float, default=120.0)
     for name in ("ca", "cert", "key"):

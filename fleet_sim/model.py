@@ -191,7 +191,8 @@ class TaxiModel:
     def power_cuts(self, until_s: int) -> list[int]:
         """Simulated seconds at which this taxi's gateway loses power (its own stream)."""
         rng = random.Random(f"{self.truth.seed}/{self.index}/power")
-        cuts, t = [], 0.0
+        cuts: list[int] = []
+        t = 0.0
         while True:
             t += rng.expovariate(POWER_CUTS_PER_DAY / 86_400)
             if t >= until_s:

@@ -170,7 +170,8 @@ def hotspots(truth: Truth, cells: dict[str, Cell], out: list[str]) -> dict[str, 
         true_pos += bool(near)
         if not near:
             out.append(
-                f"  false hotspot: cell {key} ({cell.lat:.5f},{cell.lon:.5f}) {k} situations in {n} passes"
+                f"  false hotspot: cell {key} ({cell.lat:.5f},{cell.lon:.5f}):"
+                f" {k} situations in {n} passes"
             )
     found = 0
     for s in truth.sites:
@@ -187,7 +188,8 @@ def hotspots(truth: Truth, cells: dict[str, Cell], out: list[str]) -> dict[str, 
         found += bool(hit)
         if not hit:
             out.append(
-                f"  missed site {s.id} ({s.event_type}, {s.kind}): {exposure} passes at its busiest cell"
+                f"  missed site {s.id} ({s.event_type}, {s.kind}):"
+                f" {exposure} passes at its busiest cell"
             )
     precision = true_pos / len(flagged) if flagged else (1.0 if not truth.sites else 0.0)
     recall = found / len(truth.sites) if truth.sites else 1.0
@@ -219,7 +221,8 @@ def worn(truth: Truth, cells: dict[str, Cell], out: list[str]) -> dict[str, floa
         found += hit
         if not hit:
             out.append(
-                f"  worn stretch {s.id} not found (lane-quality shares of its cells: {[round(x, 2) for x in shares]})"
+                f"  worn stretch {s.id} not found"
+                f" (lane-quality shares of its cells: {[round(x, 2) for x in shares]})"
             )
     n_worn = len(truth.worn_lanes)
     return {"worn_recall": round(found / n_worn, 3) if n_worn else 1.0, "worn_planted": n_worn}
@@ -287,7 +290,8 @@ def signs(truth: Truth, api: Api, out: list[str]) -> dict[str, float | int | Non
     extra = [f for f in clusters if f.get("id") not in used]
     if extra:
         out.append(
-            f"  {len(extra)} sign cluster(s) beyond the best match of a planted sign (split or spurious)"
+            f"  {len(extra)} sign cluster(s) beyond the best match of a planted sign"
+            " (split or spurious)"
         )
     return {
         "signs_planted": len(truth.signs),
@@ -346,16 +350,16 @@ def score(truth: Truth, base_url: str, token: str | None) -> int:
         and result["sign_median_error_m"] < SIGN_TARGET_M
     )
     result["targets_met"] = ok
+    r = result
     print(
-        f"hotspots: precision {result['hotspot_precision']}, recall {result['hotspot_recall']}"
-        f" ({result['hotspots_flagged']} flagged, {result['sites_planted']} planted, {result['cells']} cells)"
+        f"hotspots: precision {r['hotspot_precision']}, recall {r['hotspot_recall']}"
+        f" ({r['hotspots_flagged']} flagged, {r['sites_planted']} planted, {r['cells']} cells)"
     )
+    print(f"worn lanes: recall {r['worn_recall']} of {r['worn_planted']}")
+    print(f"rain: recall {r['rain_recall']}, {r['rain_false_cells']} cell-hours wet outside it")
     print(
-        f"worn lanes: recall {result['worn_recall']} of {result['worn_planted']}; rain: recall {result['rain_recall']}"
-    )
-    print(
-        f"signs: {result['signs_found']}/{result['signs_planted']} found, {result['signs_value_right']} value right,"
-        f" median error {result['sign_median_error_m']} m"
+        f"signs: {r['signs_found']}/{r['signs_planted']} found,"
+        f" {r['signs_value_right']} value right, median error {r['sign_median_error_m']} m"
     )
     if notes:
         print("what the API got wrong:")

@@ -6,6 +6,7 @@ read back by ``--truth FILE`` and ``score``. Pure, apart from the JSON file help
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -156,7 +157,7 @@ class Index:
 def _edges_between(net: Network, s: Stretch) -> set[tuple[Node, Node]]:
     a, b = snap_node(net, s.lat1, s.lon1), snap_node(net, s.lat2, s.lon2)
     path = net.route(a, b) if a[0] == b[0] or a[1] == b[1] else [a]
-    return {(min(p, q), max(p, q)) for p, q in zip(path, path[1:], strict=False)}
+    return {(min(p, q), max(p, q)) for p, q in itertools.pairwise(path)}
 
 
 def site_edges(truth: Truth, net: Network) -> Index:
@@ -192,7 +193,7 @@ def _need(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: 
 
 
 def _items(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    items = _need(data, key, list, "truth")
+    items: list[dict[str, Any]] = _need(data, key, list, "truth")
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise TruthError(f"truth: key '{key}[{i}]' is not an object")
@@ -308,10 +309,8 @@ def generate(plan: Plan) -> Truth:  # long: one pass over each kind of planted t
     busy_arterial_edges = [
         e
         for e, _ in edges.most_common()
-        if e[0][0] == e[1][0]
-        and e[0][0] % ARTERIAL_EVERY == 0
-        or e[0][1] == e[1][1]
-        and e[0][1] % ARTERIAL_EVERY == 0
+        if (e[0][0] == e[1][0] and e[0][0] % ARTERIAL_EVERY == 0)
+        or (e[0][1] == e[1][1] and e[0][1] % ARTERIAL_EVERY == 0)
     ]
     pool = _spread(busy_nodes, net, 3 * n_sites, [])
     site_nodes = rng.sample(pool, min(n_sites, len(pool)))
@@ -363,8 +362,9 @@ def generate(plan: Plan) -> Truth:  # long: one pass over each kind of planted t
         tunnels.append(Stretch(f"tunnel{i + 1}", lat1, lon1, lat2, lon2))
     total_s = int(plan.hours * 3600)
     outage = (int(total_s * 0.4), int(total_s * 0.4) + max(60, min(600, total_s // 10)))
-    return Truth(plan.seed, plan.start_ms, plan.hours, plan.extent, tuple(net.to_latlon(*net.xy(h)) for h in hubs),
-                 tuple(sites), tuple(worn), rain, tuple(signs), tuple(tunnels), outage,
+    hub_points = tuple(net.to_latlon(*net.xy(h)) for h in hubs)
+    return Truth(plan.seed, plan.start_ms, plan.hours, plan.extent, hub_points, tuple(sites),
+                 tuple(worn), rain, tuple(signs), tuple(tunnels), outage,
                  hazard_factor=plan.hazard_factor)  # fmt: skip
 
 
