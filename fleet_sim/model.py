@@ -220,7 +220,7 @@ class TaxiModel:
         metres = sum(b - a for _, a, b in driven)
         self.km += metres / 1000
         tunnel = d.edge is not None and _key(d.edge) in self._pois.tunnels
-        fix = None if tunnel else self._fix(t_ms, x, y, d.v_mps)
+        fix = None if tunnel else self.fix_at(t_ms, x, y, d.v_mps)
         if fix is not None:
             self._chunk.fixes.append(fix)
         self._conditions(t, t_ms, x, y, d.edge)
@@ -239,9 +239,9 @@ class TaxiModel:
         at_ms = t_ms + self.rng.randrange(1000)
         if self.rng.random() < site.rate_at(at_ms, self.truth.utc_offset_h):
             x, y = self.net.xy(node)
-            self._event(site.event_type, at_ms, self._fix(at_ms, x, y, v), v, {})
+            self._event(site.event_type, at_ms, self.fix_at(at_ms, x, y, v), v, {})
 
-    def _fix(self, t_ms: int, x: float, y: float, v: float) -> GnssFix:
+    def fix_at(self, t_ms: int, x: float, y: float, v: float) -> GnssFix:
         ex, ey = self.rng.gauss(0, GNSS_SIGMA_M), self.rng.gauss(0, GNSS_SIGMA_M)
         cx, cy = self.net.extent.width_m / 2, self.net.extent.height_m / 2
         if math.hypot(x - cx, y - cy) < CORE_RADIUS_M and self.rng.random() < CANYON_OUTLIER_P:
@@ -298,7 +298,7 @@ class TaxiModel:
             f = poi.offset_m / SPACING_M
             x, y = ax + (bx - ax) * f, ay + (by - ay) * f
             at_ms = t_ms + self.rng.randrange(1000)
-            fix = None if tunnel else self._fix(at_ms, x, y, v)
+            fix = None if tunnel else self.fix_at(at_ms, x, y, v)
             if poi.sign is not None:
                 if self.rng.random() < SIGN_SEEN_P:
                     sign_type, limit = poi.sign
