@@ -20,7 +20,7 @@ from typing import Final
 
 from edge_agent.uplink import UplinkSettings
 from fleet_sim.model import TaxiModel, seconds
-from fleet_sim.taxi import Counts, Outage, SimClock, Taxi, settings_for
+from fleet_sim.taxi import Counts, Latency, Outage, SimClock, Taxi, settings_for
 from fleet_sim.truth import Truth
 
 REPORT_S: Final = 1.0
@@ -56,6 +56,7 @@ async def _worker(job: Job, worker: int, reports: multiprocessing.Queue[Report])
     clock = SimClock(job.real_start, job.speed, seconds(truth.hours))
     outage = Outage(truth.outage, clock)
     counts = Counts()
+    latency = Latency(clock, truth.start_ms)
     (job.out / "outbox").mkdir(parents=True, exist_ok=True)
     taxis = [
         Taxi(
@@ -66,6 +67,7 @@ async def _worker(job: Job, worker: int, reports: multiprocessing.Queue[Report])
             outage,
             job.out / "outbox" / f"{vehicle_id(i)}.sqlite3",
             counts,
+            latency,
         )
         for i in range(worker, job.taxis, job.processes)
     ]
@@ -85,6 +87,9 @@ async def _worker(job: Job, worker: int, reports: multiprocessing.Queue[Report])
     finally:
         reporter.cancel()
         watcher.cancel()
+        stats = job.out / "stats"
+        stats.mkdir(exist_ok=True)
+        (stats / f"ack-latency-{worker}.json").write_text(json.dumps(latency.samples))
         reports.put(Report(worker, counts, 0, len(taxis)))
 
 
@@ -161,10 +166,29 @@ def run(job: Job, timeout_s: float) -> tuple[bool, Progress]:
     return done, progress
 
 
+def _pct(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 1)
+
+
 def summary(job: Job, progress: Progress, wall_s: float) -> dict[str, object]:
     c = progress.total()
     hours = job.truth.hours
+    samples: list[float] = []
+    for path in sorted((job.out / "stats").glob("ack-latency-*.json")):
+        samples += json.loads(path.read_text())
+    outage = job.truth.outage
     return {
+        "real_start_ms": round(job.real_start * 1000),
+        "start_ms": job.truth.start_ms,
+        "outage_real_ms": None
+        if outage is None
+        else [round((job.real_start + s / job.speed) * 1000) for s in outage],
+        "urgent_ack_latency_ms_p50": _pct(samples, 50),
+        "urgent_ack_latency_ms_p99": _pct(samples, 99),
+        "urgent_ack_samples": len(samples),
         "taxis": job.taxis,
         "simulated_hours": hours,
         "speed": job.speed,

@@ -30,7 +30,7 @@ from edge_agent.schedule import Scheduler
 from edge_agent.uplink import Link, Uplink, UplinkError, UplinkSettings, connect
 from edge_agent.writer import OutboxWriter
 from fleet_sim.model import TaxiModel
-from protocol import Ack
+from protocol import Ack, decode_batch
 from protocol.contracts import (
     AGENT_MODE,
     HEALTH_REASON,
@@ -39,14 +39,17 @@ from protocol.contracts import (
     UPLINK_CONNECTED,
     UPLINK_CONNECTS,
     UPLINK_PUBLISHED_BYTES,
+    URGENT_EVENT_TYPES,
 )
 from protocol.records import Health
+from protocol.topics import Channel
 
 FLUSH_S: Final = 1.0  # real seconds between flushes, as the agent's flush job
 HEALTH_S: Final = 60.0  # real seconds between health snapshots
 REBOOT_S: Final = 60  # simulated seconds a gateway needs after a power cut
 STOP_ACK_WAIT_S: Final = 5.0  # bounded wait for acks at ignition off (the agent's drain)
 DONE_POLL_S: Final = 0.5
+MAX_SAMPLES: Final = 50_000
 
 
 @dataclass
@@ -84,12 +87,51 @@ class Outage:
         self.down.clear()
 
 
+@dataclass
+class Latency:
+    """Urgent events from their record time to the end-to-end ack, in real milliseconds.
+
+    A record's real time is when the simulated clock passed its time stamp; samples are
+    kept up to ``MAX_SAMPLES`` per worker.
+    """
+
+    clock: SimClock
+    start_ms: int
+    pending: dict[tuple[str, int, int], list[float]] = field(default_factory=dict)
+    samples: list[float] = field(default_factory=list)
+
+    def published(self, topic: str, payload: bytes) -> None:
+        if not topic.endswith("/" + Channel.EVENT):
+            return
+        batch = decode_batch(payload)
+        h = batch.header
+        times = [
+            self.clock.real_start + (e.time_ms - self.start_ms) / 1000 / self.clock.speed
+            for e in batch.events
+            if e.type in URGENT_EVENT_TYPES
+        ]
+        self.pending[(h.vehicle_id, h.epoch, h.seq)] = times
+
+    def acked(self, ack: Ack) -> None:
+        now = time.time()
+        done = [
+            key
+            for key in self.pending
+            if key[0] == ack.vehicle_id and key[1] == ack.epoch and key[2] <= ack.seq
+        ]
+        for key in done:
+            for t in self.pending.pop(key):
+                if len(self.samples) < MAX_SAMPLES:
+                    self.samples.append((now - t) * 1000)
+
+
 class OutageLink:
     """A connected link that breaks when the outage begins."""
 
-    def __init__(self, link: Link, outage: Outage) -> None:
+    def __init__(self, link: Link, outage: Outage, latency: Latency | None = None) -> None:
         self._link = link
         self._outage = outage
+        self._latency = latency
 
     async def publish(
         self, topic: str, payload: bytes, *, retain: bool = False, timeout_s: float | None = None
@@ -97,6 +139,8 @@ class OutageLink:
         if self._outage.down.is_set():
             raise UplinkError("city-wide network outage")
         await self._link.publish(topic, payload, retain=retain, timeout_s=timeout_s)
+        if self._latency is not None:
+            self._latency.published(topic, payload)
 
     async def acks(self) -> AsyncIterator[Ack]:
         acks = aiter(self._link.acks())
@@ -109,6 +153,8 @@ class OutageLink:
                 if not nxt.done():
                     raise UplinkError("city-wide network outage")
                 ack, nxt = nxt.result(), None
+                if self._latency is not None:
+                    self._latency.acked(ack)
                 yield ack
         finally:
             down.cancel()
@@ -124,14 +170,14 @@ def _retrieve(future: asyncio.Future[Ack]) -> None:
 
 
 def outage_connector(
-    outage: Outage,
+    outage: Outage, latency: Latency | None = None
 ) -> Callable[[UplinkSettings], contextlib.AbstractAsyncContextManager[Link]]:
     @contextlib.asynccontextmanager
     async def connector(settings: UplinkSettings) -> AsyncIterator[Link]:
         if outage.down.is_set():
             raise UplinkError(f"cannot connect to {settings.host}:{settings.port}: network down")
         async with connect(settings) as link:
-            yield OutageLink(link, outage)
+            yield OutageLink(link, outage, latency)
 
     return connector
 
@@ -185,6 +231,7 @@ class Taxi:
     outage: Outage
     path: Path
     counts: Counts
+    latency: Latency | None = None
     session: Session | None = None
     _acked_base: int = 0
     _bytes_base: int = 0
@@ -195,7 +242,9 @@ class Taxi:
             self.path, fleet_id=self.settings.fleet_id, vehicle_id=self.settings.vehicle_id
         )
         sysclock = SystemClock()
-        uplink = Uplink(self.settings, outbox, connector=outage_connector(self.outage))
+        uplink = Uplink(
+            self.settings, outbox, connector=outage_connector(self.outage, self.latency)
+        )
         writer = OutboxWriter(outbox, sysclock)
         scheduler = Scheduler(sysclock)
         writer.on_deadline = lambda at: scheduler.advance("close", at)

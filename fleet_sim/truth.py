@@ -361,7 +361,7 @@ def generate(plan: Plan) -> Truth:  # long: one pass over each kind of planted t
         (lat1, lon1), (lat2, lon2) = net.to_latlon(*net.xy(a)), net.to_latlon(*net.xy(b))
         tunnels.append(Stretch(f"tunnel{i + 1}", lat1, lon1, lat2, lon2))
     total_s = int(plan.hours * 3600)
-    outage = (int(total_s * 0.4), int(total_s * 0.4) + max(60, min(600, total_s // 10)))
+    outage = (int(total_s * 0.4), int(total_s * 0.4) + max(1, min(600, total_s // 10)))
     hub_points = tuple(net.to_latlon(*net.xy(h)) for h in hubs)
     return Truth(plan.seed, plan.start_ms, plan.hours, plan.extent, hub_points, tuple(sites),
                  tuple(worn), rain, tuple(signs), tuple(tunnels), outage,
