@@ -102,10 +102,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     processes = max(1, min(args.processes or os.cpu_count() or 1, args.taxis))
+    save(truth, out / "truth.json")  # first: score may look while the run goes on
     job = runner.Job(truth, args.taxis, args.speed, out, args.fleet, base, time.time(), processes)
     started = time.monotonic()
     done, progress = runner.run(job, args.timeout)
-    save(truth, out / "truth.json")
     data = runner.summary(job, progress, time.monotonic() - started)
     runner.print_summary(data)
     if not done:
