@@ -71,7 +71,10 @@ def test_truth_round_trips_through_its_file(tmp_path: Path) -> None:
     assert load(tmp_path / "truth.json") == truth
     data = json.loads((tmp_path / "truth.json").read_text())
     assert {"sites", "worn_lanes", "rain", "signs", "hubs", "start_ms"} <= data.keys()
-    assert truth.sites and truth.signs and truth.worn_lanes and truth.rain is not None
+    assert truth.sites
+    assert truth.signs
+    assert truth.worn_lanes
+    assert truth.rain is not None
 
 
 @pytest.mark.parametrize(

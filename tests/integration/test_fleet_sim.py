@@ -70,7 +70,6 @@ def test_a_city_hour_through_the_real_edge_code_scores(tmp_path: Path) -> None:
             assert len(vehicles["vehicles"] if isinstance(vehicles, dict) else vehicles) == TAXIS
             api = f"http://127.0.0.1:{http_port}"
             scored = _fleet_sim(*_score_args(out / "truth.json", api), timeout_s=60)
-            print(scored.stdout)
             assert scored.returncode == 0, scored.stdout + scored.stderr
             result = json.loads(scored.stdout.strip().splitlines()[-1])
             assert result["hotspot_precision"] >= 0.9
