@@ -243,9 +243,14 @@ def _drive(
     sampler = Sampler(roots)
     thread = threading.Thread(target=sampler.run, daemon=True)
     thread.start()
-    out, _ = sim.communicate(timeout=args.minutes * 60 + args.drain_s + 60)
-    sampler.stop.set()
-    thread.join()
+    try:
+        out, _ = sim.communicate(timeout=args.minutes * 60 + args.drain_s + 60)
+    finally:
+        if sim.poll() is None:
+            sim.terminate()  # it stops its workers
+            sim.wait(30)
+        sampler.stop.set()
+        thread.join()
     summary = json.loads(out.strip().splitlines()[-1])["summary"]
     result: dict[str, Any] = {
         "fleet_sim_exit": sim.returncode,
@@ -255,7 +260,7 @@ def _drive(
             "urgent_ack_latency_ms_p50", "urgent_ack_latency_ms_p99", "connects", "power_cuts",
         )},
         **store_figures(url, summary),
-        **storm(broker.log_text(), summary),
+        **storm(broker.log_path.read_text(errors="replace"), summary),
         "components": sampler.report(),
     }  # fmt: skip
     return result

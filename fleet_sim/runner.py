@@ -11,9 +11,12 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
+import os
 import queue
+import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
@@ -73,8 +76,12 @@ async def _worker(job: Job, worker: int, reports: multiprocessing.Queue[Report])
     ]
     watcher = asyncio.create_task(outage.watch())
 
+    parent = os.getppid()
+
     async def report() -> None:
         while True:
+            if os.getppid() != parent:  # the parent is gone: nobody reads, nobody stops us
+                raise SystemExit(1)
             online = sum(1 for t in taxis if t.session is not None and t.session.online)
             reports.put(Report(worker, counts, online, len(taxis)))
             await asyncio.sleep(REPORT_S)
@@ -130,17 +137,18 @@ def _hms(s: int) -> str:
     return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def run(job: Job, timeout_s: float) -> tuple[bool, Progress]:
-    """Run the workers until every taxi is acknowledged or ``timeout_s``; True when done."""
-    ctx = multiprocessing.get_context("spawn")
-    reports: multiprocessing.Queue[Report] = ctx.Queue()
-    procs = [
-        ctx.Process(target=worker_main, args=(job, w, reports), daemon=True)
-        for w in range(job.processes)
-    ]
-    for p in procs:
-        p.start()
-    progress = Progress()
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _follow(
+    job: Job,
+    procs: Sequence[multiprocessing.process.BaseProcess],
+    reports: multiprocessing.Queue[Report],
+    progress: Progress,
+    timeout_s: float,
+) -> None:
+    """Progress lines until every worker has ended or ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     next_line = time.monotonic()
     while time.monotonic() < deadline:
@@ -156,12 +164,30 @@ def run(job: Job, timeout_s: float) -> tuple[bool, Progress]:
         try:
             r = reports.get(timeout=0.2)
         except queue.Empty:
-            break
+            return
         progress.reports[r.worker] = r
+
+
+def run(job: Job, timeout_s: float) -> tuple[bool, Progress]:
+    """Run the workers until every taxi is acknowledged or ``timeout_s``; True when done."""
+    ctx = multiprocessing.get_context("spawn")
+    reports: multiprocessing.Queue[Report] = ctx.Queue()
+    procs = [
+        ctx.Process(target=worker_main, args=(job, w, reports), daemon=True)
+        for w in range(job.processes)
+    ]
     for p in procs:
-        if p.is_alive():
-            p.terminate()
-        p.join(10)
+        p.start()
+    progress = Progress()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        _follow(job, procs, reports, progress, timeout_s)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join(10)
     done = progress.total().done == job.taxis
     return done, progress
 
