@@ -76,6 +76,11 @@ def _base_settings(args: argparse.Namespace) -> UplinkSettings:
         {"host": host, "port": port, "tls_ca": args.tls_ca, "tls_cert": args.tls_cert,
          "tls_key": args.tls_key}
     )  # fmt: skip
+    try:
+        tls = tls_context(mqtt, Path.cwd())
+    except ConfigError as exc:  # named by the config key; here the options are the keys
+        text = str(exc).replace("key 'mqtt.tls_", "option '--tls-")
+        raise UsageError(text.replace("'mqtt.tls_", "'--tls-")) from None
     return UplinkSettings(
         fleet_id=args.fleet,
         vehicle_id="t0000",
@@ -83,7 +88,7 @@ def _base_settings(args: argparse.Namespace) -> UplinkSettings:
         port=port,
         reconnect_min_s=args.reconnect_min_s,
         reconnect_max_s=max(args.reconnect_min_s, args.reconnect_max_s),
-        tls=tls_context(mqtt, Path.cwd()),
+        tls=tls,
     )
 
 

@@ -114,6 +114,8 @@ def test_default_start_is_7_local_and_in_the_past() -> None:
         (["--start", "2026-01-01T07:30:00Z"], "--start"),
         (["--truth", "/nonexistent/truth.json"], "/nonexistent/truth.json"),
         (["--fleet", "a b"], "--fleet"),
+        (["--tls-ca", "/nonexistent/ca.pem"], "--tls-ca"),
+        (["--tls-cert", "/nonexistent/c.pem"], "--tls-cert"),
     ],
 )
 def test_bad_options_fail_in_one_line_naming_them(
