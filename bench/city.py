@@ -41,7 +41,7 @@ from protocol.contracts import URGENT_EVENT_TYPES
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-CONNECT = re.compile(r"^(\d+): New client connected .* as agent-")
+CONNECT = re.compile(r"^(\d+): New client connected .* as (agent-\S+)")
 
 
 # -- /proc ---------------------------------------------------------------------------------
@@ -177,16 +177,21 @@ def storm(log_text: str, summary: dict[str, Any]) -> dict[str, Any]:
         return {}
     end_s = window[1] / 1000
     per_s: Counter[int] = Counter()
+    first: dict[str, int] = {}  # client -> its first connect after the outage
     for line in log_text.splitlines():
         m = CONNECT.match(line)
         if m and int(m.group(1)) >= int(end_s):
             per_s[int(m.group(1))] += 1
+            first.setdefault(m.group(2), int(m.group(1)))
     if not per_s:
         return {"storm_connects": 0}
+    ordered = sorted(first.values())
     return {
         "storm_connects": sum(per_s.values()),
         "storm_peak_connects_per_s": max(per_s.values()),
-        "storm_all_back_after_s": round(max(per_s) - end_s + 1, 1),
+        "storm_clients_back": len(first),
+        "storm_half_back_after_s": round(ordered[len(ordered) // 2] - end_s + 1, 1),
+        "storm_all_back_after_s": round(ordered[-1] - end_s + 1, 1),
     }
 
 
