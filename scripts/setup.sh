@@ -93,9 +93,9 @@ if [[ ! -x .venv/bin/python ]]; then
     "$PYTHON" -m venv .venv
 fi
 
-# The four distributions, editable, and the test tools; again only when a dependency list
+# The five distributions, editable, and the test tools; again only when a dependency list
 # changed.
-PARTS=(protocol daemon_kit edge_agent cloud_collector)
+PARTS=(protocol daemon_kit edge_agent cloud_collector fleet_sim)
 stamp=.venv/.installed-$(cat pyproject.toml "${PARTS[@]/%//pyproject.toml}" | sha256sum | cut -c1-16)
 if [[ ! -f $stamp ]]; then
     echo "setup: installing Python packages (${PARTS[*]} and the test tools)"

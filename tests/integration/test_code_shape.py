@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCTION = ("protocol", "daemon_kit", "edge_agent", "cloud_collector")
+PRODUCTION = ("protocol", "daemon_kit", "edge_agent", "cloud_collector", "fleet_sim")
 MAX_LINES = 60
 MAX_AGENT_LINES = 250
 REASON = "# long:"

@@ -26,7 +26,7 @@ from harness.agent import FIXTURE, assert_exactly_once, expected, setup
 from harness.mosquitto import MosquittoHarness
 
 ROOT = Path(__file__).resolve().parents[2]
-PARTS = ("protocol", "daemon_kit", "edge_agent", "cloud_collector")
+PARTS = ("protocol", "daemon_kit", "edge_agent", "cloud_collector", "fleet_sim")
 GATEWAY = ("protocol", "daemon_kit", "edge_agent")
 WHEELHOUSE = ROOT / ".venv" / "wheelhouse"
 CLOUD_STACK = {"fastapi", "starlette", "uvicorn", "asyncpg", "h3"}
