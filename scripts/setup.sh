@@ -6,6 +6,8 @@
 set -euo pipefail
 
 DEBIAN_PACKAGES=(python3 python3-venv python3-dev gcc gpsd mosquitto postgresql chromium systemd openssl faketime)
+# GDAL's command-line tools: the OGC API test reads the collector as a GIS client does.
+DEBIAN_PACKAGES+=(gdal-bin)
 # Node.js runs the dashboard's browser test (and rebuilds the bundle); a node already on
 # the PATH (e.g. a newer one from another source) is used as it is.
 command -v node >/dev/null || DEBIAN_PACKAGES+=(nodejs)
