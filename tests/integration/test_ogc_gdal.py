@@ -10,7 +10,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,7 +67,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 async def served(
     tmp_path: Path, broker: MosquittoHarness, store_url: str
-) -> Iterator[tuple[str, dict[str, int]]]:
+) -> AsyncIterator[tuple[str, dict[str, int]]]:
     """The OAPIF data source name of a collector serving a seeded store, and the counts
     the store holds (read from a SQLite copy seeded the same way)."""
     store = await open_store(store_url)
@@ -114,9 +114,7 @@ def test_gdal_lists_filters_and_copies_the_collections(
     gpkg = tmp_path / "out.gpkg"
     gdal("ogr2ogr", "-f", "GPKG", str(gpkg), source)
     with sqlite3.connect(gpkg) as con:
-        tables = dict(
-            con.execute("SELECT identifier, table_name FROM gpkg_contents").fetchall()
-        )
+        tables = dict(con.execute("SELECT identifier, table_name FROM gpkg_contents").fetchall())
         for cid in COLLECTION_IDS:
             table = tables.get(cid) or cid.replace("-", "_")
             n = con.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
