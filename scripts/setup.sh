@@ -105,11 +105,13 @@ if [[ ! -f $stamp ]]; then
     # A checkout from before the split had one distribution for everything.
     .venv/bin/python -m pip uninstall -q -y taxi-adas-ingest 2>/dev/null || true
     editable=()
-    # The development install reads MDF4 recordings too (the edge agent's mdf extra); the
+    # The development install reads MDF4 recordings too (the edge agent's mdf extra) and
+    # exports GeoParquet (the collector's export extra); the
     # gateway's wheels below, and the packaging test's install from them, stay without it.
     for part in "${PARTS[@]}"; do
         extra=""
         [[ $part == edge_agent ]] && extra="[mdf]"
+        [[ $part == cloud_collector ]] && extra="[export]"
         editable+=(-e "./$part$extra")
     done
     # The build backend warns at length that data directories look like packages; they are

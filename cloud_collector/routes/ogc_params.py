@@ -16,8 +16,7 @@ from fastapi import HTTPException, Request
 
 from cloud_collector import geojson
 from cloud_collector.routes.params import CURSOR_MAX, parse_time
-from cloud_collector.store.base import BBox, StoredEvent
-from protocol.notices import NOTICE_EPOCH, NOTICE_FIRST_SEQ, NOTICE_LAST_SEQ
+from cloud_collector.store.base import HIDDEN_EVENT_KEYS, BBox, StoredEvent
 
 BAD_PARAMETER: Final = "InvalidParameterValue"
 NOT_FOUND: Final = "NotFound"
@@ -39,12 +38,6 @@ LIMIT_DOC: Final = "page size, at least 1 (default 100; above the maximum: the m
 CURSOR_DOC: Final = "where the next page starts: from the next link of the previous page"
 F_DOC: Final = "the encoding: json (the only one, also the default)"
 
-# Event properties that identify a vehicle or its uplink: not in the city's view (an
-# attribute of the same name as a fixed property is renamed attr_<name>; see geojson).
-_PRIVATE: Final = frozenset(
-    {"vehicle", "epoch", "seq", "attr_vehicle", "attr_epoch", "attr_seq",
-     NOTICE_EPOCH, NOTICE_FIRST_SEQ, NOTICE_LAST_SEQ}
-)  # fmt: skip
 
 
 class OgcError(Exception):
@@ -168,5 +161,5 @@ def city_event_feature(e: StoredEvent) -> dict[str, Any]:
     """An event as the city sees it: no vehicle id, epoch or seq."""
     feature = geojson.event_feature(e)
     props = feature["properties"]
-    feature["properties"] = {k: v for k, v in props.items() if k not in _PRIVATE}
+    feature["properties"] = {k: v for k, v in props.items() if k not in HIDDEN_EVENT_KEYS}
     return feature

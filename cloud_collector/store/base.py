@@ -20,6 +20,7 @@ from typing import Protocol
 
 from protocol.batch import Batch
 from protocol.envelope import BatchIdentity
+from protocol.notices import NOTICE_EPOCH, NOTICE_FIRST_SEQ, NOTICE_LAST_SEQ
 from protocol.records import Scalar
 
 
@@ -261,6 +262,14 @@ EVENTS_COLLECTION = "events"
 ROAD_COLLECTION = "road-conditions"
 SIGNS_COLLECTION = "signs"
 COLLECTION_IDS = (EVENTS_COLLECTION, ROAD_COLLECTION, SIGNS_COLLECTION)
+# Event properties and attributes that identify a vehicle or its uplink (an eviction
+# notice's epoch and seqs among them): left out of the city's view of an event, in the
+# OGC API and the export. ``geojson`` renames an attribute that collides with a fixed
+# property to attr_<name>.
+HIDDEN_EVENT_KEYS = frozenset(
+    {"vehicle", "epoch", "seq", "attr_vehicle", "attr_epoch", "attr_seq",
+     NOTICE_EPOCH, NOTICE_FIRST_SEQ, NOTICE_LAST_SEQ}
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
