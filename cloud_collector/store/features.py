@@ -75,8 +75,9 @@ def _where(collection: str, q: FeatureQuery, *, keyed: bool) -> tuple[str, list[
             where.append(f"{minor} > ?")
             args.append(q.after[1])
         else:
-            where.append(f"({major} > ? OR ({major} = ? AND {minor} > ?))")
-            args += [q.after[0], q.after[0], q.after[1]]
+            # "major >= ?" first: the index range (the OR alone is only a filter).
+            where.append(f"{major} >= ? AND ({major} > ? OR ({major} = ? AND {minor} > ?))")
+            args += [q.after[0], q.after[0], q.after[0], q.after[1]]
     return " WHERE " + " AND ".join(where), args
 
 
