@@ -101,6 +101,7 @@ async def landing(request: Request, f: F = None) -> JSONResponse:
             "links": [
                 op.link(op.url(request, PREFIX), "self", op.JSON_TYPE, "this document"),
                 op.link(op.url(request, "/openapi.json"), "service-desc", op.OPENAPI_TYPE),
+                op.link(op.url(request, "/docs"), "service-doc", "text/html"),
                 op.link(op.url(request, f"{PREFIX}/conformance"), "conformance", op.JSON_TYPE),
                 op.link(op.url(request, f"{PREFIX}/collections"), "data", op.JSON_TYPE),
             ],
