@@ -13,8 +13,8 @@ Loads the synthetic Seoul events and cell-hours of ``bench.road_query``, then:
   up to its cap), a page deep into the events by its cursor, and a one-day, one-district
   page (bbox and datetime); ``--runs`` runs each after 2 warm-up runs, p50/p95/max;
 * runs ``cloud-collector export`` for both formats as child processes and reports their
-  wall time, rows per second and peak resident memory (``wait4``), to show that memory
-  stays flat as the store grows.
+  wall and CPU time, rows per second and peak resident memory (``wait4``), to show that
+  memory stays flat as the store grows.
 
 Every request and the export talk to the loopback database only; each loop is bounded by
 ``--runs``.
@@ -125,6 +125,8 @@ def _export(url: str, fmt: str, out: Path, config: Path) -> dict[str, Any]:
         "wall_s": round(wall, 1),
         "rows": rows,
         "rows_per_s": round(rows / wall),
+        # CPU time of the export process alone: steadier than wall time on a shared machine.
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "peak_rss_mb": round(usage.ru_maxrss / 1024),
         "size_mb": round(size / 1e6, 1),
     }
