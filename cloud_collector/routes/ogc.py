@@ -13,6 +13,7 @@ in the OGC exception JSON (``ogc_params``), never a 5xx.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Final
 
@@ -39,7 +40,11 @@ from cloud_collector.store.base import (
 from cloud_collector.store.reads import decode_cursor, encode_cursor
 
 PREFIX: Final = "/ogc"
-COUNT_CAP: Final = 100_000
+# numberMatched up to this many (counting 10^5 rows cost a city-sized first page 200 ms).
+COUNT_CAP: Final = 10_000
+# Extents are computed from the whole store (a scan of the cell-hours); they move slowly,
+# so the app keeps them this long (in its state).
+EXTENTS_TTL_S: Final = 60.0
 WORLD: Final = (-180.0, -90.0, 180.0, 90.0)
 CONFORMANCE: Final = (
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
@@ -142,6 +147,17 @@ def _collection_json(request: Request, cid: str, extent: Extent) -> dict[str, An
     }
 
 
+async def _extents_of(ctx: ApiContext, request: Request) -> dict[str, Extent]:
+    """The store's extents, at most ``EXTENTS_TTL_S`` old."""
+    now = time.monotonic()
+    cached: tuple[float, dict[str, Extent]] | None = getattr(request.app.state, "ogc_extents", None)
+    if cached is not None and now - cached[0] < EXTENTS_TTL_S:
+        return cached[1]
+    extents = await ctx.queries.extents()
+    request.app.state.ogc_extents = (now, extents)
+    return extents
+
+
 def _collection_id(collection_id: str) -> str:
     if collection_id not in COLLECTION_IDS:
         raise op.OgcError(404, op.NOT_FOUND, f"collectionId: no collection {collection_id!r}")
@@ -162,7 +178,7 @@ CollectionId = Annotated[
 @router.get(f"{PREFIX}/collections", summary="The feature collections")
 async def collections(ctx: Ctx, request: Request, f: F = None) -> JSONResponse:
     op.check_f(f)
-    extents = await ctx.queries.extents()
+    extents = await _extents_of(ctx, request)
     return JSONResponse(
         {
             "collections": [_collection_json(request, c, extents[c]) for c in COLLECTION_IDS],
@@ -179,7 +195,7 @@ async def collection(
 ) -> JSONResponse:
     op.check_f(f)
     cid = _collection_id(collection_id)
-    extents = await ctx.queries.extents()
+    extents = await _extents_of(ctx, request)
     return JSONResponse(_collection_json(request, cid, extents[cid]))
 
 

@@ -31,11 +31,13 @@ from cloud_collector.store.engine import Row, Tx, fetchrow
 # counted in it; extents computed from centres are widened by this much (degrees).
 CELL_MARGIN_DEG: Final = 0.001
 
-# What each collection's time filter compares (its interval [start, end]), and its key.
+# What each collection's time filter compares: its interval is [start, end + offset].
+# A cell-hour's end is its start plus an hour, compared as "hour_ms >= since - offset" so
+# that the (hour_ms, ...) index gives the range (an expression on the column would not).
 _TIME: Final = {
-    EVENTS_COLLECTION: ("time_ms", "time_ms"),
-    ROAD_COLLECTION: ("hour_ms", f"hour_ms + {HOUR_MS - 1}"),
-    SIGNS_COLLECTION: ("first_seen_ms", "last_seen_ms"),
+    EVENTS_COLLECTION: ("time_ms", "time_ms", 0),
+    ROAD_COLLECTION: ("hour_ms", "hour_ms", HOUR_MS - 1),
+    SIGNS_COLLECTION: ("first_seen_ms", "last_seen_ms", 0),
 }
 _TABLE: Final = {
     EVENTS_COLLECTION: "events",
@@ -55,10 +57,10 @@ def _where(collection: str, q: FeatureQuery, *, keyed: bool) -> tuple[str, list[
         raise QueryError(f"limit must be in [1, {MAX_EVENT_LIMIT}], not {q.limit}")
     where: list[str] = []
     args: list[object] = []
-    start, end = _TIME[collection]
+    start, end, offset = _TIME[collection]
     if q.since_ms is not None:
         where.append(f"{end} >= ?")
-        args.append(q.since_ms)
+        args.append(q.since_ms - offset)
     if q.until_ms is not None:
         where.append(f"{start} < ?")
         args.append(q.until_ms)
