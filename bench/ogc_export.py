@@ -8,7 +8,8 @@ Run (starts its own PostgreSQL via harness/postgres.py unless --url is given)::
 Loads the synthetic Seoul events and cell-hours of ``bench.road_query``, then:
 
 * times OGC requests through the app in-process (httpx over ASGI: the routing, the store
-  and the JSON, no socket): ``/ogc/collections`` (extents), a first page of events and of
+  and the JSON, no socket; wall time, and the CPU time of this process alone, which a
+  loaded machine disturbs less): ``/ogc/collections`` (extents), a first page of events and of
   road conditions (default limit and 1,000; the first page also counts ``numberMatched``
   up to its cap), a page deep into the events by its cursor, and a one-day, one-district
   page (bbox and datetime); ``--runs`` runs each after 2 warm-up runs, p50/p95/max;
@@ -93,11 +94,14 @@ async def _time_requests(url: str, n: int, runs: int) -> dict[str, Any]:
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             for name, (path, params) in cases.items():
                 times = []
+                cpu = []
                 body: dict[str, Any] = {}
                 for i in range(runs + 2):
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     r = await client.get(path, params=params)
                     elapsed = (time.perf_counter() - t) * 1000
+                    if i >= 2:
+                        cpu.append((time.process_time() - c) * 1000)
                     if r.status_code != 200:
                         raise RuntimeError(f"{name}: {r.status_code} {r.text[:200]}")
                     body = r.json()
@@ -105,6 +109,8 @@ async def _time_requests(url: str, n: int, runs: int) -> dict[str, Any]:
                         times.append(elapsed)
                 out[name] = {
                     **_stats(times),
+                    # this process's CPU (routing, JSON, geometry; not the database's)
+                    "cpu_p50_ms": round(statistics.median(cpu), 1),
                     "returned": body.get("numberReturned"),
                     "matched": body.get("numberMatched"),
                 }
