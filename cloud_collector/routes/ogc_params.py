@@ -39,7 +39,6 @@ CURSOR_DOC: Final = "where the next page starts: from the next link of the previ
 F_DOC: Final = "the encoding: json (the only one, also the default)"
 
 
-
 class OgcError(Exception):
     """An answer in the OGC exception JSON: ``status``, ``code`` and a one-line reason."""
 
