@@ -20,6 +20,7 @@ from cloud_collector.routes import (
     alerts,
     events,
     health,
+    ogc,
     road_conditions,
     service,
     signs,
@@ -39,6 +40,7 @@ ROUTERS = (
     health.router,
     alerts.router,
     service.router,
+    ogc.router,
 )
 
 

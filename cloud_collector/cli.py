@@ -1,4 +1,5 @@
-"""``cloud-collector`` command line: ``cloud-collector run [--config FILE]``."""
+"""``cloud-collector`` command line: ``cloud-collector run [--config FILE]`` and
+``cloud-collector export`` (``cloud_collector.export``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 import textwrap
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from cloud_collector.config import CollectorConfig, load_config
 from cloud_collector.errors import CollectorError
@@ -92,7 +94,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="ingest from MQTT and serve the HTTP API")
     p.add_argument("--config", type=Path, help="TOML file; omitted keys take the embedded defaults")
     p.set_defaults(func=_run)
+    add_export_parser(sub)
     return parser
+
+
+def add_export_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write events and road conditions for offline analysis",
+        description="Events and road conditions of the configured store, streamed to"
+        " GeoParquet (a directory: events.parquet, road_conditions.parquet; needs the"
+        " 'export' extra) or GeoPackage (one file, two layers).",
+    )
+    p.add_argument("--config", type=Path, help="TOML file; omitted keys take the embedded defaults")
+    p.add_argument("--format", required=True, help="geoparquet or geopackage")
+    p.add_argument("--since", help="ISO 8601 time, inclusive (no zone: UTC)")
+    p.add_argument("--until", help="ISO 8601 time, exclusive (no zone: UTC)")
+    p.add_argument("--out", type=Path, required=True, help="the directory or .gpkg file")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from cloud_collector import export  # imported late: the store backends load here
+
+    try:
+        span = export.parse_span(args.format, args.since, args.until)
+    except ValueError as exc:
+        print(f"cloud-collector export: {exc}", file=sys.stderr)
+        return 2
+    cfg = load_config(args.config) if args.config is not None else CollectorConfig()
+    written = export.asyncio_run(cfg.store.resolved_url(Path.cwd()), args.format, args.out, span)
+    print(", ".join(f"{layer}: {n} rows" for layer, n in written.items()) + f" -> {args.out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,8 @@
 set -euo pipefail
 
 DEBIAN_PACKAGES=(python3 python3-venv python3-dev gcc gpsd mosquitto postgresql chromium systemd openssl faketime)
+# GDAL's command-line tools: the OGC API test reads the collector as a GIS client does.
+DEBIAN_PACKAGES+=(gdal-bin)
 # Node.js runs the dashboard's browser test (and rebuilds the bundle); a node already on
 # the PATH (e.g. a newer one from another source) is used as it is.
 command -v node >/dev/null || DEBIAN_PACKAGES+=(nodejs)
@@ -103,11 +105,13 @@ if [[ ! -f $stamp ]]; then
     # A checkout from before the split had one distribution for everything.
     .venv/bin/python -m pip uninstall -q -y taxi-adas-ingest 2>/dev/null || true
     editable=()
-    # The development install reads MDF4 recordings too (the edge agent's mdf extra); the
+    # The development install reads MDF4 recordings too (the edge agent's mdf extra) and
+    # exports GeoParquet (the collector's export extra); the
     # gateway's wheels below, and the packaging test's install from them, stay without it.
     for part in "${PARTS[@]}"; do
         extra=""
         [[ $part == edge_agent ]] && extra="[mdf]"
+        [[ $part == cloud_collector ]] && extra="[export]"
         editable+=(-e "./$part$extra")
     done
     # The build backend warns at length that data directories look like packages; they are

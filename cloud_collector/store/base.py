@@ -20,6 +20,7 @@ from typing import Protocol
 
 from protocol.batch import Batch
 from protocol.envelope import BatchIdentity
+from protocol.notices import NOTICE_EPOCH, NOTICE_FIRST_SEQ, NOTICE_LAST_SEQ
 from protocol.records import Scalar
 
 
@@ -254,6 +255,77 @@ QUARANTINE_OVER_CAP = "over_cap"  # the sender's daily quota is used up: counted
 QUARANTINE_REPEAT = "repeat"  # a retained payload already in quarantine: not stored again
 
 
+# -- feature collections (OGC API - Features, export) ----------------------------------
+
+# The collections the store serves as features; their ids are the OGC collection ids.
+EVENTS_COLLECTION = "events"
+ROAD_COLLECTION = "road-conditions"
+SIGNS_COLLECTION = "signs"
+COLLECTION_IDS = (EVENTS_COLLECTION, ROAD_COLLECTION, SIGNS_COLLECTION)
+# Event properties and attributes that identify a vehicle or its uplink (an eviction
+# notice's epoch and seqs among them): left out of the city's view of an event, in the
+# OGC API and the export. ``geojson`` renames an attribute that collides with a fixed
+# property to attr_<name>.
+HIDDEN_EVENT_KEYS = frozenset(
+    {"vehicle", "epoch", "seq", "attr_vehicle", "attr_epoch", "attr_seq",
+     NOTICE_EPOCH, NOTICE_FIRST_SEQ, NOTICE_LAST_SEQ}
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeatureQuery:
+    """One keyset page of a collection: features whose position lies in ``bbox`` and
+    whose time interval meets [since_ms, until_ms) (an event: its time; a cell-hour: its
+    hour; a sign cluster: first to last seen), after the key ``after``, in key order.
+
+    Keys: an event ``(time_ms, id)``, a cell-hour ``(hour_ms, cell)``, a sign cluster
+    ``(0, id)``. Cell-hours are all of them, with or without passes."""
+
+    bbox: BBox | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    limit: int = DEFAULT_EVENT_LIMIT
+    after: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CellPage:
+    cells: list[CellHour]
+    next_after: tuple[int, int] | None  # None on the last page
+
+
+@dataclass(frozen=True, slots=True)
+class SignPage:
+    signs: list[SignCluster]
+    next_after: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """A collection's spatial and temporal extent (None: the collection is empty)."""
+
+    bbox: BBox | None
+    first_ms: int | None
+    last_ms: int | None
+
+
+class FeatureQueries(Protocol):
+    """The query side's feature pages (``store.features``)."""
+
+    async def cell_page(self, q: FeatureQuery) -> CellPage: ...
+
+    async def sign_page(self, q: FeatureQuery) -> SignPage: ...
+
+    async def count_features(self, collection: str, q: FeatureQuery, cap: int) -> int | None:
+        """How many features of ``collection`` match ``q`` (its key ignored); None when
+        more than ``cap`` do (counting on would cost as much as reading them)."""
+        ...
+
+    async def extents(self) -> dict[str, Extent]:
+        """Each collection's extent, by collection id."""
+        ...
+
+
 class Ledger(Protocol):
     """The transactional ingest ledger: the batch write itself with its receipt, the
     end-to-end acks and eviction receipts, quarantine and presence. What ingest calls; a
@@ -311,7 +383,7 @@ class Ledger(Protocol):
     async def ping(self) -> None: ...
 
 
-class Queries(Protocol):
+class Queries(FeatureQueries, Protocol):
     """The query side: what the API reads (events, road conditions, signs, vehicles,
     health series and what alerts are evaluated on, store figures). Read-only; each
     method is one transaction."""

@@ -4,17 +4,21 @@
 
 from __future__ import annotations
 
-from cloud_collector.store import health, reads
+from cloud_collector.store import features, health, reads
 from cloud_collector.store.base import (
     BBox,
     CellHour,
+    CellPage,
     EventEvidence,
     EventPage,
     EventQuery,
+    Extent,
+    FeatureQuery,
     HealthPoint,
     HealthQuery,
     RoadQuery,
     SignCluster,
+    SignPage,
     VehicleHealth,
     VehicleStatus,
 )
@@ -58,3 +62,15 @@ class EngineQueries:
 
     async def ping(self) -> None:
         await self._runner.run(lambda tx: tx.fetch("SELECT 1"))
+
+    async def cell_page(self, q: FeatureQuery) -> CellPage:
+        return await self._runner.run(lambda tx: features.cell_page(tx, q))
+
+    async def sign_page(self, q: FeatureQuery) -> SignPage:
+        return await self._runner.run(lambda tx: features.sign_page(tx, q))
+
+    async def count_features(self, collection: str, q: FeatureQuery, cap: int) -> int | None:
+        return await self._runner.run(lambda tx: features.count_features(tx, collection, q, cap))
+
+    async def extents(self) -> dict[str, Extent]:
+        return await self._runner.run(features.extents)

@@ -80,8 +80,10 @@ async def events(tx: Tx, q: EventQuery) -> EventPage:
     _bbox_sql(q.bbox, where, args)
     if q.cursor is not None:
         after_time, after_id = decode_cursor(q.cursor)
-        where.append("(time_ms > ? OR (time_ms = ? AND id > ?))")
-        args += [after_time, after_time, after_id]
+        # The leading "time_ms >= ?" is the index range the OR alone does not give the
+        # planner (PostgreSQL scanned every earlier row of the index, page after page).
+        where.append("time_ms >= ? AND (time_ms > ? OR (time_ms = ? AND id > ?))")
+        args += [after_time, after_time, after_time, after_id]
     sql = f"SELECT {EVENT_COLUMNS} FROM events"
     if where:
         sql += " WHERE " + " AND ".join(where)

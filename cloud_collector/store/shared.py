@@ -58,6 +58,10 @@ class SplitStore(Generic[R]):
         self.vehicle_health = queries.vehicle_health
         self.health_history = queries.health_history
         self.metrics = queries.metrics
+        self.cell_page = queries.cell_page
+        self.sign_page = queries.sign_page
+        self.count_features = queries.count_features
+        self.extents = queries.extents
 
     @property
     def tx_stats(self) -> TxStats:

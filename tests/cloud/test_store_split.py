@@ -14,7 +14,7 @@ import pytest
 
 from cloud_collector.api import create_app
 from cloud_collector.store import EventQuery, RoadQuery, Store, open_store
-from cloud_collector.store.base import HealthQuery
+from cloud_collector.store.base import COLLECTION_IDS, FeatureQuery, HealthQuery
 from cloud_collector.store.engine import Row, Tx
 from cloud_collector.store.ledger import EngineLedger
 from cloud_collector.store.progress import TxStats
@@ -123,6 +123,10 @@ async def _every_query(store: Store) -> list[object]:
         await store.vehicle_health("taxi-1"),
         await store.health_history(HealthQuery(vehicle="taxi-1")),
         await store.metrics(),
+        await store.cell_page(FeatureQuery(bbox=box, since_ms=T0, limit=1, after=(0, 0))),
+        await store.sign_page(FeatureQuery(until_ms=T0 + 3_600_000, after=(0, 0))),
+        *[await store.count_features(c, FeatureQuery(bbox=box), 10) for c in COLLECTION_IDS],
+        await store.extents(),
     ]
 
 

@@ -1,0 +1,323 @@
+"""OGC API - Features, Part 1: Core, in GeoJSON, under ``/ogc`` (``/`` is the dashboard).
+
+``/ogc`` (landing page), ``/ogc/conformance``, ``/ogc/collections``,
+``/ogc/collections/{collectionId}``, ``.../items`` and ``.../items/{featureId}``, for the
+collections ``events`` (located events, without vehicle ids), ``road-conditions`` (one
+feature per H3 cell and hour, its hexagon as the geometry) and ``signs`` (the sign
+inventory). Items page by a keyset cursor in their ``next`` link; ``numberMatched`` is
+given on a first page when at most ``COUNT_CAP`` features match (beyond that counting
+costs as much as reading them, and Part 1 lets it be left out). Bad parameters are a 400
+in the OGC exception JSON (``ogc_params``), never a 5xx.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Final
+
+import h3
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from cloud_collector import geojson
+from cloud_collector.errors import QueryError
+from cloud_collector.routes import ogc_params as op
+from cloud_collector.routes.context import ApiContext, Ctx
+from cloud_collector.routes.params import GEOJSON
+from cloud_collector.store.base import (
+    COLLECTION_IDS,
+    DEFAULT_EVENT_LIMIT,
+    EVENTS_COLLECTION,
+    ROAD_COLLECTION,
+    SIGNS_COLLECTION,
+    EventQuery,
+    Extent,
+    FeatureQuery,
+)
+from cloud_collector.store.reads import decode_cursor, encode_cursor
+
+PREFIX: Final = "/ogc"
+# numberMatched up to this many (counting 10^5 rows cost a city-sized first page 200 ms).
+COUNT_CAP: Final = 10_000
+# Extents are computed from the whole store (a scan of the cell-hours); they move slowly,
+# so the app keeps them this long (in its state).
+EXTENTS_TTL_S: Final = 60.0
+WORLD: Final = (-180.0, -90.0, 180.0, 90.0)
+CONFORMANCE: Final = (
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+)
+TITLES: Final = {
+    EVENTS_COLLECTION: ("ADAS events", "Located camera and vehicle events, oldest first"),
+    ROAD_COLLECTION: (
+        "Road conditions",
+        "Per H3 resolution-10 cell and hour: event counts by type, passes, hotspot rate,"
+        " mean speed and condition shares",
+    ),
+    SIGNS_COLLECTION: ("Traffic signs", "Sign clusters seen by the fleet"),
+}
+_H3_HEX: Final = re.compile(r"[0-9a-f]{15}")
+_DIGITS: Final = re.compile(r"[0-9]{1,18}")
+_ITEM_PARAMS: Final = frozenset({"bbox", "datetime", "limit", "cursor", "f"})
+
+
+class OgcRoute(APIRoute):
+    """Answers ``OgcError``, a 400 or 404 from a shared parser and a query the store
+    rejects in the OGC exception JSON."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except op.OgcError as exc:
+                return _exception(exc.status, exc.code, exc.description)
+            except QueryError as exc:
+                return _exception(400, op.BAD_PARAMETER, str(exc) or "invalid query")
+            except HTTPException as exc:
+                if exc.status_code not in (400, 404):
+                    raise
+                code = op.NOT_FOUND if exc.status_code == 404 else op.BAD_PARAMETER
+                return _exception(exc.status_code, code, str(exc.detail))
+
+        return answer
+
+
+def _exception(status: int, code: str, description: str) -> JSONResponse:
+    return JSONResponse(op.exception_body(code, description), status)
+
+
+router = APIRouter(route_class=OgcRoute, tags=["OGC API - Features"])
+F = Annotated[str | None, Query(description=op.F_DOC)]
+
+
+@router.get(PREFIX, summary="OGC API - Features landing page")
+async def landing(request: Request, f: F = None) -> JSONResponse:
+    op.check_f(f)
+    return JSONResponse(
+        {
+            "title": "Taxi ADAS road-condition store",
+            "description": "Events, road conditions and signs as OGC API - Features (GeoJSON)",
+            "links": [
+                op.link(op.url(request, PREFIX), "self", op.JSON_TYPE, "this document"),
+                op.link(op.url(request, "/openapi.json"), "service-desc", op.OPENAPI_TYPE),
+                op.link(op.url(request, "/docs"), "service-doc", "text/html"),
+                op.link(op.url(request, f"{PREFIX}/conformance"), "conformance", op.JSON_TYPE),
+                op.link(op.url(request, f"{PREFIX}/collections"), "data", op.JSON_TYPE),
+            ],
+        }
+    )
+
+
+@router.get(f"{PREFIX}/conformance", summary="The conformance classes served")
+async def conformance(request: Request, f: F = None) -> JSONResponse:
+    op.check_f(f)
+    self_link = op.link(op.url(request, f"{PREFIX}/conformance"), "self", op.JSON_TYPE)
+    return JSONResponse({"conformsTo": list(CONFORMANCE), "links": [self_link]})
+
+
+def _extent_json(extent: Extent) -> dict[str, Any]:
+    first = None if extent.first_ms is None else geojson.iso_ms(extent.first_ms)
+    last = None if extent.last_ms is None else geojson.iso_ms(extent.last_ms)
+    return {
+        "spatial": {"bbox": [list(extent.bbox or WORLD)], "crs": op.CRS84},
+        "temporal": {"interval": [[first, last]], "trs": op.GREGORIAN},
+    }
+
+
+def _collection_json(request: Request, cid: str, extent: Extent) -> dict[str, Any]:
+    title, description = TITLES[cid]
+    here = f"{PREFIX}/collections/{cid}"
+    return {
+        "id": cid,
+        "title": title,
+        "description": description,
+        "itemType": "feature",
+        "crs": [op.CRS84],
+        "extent": _extent_json(extent),
+        "links": [
+            op.link(op.url(request, here), "self", op.JSON_TYPE, title),
+            op.link(op.url(request, f"{here}/items"), "items", GEOJSON, title),
+        ],
+    }
+
+
+async def _extents_of(ctx: ApiContext, request: Request) -> dict[str, Extent]:
+    """The store's extents, at most ``EXTENTS_TTL_S`` old."""
+    now = time.monotonic()
+    cached: tuple[float, dict[str, Extent]] | None = getattr(request.app.state, "ogc_extents", None)
+    if cached is not None and now - cached[0] < EXTENTS_TTL_S:
+        return cached[1]
+    extents = await ctx.queries.extents()
+    request.app.state.ogc_extents = (now, extents)
+    return extents
+
+
+def _collection_id(collection_id: str) -> str:
+    if collection_id not in COLLECTION_IDS:
+        raise op.OgcError(404, op.NOT_FOUND, f"collectionId: no collection {collection_id!r}")
+    return collection_id
+
+
+# The ids are listed in the OpenAPI document (clients and the fuzz pick real ones); an
+# unknown one is this API's 404, not a validation error.
+CollectionId = Annotated[
+    str,
+    Path(
+        description="one of: " + ", ".join(COLLECTION_IDS),
+        json_schema_extra={"enum": list(COLLECTION_IDS)},
+    ),
+]
+
+
+@router.get(f"{PREFIX}/collections", summary="The feature collections")
+async def collections(ctx: Ctx, request: Request, f: F = None) -> JSONResponse:
+    op.check_f(f)
+    extents = await _extents_of(ctx, request)
+    return JSONResponse(
+        {
+            "collections": [_collection_json(request, c, extents[c]) for c in COLLECTION_IDS],
+            "links": [
+                op.link(op.url(request, f"{PREFIX}/collections"), "self", op.JSON_TYPE),
+            ],
+        }
+    )
+
+
+@router.get(f"{PREFIX}/collections/{{collection_id}}", summary="One feature collection")
+async def collection(
+    ctx: Ctx, request: Request, collection_id: CollectionId, f: F = None
+) -> JSONResponse:
+    op.check_f(f)
+    cid = _collection_id(collection_id)
+    extents = await _extents_of(ctx, request)
+    return JSONResponse(_collection_json(request, cid, extents[cid]))
+
+
+async def _page(
+    ctx: ApiContext, cid: str, q: FeatureQuery
+) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
+    """One page of features and the key after it (None: the last page)."""
+    if cid == EVENTS_COLLECTION:
+        page = await ctx.queries.events(
+            EventQuery(
+                since_ms=q.since_ms, until_ms=q.until_ms, bbox=q.bbox or WORLD, limit=q.limit,
+                cursor=None if q.after is None else encode_cursor(*q.after),
+            )
+        )  # fmt: skip
+        after = None if page.next_cursor is None else decode_cursor(page.next_cursor)
+        return [op.city_event_feature(e) for e in page.events], after
+    if cid == ROAD_COLLECTION:
+        cells = await ctx.queries.cell_page(q)
+        return [geojson.road_feature(c) for c in cells.cells], cells.next_after
+    signs = await ctx.queries.sign_page(q)
+    return [geojson.sign_feature(s) for s in signs.signs], signs.next_after
+
+
+def _item_links(request: Request, cid: str, after: tuple[int, int] | None) -> list[Any]:
+    links = [
+        op.link(str(request.url), "self", GEOJSON, "this page"),
+        op.link(op.url(request, f"{PREFIX}/collections/{cid}"), "collection", op.JSON_TYPE),
+    ]
+    if after is not None:
+        params = {k: v for k, v in request.query_params.items() if k != "cursor"}
+        params["cursor"] = encode_cursor(*after)
+        path = f"{PREFIX}/collections/{cid}/items"
+        links.append(op.link(op.url(request, path, params), "next", GEOJSON, "next page"))
+    return links
+
+
+@router.get(
+    f"{PREFIX}/collections/{{collection_id}}/items",
+    summary="A page of a collection's features (GeoJSON)",
+)
+async def items(
+    ctx: Ctx,
+    request: Request,
+    collection_id: CollectionId,
+    bbox: Annotated[str | None, Query(description=op.BBOX_DOC)] = None,
+    datetime: Annotated[str | None, Query(description=op.DATETIME_DOC)] = None,
+    limit: Annotated[str | None, Query(description=op.LIMIT_DOC)] = None,
+    cursor: Annotated[str | None, Query(description=op.CURSOR_DOC)] = None,
+    f: F = None,
+) -> JSONResponse:
+    cid = _collection_id(collection_id)
+    op.check_known(request, _ITEM_PARAMS)
+    op.check_f(f)
+    op.check_cursor(cursor)
+    since_ms, until_ms = op.parse_datetime(datetime)
+    q = FeatureQuery(
+        bbox=op.parse_bbox(bbox),
+        since_ms=since_ms,
+        until_ms=until_ms,
+        limit=op.parse_limit(limit, min(DEFAULT_EVENT_LIMIT, ctx.max_limit), ctx.max_limit),
+        after=None if cursor is None else _after(cursor),
+    )
+    features, after = await _page(ctx, cid, q)
+    body: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    if cursor is None:
+        matched = await ctx.queries.count_features(cid, q, COUNT_CAP)
+        if matched is not None:
+            body["numberMatched"] = matched
+    body["numberReturned"] = len(features)
+    body["timeStamp"] = geojson.iso_ms(ctx.clock_ms())
+    body["links"] = _item_links(request, cid, after)
+    return JSONResponse(body, media_type=GEOJSON)
+
+
+def _after(cursor: str) -> tuple[int, int]:
+    major, minor = decode_cursor(cursor)
+    if not (-(2**63) <= major < 2**63 and -(2**63) <= minor < 2**63):
+        raise op.bad("cursor", "not a cursor of this API")
+    return major, minor
+
+
+def _key(cid: str, feature_id: str) -> tuple[int, int]:
+    """The store key of ``feature_id`` (an event or sign id, or ``<h3 cell>@<hour ms>``)."""
+    nope = op.OgcError(404, op.NOT_FOUND, f"featureId: no feature {feature_id!r} in {cid}")
+    if cid == ROAD_COLLECTION:
+        cell, _, hour = feature_id.partition("@")
+        hex_ok = _H3_HEX.fullmatch(cell) is not None
+        if not (hex_ok and h3.is_valid_cell(cell) and _DIGITS.fullmatch(hour)):
+            raise nope
+        return int(hour), int(h3.str_to_int(cell))
+    if not _DIGITS.fullmatch(feature_id):
+        raise nope
+    return 0, int(feature_id)
+
+
+@router.get(
+    f"{PREFIX}/collections/{{collection_id}}/items/{{feature_id}}",
+    summary="One feature (GeoJSON)",
+)
+async def item(
+    ctx: Ctx,
+    request: Request,
+    collection_id: CollectionId,
+    feature_id: Annotated[str, Path(description="the feature's id")],
+    f: F = None,
+) -> JSONResponse:
+    cid = _collection_id(collection_id)
+    op.check_f(f)
+    major, minor = _key(cid, feature_id)
+    found: dict[str, Any] | None = None
+    if cid == EVENTS_COLLECTION:
+        evidence = await ctx.queries.event_evidence(minor)
+        if evidence is not None and evidence.event.lat is not None:
+            found = op.city_event_feature(evidence.event)
+    else:
+        features, _ = await _page(ctx, cid, FeatureQuery(limit=1, after=(major, minor - 1)))
+        found = next((x for x in features if str(x["id"]) == feature_id), None)
+    if found is None:
+        raise op.OgcError(404, op.NOT_FOUND, f"featureId: no feature {feature_id!r} in {cid}")
+    here = f"{PREFIX}/collections/{cid}"
+    found["links"] = [
+        op.link(str(request.url), "self", GEOJSON),
+        op.link(op.url(request, here), "collection", op.JSON_TYPE),
+    ]
+    return JSONResponse(found, media_type=GEOJSON)

@@ -1,0 +1,124 @@
+"""The OGC API as GDAL's OGC API - Features driver (Debian's gdal-bin) sees it, against a
+collector process: the layers, a spatial filter with a feature count, and ``ogr2ogr`` to a
+GeoPackage read back with the store's counts."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from cloud_collector.store import open_store
+from cloud_collector.store.base import COLLECTION_IDS
+from harness.collector import CollectorProcess, write_config
+from harness.mosquitto import MosquittoHarness, free_port
+from harness.postgres import PgHarness
+from tests.support.feature_store import counts, seed
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="gdal-bin is not installed"),
+]
+_db_names = itertools.count()
+GDAL_TIMEOUT_S = 60
+
+
+def gdal_env() -> dict[str, str]:
+    """The environment of every GDAL command: the one place request headers go (an
+    access token becomes one more line here)."""
+    headers = ["Accept: application/geo+json, application/json"]
+    return {
+        **os.environ,
+        "GDAL_HTTP_HEADERS": "\r\n".join(headers),
+        "GDAL_HTTP_TIMEOUT": "20",
+        "CPL_VSIL_CURL_NON_CACHED": "",
+    }
+
+
+def gdal(*args: str) -> str:
+    done = subprocess.run(
+        args, env=gdal_env(), capture_output=True, text=True, timeout=GDAL_TIMEOUT_S, check=False
+    )
+    assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-2000:])
+    return done.stdout
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoHarness]:
+    with MosquittoHarness(tmp_path) as b:
+        yield b
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    pg: PgHarness = request.getfixturevalue("pg_server")
+    return pg.create_database(f"ogcgdal{next(_db_names)}")
+
+
+@pytest.fixture
+async def served(
+    tmp_path: Path, broker: MosquittoHarness, store_url: str
+) -> AsyncIterator[tuple[str, dict[str, int]]]:
+    """The OAPIF data source name of a collector serving a seeded store, and the counts
+    the store holds (read from a SQLite copy seeded the same way)."""
+    store = await open_store(store_url)
+    await seed(store)
+    await store.close()
+    reference = tmp_path / "reference.sqlite3"
+    ref = await open_store(f"sqlite:///{reference}")
+    await seed(ref)
+    await ref.close()
+    http_port = free_port()
+    cfg = write_config(
+        tmp_path / "collector.toml", mqtt_port=broker.port, http_port=http_port,
+        store_url=store_url,
+    )  # fmt: skip
+    collector = CollectorProcess(cfg, http_port, tmp_path / "collector.log")
+    collector.start()
+    try:
+        yield f"OAPIF:http://127.0.0.1:{http_port}/ogc", counts(reference)
+    finally:
+        collector.kill()
+
+
+def _feature_count(summary: str) -> int:
+    found = re.search(r"^Feature Count: (\d+)$", summary, re.MULTILINE)
+    assert found, summary
+    return int(found.group(1))
+
+
+def test_gdal_lists_filters_and_copies_the_collections(
+    served: tuple[str, dict[str, int]], tmp_path: Path
+) -> None:
+    source, expected = served
+    listing = gdal("ogrinfo", "-ro", "-so", source)
+    for cid in COLLECTION_IDS:
+        assert re.search(rf"^\d+: {re.escape(cid)}\b", listing, re.MULTILINE), listing
+
+    whole = gdal("ogrinfo", "-ro", "-so", source, "events")
+    assert _feature_count(whole) == expected["events"]
+    # Seeded fixes step north from 37.5649; the box keeps the northern part only.
+    box = ("-spat", "126.9", "37.5650", "127.1", "37.6")
+    north = _feature_count(gdal("ogrinfo", "-ro", "-so", *box, source, "events"))
+    assert 0 < north < expected["events"]
+
+    gpkg = tmp_path / "out.gpkg"
+    gdal("ogr2ogr", "-f", "GPKG", str(gpkg), source)
+    with sqlite3.connect(gpkg) as con:
+        tables = dict(con.execute("SELECT identifier, table_name FROM gpkg_contents").fetchall())
+        for cid in COLLECTION_IDS:
+            table = tables.get(cid) or cid.replace("-", "_")
+            n = con.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
+            assert n == expected[cid], (cid, n, expected)
+    copied = gdal("ogrinfo", "-ro", "-so", str(gpkg), "road-conditions")
+    assert "Geometry: Polygon" in copied
+    assert _feature_count(copied) == expected["road-conditions"]
