@@ -22,8 +22,12 @@ is sent as a bearer token). Period: one day (day 10 of 30). Figures:
   the zoom that fits it (512-pixel tiles), fetched 6 at a time as a browser does, from
   first request to last byte: p50/p95/max over ``--screen-runs``;
 * first page: ``/v1/road-conditions`` for the whole city and the day (``min_exposure``
-  5), default page size: p50/p95/max; then one full read following the next links (pages,
-  cell-hours, seconds).
+  5), default page size: p50/p95/max; with ``--full-read`` one full read following the
+  next links (pages, cell-hours, seconds).
+
+Beside each wall-clock figure, ``server_cpu_ms``: the collector process's own CPU time
+per request (per screen), less sensitive to other load on the machine than wall time
+(the database's own CPU is not in it).
 """
 
 from __future__ import annotations
@@ -238,7 +242,14 @@ async def _wait_up(c: Client) -> None:
     raise RuntimeError("the collector did not come up")
 
 
-async def measure(c: Client, tile_runs: int, screen_runs: int, page_runs: int) -> dict[str, Any]:
+def cpu_ms(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(c: Client, pid: int, runs: tuple[int, int, int], whole: bool) -> dict[str, Any]:
+    tile_runs, screen_runs, page_runs = runs
     day = START_MS + 10 * DAY_MS
     iso = {
         "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(day / 1000)),
@@ -250,6 +261,7 @@ async def measure(c: Client, tile_runs: int, screen_runs: int, page_runs: int) -
     out: dict[str, Any] = {"fit_zoom": z0}
     for layer in tiles.LAYERS:
         times, sizes = [], []
+        cpu = cpu_ms(pid)
         for _ in range(tile_runs):
             z = rng.randint(z0, z0 + 4)
             x, y = tiles.tile_of(
@@ -259,7 +271,11 @@ async def measure(c: Client, tile_runs: int, screen_runs: int, page_runs: int) -
             r = await c.get(f"/tiles/{layer}/{z}/{x}/{y}.mvt{query}")
             times.append((time.perf_counter() - t) * 1000)
             sizes.append(len(r.content))
-        out[f"tile_{layer}"] = {**_stats(times), "mean_bytes": round(statistics.mean(sizes))}
+        out[f"tile_{layer}"] = {
+            **_stats(times),
+            "server_cpu_ms": round((cpu_ms(pid) - cpu) / tile_runs, 1),
+            "mean_bytes": round(statistics.mean(sizes)),
+        }
     view = screen_tiles(z0)
     urls = [f"/tiles/{layer}/{z}/{x}/{y}.mvt{query}" for layer in tiles.LAYERS for z, x, y in view]
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -269,15 +285,23 @@ async def measure(c: Client, tile_runs: int, screen_runs: int, page_runs: int) -
             await c.get(url)
 
     await asyncio.gather(*(one(u) for u in urls))  # warm-up
+    cpu = cpu_ms(pid)
     screen = [
         await _timed(lambda: asyncio.gather(*(one(u) for u in urls))) for _ in range(screen_runs)
     ]
-    out["screen"] = {**_stats(screen), "tiles": len(urls), "tiles_per_layer": len(view)}
+    cpu = (cpu_ms(pid) - cpu) / screen_runs
+    out["screen"] = {
+        **_stats(screen), "server_cpu_ms": round(cpu, 1), "tiles": len(urls),
+        "tiles_per_layer": len(view),
+    }  # fmt: skip
     params = {"bbox": ",".join(map(str, SEOUL)), "min_exposure": "5", **iso}
     await c.get("/v1/road-conditions", params)
+    cpu = cpu_ms(pid)
     pages = [await _timed(lambda: c.get("/v1/road-conditions", params)) for _ in range(page_runs)]
-    out["first_page"] = _stats(pages)
-    out["full_read"] = await full_read(c, params)
+    cpu = (cpu_ms(pid) - cpu) / page_runs
+    out["first_page"] = {**_stats(pages), "server_cpu_ms": round(cpu, 1)}
+    if whole:
+        out["full_read"] = await full_read(c, params)
     return out
 
 
@@ -298,7 +322,9 @@ async def run_backend(store_url: str, args: argparse.Namespace) -> dict[str, Any
     c = Client(f"http://127.0.0.1:{port}", args.token)
     try:
         await _wait_up(c)
-        return await measure(c, args.tile_runs, args.screen_runs, args.page_runs)
+        assert server.pid is not None
+        runs = (args.tile_runs, args.screen_runs, args.page_runs)
+        return await measure(c, server.pid, runs, args.full_read)
     finally:
         await c.http.aclose()
         server.terminate()
@@ -382,6 +408,7 @@ def main() -> None:
     parser.add_argument("--url", help="an existing, empty PostgreSQL database")
     parser.add_argument("--loaded", action="store_true", help="--url is loaded already")
     parser.add_argument("--no-sqlite", dest="sqlite", action="store_false")
+    parser.add_argument("--full-read", action="store_true", help="also follow every next link")
     parser.add_argument("--token", default=os.environ.get("COLLECTOR_TOKEN"))
     parser.add_argument(
         "--ingest-cost", type=int, metavar="N", help="only: ms per batch with/without roads"
