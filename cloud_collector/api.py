@@ -24,6 +24,7 @@ from cloud_collector.routes import (
     road_conditions,
     service,
     signs,
+    tiles,
     vehicles,
 )
 from cloud_collector.routes.context import ApiContext
@@ -41,6 +42,7 @@ ROUTERS = (
     alerts.router,
     service.router,
     ogc.router,
+    tiles.router,
 )
 
 

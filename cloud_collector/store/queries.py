@@ -9,16 +9,20 @@ from cloud_collector.store.base import (
     BBox,
     CellHour,
     CellPage,
+    CellTotals,
     EventEvidence,
     EventPage,
+    EventPoint,
     EventQuery,
     Extent,
     FeatureQuery,
     HealthPoint,
     HealthQuery,
+    RoadEdge,
     RoadQuery,
     SignCluster,
     SignPage,
+    TileQuery,
     VehicleHealth,
     VehicleStatus,
 )
@@ -47,6 +51,18 @@ class EngineQueries:
 
     async def road_conditions(self, q: RoadQuery) -> list[CellHour]:
         return await self._runner.run(lambda tx: reads.road_conditions(tx, q))
+
+    async def tile_cells(self, q: TileQuery) -> list[CellTotals]:
+        return await self._runner.run(lambda tx: reads.tile_cells(tx, q))
+
+    async def tile_events(self, q: TileQuery) -> list[EventPoint]:
+        return await self._runner.run(lambda tx: reads.tile_events(tx, q))
+
+    async def tile_roads(self, q: TileQuery) -> list[RoadEdge]:
+        return await self._runner.run(lambda tx: reads.tile_roads(tx, q))
+
+    async def extent(self) -> BBox | None:
+        return await self._runner.run(reads.extent)
 
     async def signs(self, bbox: BBox | None) -> list[SignCluster]:
         return await self._runner.run(lambda tx: reads.signs(tx, bbox))

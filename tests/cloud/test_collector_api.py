@@ -164,12 +164,14 @@ def test_fuzz_from_openapi(tmp_path: Path) -> None:
         paths = {op.path for op in operations}
         assert {"/v1/alerts", "/v1/vehicles/{vehicle_id}/health"} <= paths
         assert "/ogc/collections/{collection_id}/items/{feature_id}" in paths
+        assert {"/tiles/{layer}/{z}/{x}/{y}.mvt", "/tiles/{layer}.json"} <= paths
         for operation in operations:
 
             @given(case=operation.as_strategy())
             @settings(
-                # The OGC operations: fewer examples, six of them share one parser.
-                max_examples=15 if operation.path.startswith("/ogc") else 40,
+                # The OGC and tile operations: fewer examples (six OGC operations share one
+                # parser; each tile operation encodes a tile).
+                max_examples=15 if operation.path.startswith(("/ogc", "/tiles/")) else 40,
                 deadline=None,
                 database=None,
                 suppress_health_check=list(HealthCheck),
