@@ -42,6 +42,8 @@ ROUTERS = (
 )
 
 
+
+
 def create_app(
     store: Queries,
     metrics: IngestMetrics | None = None,
