@@ -14,6 +14,8 @@ const STEP_MS = { hour: HOUR_MS, day: 24 * HOUR_MS };
 const MAX_STEPS = 24 * 92; // the slider's positions at most (the latest ones)
 const SEOUL = [126.978, 37.5665];
 const WORLD_SPAN_DEG = 180; // TileJSON bounds this wide: no data yet
+// Room for the legends in the map's top left corner.
+const FIT = { padding: { top: 30, bottom: 30, left: 250, right: 30 }, maxZoom: 16, duration: 0 };
 
 setWorkerUrl(new URL("static/maplibre-gl-worker.js", document.baseURI).href);
 
@@ -131,7 +133,7 @@ function countBy(features, key) {
  * {refresh, resize}. */
 export function startMap(ui, getJSON) {
   const m = { ui, getJSON, map: null, tileJson: null, measures: [], measure: null,
-    domain: [0, 1], startMs: null, windows: [], index: -1, moved: false, counts: {} };
+    domain: [0, 1], extent: null, windows: [], index: -1, moved: false, counts: {} };
   init(m).catch((e) => { ui.status.textContent = `map unavailable: ${e.message}`; });
   return {
     refresh: () => (m.map ? refresh(m).catch((e) => { ui.status.textContent = `map data unavailable: ${e.message}`; }) : null),
@@ -171,7 +173,7 @@ async function init(m) {
     transformRequest,
   });
   m.map.touchZoomRotate.disableRotation();
-  if (!worldLike(bounds)) m.map.fitBounds(bounds, { padding: 30, maxZoom: 16, duration: 0 });
+  if (!worldLike(bounds)) m.map.fitBounds(bounds, FIT);
   for (const ev of ["dragstart", "wheel"]) m.map.on(ev, () => { m.moved = true; });
   m.map.on("load", () => applyMeasure(m));
   showWindow(m);
@@ -192,17 +194,42 @@ function fillMeasureSelect(m) {
   sel.disabled = !m.measures.length;
 }
 
-// The data's time extent: from the oldest stored event (the events API is oldest first)
-// to now; the slider keeps its place at the latest window as time moves on.
-async function loadExtent(m) {
-  if (m.startMs == null) {
-    const first = await m.getJSON("v1/events?limit=1").catch(() => null);
-    const t = Date.parse(first?.features?.[0]?.properties?.time ?? "");
-    m.startMs = Number.isNaN(t) ? null : t;
+// The time of the first stored event at or after `sinceMs` (any, without it), or null.
+async function firstEventAt(getJSON, sinceMs) {
+  const since = sinceMs == null ? "" : `&since=${new Date(sinceMs).toISOString()}`;
+  const body = await getJSON(`v1/events?limit=1${since}`);
+  const t = Date.parse(body?.features?.[0]?.properties?.time ?? "");
+  return Number.isNaN(t) ? null : t;
+}
+
+/** The stored events' time extent {first, last} (last to the hour), or null when there
+ * are none. The events API is oldest first, so the first is one request; the last is
+ * found by halving [known, now], each step one indexed lookup ("an event since t?"),
+ * at most about log2(hours of data) of them, and one when the fleet is live. */
+export async function eventExtent(getJSON, known = null) {
+  const first = known?.first ?? await firstEventAt(getJSON, null);
+  if (first == null) return null;
+  let lo = known?.last ?? first; // an event at or after lo exists
+  let hi = Math.floor(Date.now() / HOUR_MS) * HOUR_MS + HOUR_MS;
+  if (lo >= hi) return { first, last: lo };
+  if (await firstEventAt(getJSON, hi - HOUR_MS) != null) return { first, last: Date.now() };
+  for (let i = 0; i < 64 && hi - lo > HOUR_MS; i += 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    const t = await firstEventAt(getJSON, mid);
+    if (t != null && t < hi) lo = t;
+    else hi = mid;
   }
+  return { first, last: lo };
+}
+
+// The slider's windows over the events' time extent (the last 24 h when there are none
+// yet); at the latest window it stays there as the extent grows.
+async function loadExtent(m) {
+  m.extent = await eventExtent(m.getJSON, m.extent).catch(() => m.extent);
   const now = Date.now();
   const latest = m.index < 0 || m.index >= m.windows.length - 1;
-  m.windows = timeWindows(m.ui.step.value, m.startMs ?? now - 24 * HOUR_MS, now);
+  const [start, end] = m.extent ? [m.extent.first, m.extent.last] : [now - 24 * HOUR_MS, now];
+  m.windows = timeWindows(m.ui.step.value, start, end);
   const slider = m.ui.slider;
   slider.max = String(m.windows.length - 1);
   slider.disabled = m.windows.length < 2;
@@ -324,5 +351,5 @@ async function refresh(m) {
   if (wasLatest || now.since !== before.since) applyWindow(m);
   if (m.moved) return;
   const tj = await m.getJSON("tiles/road_conditions.json");
-  if (!worldLike(tj.bounds)) m.map.fitBounds(tj.bounds, { padding: 30, maxZoom: 16, duration: 0 });
+  if (!worldLike(tj.bounds)) m.map.fitBounds(tj.bounds, FIT);
 }
