@@ -23,6 +23,7 @@ from cloud_collector.routes import (
     road_conditions,
     service,
     signs,
+    tiles,
     vehicles,
 )
 from cloud_collector.routes.context import ApiContext
@@ -39,6 +40,7 @@ ROUTERS = (
     health.router,
     alerts.router,
     service.router,
+    tiles.router,
 )
 
 

@@ -27,6 +27,7 @@ def utc_day(time_ms: int) -> str:
     """``YYYY-MM-DD`` of ``time_ms`` in UTC: the key of every per-day counter."""
     return time.strftime("%Y-%m-%d", time.gmtime(time_ms // 1000))
 
+
 # (min_lon, min_lat, max_lon, max_lat), like GeoJSON.
 BBox = tuple[float, float, float, float]
 
@@ -131,6 +132,51 @@ class CellHour:
     wipers_share: float | None  # share of passes with wipers on
     failsafe_share: float | None  # share of passes with a camera failsafe
     lane_quality_share: float | None  # share of passes with lane quality >= 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TileQuery:
+    """Rows for one vector tile: stored rows whose position lies in ``bbox``, aggregated
+    to H3 resolution ``res`` (cells and road edges), of the hours (events: the times) in
+    [since_ms, until_ms). ``type`` restricts the events (and a cell's event count)."""
+
+    bbox: BBox
+    res: int
+    since_ms: int
+    until_ms: int
+    type: str | None = None
+    limit: int = 4096  # events only: the latest so many
+
+
+@dataclass(frozen=True, slots=True)
+class CellTotals:
+    """A cell's sums over the hours of a period (its stored cells' rows added up)."""
+
+    cell: int
+    passes: int
+    events: int
+    wipers: int
+    failsafe: int
+    lanes: int
+    speed_sum: float
+    speed_n: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventPoint:
+    time_ms: int
+    type: str
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class RoadEdge:
+    """Two neighbouring cells a vehicle drove between directly (a < b), and how often."""
+
+    a: int
+    b: int
+    passes: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -329,6 +375,16 @@ class Queries(Protocol):
         ...
 
     async def road_conditions(self, q: RoadQuery) -> list[CellHour]: ...
+
+    async def tile_cells(self, q: TileQuery) -> list[CellTotals]: ...
+
+    async def tile_events(self, q: TileQuery) -> list[EventPoint]: ...
+
+    async def tile_roads(self, q: TileQuery) -> list[RoadEdge]: ...
+
+    async def extent(self) -> BBox | None:
+        """The bbox of the roads the fleet drove; None when there are none yet."""
+        ...
 
     async def signs(self, bbox: BBox | None) -> list[SignCluster]: ...
 

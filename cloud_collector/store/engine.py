@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 
 from cloud_collector.errors import IngestError
 from cloud_collector.store import aggregate as agg
-from cloud_collector.store import health
+from cloud_collector.store import health, roads
 from cloud_collector.store import quarantine as quarantine_store
 from cloud_collector.store.base import (
     DEFAULT_QUARANTINE_LIMITS,
@@ -189,6 +189,7 @@ async def _store_records(tx: Tx, batch: Batch) -> None:
             " clock_offset_ms, h3_12) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             fixes,
         )
+        await roads.store_edges(tx, batch.gnss)
     await _store_evidence(tx, batch)
     health = [(vehicle, s.time_ms, json.dumps(s.values, sort_keys=True)) for s in batch.health]
     if health:

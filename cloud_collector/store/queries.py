@@ -8,13 +8,17 @@ from cloud_collector.store import health, reads
 from cloud_collector.store.base import (
     BBox,
     CellHour,
+    CellTotals,
     EventEvidence,
     EventPage,
+    EventPoint,
     EventQuery,
     HealthPoint,
     HealthQuery,
+    RoadEdge,
     RoadQuery,
     SignCluster,
+    TileQuery,
     VehicleHealth,
     VehicleStatus,
 )
@@ -43,6 +47,18 @@ class EngineQueries:
 
     async def road_conditions(self, q: RoadQuery) -> list[CellHour]:
         return await self._runner.run(lambda tx: reads.road_conditions(tx, q))
+
+    async def tile_cells(self, q: TileQuery) -> list[CellTotals]:
+        return await self._runner.run(lambda tx: reads.tile_cells(tx, q))
+
+    async def tile_events(self, q: TileQuery) -> list[EventPoint]:
+        return await self._runner.run(lambda tx: reads.tile_events(tx, q))
+
+    async def tile_roads(self, q: TileQuery) -> list[RoadEdge]:
+        return await self._runner.run(lambda tx: reads.tile_roads(tx, q))
+
+    async def extent(self) -> BBox | None:
+        return await self._runner.run(reads.extent)
 
     async def signs(self, bbox: BBox | None) -> list[SignCluster]:
         return await self._runner.run(lambda tx: reads.signs(tx, bbox))

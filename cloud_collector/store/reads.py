@@ -21,13 +21,17 @@ from cloud_collector.store.base import (
     MAX_EVENT_LIMIT,
     BBox,
     CellHour,
+    CellTotals,
     EventEvidence,
     EventPage,
+    EventPoint,
     EventQuery,
     EvidenceFrame,
+    RoadEdge,
     RoadQuery,
     SignCluster,
     StoredEvent,
+    TileQuery,
     VehicleStatus,
 )
 from cloud_collector.store.engine import Row, Tx, fetchrow
@@ -189,6 +193,79 @@ def _cell_hours(columns: Sequence[Sequence[Any]], kind: str | None) -> list[Cell
         if collecting:
             gc.enable()
     return cells
+
+
+def _parent_sql(column: str, res: int) -> str:
+    """SQL for the res-``res`` H3 parent of the finer H3 index in ``column`` (bit
+    arithmetic on the index: the resolution field set, the finer digits set to 7)."""
+    if not 0 <= res <= 15:
+        raise QueryError(f"H3 resolution must be within [0, 15], not {res}")
+    low = (1 << (3 * (15 - res))) - 1
+    mask = ((1 << 63) - 1) & ~(0xF << 52) & ~low
+    return f"(({column} & {mask}) | {(res << 52) | low})"
+
+
+async def tile_cells(tx: Tx, q: TileQuery) -> list[CellTotals]:
+    """The road cells of the period summed per res-``q.res`` parent: one range scan of
+    the (hour_ms, cell) INCLUDE (lat, lon) index, the bbox tested on its centre columns."""
+    where = ["hour_ms >= ?", "hour_ms < ?"]
+    args: list[object] = [q.since_ms, q.until_ms]
+    _bbox_sql(q.bbox, where, args)
+    events_n, head = "events_n", []
+    if q.type is not None:
+        events_n, head = f"COALESCE({tx.count_of}, 0)", [q.type]
+    parent = _parent_sql("cell", min(q.res, 10))
+    rows = await tx.fetch(
+        f"SELECT p, SUM(passes), SUM(e), SUM(wipers), SUM(failsafe), SUM(lanes),"
+        f" SUM(speed_sum), SUM(speed_n) FROM (SELECT {parent} AS p, passes, {events_n} AS e,"
+        " wipers, failsafe, lanes, speed_sum, speed_n FROM road_cells"
+        f" WHERE {' AND '.join(where)}) s GROUP BY p",
+        *head, *args,
+    )  # fmt: skip
+    return [
+        CellTotals(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]),
+                   float(r[6]), int(r[7]))
+        for r in rows
+    ]  # fmt: skip
+
+
+async def tile_events(tx: Tx, q: TileQuery) -> list[EventPoint]:
+    """The latest ``q.limit`` events of the period in the bbox."""
+    where = ["time_ms >= ?", "time_ms < ?"]
+    args: list[object] = [q.since_ms, q.until_ms]
+    _bbox_sql(q.bbox, where, args)
+    if q.type is not None:
+        where.append("type = ?")
+        args.append(q.type)
+    rows = await tx.fetch(
+        f"SELECT time_ms, type, lat, lon FROM events WHERE {' AND '.join(where)}"
+        " ORDER BY time_ms DESC LIMIT ?",
+        *args, q.limit,
+    )  # fmt: skip
+    return [EventPoint(int(r[0]), r[1], float(r[2]), float(r[3])) for r in rows]
+
+
+async def tile_roads(tx: Tx, q: TileQuery) -> list[RoadEdge]:
+    """The stored road edges in the bbox with both ends moved to their res-``q.res``
+    parents; edges inside one parent fall away, parallel ones add up."""
+    where: list[str] = []
+    args: list[object] = []
+    _bbox_sql(q.bbox, where, args)
+    pa, pb = _parent_sql("a", min(q.res, 12)), _parent_sql("b", min(q.res, 12))
+    rows = await tx.fetch(
+        f"SELECT {tx.least}(pa, pb), {tx.greatest}(pa, pb), SUM(passes) FROM"
+        f" (SELECT {pa} AS pa, {pb} AS pb, passes FROM fleet_roads"
+        f" WHERE {' AND '.join(where)}) s WHERE pa <> pb GROUP BY 1, 2",
+        *args,
+    )  # fmt: skip
+    return [RoadEdge(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+
+async def extent(tx: Tx) -> BBox | None:
+    row = await fetchrow(tx, "SELECT MIN(lon), MIN(lat), MAX(lon), MAX(lat) FROM fleet_roads")
+    if row is None or row[0] is None:
+        return None
+    return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
 
 
 async def signs(tx: Tx, bbox: BBox | None) -> list[SignCluster]:

@@ -52,6 +52,10 @@ class SplitStore(Generic[R]):
         self.events = queries.events
         self.event_evidence = queries.event_evidence
         self.road_conditions = queries.road_conditions
+        self.tile_cells = queries.tile_cells
+        self.tile_events = queries.tile_events
+        self.tile_roads = queries.tile_roads
+        self.extent = queries.extent
         self.signs = queries.signs
         self.vehicles = queries.vehicles
         self.vehicle = queries.vehicle
