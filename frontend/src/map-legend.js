@@ -20,7 +20,7 @@ export const MEASURES = {
 const NOT_MEASURES = new Set(["res", "time_ms"]);
 
 // Light to dark, low to high ("worse" at the dark end).
-const RAMP = ["#ffffcc", "#fed976", "#fd8d3c", "#e31a1c", "#800026"];
+const RAMP = ["#ffeda0", "#fec44f", "#fd8d3c", "#e31a1c", "#800026"];
 export const NO_VALUE_COLOR = "#b0bec5";
 
 // Event colours: a fixed one for the types an operator sees most, a palette by the

@@ -72,7 +72,7 @@ function roadLayers() {
   return [
     { id: "roads-casing", type: "line", source: "roads", "source-layer": "roads",
       layout: { "line-cap": "round", "line-join": "round" },
-      paint: { "line-color": "#a7b1bd", "line-width": width(1.5, 6, 22) } },
+      paint: { "line-color": "#7d8896", "line-width": width(1.5, 6, 22) } },
     { id: "roads", type: "line", source: "roads", "source-layer": "roads",
       layout: { "line-cap": "round", "line-join": "round" },
       paint: { "line-color": "#ffffff", "line-width": width(0.8, 4, 18) } },
@@ -100,7 +100,7 @@ function buildStyle(tileJson, basemap, period) {
   }
   layers.push(
     { id: "cells", type: "fill", source: "road_conditions", "source-layer": "road_conditions",
-      paint: { "fill-color": "#b0bec5", "fill-opacity": 0.6 } },
+      paint: { "fill-color": "#b0bec5", "fill-opacity": 0.5 } },
     { id: "cells-outline", type: "line", source: "road_conditions", "source-layer": "road_conditions",
       paint: { "line-color": "#546e7a", "line-opacity": 0.35, "line-width": 0.6 } },
     { id: "events", type: "circle", source: "events", "source-layer": "events",
@@ -173,9 +173,12 @@ async function init(m) {
     transformRequest,
   });
   m.map.touchZoomRotate.disableRotation();
-  if (!worldLike(bounds)) m.map.fitBounds(bounds, FIT);
-  for (const ev of ["dragstart", "wheel"]) m.map.on(ev, () => { m.moved = true; });
-  m.map.on("load", () => applyMeasure(m));
+  for (const ev of ["dragstart", "wheel", "dblclick", "boxzoomstart"]) m.map.on(ev, () => { m.moved = true; });
+  m.map.on("load", () => {
+    m.map.resize(); // the container's final size, before fitting to it
+    follow(m, bounds);
+    applyMeasure(m);
+  });
   showWindow(m);
   m.map.on("idle", () => afterIdle(m));
   m.map.on("error", (e) => { m.ui.status.textContent = `map: ${e.error?.message ?? e.error ?? "error"}`; });
@@ -277,6 +280,8 @@ function afterIdle(m) {
   const roads = map.getLayer("roads") ? map.queryRenderedFeatures({ layers: ["roads"] }) : [];
   Object.assign(m.ui.map.dataset, {
     renderedCells: cells.length, renderedEvents: events.length, renderedRoads: roads.length,
+    view: map.getBounds().toArray().flat().map((v) => v.toFixed(5)).join(","),
+    zoom: map.getZoom().toFixed(2),
   });
   const counts = countBy(events, "type");
   if (JSON.stringify(counts) !== JSON.stringify(m.counts) || !m.ui.eventLegend.childElementCount) {
@@ -349,7 +354,10 @@ async function refresh(m) {
   await loadExtent(m);
   const now = currentWindow(m);
   if (wasLatest || now.since !== before.since) applyWindow(m);
-  if (m.moved) return;
-  const tj = await m.getJSON("tiles/road_conditions.json");
-  if (!worldLike(tj.bounds)) m.map.fitBounds(tj.bounds, FIT);
+  if (!m.moved) follow(m, (await m.getJSON("tiles/road_conditions.json")).bounds);
+}
+
+// The view on the fleet's streets (TileJSON bounds), until the operator moves the map.
+function follow(m, bounds) {
+  if (!m.moved && !worldLike(bounds)) m.map.fitBounds(bounds, FIT);
 }
