@@ -8,10 +8,8 @@ import {
   domainOf, eventColorExpression, eventLabel, formatMeasure, measuresOf, rampExpression,
   renderCellLegend, renderEventLegend,
 } from "./map-legend.js";
+import { HOUR_MS, eventExtent, localTime, timeWindows, windowText, withParams } from "./map-time.js";
 
-const HOUR_MS = 3600 * 1000;
-const STEP_MS = { hour: HOUR_MS, day: 24 * HOUR_MS };
-const MAX_STEPS = 24 * 92; // the slider's positions at most (the latest ones)
 const SEOUL = [126.978, 37.5665];
 const WORLD_SPAN_DEG = 180; // TileJSON bounds this wide: no data yet
 // Room for the legends in the map's top left corner.
@@ -25,44 +23,6 @@ setWorkerUrl(new URL("static/maplibre-gl-worker.js", document.baseURI).href);
 export function transformRequest(url) {
   if (!url.startsWith(location.origin)) return { url };
   return { url, headers: {} };
-}
-
-// ---------------------------------------------------------------- time windows
-
-/** The slider's windows over [startMs, endMs]: whole hours (or 24 h ending on an hour),
- * the last ending at the hour after endMs; "all" is one window over the whole extent. */
-export function timeWindows(step, startMs, endMs) {
-  const end = Math.floor(endMs / HOUR_MS) * HOUR_MS + HOUR_MS;
-  const first = Math.floor(startMs / HOUR_MS) * HOUR_MS;
-  if (step === "all") return [{ since: first, until: end }];
-  const size = STEP_MS[step];
-  const n = Math.min(MAX_STEPS, Math.max(1, Math.ceil((end - first) / size)));
-  return Array.from({ length: n }, (_, i) => ({ since: end - (n - i) * size, until: end - (n - 1 - i) * size }));
-}
-
-function localTime(ms, withDate) {
-  const d = new Date(ms);
-  const two = (n) => String(n).padStart(2, "0");
-  const hm = `${two(d.getHours())}:${two(d.getMinutes())}`;
-  return withDate ? `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${hm}` : hm;
-}
-
-function windowText(w) {
-  const sameDay = new Date(w.since).toDateString() === new Date(w.until - 1).toDateString();
-  return `${localTime(w.since, true)} – ${localTime(w.until, !sameDay)}`;
-}
-
-/** A TileJSON tile template with `params` set in its query (braces stay as they are). */
-export function withParams(template, params) {
-  const [path, query = ""] = template.split("?");
-  const q = new URLSearchParams(query);
-  for (const [k, v] of Object.entries(params)) {
-    if (v == null) q.delete(k);
-    else q.set(k, v);
-  }
-  const s = q.toString();
-  const abs = path.startsWith("/") ? `${location.origin}${path}` : path;
-  return s ? `${abs}?${s}` : abs;
 }
 
 // ---------------------------------------------------------------- style
@@ -195,34 +155,6 @@ function fillMeasureSelect(m) {
     return o;
   }));
   sel.disabled = !m.measures.length;
-}
-
-// The time of the first stored event at or after `sinceMs` (any, without it), or null.
-async function firstEventAt(getJSON, sinceMs) {
-  const since = sinceMs == null ? "" : `&since=${new Date(sinceMs).toISOString()}`;
-  const body = await getJSON(`v1/events?limit=1${since}`);
-  const t = Date.parse(body?.features?.[0]?.properties?.time ?? "");
-  return Number.isNaN(t) ? null : t;
-}
-
-/** The stored events' time extent {first, last} (last to the hour), or null when there
- * are none. The events API is oldest first, so the first is one request; the last is
- * found by halving [known, now], each step one indexed lookup ("an event since t?"),
- * at most about log2(hours of data) of them, and one when the fleet is live. */
-export async function eventExtent(getJSON, known = null) {
-  const first = known?.first ?? await firstEventAt(getJSON, null);
-  if (first == null) return null;
-  let lo = known?.last ?? first; // an event at or after lo exists
-  let hi = Math.floor(Date.now() / HOUR_MS) * HOUR_MS + HOUR_MS;
-  if (lo >= hi) return { first, last: lo };
-  if (await firstEventAt(getJSON, hi - HOUR_MS) != null) return { first, last: Date.now() };
-  for (let i = 0; i < 64 && hi - lo > HOUR_MS; i += 1) {
-    const mid = Math.floor((lo + hi) / 2);
-    const t = await firstEventAt(getJSON, mid);
-    if (t != null && t < hi) lo = t;
-    else hi = mid;
-  }
-  return { first, last: lo };
 }
 
 // The slider's windows over the events' time extent (the last 24 h when there are none
