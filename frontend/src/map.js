@@ -125,8 +125,7 @@ async function init(m) {
   m.map = new MapLibre({
     container: m.ui.map,
     style: buildStyle(tileJson, config.basemap, periodParams(m)),
-    center: worldLike(bounds) ? SEOUL : [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2],
-    zoom: 12,
+    ...(worldLike(bounds) ? { center: SEOUL, zoom: 12 } : { bounds, fitBoundsOptions: FIT }),
     maxZoom: 19,
     dragRotate: false,
     attributionControl: { compact: true },

@@ -38,7 +38,7 @@ async function checkMap(page, spec) {
   let ok = await poll("map draws cells, events and streets from tiles", async () => {
     const d = await drawn();
     return { ok: d.cells > 0 && d.events > 0 && d.roads > 0, ...d };
-  }, spec.timeoutMs);
+  }, spec.mapTimeoutMs ?? spec.timeoutMs);
   const layers = new Set(report.tiles.filter((t) => t.status === 200).map((t) => t.layer));
   report.checks["tiles load (200) for every layer"] = {
     ok: ["road_conditions", "events", "roads"].every((l) => layers.has(l))
