@@ -1,31 +1,67 @@
-"""``/v1/road-conditions``: hourly aggregates per H3 cell, as GeoJSON polygons."""
+"""``/v1/road-conditions``: hourly aggregates per H3 cell, as GeoJSON polygons, in pages.
+
+Cell-hours come in (hour, cell) order, ``limit`` per page (default ``DEFAULT_ROAD_LIMIT``,
+at most the configured maximum page size); ``next_cursor`` (and a ``links`` entry and a
+``Link`` header with ``rel="next"``) names the next page, None on the last. A caller that
+passes no cursor gets the first page: a full read follows the next links, and neither
+the collector nor the client ever holds the whole result."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from cloud_collector import geojson
 from cloud_collector.routes.context import Ctx
 from cloud_collector.routes.params import (
     BBOX_DOC,
+    CURSOR_MAX,
+    GEOJSON,
+    LIMIT_DOC,
     TIME_DOC,
+    bad,
     check_name,
-    geo,
     int_param,
     parse_bbox,
     span,
 )
 from cloud_collector.store.base import RoadQuery
+from cloud_collector.store.reads import cell_cursor
+
+DEFAULT_ROAD_LIMIT = 5_000
 
 router = APIRouter()
 
 
-@router.get("/v1/road-conditions", summary="Hourly aggregates per H3 cell, as polygons")
+@dataclass(frozen=True, slots=True)
+class PageParams:
+    limit: str | None
+    cursor: str | None
+
+
+def page_params(
+    limit: Annotated[
+        str | None, Query(description=LIMIT_DOC.replace("100", str(DEFAULT_ROAD_LIMIT)))
+    ] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> PageParams:
+    """``limit`` and ``cursor`` (a FastAPI dependency; parsed in the endpoint)."""
+    return PageParams(limit, cursor)
+
+
+Paging = Annotated[PageParams, Depends(page_params)]
+
+
+@router.get(
+    "/v1/road-conditions", summary="Hourly aggregates per H3 cell, as polygons, paged by cursor"
+)
 async def road_conditions(
     ctx: Ctx,
+    request: Request,
+    paging: Paging,
     bbox: Annotated[str | None, Query(description=BBOX_DOC)] = None,
     since: Annotated[str | None, Query(description=TIME_DOC + "; hour start >=")] = None,
     until: Annotated[str | None, Query(description=TIME_DOC + "; hour start <")] = None,
@@ -34,11 +70,29 @@ async def road_conditions(
 ) -> JSONResponse:
     check_name("type", type)
     since_ms, until_ms = span(since, until)
+    cursor = paging.cursor
+    if cursor is not None and not 0 < len(cursor) <= CURSOR_MAX:
+        raise bad("cursor", "not a cursor of this API")
+    limit = paging.limit
+    size = int_param("limit", limit, min(DEFAULT_ROAD_LIMIT, ctx.max_limit), 1, ctx.max_limit)
     q = RoadQuery(
         bbox=parse_bbox(bbox),
         since_ms=since_ms,
         until_ms=until_ms,
         type=type,
         min_exposure=int_param("min_exposure", min_exposure, 1, 0, 2**31 - 1),
+        limit=size + 1,
+        cursor=cursor,
     )
-    return geo(geojson.road_collection(await ctx.queries.road_conditions(q)))
+    cells = await ctx.queries.road_conditions(q)
+    page, more = cells[:size], len(cells) > size
+    body = geojson.road_collection(page)
+    headers: dict[str, str] = {}
+    body["next_cursor"] = None
+    body["links"] = []
+    if more:
+        body["next_cursor"] = next_cursor = cell_cursor(page[-1])
+        href = str(request.url.include_query_params(cursor=next_cursor))
+        body["links"] = [{"rel": "next", "href": href, "type": GEOJSON}]
+        headers["Link"] = f'<{href}>; rel="next"'
+    return JSONResponse(body, media_type=GEOJSON, headers=headers)

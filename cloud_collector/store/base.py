@@ -108,6 +108,8 @@ class RoadQuery:
     Only cell-hours with ``exposure >= min_exposure`` are returned (at least 1 when a
     hotspot rate is wanted: a rate over zero passes means nothing). ``type`` restricts the
     event counts and the hotspot rate to one event type. Cells are H3 resolution 10.
+    Rows come in (hour_ms, cell) order: at most ``limit`` of them (None: all), after the
+    row ``cursor`` names (``reads.cell_cursor`` of the last row of the previous page).
     """
 
     bbox: BBox | None = None
@@ -115,6 +117,8 @@ class RoadQuery:
     until_ms: int | None = None
     type: str | None = None
     min_exposure: int = 1
+    limit: int | None = None
+    cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import gc
 import json
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,6 +47,11 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
         return int(time_text), int(id_text)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise QueryError(f"invalid cursor {cursor!r}") from exc
+
+
+def cell_cursor(c: CellHour) -> str:
+    """The cursor of the road query page that starts after ``c``."""
+    return encode_cursor(c.hour_ms, c.cell)
 
 
 def _bbox_sql(bbox: BBox | None, where: list[str], args: list[object]) -> None:
@@ -143,6 +147,15 @@ async def road_conditions(tx: Tx, q: RoadQuery) -> list[CellHour]:
         where.append("hour_ms < ?")
         args.append(q.until_ms)
     _bbox_sql(q.bbox, where, args)
+    if q.cursor is not None:
+        where.append("(hour_ms, cell) > (?, ?)")
+        args += decode_cursor(q.cursor)
+    tail = ""
+    if q.limit is not None:
+        if q.limit < 1:
+            raise QueryError(f"limit must be at least 1, not {q.limit}")
+        tail = " LIMIT ?"
+        args.append(q.limit)
     if q.type is None:
         counts, events_n, head = "counts", "events_n", []
     else:
@@ -154,7 +167,7 @@ async def road_conditions(tx: Tx, q: RoadQuery) -> list[CellHour]:
         " CAST(wipers AS DOUBLE PRECISION) / NULLIF(passes, 0),"
         " CAST(failsafe AS DOUBLE PRECISION) / NULLIF(passes, 0),"
         " CAST(lanes AS DOUBLE PRECISION) / NULLIF(passes, 0)"
-        f" FROM road_cells WHERE {' AND '.join(where)} ORDER BY hour_ms, cell",
+        f" FROM road_cells WHERE {' AND '.join(where)} ORDER BY hour_ms, cell{tail}",
         len(_CELL_HOUR_FIELDS), *head, *args,
     )  # fmt: skip
     return _cell_hours(columns, q.type)
@@ -171,27 +184,19 @@ def _cell_hours(columns: Sequence[Sequence[Any]], kind: str | None) -> list[Cell
     """``CellHour(cell=c[0][i], hour_ms=c[1][i], ...)`` for each row i of the road query.
 
     Built column by column with C-level loops (``map`` over the slot descriptors) instead
-    of one constructor call per row: a city-wide query returns 10^5 rows, and the
-    per-row interpreter overhead would dominate its latency. The result is the same as
-    the constructor's (the fields are checked against the dataclass at import, and
-    CellHour has no ``__post_init__``). The cyclic garbage collector is paused meanwhile:
-    the new objects hold no cycles, and its allocation-triggered passes over the
-    growing young generation would otherwise cost as much as the building."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        cells: list[CellHour] = list(map(object.__new__, repeat(CellHour, len(columns[0]))))
-        for name, column in zip(_CELL_HOUR_FIELDS, columns, strict=True):
-            values: Iterable[Any] = column
-            if name == "counts":
-                if kind is None:
-                    values = _parsed_counts(column)
-                else:
-                    values = [{} if n is None else {kind: int(n)} for n in column]
-            deque(map(getattr(CellHour, name).__set__, cells, values), maxlen=0)
-    finally:
-        if collecting:
-            gc.enable()
+    of one constructor call per row: a page holds up to 10^4 rows, and the per-row
+    interpreter overhead would dominate its latency. The result is the same as the
+    constructor's (the fields are checked against the dataclass at import, and CellHour
+    has no ``__post_init__``)."""
+    cells: list[CellHour] = list(map(object.__new__, repeat(CellHour, len(columns[0]))))
+    for name, column in zip(_CELL_HOUR_FIELDS, columns, strict=True):
+        values: Iterable[Any] = column
+        if name == "counts":
+            if kind is None:
+                values = _parsed_counts(column)
+            else:
+                values = [{} if n is None else {kind: int(n)} for n in column]
+        deque(map(getattr(CellHour, name).__set__, cells, values), maxlen=0)
     return cells
 
 

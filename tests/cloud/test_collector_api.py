@@ -163,11 +163,13 @@ def test_fuzz_from_openapi(tmp_path: Path) -> None:
         assert len(operations) >= 10
         paths = {op.path for op in operations}
         assert {"/v1/alerts", "/v1/vehicles/{vehicle_id}/health"} <= paths
+        assert {"/tiles/{layer}/{z}/{x}/{y}.mvt", "/tiles/{layer}.json"} <= paths
         for operation in operations:
 
             @given(case=operation.as_strategy())
             @settings(
-                max_examples=40,
+                # The tile operations: fewer examples (each encodes a tile).
+                max_examples=15 if operation.path.startswith("/tiles/") else 40,
                 deadline=None,
                 database=None,
                 suppress_health_check=list(HealthCheck),

@@ -1,0 +1,353 @@
+"""Benchmark: vector tiles and the paged road-conditions query over HTTP, on the
+10-million-event city data set, on PostgreSQL and on SQLite.
+
+Run (starts its own PostgreSQL via harness/postgres.py and loads it as
+``bench.road_query`` does, unless --url names a database that ``bench.road_query`` or this
+benchmark loaded before)::
+
+    .venv/bin/python -m bench.tiles --events 10000000
+
+Data: the events and cell-hours of ``bench.road_query`` (Seoul, 30 days), plus the roads
+layer's table from synthetic drives (``--drives`` random walks of 200 one-second fixes at
+12 m/s through ``roads.edges``, the function ingest uses). The SQLite database is a copy
+of the PostgreSQL one (road cells, events, roads), made through the store's own schema.
+
+The collector's app (``create_app`` over ``open_store``) is served by uvicorn in a child
+process on 127.0.0.1; the client is one httpx client (``--token``, or ``COLLECTOR_TOKEN``,
+is sent as a bearer token). Period: one day (day 10 of 30). Figures:
+
+* tile: ``--tile-runs`` tiles of each layer at random places in the city, zooms from the
+  one that fits the city on the screen to four beyond, one at a time: p50/p95/max;
+* screen: the tiles of all three layers that a 1920x1080 view of the whole city needs at
+  the zoom that fits it (512-pixel tiles), fetched 6 at a time as a browser does, from
+  first request to last byte: p50/p95/max over ``--screen-runs``;
+* first page: ``/v1/road-conditions`` for the whole city and the day (``min_exposure``
+  5), default page size: p50/p95/max; then one full read following the next links (pages,
+  cell-hours, seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import multiprocessing
+import os
+import random
+import shlex
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.road_query import DAYS, SEOUL, SERVER_SETTINGS, START_MS, load
+from cloud_collector import tiles
+from cloud_collector.store import aggregate as agg
+from cloud_collector.store import open_store, roads
+from protocol.records import GnssFix
+
+DAY_MS = agg.DAY_MS
+SCREEN = (1920, 1080)
+TILE_PX = 512
+CONCURRENCY = 6
+STEPS = 200
+SPEED_MPS = 12.0
+TIMEOUT_S = 120.0
+
+
+def _walk(rng: random.Random, start_ms: int) -> Iterator[GnssFix]:
+    lat = rng.uniform(SEOUL[1], SEOUL[3])
+    lon = rng.uniform(SEOUL[0], SEOUL[2])
+    heading = rng.choice((0.0, 90.0, 180.0, 270.0))
+    for i in range(STEPS):
+        if rng.random() < 0.02:
+            heading = (heading + rng.choice((90.0, -90.0))) % 360
+        rad = math.radians(heading)
+        lat += SPEED_MPS * math.cos(rad) / agg.M_PER_DEG_LAT
+        lon += SPEED_MPS * math.sin(rad) / (agg.M_PER_DEG_LAT * math.cos(math.radians(lat)))
+        yield GnssFix(start_ms + i * 1000, lat, lon, 3)
+
+
+def road_rows(drives: int) -> list[tuple[int, int, float, float, int, int]]:
+    rng = random.Random(7)
+    merged: dict[tuple[int, int], roads.EdgeSum] = {}
+    for d in range(drives):
+        for key, e in roads.edges(_walk(rng, START_MS + d * 1000)).items():
+            found = merged.setdefault(key, e)
+            if found is not e:
+                found.passes += e.passes
+    return [(a, b, e.lat, e.lon, e.passes, e.last_ms) for (a, b), e in sorted(merged.items())]
+
+
+async def load_roads(url: str, drives: int) -> int:
+    rows = road_rows(drives)
+    con = await asyncpg.connect(url)
+    try:
+        await con.execute("DELETE FROM fleet_roads")
+        await con.copy_records_to_table(
+            "fleet_roads", records=rows, columns=["a", "b", "lat", "lon", "passes", "last_ms"]
+        )
+        await con.execute("VACUUM ANALYZE fleet_roads")
+    finally:
+        await con.close()
+    return len(rows)
+
+
+COPIED = {
+    "road_cells": "cell, hour_ms, lat, lon, passes, wipers, failsafe, lanes, speed_sum,"
+    " speed_n, counts, events_n",
+    "events": "id, time_ms, vehicle, fleet, type, attrs, lat, lon, h3_12, speed_kmh,"
+    " source_bus, source_id, epoch, seq",
+    "fleet_roads": "a, b, lat, lon, passes, last_ms",
+}
+
+
+async def copy_to_sqlite(pg_url: str, path: Path) -> float:
+    """The PostgreSQL bench tables into a SQLite store at ``path`` (its own schema)."""
+    started = time.monotonic()
+    store = await open_store(f"sqlite://{path}")
+    await store.close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode = OFF")
+    db.execute("PRAGMA synchronous = OFF")
+    con = await asyncpg.connect(pg_url)
+    try:
+        for table, columns in COPIED.items():
+            marks = ", ".join("?" * len(columns.split(",")))
+            sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+            cast = columns.replace("counts", "counts::text").replace("attrs", "attrs::text")
+            async with con.transaction():
+                chunk: list[tuple[Any, ...]] = []
+                async for r in con.cursor(f"SELECT {cast} FROM {table}", prefetch=50_000):
+                    chunk.append(tuple(r))
+                    if len(chunk) == 50_000:
+                        db.executemany(sql, chunk)
+                        chunk.clear()
+                db.executemany(sql, chunk)
+            db.commit()
+            print(f"  sqlite: {table} copied at {time.monotonic() - started:.0f} s", flush=True)
+        db.execute("ANALYZE")
+        db.commit()
+    finally:
+        await con.close()
+        db.close()
+    return time.monotonic() - started
+
+
+def _serve(store_url: str, port: int) -> None:
+    import uvicorn
+
+    from cloud_collector.api import create_app
+
+    async def main() -> None:
+        store = await open_store(store_url)
+        app = create_app(store)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        await server.serve()
+
+    asyncio.run(main())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fit_zoom() -> int:
+    """The largest zoom at which the whole city fits a SCREEN-sized view."""
+    for z in range(tiles.MAX_ZOOM, -1, -1):
+        w, h = _world_px(SEOUL[2], SEOUL[1], z)
+        x0, y0 = _world_px(SEOUL[0], SEOUL[3], z)
+        if w - x0 <= SCREEN[0] and h - y0 <= SCREEN[1]:
+            return z
+    return 0
+
+
+def _world_px(lon: float, lat: float, z: int) -> tuple[float, float]:
+    size = TILE_PX * (1 << z)
+    s = math.sin(math.radians(lat))
+    y = (0.5 - math.log((1 + s) / (1 - s)) / (4 * math.pi)) * size
+    return (lon + 180) / 360 * size, y
+
+
+def screen_tiles(z: int) -> list[tuple[int, int, int]]:
+    """The tiles of a SCREEN-sized view centred on the city at zoom ``z``."""
+    cx, cy = _world_px((SEOUL[0] + SEOUL[2]) / 2, (SEOUL[1] + SEOUL[3]) / 2, z)
+    x0, x1 = int((cx - SCREEN[0] / 2) // TILE_PX), int((cx + SCREEN[0] / 2) // TILE_PX)
+    y0, y1 = int((cy - SCREEN[1] / 2) // TILE_PX), int((cy + SCREEN[1] / 2) // TILE_PX)
+    return [(z, x, y) for x in range(x0, x1 + 1) for y in range(y0, y1 + 1)]
+
+
+def _stats(times: list[float]) -> dict[str, float]:
+    times = sorted(times)
+    return {
+        "p50_ms": round(statistics.median(times), 1),
+        "p95_ms": round(times[max(math.ceil(0.95 * len(times)) - 1, 0)], 1),
+        "max_ms": round(times[-1], 1),
+    }
+
+
+async def _timed(call: Callable[[], Awaitable[Any]]) -> float:
+    t = time.perf_counter()
+    await call()
+    return (time.perf_counter() - t) * 1000
+
+
+class Client:
+    """Every request of the benchmark goes through here (the bearer token, if any)."""
+
+    def __init__(self, base: str, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        limits = httpx.Limits(max_connections=CONCURRENCY)
+        self.http = httpx.AsyncClient(
+            base_url=base, headers=headers, limits=limits, timeout=TIMEOUT_S
+        )
+
+    async def get(self, url: str, params: dict[str, str] | None = None) -> httpx.Response:
+        r = await self.http.get(url, params=params)
+        if r.status_code != 200:
+            raise RuntimeError(f"GET {url}: {r.status_code} {r.text[:200]}")
+        return r
+
+
+async def _wait_up(c: Client) -> None:
+    deadline = time.monotonic() + 600  # a first open migrates (0009 indexes 10M events)
+    while time.monotonic() < deadline:
+        try:
+            if (await c.http.get("/healthz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.5)
+    raise RuntimeError("the collector did not come up")
+
+
+async def measure(c: Client, tile_runs: int, screen_runs: int, page_runs: int) -> dict[str, Any]:
+    day = START_MS + 10 * DAY_MS
+    iso = {
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(day / 1000)),
+        "until": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((day + DAY_MS) / 1000)),
+    }
+    query = f"?since={iso['since']}&until={iso['until']}"
+    z0 = fit_zoom()
+    rng = random.Random(3)
+    out: dict[str, Any] = {"fit_zoom": z0}
+    for layer in tiles.LAYERS:
+        times, sizes = [], []
+        for _ in range(tile_runs):
+            z = rng.randint(z0, z0 + 4)
+            x, y = tiles.tile_of(
+                rng.uniform(SEOUL[0], SEOUL[2]), rng.uniform(SEOUL[1], SEOUL[3]), z
+            )
+            t = time.perf_counter()
+            r = await c.get(f"/tiles/{layer}/{z}/{x}/{y}.mvt{query}")
+            times.append((time.perf_counter() - t) * 1000)
+            sizes.append(len(r.content))
+        out[f"tile_{layer}"] = {**_stats(times), "mean_bytes": round(statistics.mean(sizes))}
+    view = screen_tiles(z0)
+    urls = [f"/tiles/{layer}/{z}/{x}/{y}.mvt{query}" for layer in tiles.LAYERS for z, x, y in view]
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(url: str) -> None:
+        async with gate:
+            await c.get(url)
+
+    await asyncio.gather(*(one(u) for u in urls))  # warm-up
+    screen = [
+        await _timed(lambda: asyncio.gather(*(one(u) for u in urls))) for _ in range(screen_runs)
+    ]
+    out["screen"] = {**_stats(screen), "tiles": len(urls), "tiles_per_layer": len(view)}
+    params = {"bbox": ",".join(map(str, SEOUL)), "min_exposure": "5", **iso}
+    await c.get("/v1/road-conditions", params)
+    pages = [await _timed(lambda: c.get("/v1/road-conditions", params)) for _ in range(page_runs)]
+    out["first_page"] = _stats(pages)
+    out["full_read"] = await full_read(c, params)
+    return out
+
+
+async def full_read(c: Client, params: dict[str, str]) -> dict[str, Any]:
+    t = time.perf_counter()
+    r = await c.get("/v1/road-conditions", params)
+    pages, cells = 1, len(r.json()["features"])
+    while (nxt := r.json()["next_cursor"]) is not None and pages < 10_000:
+        r = await c.get("/v1/road-conditions", {**params, "cursor": nxt})
+        pages, cells = pages + 1, cells + len(r.json()["features"])
+    return {"pages": pages, "cell_hours": cells, "seconds": round(time.perf_counter() - t, 1)}
+
+
+async def run_backend(store_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    port = _free_port()
+    server = multiprocessing.get_context("spawn").Process(target=_serve, args=(store_url, port))
+    server.start()
+    c = Client(f"http://127.0.0.1:{port}", args.token)
+    try:
+        await _wait_up(c)
+        return await measure(c, args.tile_runs, args.screen_runs, args.page_runs)
+    finally:
+        await c.http.aclose()
+        server.terminate()
+        server.join(30)
+
+
+async def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {"events": args.events, "days": DAYS}
+    t = time.monotonic()
+    store = await open_store(url)  # creates the schema, or migrates a loaded one
+    await store.close()
+    result["open_s"] = round(time.monotonic() - t, 1)
+    if not args.loaded:
+        result["load_s"] = round(await load(url, args.events, args.points), 1)
+    result["road_edges"] = await load_roads(url, args.drives)
+    result["postgres"] = await run_backend(url, args)
+    print(json.dumps({"postgres": result["postgres"]}), flush=True)
+    if args.sqlite:
+        with tempfile.TemporaryDirectory(prefix="bench-tiles-") as tmp:
+            path = Path(tmp) / "city.db"
+            result["sqlite_copy_s"] = round(await copy_to_sqlite(url, path), 1)
+            result["sqlite"] = await run_backend(f"sqlite://{path}", args)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--points", type=int, default=20_000, help="distinct road points")
+    parser.add_argument("--drives", type=int, default=3_000, help="synthetic drives (roads)")
+    parser.add_argument("--tile-runs", type=int, default=60)
+    parser.add_argument("--screen-runs", type=int, default=20)
+    parser.add_argument("--page-runs", type=int, default=30)
+    parser.add_argument("--url", help="an existing, empty PostgreSQL database")
+    parser.add_argument("--loaded", action="store_true", help="--url is loaded already")
+    parser.add_argument("--no-sqlite", dest="sqlite", action="store_false")
+    parser.add_argument("--token", default=os.environ.get("COLLECTOR_TOKEN"))
+    args = parser.parse_args()
+    print("command:", shlex.join([sys.executable, "-m", "bench.tiles", *sys.argv[1:]]))
+    started = time.monotonic()
+    if args.url:
+        result = asyncio.run(bench(args.url, args))
+    else:
+        from harness.postgres import PgHarness
+
+        with PgHarness(extra_settings=SERVER_SETTINGS) as pg:
+            result = asyncio.run(bench(pg.create_database("bench"), args))
+    result["total_s"] = round(time.monotonic() - started, 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
