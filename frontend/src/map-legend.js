@@ -120,8 +120,9 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-/** The cells' legend: title, colour ramp, three labels, the unit and the no-data swatch. */
-export function renderCellLegend(box, measure, domain) {
+/** The cells' legend: title, colour ramp, three labels, the unit and the no-data swatch;
+ * `only`: the label of the one event type the cells count, if one is picked. */
+export function renderCellLegend(box, measure, domain, only = null) {
   if (!measure) {
     box.replaceChildren(el("div", { class: "legend-title", text: "road conditions: no measure" }));
     return;
@@ -131,7 +132,7 @@ export function renderCellLegend(box, measure, domain) {
   const labels = [lo, (lo + hi) / 2, hi].map((v) => formatMeasure(measure, v));
   const top = measure.share ? "" : "+";
   box.replaceChildren(
-    el("div", { class: "legend-title", text: `road conditions: ${measure.label}` }),
+    el("div", { class: "legend-title", text: `road conditions: ${measure.label}${only ? ` (${only} only)` : ""}` }),
     el("div", { class: "ramp", "data-testid": "legend-ramp",
       style: `background: linear-gradient(to right, ${colors.join(", ")})` }),
     el("div", { class: "ramp-labels" },
@@ -145,14 +146,21 @@ export function renderCellLegend(box, measure, domain) {
 }
 
 /** The events' legend: one row per type in view (colour, label, count); all the
- * contract's types when none is in view. */
-export function renderEventLegend(box, counts) {
+ * contract's types when none is in view. A row is a button: `selected` is the one type
+ * shown, if one is picked (a click on it again shows all). */
+export function renderEventLegend(box, counts, selected = null) {
   const colors = eventColors();
   const present = Object.entries(counts).sort((a, b) => b[1] - a[1]);
-  const rows = present.length ? present : Object.keys(colors).map((t) => [t, null]);
+  let rows = present.length ? present : Object.keys(colors).map((t) => [t, null]);
+  if (selected) rows = [[selected, counts[selected] ?? 0]];
+  let title = present.length ? "events in view" : "events (none in view)";
+  if (selected) title = "events of one type (click it for all)";
   box.replaceChildren(
-    el("div", { class: "legend-title", text: present.length ? "events in view" : "events (none in view)" }),
-    ...rows.map(([type, n]) => el("div", { class: "legend-row", "data-type": type },
+    el("div", { class: "legend-title", text: title }),
+    ...rows.map(([type, n]) => el("div", {
+      class: `legend-row pick${type === selected ? " selected" : ""}`, "data-type": type,
+      role: "button", tabindex: "0", title: type === selected ? "show every type" : "show only this type",
+    },
       el("span", { class: "swatch dot", style: `background: ${colors[type] ?? UNKNOWN_EVENT_COLOR}` }),
       el("span", { class: "legend-entry", text: eventLabel(type) }),
       el("span", { class: "legend-count", text: n == null ? "" : String(n) }))),

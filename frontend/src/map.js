@@ -93,7 +93,7 @@ function countBy(features, key) {
  * {refresh, resize}. */
 export function startMap(ui, getJSON) {
   const m = { ui, getJSON, map: null, tileJson: null, measures: [], measure: null,
-    domain: [0, 1], extent: null, windows: [], index: -1, moved: false, counts: {} };
+    domain: [0, 1], extent: null, windows: [], index: -1, moved: false, counts: {}, type: null };
   init(m).catch((e) => { ui.status.textContent = `map unavailable: ${e.message}`; });
   return {
     refresh: () => (m.map ? refresh(m).catch((e) => { ui.status.textContent = `map data unavailable: ${e.message}`; }) : null),
@@ -176,16 +176,17 @@ function currentWindow(m) {
   return m.windows[m.index] ?? m.windows[m.windows.length - 1];
 }
 
-// The since/until of the slider's window, as the tiles' query parameters.
+// The tiles' query parameters: the slider's window, and the one event type picked in the
+// events' legend (events of that type only, and cells counting only them), if any.
 function periodParams(m) {
   const w = currentWindow(m);
-  return { since: new Date(w.since).toISOString(), until: new Date(w.until).toISOString() };
+  return { since: new Date(w.since).toISOString(), until: new Date(w.until).toISOString(), type: m.type };
 }
 
 function showWindow(m) {
-  const params = periodParams(m);
+  const { since, until, type } = periodParams(m);
   m.ui.period.textContent = windowText(currentWindow(m));
-  Object.assign(m.ui.map.dataset, params);
+  Object.assign(m.ui.map.dataset, { since, until, type: type ?? "" });
 }
 
 function applyWindow(m) {
@@ -199,7 +200,7 @@ function applyWindow(m) {
 function applyMeasure(m) {
   if (!m.map?.getLayer("cells")) return;
   if (m.measure) m.map.setPaintProperty("cells", "fill-color", rampExpression(m.measure, m.domain));
-  renderCellLegend(m.ui.cellLegend, m.measure, m.domain);
+  renderCellLegend(m.ui.cellLegend, m.measure, m.domain, m.type && eventLabel(m.type));
 }
 
 // After each render: what is drawn (counts on the map element, for the status line and
@@ -217,7 +218,7 @@ function afterIdle(m) {
   const counts = countBy(events, "type");
   if (JSON.stringify(counts) !== JSON.stringify(m.counts) || !m.ui.eventLegend.childElementCount) {
     m.counts = counts;
-    renderEventLegend(m.ui.eventLegend, counts);
+    renderEventLegend(m.ui.eventLegend, counts, m.type);
   }
   m.ui.status.textContent = `${events.length} events · ${cells.length} road-condition cells`
     + `${roads.length ? ` · ${roads.length} street segments` : ""} in view`;
@@ -261,6 +262,16 @@ function bindControls(m) {
     m.domain = [0, 1];
     applyMeasure(m);
   });
+  const pick = (e) => {
+    const row = e.target.closest(".legend-row[data-type]");
+    if (!row || (e.type === "keydown" && e.key !== "Enter" && e.key !== " ")) return;
+    m.type = m.type === row.dataset.type ? null : row.dataset.type;
+    applyWindow(m);
+    applyMeasure(m);
+    renderEventLegend(m.ui.eventLegend, m.counts, m.type);
+  };
+  m.ui.eventLegend.addEventListener("click", pick);
+  m.ui.eventLegend.addEventListener("keydown", pick);
   m.ui.step.addEventListener("change", async () => {
     m.index = -1; // a new step starts at the latest window
     await loadExtent(m);

@@ -71,6 +71,22 @@ async function checkMap(page, spec) {
   }, spec.timeoutMs)) && ok;
   await page.selectOption("#map-measure", measures[0]);
   await page.selectOption("#map-step", "day");
+
+  // A type picked in the events' legend: its tiles only, that type alone in the legend.
+  const type = await page.$eval("#event-legend .legend-row[data-type]", (r) => r.dataset.type);
+  await page.click(`#event-legend .legend-row[data-type="${type}"]`);
+  ok = (await poll("a legend click shows one event type", async () => {
+    const d = await drawn();
+    const rows = await page.$$eval("#event-legend .legend-row", (rs) => rs.map((r) => r.dataset.type));
+    const fetched = report.tiles.filter((t) => t.layer === "events" && t.type === type && t.status === 200);
+    return { ok: d.events > 0 && fetched.length > 0 && rows.length === 1 && rows[0] === type, type, rows, ...d };
+  }, spec.timeoutMs)) && ok;
+  await page.click(`#event-legend .legend-row[data-type="${type}"]`);
+  ok = (await poll("a second click shows every type again", async () => {
+    const t = await page.$eval("#map", (m) => m.dataset.type);
+    const title = await page.textContent("#event-legend .legend-title");
+    return { ok: t === "" && title === "events in view", type: t, title };
+  }, spec.timeoutMs)) && ok;
   return ok;
 }
 
@@ -102,7 +118,7 @@ try {
     const u = new URL(r.url());
     const m = u.pathname.match(/\/tiles\/(\w+)\/\d+\/\d+\/\d+\.mvt$/);
     if (m) report.tiles.push({ layer: m[1], status: r.status(), since: u.searchParams.get("since"),
-      until: u.searchParams.get("until") });
+      until: u.searchParams.get("until"), type: u.searchParams.get("type") });
   });
   await page.goto(spec.url, { waitUntil: "load" });
   const rows = () => page.$$eval("#fleet tbody tr[data-vehicle]", (trs) =>
