@@ -186,6 +186,7 @@ try {
   ok &&= report.checks["values aligned under their headers"].ok;
 
   // The map once the drives have gone on a while (it refits to the fleet's streets).
+  await page.mouse.move(0, 0); // no hover highlight or tooltip in the picture
   const mapShot = join(spec.screenshotDir, "dashboard-map.png");
   await page.locator(".map-wrap").screenshot({ path: mapShot });
   report.screenshots.push(mapShot);
