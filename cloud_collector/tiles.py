@@ -4,7 +4,7 @@ encoding of store rows; pure functions (no I/O).
 Tiles are addressed as XYZ (Web Mercator, y down from the north, as MapLibre asks) with
 512-pixel tiles in mind: cells are aggregated to the H3 resolution whose hexagons are
 about 10 to 40 pixels across at that zoom (``CELL_RES``), the roads one resolution finer
-than that by two (``road_res``). Geometry is in tile coordinates, ``EXTENT`` units per
+(``road_res``). Geometry is in tile coordinates, ``EXTENT`` units per
 tile side, y down.
 """
 
@@ -17,8 +17,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 import h3
-import mapbox_vector_tile
-from shapely.geometry import LineString, Point, Polygon
+from mapbox_vector_tile.Mapbox import vector_tile_pb2
 
 from cloud_collector.store.base import BBox, CellTotals, EventPoint, RoadEdge
 
@@ -90,7 +89,8 @@ def cell_res(z: int) -> int:
 
 
 def road_res(z: int) -> int:
-    return min(STORED_ROAD_RES, cell_res(z) + 2)
+    """One finer than the cells; from zoom 14 on the stored res 12."""
+    return min(STORED_ROAD_RES, cell_res(z) + 1 + max(0, z - 13))
 
 
 def padded(bbox: BBox, res: int, edges: float = 2.0) -> BBox:
@@ -106,48 +106,78 @@ def padded(bbox: BBox, res: int, edges: float = 2.0) -> BBox:
     )  # fmt: skip
 
 
+def _mercator(lon: float, lat: float) -> tuple[float, float]:
+    """Web Mercator in world units: (0, 0) the north-west corner, (1, 1) the south-east."""
+    lat = max(-MERCATOR_MAX_LAT, min(MERCATOR_MAX_LAT, lat))
+    s = math.sin(math.radians(lat))
+    return (lon + 180.0) / 360.0, 0.5 - math.log((1 + s) / (1 - s)) / (4 * math.pi)
+
+
 class _Projector:
-    """Lon/lat to this tile's integer coordinates (y down)."""
+    """World units to this tile's integer coordinates (y down)."""
 
     def __init__(self, t: Tile) -> None:
         self._scale = (1 << t.z) * EXTENT
         self._x0 = t.x * EXTENT
         self._y0 = t.y * EXTENT
 
-    def __call__(self, lon: float, lat: float) -> tuple[int, int]:
-        lat = max(-MERCATOR_MAX_LAT, min(MERCATOR_MAX_LAT, lat))
-        x = (lon + 180.0) / 360.0 * self._scale - self._x0
-        s = math.sin(math.radians(lat))
-        y = (0.5 - math.log((1 + s) / (1 - s)) / (4 * math.pi)) * self._scale - self._y0
-        return round(x), round(y)
+    def __call__(self, world: tuple[float, float]) -> tuple[int, int]:
+        return round(world[0] * self._scale) - self._x0, round(world[1] * self._scale) - self._y0
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=262_144)
 def _boundary(cell: int) -> tuple[tuple[float, float], ...]:
-    return tuple((lng, lat) for lat, lng in h3.cell_to_boundary(h3.int_to_str(cell)))
+    return tuple(_mercator(lng, lat) for lat, lng in h3.cell_to_boundary(h3.int_to_str(cell)))
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=262_144)
 def _centre(cell: int) -> tuple[float, float]:
     lat, lng = h3.cell_to_latlng(h3.int_to_str(cell))
-    return float(lng), float(lat)
+    return _mercator(lng, lat)
 
 
-def _inside(x: int, y: int, margin: int) -> bool:
-    return -margin <= x <= EXTENT + margin and -margin <= y <= EXTENT + margin
+def _inside(p: tuple[int, int], margin: int) -> bool:
+    return -margin <= p[0] <= EXTENT + margin and -margin <= p[1] <= EXTENT + margin
 
 
-def _hexagon(cell: int, project: _Projector) -> Polygon | None:
-    ring = [project(lng, lat) for lng, lat in _boundary(cell)]
-    # MVT exterior rings have a positive area in tile coordinates (y down).
-    area = sum(
-        x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(ring, ring[1:] + ring[:1], strict=True)
-    )
+# MVT geometry types and commands (vector tile specification 2.1, section 4.3).
+POINT: Final = 1
+LINESTRING: Final = 2
+POLYGON: Final = 3
+_MOVE_TO: Final = 1
+_LINE_TO: Final = 2
+_CLOSE_PATH: Final = 7
+# (geometry type, command integers, properties)
+Feature = tuple[int, list[int], dict[str, Any]]
+
+
+def _zigzag(n: int) -> int:
+    return (n << 1) ^ (n >> 31)
+
+
+def _path(points: Sequence[tuple[int, int]]) -> list[int]:
+    """MoveTo the first point, LineTo the others (relative, zigzag-encoded)."""
+    (x0, y0), rest = points[0], points[1:]
+    out = [_MOVE_TO | (1 << 3), _zigzag(x0), _zigzag(y0), _LINE_TO | (len(rest) << 3)]
+    for x, y in rest:
+        out += (_zigzag(x - x0), _zigzag(y - y0))
+        x0, y0 = x, y
+    return out
+
+
+def _ring(points: list[tuple[int, int]]) -> list[int] | None:
+    """A closed polygon ring (exterior: positive area with y down), or None when it
+    collapses at this zoom."""
+    ring = [p for i, p in enumerate(points) if p != points[i - 1]]
+    if len(ring) < 3:
+        return None
+    pairs = zip(ring, ring[1:] + ring[:1], strict=True)
+    area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in pairs)
     if area == 0:
         return None
     if area < 0:
         ring.reverse()
-    return Polygon(ring)
+    return [*_path(ring), _CLOSE_PATH | (1 << 3)]
 
 
 def _share(n: int, passes: int) -> float | None:
@@ -172,52 +202,81 @@ def cell_properties(c: CellTotals, res: int, period: str) -> dict[str, Any]:
     return props
 
 
-def cell_features(
-    t: Tile, cells: Iterable[CellTotals], res: int, period: str
-) -> list[dict[str, Any]]:
+def cell_features(t: Tile, cells: Iterable[CellTotals], res: int, period: str) -> list[Feature]:
     project = _Projector(t)
     margin = EXTENT // 8
     out = []
     for c in cells:
-        if not _inside(*project(*_centre(c.cell)), margin=EXTENT):
+        if not _inside(project(_centre(c.cell)), EXTENT):
             continue
-        shape = _hexagon(c.cell, project)
-        if shape is None or not any(_inside(x, y, margin) for x, y in shape.exterior.coords):
+        points = [project(p) for p in _boundary(c.cell)]
+        if not any(_inside(p, margin) for p in points):
             continue
-        out.append({"geometry": shape, "properties": cell_properties(c, res, period)})
+        geometry = _ring(points)
+        if geometry is not None:
+            out.append((POLYGON, geometry, cell_properties(c, res, period)))
     return out
 
 
-def event_features(t: Tile, events: Iterable[EventPoint]) -> list[dict[str, Any]]:
+def event_features(t: Tile, events: Iterable[EventPoint]) -> list[Feature]:
     project = _Projector(t)
     out = []
     for e in events:
-        x, y = project(e.lon, e.lat)
-        if _inside(x, y, 0):
+        x, y = project(_mercator(e.lon, e.lat))
+        if _inside((x, y), 0):
             props = {"type": e.type, "time_ms": e.time_ms}
-            out.append({"geometry": Point(x, y), "properties": props})
+            out.append((POINT, [_MOVE_TO | (1 << 3), _zigzag(x), _zigzag(y)], props))
     return out
 
 
-def road_features(t: Tile, edges: Iterable[RoadEdge], res: int) -> list[dict[str, Any]]:
+def road_features(t: Tile, edges: Iterable[RoadEdge], res: int) -> list[Feature]:
     """Each edge as a line between the centres of its two cells."""
     project = _Projector(t)
     margin = EXTENT // 8
     out = []
     for e in edges:
-        a, b = project(*_centre(e.a)), project(*_centre(e.b))
-        if a == b or not (_inside(*a, margin=margin) or _inside(*b, margin=margin)):
-            continue
-        out.append({"geometry": LineString([a, b]), "properties": {"passes": e.passes, "res": res}})
+        a, b = project(_centre(e.a)), project(_centre(e.b))
+        if a != b and (_inside(a, margin) or _inside(b, margin)):
+            out.append((LINESTRING, _path((a, b)), {"passes": e.passes, "res": res}))
     return out
 
 
-def encode(layer: str, features: Sequence[dict[str, Any]]) -> bytes:
-    """One MVT layer; b"" when it has no feature (an empty tile)."""
+def _value(layer: Any, v: object) -> None:
+    value = layer.values.add()
+    if isinstance(v, bool):
+        value.bool_value = v
+    elif isinstance(v, int):
+        value.sint_value = v
+    elif isinstance(v, float):
+        value.double_value = v
+    else:
+        value.string_value = str(v)
+
+
+def encode(layer_name: str, features: Sequence[Feature]) -> bytes:
+    """One MVT layer (version 2) written with mapbox-vector-tile's protobuf message, the
+    geometry commands built here; b"" when there is no feature (an empty tile)."""
     if not features:
         return b""
-    options = {"extents": EXTENT, "y_coord_down": True, "check_winding_order": False}
-    data = mapbox_vector_tile.encode(
-        [{"name": layer, "features": features}], default_options=options
-    )
-    return bytes(data)
+    tile = vector_tile_pb2.tile()
+    layer = tile.layers.add()
+    layer.name, layer.version, layer.extent = layer_name, 2, EXTENT
+    keys: dict[str, int] = {}
+    values: dict[tuple[type, object], int] = {}
+    for gtype, geometry, props in features:
+        feature = layer.features.add()
+        feature.type = gtype
+        feature.geometry.extend(geometry)
+        tags: list[int] = []
+        for k, v in props.items():
+            key = keys.get(k)
+            if key is None:
+                key = keys[k] = len(keys)
+                layer.keys.append(k)
+            index = values.get((type(v), v))
+            if index is None:
+                index = values[(type(v), v)] = len(values)
+                _value(layer, v)
+            tags += (key, index)
+        feature.tags.extend(tags)
+    return bytes(tile.SerializeToString())

@@ -31,7 +31,7 @@ from cloud_collector.routes.params import (
 from cloud_collector.store.base import RoadQuery
 from cloud_collector.store.reads import cell_cursor
 
-DEFAULT_ROAD_LIMIT = 5_000
+DEFAULT_ROAD_LIMIT = 1_000
 
 router = APIRouter()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -40,7 +40,7 @@ _DESCRIPTIONS: Final = {
     " by zoom: " + ", ".join(f"z{z}: {r}" for z, r in enumerate(tiles.CELL_RES)),
     "events": f"Events as points, the latest {tiles.MAX_TILE_EVENTS} of the period per tile",
     "roads": "The streets the fleet drove (from its GNSS traces), as lines between H3 cell"
-    " centres (resolution by zoom: two finer than road_conditions, at most 12)",
+    " centres (resolution by zoom: one finer than road_conditions; 12 from zoom 14)",
 }
 
 
@@ -100,7 +100,7 @@ def period(since: str | None, until: str | None, now_ms: int) -> tuple[int, int]
 
 async def _features(
     ctx: Ctx, layer: str, t: tiles.Tile, when: tuple[int, int], type: str | None
-) -> list[dict[str, Any]]:
+) -> list[tiles.Feature]:
     bbox = tiles.tile_bbox(t)
     if layer == "road_conditions":
         res = tiles.cell_res(t.z)
