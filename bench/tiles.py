@@ -54,7 +54,8 @@ from bench.road_query import DAYS, SEOUL, SERVER_SETTINGS, START_MS, load
 from cloud_collector import tiles
 from cloud_collector.store import aggregate as agg
 from cloud_collector.store import open_store, roads
-from protocol.records import GnssFix
+from protocol.batch import Batch
+from protocol.records import Event, FrameRef, GnssFix
 
 DAY_MS = agg.DAY_MS
 SCREEN = (1920, 1080)
@@ -323,6 +324,53 @@ async def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def trace_batch(seq: int) -> Batch:
+    """A bulk batch of one taxi: a minute of one-second fixes on a walk, three events."""
+    rng = random.Random(seq)
+    start = START_MS + seq * 60_000
+    fixes = list(_walk(rng, start))[:60]
+    events = [Event("fcw", f.time_ms, 40.0, f, FrameRef("cam", 0x700), {}) for f in fixes[::20]]
+    return Batch.build(
+        fleet_id="bench", vehicle_id="taxi-1", epoch=1, seq=seq, sent_ms=start + 60_000,
+        gnss=fixes, events=events,
+    )  # fmt: skip
+
+
+async def ingest_cost(store_url: str, batches: int) -> dict[str, float]:
+    """Ms per batch of 60 one-second fixes (plus 3 events), with and without the roads
+    upsert, alternating batch by batch (``roads.store_edges`` swapped for a no-op)."""
+    store = await open_store(store_url)
+    real = roads.store_edges
+
+    async def skip(*_: object) -> None:
+        return None
+
+    times: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for seq in range(1, 2 * batches + 1):
+            with_roads = seq % 2 == 0
+            roads.store_edges = real if with_roads else skip  # type: ignore[assignment]
+            b = trace_batch(seq)
+            t = time.perf_counter()
+            await store.ingest(b, topic_channel="batch", payload_bytes=1, received_ms=0)
+            times[with_roads].append((time.perf_counter() - t) * 1000)
+    finally:
+        roads.store_edges = real
+        await store.close()
+    on, off = statistics.median(times[True]), statistics.median(times[False])
+    return {"with_roads_ms": round(on, 2), "without_ms": round(off, 2)}
+
+
+async def ingest_costs(batches: int) -> dict[str, Any]:
+    from harness.postgres import PgHarness
+
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        lite = await ingest_cost(f"sqlite://{Path(tmp) / 'i.db'}", batches)
+    with PgHarness() as pg:
+        post = await ingest_cost(pg.create_database("ingest"), batches)
+    return {"batches_each": batches, "sqlite": lite, "postgres": post}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -335,8 +383,14 @@ def main() -> None:
     parser.add_argument("--loaded", action="store_true", help="--url is loaded already")
     parser.add_argument("--no-sqlite", dest="sqlite", action="store_false")
     parser.add_argument("--token", default=os.environ.get("COLLECTOR_TOKEN"))
+    parser.add_argument(
+        "--ingest-cost", type=int, metavar="N", help="only: ms per batch with/without roads"
+    )
     args = parser.parse_args()
     print("command:", shlex.join([sys.executable, "-m", "bench.tiles", *sys.argv[1:]]))
+    if args.ingest_cost:
+        print(json.dumps(asyncio.run(ingest_costs(args.ingest_cost))))
+        return
     started = time.monotonic()
     if args.url:
         result = asyncio.run(bench(args.url, args))

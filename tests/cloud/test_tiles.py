@@ -16,6 +16,8 @@ from cloud_collector import tiles
 from cloud_collector.api import create_app
 from cloud_collector.store import Store, open_store, roads
 from cloud_collector.store import aggregate as agg
+from cloud_collector.store import migrations as mig
+from cloud_collector.store.base import TileQuery
 from harness.postgres import PgHarness
 from tests.support.store_records import LAT, LON, T0, batch, east, event, fix
 
@@ -159,6 +161,47 @@ async def test_unknown_layer_is_404(client: httpx.AsyncClient) -> None:
         r = await client.get(path)
         assert r.status_code == 404
         assert "layer" in r.json()["detail"]
+
+
+async def test_upgrade_fills_the_roads_from_stored_traces(store_url: str) -> None:
+    """A database of migrations 1-6 with GNSS traces gets its roads at the upgrade."""
+    backend = "sqlite" if store_url.startswith("sqlite") else "postgres"
+    setup = [mig.CREATE_TABLE]
+    for m in mig.load(backend):
+        if m.version <= 6:
+            setup += [
+                m.sql,
+                "INSERT INTO schema_migrations (version, name, applied_ms)"
+                f" VALUES ({m.version}, '{m.name}', 0)",
+            ]
+    rows = ", ".join(
+        f"('taxi-1', {f.time_ms}, {f.lat}, {f.lon}, 3, {agg.cell_at(f.lat, f.lon)})"
+        for f in _trace()
+    )
+    setup.append(f"INSERT INTO gnss (vehicle, time_ms, lat, lon, mode, h3_12) VALUES {rows}")
+    if backend == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(store_url[len("sqlite://") :]) as db:
+            for sql in setup:
+                db.executescript(sql)
+    else:
+        import asyncpg
+
+        con = await asyncpg.connect(store_url)
+        try:
+            for sql in setup:
+                await con.execute(sql)
+        finally:
+            await con.close()
+    store = await open_store(store_url)
+    try:
+        bbox = tiles.padded((LON, LAT, LON + 0.01, LAT), 8)
+        q = TileQuery(bbox=bbox, res=tiles.STORED_ROAD_RES, since_ms=0, until_ms=0)
+        upgraded = await store.tile_roads(q)
+        assert {(e.a, e.b) for e in upgraded} == set(roads.edges(_trace()))
+    finally:
+        await store.close()
 
 
 def test_road_edges_join_consecutive_fixes_only() -> None:

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PARTS = ("protocol", "daemon_kit", "edge_agent", "cloud_collector")
 GATEWAY = ("protocol", "daemon_kit", "edge_agent")
 WHEELHOUSE = ROOT / ".venv" / "wheelhouse"
-CLOUD_STACK = {"fastapi", "starlette", "uvicorn", "asyncpg", "h3"}
+CLOUD_STACK = {"fastapi", "starlette", "uvicorn", "asyncpg", "h3", "mapbox-vector-tile"}
 
 
 def _clean_env() -> dict[str, str]:
