@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from cloud_collector.config import AlertsConfig
+from cloud_collector.config import AlertsConfig, DashboardConfig
 from cloud_collector.dashboard import mount_dashboard
 from cloud_collector.metrics import IngestMetrics
 from cloud_collector.routes import (
@@ -56,10 +56,12 @@ def create_app(
     max_limit: int = MAX_EVENT_LIMIT,
     thresholds: AlertsConfig | None = None,
     clock_ms: Callable[[], int] = wall_ms,
+    dashboard: DashboardConfig | None = None,
 ) -> FastAPI:
     """The app over the query side ``store`` (a whole ``Store`` will do); ``mqtt_ready``
     tells /readyz whether ingest is connected; ``thresholds`` are the alert thresholds,
-    ``clock_ms`` the wall clock they are evaluated against."""
+    ``clock_ms`` the wall clock they are evaluated against; ``dashboard`` the map's
+    settings."""
     app = FastAPI(
         title="Taxi ADAS cloud collector",
         version="1",
@@ -76,5 +78,5 @@ def create_app(
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    mount_dashboard(app)  # GET /: the operator dashboard
+    mount_dashboard(app, dashboard)  # GET /: the operator dashboard
     return app

@@ -8,6 +8,7 @@ collector: SQLite under ./var, mosquitto on 127.0.0.1:1883, the HTTP API on
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -18,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -210,6 +212,32 @@ class RetentionConfig(_Section):
         }
 
 
+_TILE_URL: Final = re.compile(r"(https?://|/)\S+")
+
+
+class DashboardConfig(_Section):
+    """The operator dashboard's map (``GET /dashboard/config.json`` hands it to the page)."""
+
+    # A raster tile server drawn under the collector's layers: an http(s) URL template (or
+    # a path on this host) with {z}, {x} and {y}. None (the default): the streets the fleet
+    # itself drove (the ``roads`` vector tiles) are the basemap, so the map works offline.
+    basemap_tiles: Annotated[str, Field(max_length=2048)] | None = None
+    # Shown in the map's corner; most tile servers' terms require one.
+    basemap_attribution: Annotated[str, Field(max_length=500)] = ""
+    # The deepest zoom the tile server has (the map zooms further by enlarging it).
+    basemap_max_zoom: Annotated[int, Field(ge=0, le=24)] = 19
+
+    @field_validator("basemap_tiles")
+    @classmethod
+    def _template(cls, url: str | None) -> str | None:
+        if url is not None and not _TILE_URL.fullmatch(url):
+            raise ValueError("not an http(s) URL template or a path starting with /")
+        missing = [p for p in ("{z}", "{x}", "{y}") if url is not None and p not in url]
+        if missing:
+            raise ValueError(f"the URL template lacks {', '.join(missing)}")
+        return url
+
+
 class CollectorConfig(_Section):
     mqtt: MqttConfig = MqttConfig()
     store: StoreConfig = StoreConfig()
@@ -219,6 +247,7 @@ class CollectorConfig(_Section):
     intake: IntakeConfig = IntakeConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
     retention: RetentionConfig = RetentionConfig()
+    dashboard: DashboardConfig = DashboardConfig()
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

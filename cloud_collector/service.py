@@ -220,6 +220,7 @@ async def _serve(
         mqtt_ready=lambda: metrics.connected,
         max_limit=cfg.http.max_limit,
         thresholds=cfg.alerts,
+        dashboard=cfg.dashboard,
     )
     server = _http_server(cfg, app, notifier)
     ingestor = Ingestor(

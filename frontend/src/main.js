@@ -1,14 +1,14 @@
-// Operator dashboard: fleet table, vehicle health page (#/vehicle/<id>) and an event map.
+// Operator dashboard: fleet table, vehicle health page (#/vehicle/<id>) and the map of
+// road conditions and events (map.js).
 // Plain DOM code over the collector's JSON API; fields that a collector version does not
 // provide yet (status, backlog, alerts, health history) are shown as "–", never an error.
-import L from "leaflet";
 import uPlot from "uplot";
-import { EVENT_TYPES, HEALTH_KEYS } from "./contracts.generated.js";
+import { HEALTH_KEYS } from "./contracts.generated.js";
+import { startMap } from "./map.js";
 
 const FLEET_POLL_MS = 3000;
-const MAP_POLL_MS = 10000;
+const MAP_POLL_MS = 30000;
 const VEHICLE_POLL_MS = 5000;
-const MAX_EVENTS = 500;
 const HISTORY_POINTS = 600;
 
 const $ = (sel) => document.querySelector(sel);
@@ -17,9 +17,7 @@ const state = {
   alerts: new Map(), // vehicle -> [{kind, severity, message, since}] from /v1/alerts
   sort: { key: "vehicle", dir: 1 },
   history: new Map(), // vehicle -> [{t, backlog_batches, backlog_age_s, lag_s, data_today_bytes}]
-  map: null,
-  layers: null,
-  fitted: false,
+  map: null, // {refresh, resize} of map.js
   route: null,
   timers: [],
   windowS: 6 * 3600, // the vehicle page's time window
@@ -238,79 +236,14 @@ function renderSummary() {
   $("#summary").textContent = `${n} vehicles · ${online} online · ${alerting} with alerts`;
 }
 
-// ---------------------------------------------------------------- map
-
-const EVENT_COLORS = {
-  fcw: "#c62828", pcw: "#ad1457", peds_in_dz: "#8e24aa", harsh_braking: "#e65100",
-  headway_warning: "#f9a825", ldw_left: "#1565c0", ldw_right: "#1565c0", overspeed: "#6d4c41",
-  tsr_sign: "#2e7d32", wipers_on: "#00838f", camera_failsafe: "#424242",
-};
-
-// The contract's label, and the wire name for a type this dashboard does not know yet.
-function eventLabel(type) {
-  const known = EVENT_TYPES[type];
-  return known ? `${known.label} (${type})` : type;
-}
-
-function tileUrl() {
-  const q = new URLSearchParams(location.search).get("tiles");
-  return q || window.localStorage?.getItem("dashboard.tiles") || null;
-}
+// ---------------------------------------------------------------- map (map.js)
 
 function ensureMap() {
-  if (state.map) return;
-  state.map = L.map("map", { preferCanvas: true, attributionControl: false })
-    .setView([37.5665, 126.978], 13);
-  const tiles = tileUrl(); // no tile server by default: the layers draw on a grid background
-  if (tiles) L.tileLayer(tiles, { maxZoom: 19 }).addTo(state.map);
-  state.layers = {
-    roads: L.geoJSON(null, {
-      style: (f) => {
-        const rate = f.properties.hotspot_rate ?? 0;
-        return { color: "#455a64", weight: 1, fillColor: rate > 0 ? "#ef6c00" : "#78909c",
-          fillOpacity: Math.min(0.7, 0.15 + rate) };
-      },
-      onEachFeature: (f, layer) => {
-        const p = f.properties;
-        const counts = Object.entries(p.counts ?? {}).map(([k, v]) => `${k}: ${v}`).join(", ");
-        layer.bindTooltip(`${p.h3} · ${p.hour}<br>passes ${p.exposure}${counts ? `<br>${counts}` : ""}`);
-      },
-    }).addTo(state.map),
-    events: L.geoJSON(null, {
-      pointToLayer: (f, latlng) => L.circleMarker(latlng, {
-        radius: 6, weight: 1, color: "#fff",
-        fillColor: EVENT_COLORS[f.properties.type] ?? "#37474f", fillOpacity: 0.9,
-      }),
-      onEachFeature: (f, layer) => {
-        const p = f.properties;
-        layer.bindTooltip(`${eventLabel(p.type)} · ${p.vehicle}<br>${p.time}`);
-      },
-    }).addTo(state.map),
-  };
-  state.map.getContainer().addEventListener("pointerdown", () => { state.fitted = true; });
-  state.map.getContainer().addEventListener("wheel", () => { state.fitted = true; });
-  L.control.layers(null, { "road conditions (H3)": state.layers.roads, events: state.layers.events },
-    { collapsed: false }).addTo(state.map);
-}
-
-async function refreshMap() {
-  ensureMap();
-  try {
-    const [events, roads] = await Promise.all([
-      getJSON(`v1/events?limit=${MAX_EVENTS * 4}`),
-      getJSON("v1/road-conditions"),
-    ]);
-    const points = events.features.filter((f) => f.geometry).slice(-MAX_EVENTS);
-    state.layers.events.clearLayers().addData(points);
-    state.layers.roads.clearLayers().addData(roads.features);
-    $("#map-legend").textContent =
-      `${points.length} recent events with a position · ${roads.features.length} road-condition cells`;
-    const bounds = L.featureGroup([state.layers.events, state.layers.roads]).getBounds();
-    // Follow the data until the operator moves the map himself.
-    if (!state.fitted && bounds.isValid()) state.map.fitBounds(bounds, { padding: [20, 20], maxZoom: 16 });
-  } catch (e) {
-    $("#map-legend").textContent = `map data unavailable: ${e.message}`;
-  }
+  state.map ??= startMap({
+    map: $("#map"), measure: $("#map-measure"), step: $("#map-step"), slider: $("#map-time"),
+    period: $("#map-period"), cellLegend: $("#cell-legend"), eventLegend: $("#event-legend"),
+    status: $("#map-status"),
+  }, getJSON);
 }
 
 // ---------------------------------------------------------------- vehicle page
@@ -518,8 +451,10 @@ function route() {
     renderVehicleFacts(id);
     every(VEHICLE_POLL_MS, () => renderVehicleCharts(id));
   } else {
-    every(MAP_POLL_MS, refreshMap);
-    setTimeout(() => state.map?.invalidateSize(), 0);
+    const fresh = !state.map;
+    ensureMap();
+    state.timers.push(setInterval(() => state.map.refresh(), MAP_POLL_MS));
+    if (!fresh) setTimeout(() => { state.map.resize(); state.map.refresh(); }, 0);
   }
 }
 

@@ -4,6 +4,7 @@
 //
 // stdin: {url, chromium, userDataDir, screenshotDir, vehicles: [ids], offline: id,
 //         alertVehicle: id|null, timeoutMs}
+// MapLibre needs WebGL: headless Chromium gets it from SwiftShader (software, through ANGLE).
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
@@ -27,10 +28,73 @@ async function poll(what, fn, timeoutMs) {
   return false;
 }
 
+// The map: tiles of every layer load, cells, events and streets are drawn, both legends
+// have entries; then the hour step narrows the tiles' period to one hour
+// and another measure recolours the cells.
+async function checkMap(page, spec) {
+  const drawn = () => page.$eval("#map", (m) => ({ cells: Number(m.dataset.renderedCells ?? 0),
+    events: Number(m.dataset.renderedEvents ?? 0), roads: Number(m.dataset.renderedRoads ?? 0),
+    since: m.dataset.since, until: m.dataset.until }));
+  let ok = await poll("map draws cells, events and streets from tiles", async () => {
+    const d = await drawn();
+    return { ok: d.cells > 0 && d.events > 0 && d.roads > 0, ...d };
+  }, spec.mapTimeoutMs ?? spec.timeoutMs);
+  const layers = new Set(report.tiles.filter((t) => t.status === 200).map((t) => t.layer));
+  report.checks["tiles load (200) for every layer"] = {
+    ok: ["road_conditions", "events", "roads"].every((l) => layers.has(l))
+      && report.tiles.every((t) => t.status === 200 || t.status === 304),
+    layers: [...layers], failed: report.tiles.filter((t) => t.status >= 400).slice(0, 5) };
+  const legend = await page.evaluate(() => ({
+    ramp: !!document.querySelector("#cell-legend .ramp"),
+    cellEntries: [...document.querySelectorAll("#cell-legend .legend-entry")].map((e) => e.textContent),
+    unit: document.querySelector("#cell-legend .legend-unit")?.textContent ?? "",
+    eventTypes: [...document.querySelectorAll("#event-legend .legend-row")].map((r) => r.dataset.type),
+    title: document.querySelector("#event-legend .legend-title")?.textContent ?? "",
+  }));
+  report.checks["legends have entries"] = {
+    ok: legend.ramp && legend.cellEntries.length >= 3 && legend.unit.length > 0
+      && legend.eventTypes.length > 0 && legend.title === "events in view", ...legend };
+  ok &&= report.checks["tiles load (200) for every layer"].ok && report.checks["legends have entries"].ok;
+
+  await page.selectOption("#map-step", "hour");
+  ok = (await poll("the hour step sets a one-hour since/until on the tiles", async () => {
+    const d = await drawn();
+    const hour = d.since && Date.parse(d.until) - Date.parse(d.since) === 3600 * 1000;
+    const fetched = report.tiles.filter((t) => t.since === d.since && t.until === d.until);
+    return { ok: !!hour && fetched.length > 0 && d.events > 0, ...d, fetched: fetched.length };
+  }, spec.timeoutMs)) && ok;
+  const measures = await page.$$eval("#map-measure option", (os) => os.map((o) => o.value));
+  await page.selectOption("#map-measure", measures[1] ?? measures[0]);
+  ok = (await poll("another measure recolours the cells", async () => {
+    const shown = await page.$eval("#cell-legend", (b) => b.dataset.measure);
+    return { ok: measures.length > 1 && shown === measures[1], measures, shown };
+  }, spec.timeoutMs)) && ok;
+  await page.selectOption("#map-measure", measures[0]);
+  await page.selectOption("#map-step", "day");
+
+  // A type picked in the events' legend: its tiles only, that type alone in the legend.
+  const type = await page.$eval("#event-legend .legend-row[data-type]", (r) => r.dataset.type);
+  await page.click(`#event-legend .legend-row[data-type="${type}"]`);
+  ok = (await poll("a legend click shows one event type", async () => {
+    const d = await drawn();
+    const rows = await page.$$eval("#event-legend .legend-row", (rs) => rs.map((r) => r.dataset.type));
+    const fetched = report.tiles.filter((t) => t.layer === "events" && t.type === type && t.status === 200);
+    return { ok: d.events > 0 && fetched.length > 0 && rows.length === 1 && rows[0] === type, type, rows, ...d };
+  }, spec.timeoutMs)) && ok;
+  await page.click(`#event-legend .legend-row[data-type="${type}"]`);
+  ok = (await poll("a second click shows every type again", async () => {
+    const t = await page.$eval("#map", (m) => m.dataset.type);
+    const title = await page.textContent("#event-legend .legend-title");
+    return { ok: t === "" && title === "events in view", type: t, title };
+  }, spec.timeoutMs)) && ok;
+  return ok;
+}
+
 const context = await chromium.launchPersistentContext(spec.userDataDir, {
   executablePath: spec.chromium,
   headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  args: ["--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+    "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   viewport: { width: 1400, height: 1000 },
 });
@@ -47,6 +111,14 @@ try {
     if (u.startsWith(origin) || u.startsWith("data:")) return route.continue();
     report.foreign.push(u);
     return route.abort();
+  });
+  // Every vector tile the map fetched: its layer, status and period.
+  report.tiles = [];
+  page.on("response", (r) => {
+    const u = new URL(r.url());
+    const m = u.pathname.match(/\/tiles\/(\w+)\/\d+\/\d+\/\d+\.mvt$/);
+    if (m) report.tiles.push({ layer: m[1], status: r.status(), since: u.searchParams.get("since"),
+      until: u.searchParams.get("until"), type: u.searchParams.get("type") });
   });
   await page.goto(spec.url, { waitUntil: "load" });
   const rows = () => page.$$eval("#fleet tbody tr[data-vehicle]", (trs) =>
@@ -88,11 +160,7 @@ try {
   ok &&= report.checks["filters by status"].ok;
   await page.selectOption("#status-filter", "");
 
-  ok = (await poll("map shows events", async () => {
-    const legend = await page.textContent("#map-legend");
-    const n = Number((legend.match(/^(\d+) recent events/) ?? [])[1] ?? 0);
-    return { ok: n > 0, legend };
-  }, spec.timeoutMs)) && ok;
+  ok = (await checkMap(page, spec)) && ok;
 
   if (spec.alertVehicle) {
     ok = (await poll("alert appears", async () => {
@@ -116,6 +184,12 @@ try {
       && alignment.filter((c) => numeric.includes(c.key)).every((c) => c.head === "right"),
     alignment };
   ok &&= report.checks["values aligned under their headers"].ok;
+
+  // The map once the drives have gone on a while (it refits to the fleet's streets).
+  await page.mouse.move(0, 0); // no hover highlight or tooltip in the picture
+  const mapShot = join(spec.screenshotDir, "dashboard-map.png");
+  await page.locator(".map-wrap").screenshot({ path: mapShot });
+  report.screenshots.push(mapShot);
 
   const fleetShot = join(spec.screenshotDir, "dashboard-fleet.png");
   await page.screenshot({ path: fleetShot, fullPage: true });

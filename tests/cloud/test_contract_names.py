@@ -18,6 +18,7 @@ from protocol import contracts
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_SOURCE = ROOT / "frontend" / "src" / "main.js"
+MAP_LEGEND_SOURCE = ROOT / "frontend" / "src" / "map-legend.js"
 SIGNAL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9_]*\.[A-Za-z][A-Za-z0-9_]*\Z")
 
 
@@ -122,7 +123,7 @@ def _js_object_keys(source: str, const: str) -> list[str]:
 
 def test_the_dashboard_names_only_contract_event_types_and_health_keys() -> None:
     source = DASHBOARD_SOURCE.read_text(encoding="utf-8")
-    colours = _js_object_keys(source, "EVENT_COLORS")
+    colours = _js_object_keys(MAP_LEGEND_SOURCE.read_text(encoding="utf-8"), "EVENT_COLORS")
     assert colours
     assert [c for c in colours if c not in contracts.EVENT_TYPE_NAMES] == []
     series = re.search(r"const PREFERRED_SERIES = \[(.*?)\];", source, re.S)

@@ -191,6 +191,8 @@ def test_dashboard_in_chromium(tmp_path: Path, node_modules: Path) -> None:
                     "alertVehicle": "taxi-b",
                     "alertTimeoutMs": 120_000,
                     "timeoutMs": 45_000,
+                    # MapLibre on software WebGL, on a loaded machine: its first render
+                    "mapTimeoutMs": 90_000,
                 }
                 done = subprocess.run(
                     [NODE, str(SCRIPT)], input=json.dumps(spec).encode(),
