@@ -11,6 +11,7 @@ import binascii
 import dataclasses
 import gc
 import json
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import repeat
@@ -37,13 +38,24 @@ def encode_cursor(time_ms: int, event_id: int) -> str:
     return base64.urlsafe_b64encode(f"{time_ms}.{event_id}".encode()).decode().rstrip("=")
 
 
+# A cursor's two numbers: plain decimal digits, each within a signed 64-bit column (a
+# bigger one overflows the driver: a 500 on SQLite, a misleading 503 on PostgreSQL).
+_CURSOR = re.compile(r"^([0-9]{1,19})\.([0-9]{1,19})$")
+_INT64_MAX: Final = 2**63 - 1
+
+
 def decode_cursor(cursor: str) -> tuple[int, int]:
+    """``(time_ms, event_id)`` of a cursor ``encode_cursor`` made; any other text is a
+    ``QueryError`` (a 400), whatever it decodes to."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        time_text, id_text = base64.urlsafe_b64decode(padded).decode().split(".")
-        return int(time_text), int(id_text)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise QueryError(f"invalid cursor {cursor!r}") from exc
+        text = base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii")
+    except (ValueError, binascii.Error, UnicodeError) as exc:
+        raise QueryError("cursor: not a cursor of this API") from exc
+    found = _CURSOR.match(text)
+    if found is None or max(int(found[1]), int(found[2])) > _INT64_MAX:
+        raise QueryError("cursor: not a cursor of this API")
+    return int(found[1]), int(found[2])
 
 
 def _bbox_sql(bbox: BBox | None, where: list[str], args: list[object]) -> None:
