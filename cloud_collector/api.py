@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from cloud_collector.config import AlertsConfig
+from cloud_collector.config import AlertsConfig, HttpConfig
 from cloud_collector.dashboard import mount_dashboard
+from cloud_collector.http_guard import Guard, GuardMiddleware, admitted
 from cloud_collector.metrics import IngestMetrics
 from cloud_collector.routes import (
     alerts,
@@ -42,8 +43,6 @@ ROUTERS = (
 )
 
 
-
-
 def create_app(
     store: Queries,
     metrics: IngestMetrics | None = None,
@@ -52,10 +51,12 @@ def create_app(
     max_limit: int = MAX_EVENT_LIMIT,
     thresholds: AlertsConfig | None = None,
     clock_ms: Callable[[], int] = wall_ms,
+    http: HttpConfig | None = None,
 ) -> FastAPI:
     """The app over the query side ``store`` (a whole ``Store`` will do); ``mqtt_ready``
     tells /readyz whether ingest is connected; ``thresholds`` are the alert thresholds,
-    ``clock_ms`` the wall clock they are evaluated against."""
+    ``clock_ms`` the wall clock they are evaluated against; ``http`` the limits and
+    headers of ``http_guard`` (omitted: the embedded defaults)."""
     app = FastAPI(
         title="Taxi ADAS cloud collector",
         version="1",
@@ -70,7 +71,10 @@ def create_app(
         clock_ms=clock_ms,
     )
     install_error_handlers(app)
+    http = http if http is not None else HttpConfig()
+    app.state.guard = Guard(http)
     for router in ROUTERS:
-        app.include_router(router)
+        app.include_router(router, dependencies=[Depends(admitted)])
     mount_dashboard(app)  # GET /: the operator dashboard
+    app.add_middleware(GuardMiddleware, config=http)
     return app

@@ -85,10 +85,50 @@ class StoreConfig(_Section):
         return self.url if self.url is not None else f"sqlite:///{cwd / DEFAULT_SQLITE}"
 
 
+# The dashboard's and the API's Content-Security-Policy: no inline script or style, no
+# framing; blob: workers and data:/blob: images for the map library. A tile server the
+# dashboard is pointed at (docs/dashboard.md) needs its origin added to img-src (and to
+# connect-src for vector tiles).
+DEFAULT_CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:;"
+    " worker-src blob:; connect-src 'self'; font-src 'self'; object-src 'none';"
+    " base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
 class HttpConfig(_Section):
     listen: Annotated[str, Field(pattern=_HOST_PORT)] = "127.0.0.1:8080"
-    # Largest page of /v1/events a client may ask for.
+    # Largest page of /v1/events (and of every other paged route) a client may ask for.
     max_limit: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    # HTTPS from the collector itself: a PEM certificate (chain) and its private key, both
+    # or neither (docs/deployment.md has the reverse-proxy alternative).
+    tls_cert: Annotated[str, Field(min_length=1)] | None = None
+    tls_key: Annotated[str, Field(min_length=1)] | None = None
+    # A second listener serving only /metrics (e.g. "127.0.0.1:9108"); omitted: /metrics
+    # is served on `listen` like every other route.
+    metrics_listen: Annotated[str, Field(pattern=_HOST_PORT)] | None = None
+    # Requests per second (sustained) and burst per client: its token's name once
+    # authenticated, else its address. Beyond: 429 with Retry-After.
+    rate_per_s: Annotated[float, Field(gt=0, le=1_000_000)] = 20.0
+    rate_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 60
+    # Requests in progress at once, per client and over all clients; beyond: 429 with
+    # Retry-After (no queue: a query load never builds up in the collector).
+    max_concurrent: Annotated[int, Field(ge=1, le=10_000)] = 16
+    max_concurrent_per_client: Annotated[int, Field(ge=1, le=10_000)] = 4
+    # Request body bytes (413 beyond) and query string bytes (414 beyond).
+    max_body_bytes: Annotated[int, Field(ge=0, le=64 * 1024 * 1024)] = 65_536
+    max_query_bytes: Annotated[int, Field(ge=64, le=1_048_576)] = 4_096
+    # A store query running longer than this is cancelled (a 503); ingest is not affected.
+    query_timeout_s: Annotated[float, Field(gt=0, le=3_600)] = 15.0
+    content_security_policy: Annotated[str, Field(min_length=1)] = DEFAULT_CSP
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("http.tls_cert and http.tls_key go together")
+        if self.max_concurrent_per_client > self.max_concurrent:
+            raise ValueError("http.max_concurrent_per_client must not exceed http.max_concurrent")
+        return self
 
     @property
     def host(self) -> str:

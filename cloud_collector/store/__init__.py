@@ -58,9 +58,7 @@ __all__ = [
 ]
 
 
-async def open_store(
-    url: str, *, gap_grace_ms: int | None = DEFAULT_GAP_GRACE_MS
-) -> Store:
+async def open_store(url: str, *, gap_grace_ms: int | None = DEFAULT_GAP_GRACE_MS) -> Store:
     """Open (and migrate) the store at ``url``. Raises StoreError for a bad URL or an
     unreachable or unmigratable database."""
     scheme = urlsplit(url).scheme.lower()

@@ -27,6 +27,7 @@ def utc_day(time_ms: int) -> str:
     """``YYYY-MM-DD`` of ``time_ms`` in UTC: the key of every per-day counter."""
     return time.strftime("%Y-%m-%d", time.gmtime(time_ms // 1000))
 
+
 # (min_lon, min_lat, max_lon, max_lat), like GeoJSON.
 BBox = tuple[float, float, float, float]
 
