@@ -78,3 +78,12 @@ def create_app(
     mount_dashboard(app)  # GET /: the operator dashboard
     app.add_middleware(GuardMiddleware, config=http)
     return app
+
+
+def metrics_app(app: FastAPI) -> FastAPI:
+    """An app serving only ``app``'s /metrics (``[http] metrics_listen``): for a scraper
+    on a loopback listener of its own, beside the main port's."""
+    only = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    only.state.api = app.state.api
+    only.add_api_route("/metrics", service.metrics_text, methods=["GET"])
+    return only

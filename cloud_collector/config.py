@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -22,6 +23,7 @@ from pydantic import (
 )
 
 from cloud_collector.errors import ConfigError
+from cloud_collector.secrets import masked_url, url_password
 
 _ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$"
@@ -83,6 +85,11 @@ class StoreConfig(_Section):
 
     def resolved_url(self, cwd: Path) -> str:
         return self.url if self.url is not None else f"sqlite:///{cwd / DEFAULT_SQLITE}"
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # The URL's password never shows in a repr (or anything built from one).
+        for name, value in super().__repr_args__():
+            yield name, masked_url(value) if name == "url" and isinstance(value, str) else value
 
 
 # The dashboard's and the API's Content-Security-Policy: no inline script or style, no
@@ -257,8 +264,44 @@ def parse_config(data: dict[str, Any], source: str) -> CollectorConfig:
         raise ConfigError(f"{source}: {_describe(first)}") from None
 
 
+def secret_keys(cfg: CollectorConfig) -> list[str]:
+    """The keys of ``cfg`` that hold a secret (a password, a key)."""
+    keys = []
+    if cfg.mqtt.password is not None:
+        keys.append("[mqtt] password")
+    if cfg.store.url is not None and url_password(cfg.store.url):
+        keys.append("[store] url (its password)")
+    return keys
+
+
+def config_secrets(cfg: CollectorConfig) -> list[str]:
+    """The secret values of ``cfg``, for ``secrets.Redactor``."""
+    found = []
+    if cfg.mqtt.password is not None:
+        found.append(cfg.mqtt.password.get_secret_value())
+    if cfg.store.url is not None:
+        found.append(url_password(cfg.store.url) or "")
+    return [s for s in found if s]
+
+
+def check_private(path: Path, keys: list[str]) -> None:
+    """A file holding ``keys`` (secrets) must not be readable by every user."""
+    if not keys:
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if mode & 0o004:
+        raise ConfigError(
+            f"{path}: holds {', '.join(keys)} but is readable by every user"
+            f" (mode {mode & 0o777:04o}): chmod o-rwx {path}"
+        )
+
+
 def load_config(path: Path) -> CollectorConfig:
-    """Read and validate a TOML file; raises ConfigError naming the file and the key."""
+    """Read and validate a TOML file; raises ConfigError naming the file and the key, and
+    for a file holding a secret that every user may read."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -267,4 +310,6 @@ def load_config(path: Path) -> CollectorConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(data, str(path))
+    cfg = parse_config(data, str(path))
+    check_private(path, secret_keys(cfg))
+    return cfg
