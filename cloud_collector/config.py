@@ -120,7 +120,7 @@ class HttpConfig(_Section):
     rate_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 60
     # Requests in progress at once, per client and over all clients; beyond: 429 with
     # Retry-After (no queue: a query load never builds up in the collector).
-    max_concurrent: Annotated[int, Field(ge=1, le=10_000)] = 16
+    max_concurrent: Annotated[int, Field(ge=1, le=10_000)] = 8
     max_concurrent_per_client: Annotated[int, Field(ge=1, le=10_000)] = 4
     # Request body bytes (413 beyond) and query string bytes (414 beyond).
     max_body_bytes: Annotated[int, Field(ge=0, le=64 * 1024 * 1024)] = 65_536

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from cloud_collector import geojson
 from cloud_collector.candump import candump_log
@@ -19,7 +19,7 @@ from cloud_collector.routes.params import (
     bad,
     check_id,
     check_name,
-    geo,
+    geo_off_loop,
     int_param,
     parse_bbox,
     span,
@@ -39,7 +39,7 @@ async def events(
     bbox: Annotated[str | None, Query(description=BBOX_DOC)] = None,
     limit: Annotated[str | None, Query(description=LIMIT_DOC)] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-) -> JSONResponse:
+) -> Response:
     check_id("vehicle", vehicle)
     check_name("type", type)
     since_ms, until_ms = span(since, until)
@@ -56,7 +56,7 @@ async def events(
         cursor=cursor,
     )
     page = await ctx.queries.events(q)
-    return geo(geojson.events_collection(page.events, page.next_cursor))
+    return await geo_off_loop(lambda: geojson.events_collection(page.events, page.next_cursor))
 
 
 @router.get(

@@ -6,6 +6,7 @@ receipts and acks (``engine``). Same SQL dialect rules as ``engine``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
@@ -99,7 +100,11 @@ async def events(tx: Tx, q: EventQuery) -> EventPage:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY time_ms, id LIMIT ?"
     rows = await tx.fetch(sql, *args, q.limit + 1)
-    page = [_event(r) for r in rows[: q.limit]]
+    if len(rows) > _OFF_LOOP_ROWS:
+        # Off the event loop that ingest runs on (see routes.params.geo_off_loop).
+        page = await asyncio.to_thread(_events_of, rows[: q.limit])
+    else:
+        page = _events_of(rows[: q.limit])
     more = len(rows) > q.limit
     return EventPage(page, encode_cursor(page[-1].time_ms, page[-1].id) if more else None)
 
@@ -118,6 +123,14 @@ async def event_evidence(tx: Tx, event_id: int) -> EventEvidence | None:
     )  # fmt: skip
     frames = [EvidenceFrame(int(r[0]), r[1], int(r[2]), bool(r[3]), bytes(r[4])) for r in rows]
     return EventEvidence(event, frames)
+
+
+# Rows of an events page converted in a worker thread rather than on the event loop.
+_OFF_LOOP_ROWS: Final = 500
+
+
+def _events_of(rows: Sequence[Row]) -> list[StoredEvent]:
+    return [_event(r) for r in rows]
 
 
 def _event(r: Row) -> StoredEvent:

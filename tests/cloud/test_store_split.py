@@ -181,7 +181,8 @@ async def test_the_query_side_only_reads_and_the_ledger_alone_writes(store: Stor
     written = " ".join(s for s in recorded_ledger.statements if _first_word(s) in WRITES)
     for table in ("receipts", "epoch_acks", "quarantine", "vehicle_status", "events"):
         assert f" {table} " in written, table
-    await split.ping()  # the store's readiness: the ledger's side
+    await split.ping()  # the ingest just committed proves the store
+    await split.ping()  # nothing committed since: a round trip on the ledger's side
     assert recorded_ledger.statements[-1] == "SELECT 1"
     await split.queries.ping()  # each side on its own runner
     assert recorded_queries.statements[-1] == "SELECT 1"
