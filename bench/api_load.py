@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.api_load [--store sqlite] [--events 86000] [--workers 300]
         [--clients 50] [--big-share 0.3] [--vehicles 10] [--batches 20] [--unbounded]
-        [--token T]
+        [--token T] [--collector-src CHECKOUT]
 
 Starts mosquitto and one ``cloud-collector run`` process (harness/), loads ``--events``
 events through MQTT, then measures the end-to-end ack latency of a replay (``--vehicles``
@@ -233,7 +233,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             http_extra=UNBOUNDED if args.unbounded else "",
         )  # fmt: skip
         collector = CollectorProcess(cfg, http_port, tmp / "collector.log", token=args.token)
-        collector.start()
+        if args.collector_src is not None:  # another checkout's collector, for a before/after
+            os.environ["PYTHONPATH"] = str(args.collector_src)
+        collector.start(timeout_s=args.timeout)
         stack.callback(collector.kill)
         base = collector.base_url
         started = time.monotonic()
@@ -276,6 +278,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per phase")
     parser.add_argument("--unbounded", action="store_true", help="lift the HTTP limits")
     parser.add_argument("--token", default=os.environ.get("COLLECTOR_TOKEN"))
+    parser.add_argument(
+        "--collector-src", type=Path, help="run the collector from this checkout (before/after)"
+    )
     args = parser.parse_args()
     if not 1 <= args.clients <= 250:
         parser.error("--clients: 1 to 250 (127.0.0.2 to 127.0.0.251)")
