@@ -99,10 +99,12 @@ class SqliteRunner:
         *,
         begin: str = "BEGIN IMMEDIATE",
         timeout_s: float | None = None,
+        pragmas: tuple[str, ...] = (),
     ) -> None:
         self._db = db
         self._path = path
         self._begin = begin
+        self._pragmas = pragmas
         self._timeout_s = timeout_s
         # Monotonic time past which the running statement is interrupted (None: never).
         self._deadline: float | None = None
@@ -111,8 +113,11 @@ class SqliteRunner:
         self.reconnects = 0
         self.tx_stats = TxStats()
 
-    async def watch_deadline(self) -> None:
-        """Interrupt statements that run past ``timeout_s`` (on this connection)."""
+    async def prepare(self) -> None:
+        """Set this runner's own ``pragmas`` on its connection, and interrupt statements
+        that run past ``timeout_s``; again on every new connection."""
+        for pragma in self._pragmas:
+            await self._db.execute(pragma)
         if self._timeout_s is not None:
             await self._db.set_progress_handler(self._over_time, PROGRESS_STEPS)
 
@@ -170,7 +175,7 @@ class SqliteRunner:
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await self._db.close()
             self._db = await _connect(self._path)
-            await self.watch_deadline()
+            await self.prepare()
             self.reconnects += 1
         self._open = False
 
@@ -221,13 +226,14 @@ async def _connect(path: Path) -> aiosqlite.Connection:
 async def _query_runner(path: Path, timeout_s: float | None) -> SqliteRunner:
     """The query side's connection: reads only, deferred transactions, a deadline."""
     db = await _connect(path)
+    runner = SqliteRunner(
+        db, path, begin="BEGIN", timeout_s=timeout_s, pragmas=("PRAGMA query_only=ON",)
+    )
     try:
-        await db.execute("PRAGMA query_only=ON")
+        await runner.prepare()
     except sqlite3.Error as exc:
         await db.close()
         raise StoreError(f"sqlite {path}: {exc}") from exc
-    runner = SqliteRunner(db, path, begin="BEGIN", timeout_s=timeout_s)
-    await runner.watch_deadline()
     return runner
 
 

@@ -16,6 +16,7 @@ from cloud_collector.api import create_app
 from cloud_collector.errors import QueryTimeoutError, StoreError
 from cloud_collector.store import EventQuery, Store, open_store
 from cloud_collector.store.shared import Runner, SplitStore
+from cloud_collector.store.sqlite import SqliteRunner
 from harness.collector import make_batch
 from harness.postgres import PgHarness
 from tests.support.api_client import api_client
@@ -54,6 +55,15 @@ async def test_the_query_side_cannot_write(engine: tuple[str, Store]) -> None:
     _, store = engine
     with pytest.raises(StoreError):
         await _reader(store).run(lambda tx: tx.execute("DELETE FROM events"))
+    reader = _reader(store)
+    if isinstance(reader, SqliteRunner):  # a replaced connection is read-only too
+        await reader._db.close()
+        with pytest.raises(StoreError):
+            await store.events(EventQuery(limit=1))
+        assert (await store.events(EventQuery(limit=1))).events == []
+        assert reader.reconnects == 1
+        with pytest.raises(StoreError, match="readonly"):
+            await reader.run(lambda tx: tx.execute("DELETE FROM events"))
 
 
 async def test_a_long_query_is_cancelled_and_ingest_goes_on(engine: tuple[str, Store]) -> None:
