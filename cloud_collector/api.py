@@ -85,5 +85,6 @@ def metrics_app(app: FastAPI) -> FastAPI:
     on a loopback listener of its own, beside the main port's."""
     only = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     only.state.api = app.state.api
+    only.state.guard = app.state.guard  # its figures, not its limits
     only.add_api_route("/metrics", service.metrics_text, methods=["GET"])
     return only

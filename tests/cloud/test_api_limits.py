@@ -100,6 +100,9 @@ async def test_rate_limit_is_a_429_with_retry_after(store: Store) -> None:
     # Another address has its own budget.
     async with api_client(app, client=("127.0.0.2", 9)) as other:
         assert (await other.get("/v1/signs")).status_code == 200
+        metrics = (await other.get("/metrics")).text
+    assert 'collector_http_refused_total{limit="rate"} 2' in metrics
+    assert "collector_http_requests_in_progress 1" in metrics  # the scrape itself
 
 
 async def test_limits_count_per_principal_once_authenticated(store: Store) -> None:
