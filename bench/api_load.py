@@ -1,15 +1,17 @@
 """API load against ingest: does a flood of /v1/events requests hold up ingest or /readyz?
 
     .venv/bin/python -m bench.api_load [--store sqlite] [--events 86000] [--workers 300]
-        [--clients 50] [--big-share 0.3] [--vehicles 10] [--batches 20] [--unbounded]
+        [--clients 50] [--big-share 0.3] [--answers 3] [--vehicles 10] [--batches 20]
+        [--unbounded]
         [--token T] [--collector-src CHECKOUT]
 
 Starts mosquitto and one ``cloud-collector run`` process (harness/), loads ``--events``
 events through MQTT, then measures the end-to-end ack latency of a replay (``--vehicles``
 vehicles each publishing ``--batches`` batches like the agent's, one awaiting its ack at
 a time) twice: idle, and while ``--workers`` concurrent HTTP workers (a separate process,
-spread over ``--clients`` loopback source addresses 127.0.0.2...) fire /v1/events
-requests back to back, ``--big-share`` of them with ``limit=10000``. A thread probes
+spread over ``--clients`` loopback source addresses 127.0.0.2...) each want ``--answers``
+answers of /v1/events, ``--big-share`` of them with ``limit=10000``, and wait as a 429's
+Retry-After says. A thread probes
 /readyz every 0.2 s throughout the loaded phase. ``--unbounded`` lifts the collector's
 HTTP limits (rate and concurrency) to show what they prevent.
 
@@ -115,6 +117,7 @@ async def _worker(
 ) -> None:
     running, stop = events
     stop_at = time.monotonic() + args["timeout"]
+    answered = 0
     transport = httpx.AsyncHTTPTransport(local_address=source)
     async with httpx.AsyncClient(
         transport=transport, base_url=base, headers=_headers(args["token"]), timeout=120
@@ -132,8 +135,15 @@ async def _worker(
                 status = type(exc).__name__
             out.append((status, time.monotonic() - started, big))
             running.set()
-            if status != 200:
-                await asyncio.sleep(0.05)  # a client that ignores Retry-After, barely
+            if status == 429:  # a client that honours Retry-After (with jitter)
+                wait = float(r.headers.get("retry-after", "1"))
+                await asyncio.sleep(wait * random.uniform(1.0, 1.5))
+            elif status != 200:
+                await asyncio.sleep(0.5)
+            else:
+                answered += 1
+                if answered >= args["answers"]:
+                    return
 
 
 async def _load(base: str, args: dict[str, Any], events: tuple[Any, Any]) -> list[Any]:
@@ -179,6 +189,7 @@ def _loaded_phase(port: int, base: str, args: argparse.Namespace) -> dict[str, A
     load_args = {
         "token": args.token, "max_requests": args.max_requests, "timeout": args.timeout,
         "workers": args.workers, "clients": args.clients, "big_share": args.big_share,
+        "answers": args.answers,
     }  # fmt: skip
     loader = ctx.Process(target=load_process, args=(base, load_args, results, (running, stop_load)))
     loader.start()
@@ -271,7 +282,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=300, help="concurrent HTTP workers")
     parser.add_argument("--clients", type=int, default=50, help="loopback source addresses")
     parser.add_argument("--big-share", type=float, default=0.3, help="share with limit=10000")
-    parser.add_argument("--max-requests", type=int, default=200, help="per worker")
+    parser.add_argument("--answers", type=int, default=3, help="200s each worker wants")
+    parser.add_argument("--max-requests", type=int, default=200, help="per worker, 429s too")
     parser.add_argument("--vehicles", type=int, default=10, help="replaying vehicles")
     parser.add_argument("--batches", type=int, default=20, help="per replaying vehicle")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load first")

@@ -6,7 +6,6 @@ with a JSON ``{"detail": reason}`` naming the parameter, never a 500.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
@@ -17,6 +16,7 @@ from typing import Any, Final
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse, Response
 
+from cloud_collector.offload import off_loop
 from cloud_collector.store.base import BBox
 from protocol.limits import MAX_TIME_MS
 
@@ -45,10 +45,8 @@ def _encode(build: Callable[[], dict[str, Any]]) -> bytes:
 
 
 async def geo_off_loop(build: Callable[[], dict[str, Any]]) -> Response:
-    """A GeoJSON answer built and encoded in a worker thread: a page of 10^4 events takes
-    the CPU for about a second, which must not stall the event loop that ingest and
-    /readyz run on (the thread yields the interpreter to the loop every few ms)."""
-    return Response(await asyncio.to_thread(_encode, build), media_type=GEOJSON)
+    """A GeoJSON answer built and encoded off the event loop (``offload``)."""
+    return Response(await off_loop(lambda: _encode(build)), media_type=GEOJSON)
 
 
 def parse_time(param: str, value: str | None) -> int | None:

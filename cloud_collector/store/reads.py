@@ -6,7 +6,6 @@ receipts and acks (``engine``). Same SQL dialect rules as ``engine``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import dataclasses
@@ -19,6 +18,7 @@ from itertools import repeat
 from typing import Any, Final
 
 from cloud_collector.errors import QueryError
+from cloud_collector.offload import off_loop
 from cloud_collector.store.base import (
     MAX_EVENT_LIMIT,
     BBox,
@@ -101,8 +101,8 @@ async def events(tx: Tx, q: EventQuery) -> EventPage:
     sql += " ORDER BY time_ms, id LIMIT ?"
     rows = await tx.fetch(sql, *args, q.limit + 1)
     if len(rows) > _OFF_LOOP_ROWS:
-        # Off the event loop that ingest runs on (see routes.params.geo_off_loop).
-        page = await asyncio.to_thread(_events_of, rows[: q.limit])
+        # Off the event loop that ingest runs on (``offload``).
+        page = await off_loop(lambda: _events_of(rows[: q.limit]))
     else:
         page = _events_of(rows[: q.limit])
     more = len(rows) > q.limit
