@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import PlainTextResponse, Response
@@ -59,7 +59,10 @@ async def events(
         cursor=cursor,
     )
     page = await ctx.queries.events(q)
-    build = lambda: geojson.events_collection(page.events, page.next_cursor)  # noqa: E731
+
+    def build() -> dict[str, Any]:
+        return geojson.events_collection(page.events, page.next_cursor)
+
     if len(page.events) <= OFF_LOOP_EVENTS:
         return geo(build())  # small: quicker here than waiting for the worker thread
     return await geo_off_loop(build)
