@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from cloud_collector.config import AlertsConfig, DashboardConfig
+from cloud_collector.config import AlertsConfig, DashboardConfig, HttpConfig
 from cloud_collector.dashboard import mount_dashboard
+from cloud_collector.http_guard import Guard, GuardMiddleware, admitted
 from cloud_collector.metrics import IngestMetrics
 from cloud_collector.routes import (
     alerts,
@@ -46,8 +47,6 @@ ROUTERS = (
 )
 
 
-
-
 def create_app(
     store: Queries,
     metrics: IngestMetrics | None = None,
@@ -57,10 +56,12 @@ def create_app(
     thresholds: AlertsConfig | None = None,
     clock_ms: Callable[[], int] = wall_ms,
     dashboard: DashboardConfig | None = None,
+    http: HttpConfig | None = None,
 ) -> FastAPI:
     """The app over the query side ``store`` (a whole ``Store`` will do); ``mqtt_ready``
     tells /readyz whether ingest is connected; ``thresholds`` are the alert thresholds,
-    ``clock_ms`` the wall clock they are evaluated against; ``dashboard`` the map's
+    ``clock_ms`` the wall clock they are evaluated against; ``http`` the limits and
+    headers of ``http_guard`` (omitted: the embedded defaults); ``dashboard`` the map's
     settings."""
     app = FastAPI(
         title="Taxi ADAS cloud collector",
@@ -76,7 +77,20 @@ def create_app(
         clock_ms=clock_ms,
     )
     install_error_handlers(app)
+    http = http if http is not None else HttpConfig()
+    app.state.guard = Guard(http)
     for router in ROUTERS:
-        app.include_router(router)
+        app.include_router(router, dependencies=[Depends(admitted)])
     mount_dashboard(app, dashboard)  # GET /: the operator dashboard
+    app.add_middleware(GuardMiddleware, config=http)
     return app
+
+
+def metrics_app(app: FastAPI) -> FastAPI:
+    """An app serving only ``app``'s /metrics (``[http] metrics_listen``): for a scraper
+    on a loopback listener of its own, beside the main port's."""
+    only = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    only.state.api = app.state.api
+    only.state.guard = app.state.guard  # its figures, not its limits
+    only.add_api_route("/metrics", service.metrics_text, methods=["GET"])
+    return only

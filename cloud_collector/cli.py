@@ -11,22 +11,29 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from cloud_collector.config import CollectorConfig, load_config
+from cloud_collector.config import CollectorConfig, config_secrets, load_config
 from cloud_collector.errors import CollectorError
+from cloud_collector.secrets import Redactor
 from daemon_kit.logs import configure_logging
 
 
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config is not None else CollectorConfig()
     configure_logging(cfg.log.level)
+    redactor = Redactor(config_secrets(cfg))
+    redactor.install()  # no password in any log line, whoever logs it
     from cloud_collector import service  # imported late: the store backends load here
 
     try:
-        import uvloop
-    except ImportError:  # uvloop is optional (not on every platform)
-        asyncio.run(service.run(cfg))
-    else:
-        uvloop.run(service.run(cfg))
+        try:
+            import uvloop
+        except ImportError:  # uvloop is optional (not on every platform)
+            asyncio.run(service.run(cfg))
+        else:
+            uvloop.run(service.run(cfg))
+    except CollectorError as exc:
+        # A driver's message may repeat a connection string: the line printed has none.
+        raise CollectorError(redactor(str(exc))) from None
     return 0
 
 

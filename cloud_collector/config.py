@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -24,6 +25,7 @@ from pydantic import (
 )
 
 from cloud_collector.errors import ConfigError
+from cloud_collector.secrets import masked_url, url_password
 
 _ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$"
@@ -93,11 +95,56 @@ class StoreConfig(_Section):
     def resolved_url(self, cwd: Path) -> str:
         return self.url if self.url is not None else f"sqlite:///{cwd / DEFAULT_SQLITE}"
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # The URL's password never shows in a repr (or anything built from one).
+        for name, value in super().__repr_args__():
+            yield name, masked_url(value) if name == "url" and isinstance(value, str) else value
+
+
+# The dashboard's and the API's Content-Security-Policy: no inline script or style, no
+# framing; blob: workers and data:/blob: images for the map library. A tile server the
+# dashboard is pointed at (docs/dashboard.md) needs its origin added to img-src (and to
+# connect-src for vector tiles).
+DEFAULT_CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:;"
+    " worker-src blob:; connect-src 'self'; font-src 'self'; object-src 'none';"
+    " base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
 
 class HttpConfig(_Section):
     listen: Annotated[str, Field(pattern=_HOST_PORT)] = "127.0.0.1:8080"
-    # Largest page of /v1/events a client may ask for.
+    # Largest page of /v1/events (and of every other paged route) a client may ask for.
     max_limit: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    # HTTPS from the collector itself: a PEM certificate (chain) and its private key, both
+    # or neither (docs/deployment.md has the reverse-proxy alternative).
+    tls_cert: Annotated[str, Field(min_length=1)] | None = None
+    tls_key: Annotated[str, Field(min_length=1)] | None = None
+    # A second listener serving only /metrics (e.g. "127.0.0.1:9108"); omitted: /metrics
+    # is served on `listen` like every other route.
+    metrics_listen: Annotated[str, Field(pattern=_HOST_PORT)] | None = None
+    # Requests per second (sustained) and burst per client: its token's name once
+    # authenticated, else its address. Beyond: 429 with Retry-After.
+    rate_per_s: Annotated[float, Field(gt=0, le=1_000_000)] = 20.0
+    rate_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 60
+    # Requests in progress at once, per client and over all clients; beyond: 429 with
+    # Retry-After (no queue: a query load never builds up in the collector).
+    max_concurrent: Annotated[int, Field(ge=1, le=10_000)] = 8
+    max_concurrent_per_client: Annotated[int, Field(ge=1, le=10_000)] = 4
+    # Request body bytes (413 beyond) and query string bytes (414 beyond).
+    max_body_bytes: Annotated[int, Field(ge=0, le=64 * 1024 * 1024)] = 65_536
+    max_query_bytes: Annotated[int, Field(ge=64, le=1_048_576)] = 4_096
+    # A store query running longer than this is cancelled (a 503); ingest is not affected.
+    query_timeout_s: Annotated[float, Field(gt=0, le=3_600)] = 15.0
+    content_security_policy: Annotated[str, Field(min_length=1)] = DEFAULT_CSP
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("http.tls_cert and http.tls_key go together")
+        if self.max_concurrent_per_client > self.max_concurrent:
+            raise ValueError("http.max_concurrent_per_client must not exceed http.max_concurrent")
+        return self
 
     @property
     def host(self) -> str:
@@ -290,8 +337,44 @@ def parse_config(data: dict[str, Any], source: str) -> CollectorConfig:
         raise ConfigError(f"{source}: {_describe(first)}") from None
 
 
+def secret_keys(cfg: CollectorConfig) -> list[str]:
+    """The keys of ``cfg`` that hold a secret (a password, a key)."""
+    keys = []
+    if cfg.mqtt.password is not None:
+        keys.append("[mqtt] password")
+    if cfg.store.url is not None and url_password(cfg.store.url):
+        keys.append("[store] url (its password)")
+    return keys
+
+
+def config_secrets(cfg: CollectorConfig) -> list[str]:
+    """The secret values of ``cfg``, for ``secrets.Redactor``."""
+    found = []
+    if cfg.mqtt.password is not None:
+        found.append(cfg.mqtt.password.get_secret_value())
+    if cfg.store.url is not None:
+        found.append(url_password(cfg.store.url) or "")
+    return [s for s in found if s]
+
+
+def check_private(path: Path, keys: list[str]) -> None:
+    """A file holding ``keys`` (secrets) must not be readable by every user."""
+    if not keys:
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if mode & 0o004:
+        raise ConfigError(
+            f"{path}: holds {', '.join(keys)} but is readable by every user"
+            f" (mode {mode & 0o777:04o}): chmod o-rwx {path}"
+        )
+
+
 def load_config(path: Path) -> CollectorConfig:
-    """Read and validate a TOML file; raises ConfigError naming the file and the key."""
+    """Read and validate a TOML file; raises ConfigError naming the file and the key, and
+    for a file holding a secret that every user may read."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -300,4 +383,6 @@ def load_config(path: Path) -> CollectorConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(data, str(path))
+    cfg = parse_config(data, str(path))
+    check_private(path, secret_keys(cfg))
+    return cfg

@@ -32,6 +32,10 @@ class StoreUnavailableError(StoreError):
     """The database cannot be reached right now; the caller may retry later."""
 
 
+class QueryTimeoutError(StoreError):
+    """A query of the API ran longer than ``[http] query_timeout_s`` and was cancelled."""
+
+
 class MigrationError(StoreError):
     """A schema migration could not be applied or the schema is newer than this code."""
 

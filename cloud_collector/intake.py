@@ -49,5 +49,11 @@ class SenderBudgets:
             self._buckets.popitem(last=False)
         return granted
 
+    def wait_s(self, sender: str, now_s: float) -> float:
+        """Seconds from ``now_s`` until ``sender`` has a whole token again (0: now)."""
+        tokens, last = self._buckets.get(sender, (float(self.burst), now_s))
+        tokens = min(float(self.burst), tokens + max(now_s - last, 0.0) * self.rate_per_s)
+        return max(1.0 - tokens, 0.0) / self.rate_per_s
+
     def __len__(self) -> int:
         return len(self._buckets)

@@ -264,15 +264,28 @@ def _fleet_families(w: _Writer, fleet: FleetFigures) -> None:
             w.sample(name, value, {"vehicle": vehicle})
 
 
+def _http_families(w: _Writer, in_progress: int, refused: Counter[str]) -> None:
+    w.family("collector_http_requests_in_progress", "gauge", "API requests being answered.")
+    w.sample("collector_http_requests_in_progress", in_progress)
+    w.labelled(
+        "collector_http_refused_total", "counter",
+        "API requests refused with a 429, by limit (rate, client_concurrency, concurrency).",
+        "limit", refused,
+    )  # fmt: skip
+
+
 def render(
     m: IngestMetrics,
     store_metrics: Mapping[str, object] | None = None,
     fleet: FleetFigures | None = None,
+    http: tuple[int, Counter[str]] | None = None,
 ) -> str:
-    """The whole exposition text."""
+    """The whole exposition text; ``http``: API requests in progress and refusals."""
     w = _Writer()
     _ingest_families(w, m)
     _store_families(w, store_metrics or {})
     if fleet is not None:
         _fleet_families(w, fleet)
+    if http is not None:
+        _http_families(w, *http)
     return "\n".join(w.out) + "\n"

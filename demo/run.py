@@ -615,4 +615,3 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, OSError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
-

@@ -57,7 +57,6 @@ ROOM_IN_FILE_BYTES: Final = 1 << 20
 URGENT_EVENT_TYPES: Final = contracts.URGENT_EVENT_TYPES
 
 
-
 def backlog_age_ms(oldest_pending_ms: int | None, now_ms: int) -> int:
     """Age of the oldest record in a closed batch not yet acknowledged; 0 when no batch is
     pending. Staged records are not a backlog: they wait for their lane's batch age."""

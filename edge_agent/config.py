@@ -318,4 +318,20 @@ def load_config(path: Path) -> AgentConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(data, str(path))
+    cfg = parse_config(data, str(path))
+    if cfg.mqtt.password is not None:
+        _check_private(path, "[mqtt] password")
+    return cfg
+
+
+def _check_private(path: Path, what: str) -> None:
+    """A config file holding a secret must not be readable by every user."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    if mode & 0o004:
+        raise ConfigError(
+            f"{path}: holds {what} but is readable by every user"
+            f" (mode {mode & 0o777:04o}): chmod o-rwx {path}"
+        )

@@ -101,6 +101,7 @@ REASON_INTERVAL = "interval"
 REASON_STOP = "stop"
 REASON_REPLAY_DONE = "replay_done"
 
+
 def bus_frames_key(bus: str) -> str:
     """The counter name the tracker reads a bus's cumulative frame count from."""
     return f"bus_{bus}_frames"

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -195,8 +196,15 @@ async def publish_until_acked(
 
 
 def write_config(
-    path: Path, *, mqtt_port: int, http_port: int, store_url: str, client_id: str = "collector-1"
+    path: Path,
+    *,
+    mqtt_port: int,
+    http_port: int,
+    store_url: str,
+    client_id: str = "collector-1",
+    http_extra: str = "",
 ) -> Path:
+    """A collector config for tests; ``http_extra``: more ``[http]`` lines."""
     path.write_text(
         f"""
 [mqtt]
@@ -213,6 +221,7 @@ url = "{store_url}"
 
 [http]
 listen = "127.0.0.1:{http_port}"
+{http_extra}
 
 [log]
 level = "warning"
@@ -231,13 +240,34 @@ quarantine_days = 0
 
 
 class CollectorProcess:
-    """``cloud-collector run --config FILE`` as a child process."""
+    """``cloud-collector run --config FILE`` as a child process. Its HTTP API is reached
+    through ``get`` (HTTPS verified against ``tls_ca`` when given; ``token`` as a bearer
+    token when given): the one place a header every request needs goes."""
 
-    def __init__(self, config: Path, http_port: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        http_port: int,
+        log_path: Path,
+        *,
+        tls_ca: Path | None = None,
+        token: str | None = None,
+    ) -> None:
         self.config = config
         self.http_port = http_port
         self.log_path = log_path
+        self.tls_ca = tls_ca
+        self.token = token
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self.tls_ca is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def start(self, timeout_s: float = 20.0) -> None:
         log = self.log_path.open("ab")
@@ -253,7 +283,7 @@ class CollectorProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"collector exited: {self.log_path.read_text()[-3000:]}")
             with contextlib.suppress(httpx.HTTPError):
-                r = httpx.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=1)
+                r = self.request("/readyz", {}, timeout_s=1)
                 if r.status_code == 200:
                     return
             time.sleep(0.1)
@@ -272,4 +302,16 @@ class CollectorProcess:
         return self.proc.wait(timeout_s)
 
     def get(self, path: str, **params: str) -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{self.http_port}{path}", params=params, timeout=10)
+        return self.request(path, params)
+
+    def request(self, path: str, params: dict[str, str], timeout_s: float = 10) -> httpx.Response:
+        verify: ssl.SSLContext | bool = True
+        if self.tls_ca is not None:
+            verify = ssl.create_default_context(cafile=str(self.tls_ca))
+        return httpx.get(
+            f"{self.base_url}{path}",
+            params=params,
+            headers=self.headers,
+            timeout=timeout_s,
+            verify=verify,
+        )

@@ -68,9 +68,7 @@ def check_frame(frame: bytes, max_size: int) -> int | None:
     return declared
 
 
-def _check_header(
-    frame: bytes, max_size: int
-) -> tuple[zstandard.FrameParameters, int, int | None]:
+def _check_header(frame: bytes, max_size: int) -> tuple[zstandard.FrameParameters, int, int | None]:
     """The frame's parameters, where its first block starts, and its declared size."""
     if frame[:4] != ZSTD_MAGIC:
         raise _bad("no zstd frame magic (skippable frames are not allowed)")

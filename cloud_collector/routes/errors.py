@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from cloud_collector.errors import QueryError, StoreError
+from cloud_collector.errors import QueryError, QueryTimeoutError, StoreError
 
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:
@@ -26,7 +26,13 @@ async def _store(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"store unavailable: {type(exc).__name__}"}, 503)
 
 
+async def _timeout(_: Request, exc: Exception) -> JSONResponse:
+    detail = "query ran longer than the collector's query timeout: narrow it (since, bbox, limit)"
+    return JSONResponse({"detail": detail}, 503, headers={"Retry-After": "5"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(QueryTimeoutError, _timeout)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(QueryError, _query)
     app.add_exception_handler(StoreError, _store)

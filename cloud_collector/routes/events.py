@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from cloud_collector import geojson
 from cloud_collector.candump import candump_log
@@ -20,6 +20,7 @@ from cloud_collector.routes.params import (
     check_id,
     check_name,
     geo,
+    geo_off_loop,
     int_param,
     parse_bbox,
     span,
@@ -27,6 +28,8 @@ from cloud_collector.routes.params import (
 from cloud_collector.store.base import DEFAULT_EVENT_LIMIT, EventQuery
 
 router = APIRouter()
+# Pages larger than this are built and encoded off the event loop (``offload``).
+OFF_LOOP_EVENTS = 500
 
 
 @router.get("/v1/events", summary="Events as a GeoJSON FeatureCollection of points")
@@ -39,7 +42,7 @@ async def events(
     bbox: Annotated[str | None, Query(description=BBOX_DOC)] = None,
     limit: Annotated[str | None, Query(description=LIMIT_DOC)] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-) -> JSONResponse:
+) -> Response:
     check_id("vehicle", vehicle)
     check_name("type", type)
     since_ms, until_ms = span(since, until)
@@ -56,7 +59,13 @@ async def events(
         cursor=cursor,
     )
     page = await ctx.queries.events(q)
-    return geo(geojson.events_collection(page.events, page.next_cursor))
+
+    def build() -> dict[str, Any]:
+        return geojson.events_collection(page.events, page.next_cursor)
+
+    if len(page.events) <= OFF_LOOP_EVENTS:
+        return geo(build())  # small: quicker here than waiting for the worker thread
+    return await geo_off_loop(build)
 
 
 @router.get(

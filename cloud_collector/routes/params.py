@@ -6,14 +6,17 @@ with a JSON ``{"detail": reason}`` naming the parameter, never a 500.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from fastapi import HTTPException
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from cloud_collector.offload import off_loop
 from cloud_collector.store.base import BBox
 from protocol.limits import MAX_TIME_MS
 
@@ -33,6 +36,17 @@ def bad(param: str, why: str) -> HTTPException:
 
 def geo(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, media_type=GEOJSON)
+
+
+def _encode(build: Callable[[], dict[str, Any]]) -> bytes:
+    # As JSONResponse encodes.
+    body = build()
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+async def geo_off_loop(build: Callable[[], dict[str, Any]]) -> Response:
+    """A GeoJSON answer built and encoded off the event loop (``offload``)."""
+    return Response(await off_loop(lambda: _encode(build)), media_type=GEOJSON)
 
 
 def parse_time(param: str, value: str | None) -> int | None:

@@ -3,7 +3,7 @@ MQTT connected) and ``/metrics`` (Prometheus text)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from cloud_collector.errors import StoreError
@@ -33,7 +33,7 @@ async def readyz(ctx: Ctx) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus text exposition", response_class=PlainTextResponse)
-async def metrics_text(ctx: Ctx) -> Response:
+async def metrics_text(ctx: Ctx, request: Request) -> Response:
     # Ingest counters always, the store's figures when it answers: a scrape must not fail
     # with the database.
     try:
@@ -47,4 +47,6 @@ async def metrics_text(ctx: Ctx) -> Response:
         rows = []
     else:
         fleet = FleetFigures.of([(h.status.vehicle, d, a) for h, d, a in rows])
-    return Response(render(ctx.counters, store_figures, fleet), media_type=CONTENT_TYPE)
+    limits = getattr(getattr(request.app.state, "guard", None), "limits", None)
+    http = (limits.in_progress, limits.refused) if limits is not None else None
+    return Response(render(ctx.counters, store_figures, fleet, http), media_type=CONTENT_TYPE)

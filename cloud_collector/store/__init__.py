@@ -18,6 +18,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from cloud_collector.errors import StoreError
+from cloud_collector.secrets import masked_url
 from cloud_collector.store.base import (
     BBox,
     CellHour,
@@ -59,22 +60,30 @@ __all__ = [
 
 
 async def open_store(
-    url: str, *, gap_grace_ms: int | None = DEFAULT_GAP_GRACE_MS
+    url: str,
+    *,
+    gap_grace_ms: int | None = DEFAULT_GAP_GRACE_MS,
+    query_timeout_s: float | None = None,
 ) -> Store:
-    """Open (and migrate) the store at ``url``. Raises StoreError for a bad URL or an
-    unreachable or unmigratable database."""
+    """Open (and migrate) the store at ``url``; the query side runs on connections of its
+    own, each query cancelled after ``query_timeout_s`` (when given). Raises StoreError
+    for a bad URL or an unreachable or unmigratable database."""
     scheme = urlsplit(url).scheme.lower()
     if scheme == "sqlite":
         from cloud_collector.store.sqlite import open_sqlite
 
         path = url[len("sqlite://") :]
         if not path.startswith("/") or path == "/":
-            raise StoreError(f"sqlite URL needs an absolute path (sqlite:///abs/path.db): {url}")
-        return await open_sqlite(Path(path), gap_grace_ms=gap_grace_ms)
+            raise StoreError(
+                f"sqlite URL needs an absolute path (sqlite:///abs/path.db): {masked_url(url)}"
+            )
+        return await open_sqlite(
+            Path(path), gap_grace_ms=gap_grace_ms, query_timeout_s=query_timeout_s
+        )
     if scheme in ("postgresql", "postgres"):
         from cloud_collector.store.postgres import open_postgres
 
-        return await open_postgres(url, gap_grace_ms=gap_grace_ms)
+        return await open_postgres(url, gap_grace_ms=gap_grace_ms, query_timeout_s=query_timeout_s)
     raise StoreError(
         f"unsupported store URL scheme {scheme!r}: use sqlite:///abs/path.db or postgresql://"
     )

@@ -15,7 +15,12 @@ from typing import Any, Final, TypeVar, cast
 
 import asyncpg
 
-from cloud_collector.errors import MigrationError, StoreError, StoreUnavailableError
+from cloud_collector.errors import (
+    MigrationError,
+    QueryTimeoutError,
+    StoreError,
+    StoreUnavailableError,
+)
 from cloud_collector.store import migrations as mig
 from cloud_collector.store.engine import Row, Tx
 from cloud_collector.store.ledger import EngineLedger
@@ -38,6 +43,9 @@ _PLACEHOLDER = re.compile(r"\?")
 #   under which the planner sorts a day of cell-hours (10^5 rows, ~3x slower) instead of
 #   reading them in order from the (hour_ms, cell) index over a heap in the same order.
 SESSION_SETTINGS: Final = {"jit": "off", "random_page_cost": "1.1"}
+# Connections of the query side's own pool: a few, so that an API load leaves the
+# server's CPU and connections to ingest (the HTTP side bounds concurrency further).
+QUERY_POOL_SIZE: Final = 4
 
 
 def numbered(sql: str) -> str:
@@ -93,10 +101,9 @@ class _PgTx:
 
 
 class PgRunner:
-    """Transactions on the pool (``shared.Runner``), shared by the ledger and the query
-    side: the pool already gives each transaction a connection of its own, so a query
-    never waits behind an ingest on the client side, and one pool keeps one collector's
-    share of ``max_connections`` and one place that retries and translates errors."""
+    """Transactions on a pool (``shared.Runner``): the ledger's pool, and the query
+    side's own small pool (``open_postgres``), so queries never take the connections
+    ingest needs, and every query has a ``statement_timeout``."""
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
         self._pool = pool
@@ -126,6 +133,9 @@ class PgRunner:
                 asyncpg.InterfaceError,
             ) as exc:
                 raise StoreUnavailableError(f"postgresql unavailable: {exc}") from exc
+            except asyncpg.QueryCanceledError as exc:
+                # statement_timeout of the query side's pool (nobody else cancels).
+                raise QueryTimeoutError(f"postgresql: query cancelled: {exc}") from exc
             except asyncpg.PostgresError as exc:
                 raise StoreError(f"postgresql: {exc}") from exc
         raise AssertionError("unreachable")
@@ -160,17 +170,37 @@ async def _migrate(pool: asyncpg.Pool[asyncpg.Record]) -> None:
                 ) from exc
 
 
-async def open_postgres(url: str, *, gap_grace_ms: int | None, max_size: int = 10) -> PostgresStore:
+async def _pool(url: str, max_size: int, settings: dict[str, str]) -> asyncpg.Pool[asyncpg.Record]:
     try:
-        pool = await asyncpg.create_pool(
-            url, min_size=1, max_size=max_size, server_settings=SESSION_SETTINGS
+        return await asyncpg.create_pool(
+            url, min_size=1, max_size=max_size, server_settings=settings
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StoreUnavailableError(f"postgresql: cannot connect: {exc}") from exc
+
+
+async def open_postgres(
+    url: str,
+    *,
+    gap_grace_ms: int | None,
+    max_size: int = 10,
+    query_timeout_s: float | None = None,
+    query_pool_size: int = QUERY_POOL_SIZE,
+) -> PostgresStore:
+    """The store at ``url``: the ledger on a pool of ``max_size``, the queries on their
+    own pool of ``query_pool_size`` read-only sessions, each statement cancelled after
+    ``query_timeout_s`` (when given)."""
+    pool = await _pool(url, max_size, SESSION_SETTINGS)
     try:
         await _migrate(pool)
+        reads = {**SESSION_SETTINGS, "default_transaction_read_only": "on"}
+        if query_timeout_s is not None:
+            reads["statement_timeout"] = str(max(1, round(query_timeout_s * 1000)))
+        query_pool = await _pool(url, query_pool_size, reads)
     except BaseException:
         await pool.close()
         raise
-    runner = PgRunner(pool)
-    return PostgresStore(runner, EngineLedger(runner, gap_grace_ms), EngineQueries(runner))
+    runner, reader = PgRunner(pool), PgRunner(query_pool)
+    return PostgresStore(
+        runner, EngineLedger(runner, gap_grace_ms), EngineQueries(reader), query_runner=reader
+    )

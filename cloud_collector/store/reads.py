@@ -10,12 +10,14 @@ import base64
 import binascii
 import dataclasses
 import json
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import repeat
 from typing import Any, Final
 
 from cloud_collector.errors import QueryError
+from cloud_collector.offload import off_loop
 from cloud_collector.store.base import (
     MAX_EVENT_LIMIT,
     BBox,
@@ -40,13 +42,24 @@ def encode_cursor(time_ms: int, event_id: int) -> str:
     return base64.urlsafe_b64encode(f"{time_ms}.{event_id}".encode()).decode().rstrip("=")
 
 
+# A cursor's two numbers: plain decimal digits, each within a signed 64-bit column (a
+# bigger one overflows the driver: a 500 on SQLite, a misleading 503 on PostgreSQL).
+_CURSOR = re.compile(r"^([0-9]{1,19})\.([0-9]{1,19})$")
+_INT64_MAX: Final = 2**63 - 1
+
+
 def decode_cursor(cursor: str) -> tuple[int, int]:
+    """``(time_ms, event_id)`` of a cursor ``encode_cursor`` made; any other text is a
+    ``QueryError`` (a 400), whatever it decodes to."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        time_text, id_text = base64.urlsafe_b64decode(padded).decode().split(".")
-        return int(time_text), int(id_text)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise QueryError(f"invalid cursor {cursor!r}") from exc
+        text = base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii")
+    except (ValueError, binascii.Error, UnicodeError) as exc:
+        raise QueryError("cursor: not a cursor of this API") from exc
+    found = _CURSOR.match(text)
+    if found is None or max(int(found[1]), int(found[2])) > _INT64_MAX:
+        raise QueryError("cursor: not a cursor of this API")
+    return int(found[1]), int(found[2])
 
 
 def cell_cursor(c: CellHour) -> str:
@@ -97,7 +110,11 @@ async def events(tx: Tx, q: EventQuery) -> EventPage:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY time_ms, id LIMIT ?"
     rows = await tx.fetch(sql, *args, q.limit + 1)
-    page = [_event(r) for r in rows[: q.limit]]
+    if len(rows) > _OFF_LOOP_ROWS:
+        # Off the event loop that ingest runs on (``offload``).
+        page = await off_loop(lambda: _events_of(rows[: q.limit]))
+    else:
+        page = _events_of(rows[: q.limit])
     more = len(rows) > q.limit
     return EventPage(page, encode_cursor(page[-1].time_ms, page[-1].id) if more else None)
 
@@ -116,6 +133,14 @@ async def event_evidence(tx: Tx, event_id: int) -> EventEvidence | None:
     )  # fmt: skip
     frames = [EvidenceFrame(int(r[0]), r[1], int(r[2]), bool(r[3]), bytes(r[4])) for r in rows]
     return EventEvidence(event, frames)
+
+
+# Rows of an events page converted in a worker thread rather than on the event loop.
+_OFF_LOOP_ROWS: Final = 500
+
+
+def _events_of(rows: Sequence[Row]) -> list[StoredEvent]:
+    return [_event(r) for r in rows]
 
 
 def _event(r: Row) -> StoredEvent:

@@ -40,8 +40,14 @@ class SplitStore(Generic[R]):
     API; a different query engine is a different ``queries`` here, the ledger unchanged.
     """
 
-    def __init__(self, runner: R, ledger: Ledger, queries: Queries) -> None:
+    def __init__(
+        self, runner: R, ledger: Ledger, queries: Queries, *, query_runner: Runner | None = None
+    ) -> None:
         self.runner = runner
+        # The query side's own connection(s), when it has them: closed with the store.
+        self.query_runner = query_runner
+        # The ledger's committed count at the last ping (see ``ping``).
+        self._pinged_at = runner.tx_stats.committed
         self.ledger = ledger
         self.queries = queries
         self.ingest = ledger.ingest
@@ -73,9 +79,19 @@ class SplitStore(Generic[R]):
         return self.runner.tx_stats
 
     async def ping(self) -> None:
-        """Both sides reachable (one round trip each)."""
+        """The store reachable. A transaction of the ledger committed since the last
+        ping proves it already (no waiting behind ingest's queue of writes); otherwise
+        one round trip on the ledger's side. The query side's connections may be busy
+        with long queries (up to their timeout): a readiness probe must not wait behind
+        them, and a query that fails answers its own request with a 503."""
+        stats = self.runner.tx_stats
+        if stats.committed != self._pinged_at and not stats.failing:
+            self._pinged_at = stats.committed
+            return
         await self.ledger.ping()
-        await self.queries.ping()
+        self._pinged_at = stats.committed
 
     async def close(self) -> None:
+        if self.query_runner is not None:
+            await self.query_runner.close()
         await self.runner.close()

@@ -1,10 +1,13 @@
-"""The SQLite backend: one aiosqlite connection in WAL mode.
+"""The SQLite backend: aiosqlite connections in WAL mode, one for each side.
 
-SQLite has one writer at a time, so every method of both sides (ledger and queries) runs
-under one ``asyncio.Lock`` on the one connection, in an explicit ``BEGIN IMMEDIATE``
-transaction: no "database is locked" surprises halfway through an ingest, and readers see
-committed data only. A transaction that fails or is cancelled at any point is rolled
-back, at the latest by the next one (see ``SqliteRunner``).
+SQLite has one writer at a time, so every method of the ledger runs under one
+``asyncio.Lock`` on its connection, in an explicit ``BEGIN IMMEDIATE`` transaction: no
+"database is locked" surprises halfway through an ingest. The query side reads on a
+connection of its own (``query_only``, deferred ``BEGIN``): WAL lets it read committed
+data while ingest writes, so a long query never holds up a batch's commit, and a query
+running past its timeout is interrupted (a progress handler). A transaction that fails
+or is cancelled at any point is rolled back, at the latest by the next one (see
+``SqliteRunner``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, Final, TypeVar
 
 import aiosqlite
 
-from cloud_collector.errors import MigrationError, StoreError
+from cloud_collector.errors import MigrationError, QueryTimeoutError, StoreError
 from cloud_collector.store import migrations as mig
 from cloud_collector.store.engine import Row, Tx
 from cloud_collector.store.ledger import EngineLedger
@@ -39,6 +42,8 @@ _PRAGMAS: Final = (
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
     "PRAGMA foreign_keys=ON",
 )
+# SQLite VM instructions between two looks at the query side's deadline.
+PROGRESS_STEPS: Final = 10_000
 
 
 class _SqliteTx:
@@ -74,9 +79,9 @@ class _SqliteTx:
 
 
 class SqliteRunner:
-    """The one connection's transactions (``shared.Runner``), shared by the ledger and
-    the query side: SQLite has one writer per file anyway, and one lock and one repair
-    path (below) cover every transaction, whichever side runs it.
+    """One connection's transactions (``shared.Runner``): the ledger's (SQLite has one
+    writer per file anyway, and one lock and one repair path, below, cover every write)
+    or, with ``begin="BEGIN"`` and a ``timeout_s``, the query side's.
 
     aiosqlite runs each statement in its own thread, and cancelling the task that awaits
     one does not stop it: a cancelled ``BEGIN`` still opens a transaction, a cancelled
@@ -87,13 +92,39 @@ class SqliteRunner:
     replaced by a new one.
     """
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        *,
+        begin: str = "BEGIN IMMEDIATE",
+        timeout_s: float | None = None,
+        pragmas: tuple[str, ...] = (),
+    ) -> None:
         self._db = db
         self._path = path
+        self._begin = begin
+        self._pragmas = pragmas
+        self._timeout_s = timeout_s
+        # Monotonic time past which the running statement is interrupted (None: never).
+        self._deadline: float | None = None
         self._lock = asyncio.Lock()
         self._open = False
         self.reconnects = 0
         self.tx_stats = TxStats()
+
+    async def prepare(self) -> None:
+        """Set this runner's own ``pragmas`` on its connection, and interrupt statements
+        that run past ``timeout_s``; again on every new connection."""
+        for pragma in self._pragmas:
+            await self._db.execute(pragma)
+        if self._timeout_s is not None:
+            await self._db.set_progress_handler(self._over_time, PROGRESS_STEPS)
+
+    def _over_time(self) -> int:
+        # Runs in the connection's thread; non-zero makes SQLite interrupt the statement.
+        deadline = self._deadline
+        return int(deadline is not None and time.monotonic() > deadline)
 
     async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         return await counted(self.tx_stats, self._transact(work))
@@ -104,18 +135,28 @@ class SqliteRunner:
             self._open = True
             try:
                 try:
-                    await self._db.execute("BEGIN IMMEDIATE")
+                    await self._db.execute(self._begin)
                 except ValueError as exc:  # aiosqlite: the connection is closed
                     raise sqlite3.InterfaceError(f"connection lost: {exc}") from exc
+                if self._timeout_s is not None:
+                    self._deadline = time.monotonic() + self._timeout_s
                 try:
                     result = await work(_SqliteTx(self._db))
+                    self._deadline = None
                     await self._db.commit()
                 except BaseException:
+                    self._deadline = None
                     # A failed rollback leaves ``_open`` set: the next call repairs it.
                     with contextlib.suppress(sqlite3.Error):
                         await self._db.rollback()
                         self._open = False
                     raise
+            except sqlite3.OperationalError as exc:
+                if str(exc) == "interrupted":
+                    raise QueryTimeoutError(
+                        f"query ran longer than {self._timeout_s} s and was cancelled"
+                    ) from exc
+                raise StoreError(f"sqlite {self._path}: {exc}") from exc
             except sqlite3.Error as exc:
                 raise StoreError(f"sqlite {self._path}: {exc}") from exc
             self._open = False
@@ -134,6 +175,7 @@ class SqliteRunner:
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await self._db.close()
             self._db = await _connect(self._path)
+            await self.prepare()
             self.reconnects += 1
         self._open = False
 
@@ -181,7 +223,25 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return db
 
 
-async def open_sqlite(path: Path, *, gap_grace_ms: int | None) -> SqliteStore:
+async def _query_runner(path: Path, timeout_s: float | None) -> SqliteRunner:
+    """The query side's connection: reads only, deferred transactions, a deadline."""
+    db = await _connect(path)
+    runner = SqliteRunner(
+        db, path, begin="BEGIN", timeout_s=timeout_s, pragmas=("PRAGMA query_only=ON",)
+    )
+    try:
+        await runner.prepare()
+    except sqlite3.Error as exc:
+        await db.close()
+        raise StoreError(f"sqlite {path}: {exc}") from exc
+    return runner
+
+
+async def open_sqlite(
+    path: Path, *, gap_grace_ms: int | None, query_timeout_s: float | None = None
+) -> SqliteStore:
+    """The store at ``path``: the ledger on one connection, the queries on another
+    (each query cancelled after ``query_timeout_s``, when given)."""
     db = await _connect(path)
     try:
         await _migrate(db)
@@ -191,4 +251,14 @@ async def open_sqlite(path: Path, *, gap_grace_ms: int | None) -> SqliteStore:
             raise StoreError(f"sqlite {path}: {exc}") from exc
         raise
     runner = SqliteRunner(db, path)
-    return SqliteStore(runner, EngineLedger(runner, gap_grace_ms), EngineQueries(runner))
+    try:
+        reader = await _query_runner(path, query_timeout_s)
+    except BaseException:
+        await db.close()
+        raise
+    return SqliteStore(
+        runner,
+        EngineLedger(runner, gap_grace_ms),
+        EngineQueries(reader),
+        query_runner=reader,
+    )

@@ -65,6 +65,7 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
 def test_the_mqtt_password_never_prints(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[mqtt]\nusername = "collector"\npassword = "hunter2-secret"\n')
+    path.chmod(0o600)
     cfg = load_config(path)
     assert cfg.mqtt.password is not None
     assert cfg.mqtt.password.get_secret_value() == "hunter2-secret"

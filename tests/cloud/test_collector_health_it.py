@@ -32,18 +32,12 @@ MS = 1_000_000  # ns per ms
 _db_names = itertools.count()
 
 
-
-
 @contextlib.asynccontextmanager
 async def api(store: Store, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(store, IngestMetrics(), clock_ms=clock)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         yield c
-
-
-
-
 
 
 async def kinds(http: httpx.AsyncClient, vehicle: str) -> set[str]:

@@ -37,10 +37,6 @@ pytestmark = pytest.mark.integration
 _db_names = itertools.count()
 
 
-
-
-
-
 @pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
     store = await open_store(f"sqlite:///{tmp_path / 'c.sqlite3'}")

@@ -22,14 +22,6 @@ from tests.support.store_records import GRACE_MS, LAT, LON, T0, batch, east, eve
 _db_names = itertools.count()
 
 
-
-
-
-
-
-
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
@@ -342,7 +334,6 @@ async def test_reopen_keeps_data_and_migrations(store_url: str) -> None:
 async def test_bad_url(url: str, match: str) -> None:
     with pytest.raises(StoreError, match=match):
         await open_store(url)
-
 
 
 async def _quarantine_rows(store_url: str, sql: str) -> list[tuple[Any, ...]]:

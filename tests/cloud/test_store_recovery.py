@@ -26,7 +26,7 @@ from cloud_collector.errors import QueryError, StoreError
 from cloud_collector.store import EventQuery, Store, open_store
 from cloud_collector.store.postgres import PostgresStore
 from cloud_collector.store.progress import TxStats, WatchProgress
-from cloud_collector.store.sqlite import SqliteStore
+from cloud_collector.store.sqlite import SqliteRunner, SqliteStore
 from harness.postgres import PgHarness
 from protocol.batch import Batch
 from tests.support.store_records import GRACE_MS, T0, batch, event
@@ -109,7 +109,10 @@ async def test_sqlite_cancelled_at_every_await_point_then_next_call_works(tmp_pa
 
 
 async def test_sqlite_cancelled_read_then_write_works(tmp_path: Path) -> None:
-    store, hook = await _open_sqlite(tmp_path)
+    store, _ = await _open_sqlite(tmp_path)
+    # Reads run on the query side's own connection.
+    assert isinstance(store.query_runner, SqliteRunner)
+    hook = CancelAt(store.query_runner._db)
     try:
         for k in (1, 2, 3):
             hook.arm(k)
@@ -118,6 +121,7 @@ async def test_sqlite_cancelled_read_then_write_works(tmp_path: Path) -> None:
                 await task
             hook.arm()
             assert await _ingest(store, _rich(k))
+            assert len(await store.vehicles()) == 1
     finally:
         await store.close()
 

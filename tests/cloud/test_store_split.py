@@ -185,8 +185,11 @@ async def test_the_query_side_only_reads_and_the_ledger_alone_writes(store: Stor
     written = " ".join(s for s in recorded_ledger.statements if _first_word(s) in WRITES)
     for table in ("receipts", "epoch_acks", "quarantine", "vehicle_status", "events"):
         assert f" {table} " in written, table
-    await split.ping()  # each side on its own runner
-    assert recorded_ledger.statements[-1] == recorded_queries.statements[-1] == "SELECT 1"
+    await split.ping()  # the ingest just committed proves the store
+    await split.ping()  # nothing committed since: a round trip on the ledger's side
+    assert recorded_ledger.statements[-1] == "SELECT 1"
+    await split.queries.ping()  # each side on its own runner
+    assert recorded_queries.statements[-1] == "SELECT 1"
 
 
 @pytest.fixture
@@ -212,7 +215,8 @@ async def test_the_query_side_on_its_own_connection_serves_the_api(
     r = await split.ingest(batch(1), topic_channel="batch", payload_bytes=100, received_ms=T0)
     assert (r.new, r.contiguous_seq) == (True, 1)
     assert writer.runner.tx_stats.committed > 0
-    read_before = reader.runner.tx_stats.committed
+    assert reader.query_runner is not None  # the query side's own connection
+    read_before = reader.query_runner.tx_stats.committed
 
     app = create_app(split.queries, clock_ms=lambda: T0 + 1000)
     async with httpx.AsyncClient(
@@ -225,7 +229,7 @@ async def test_the_query_side_on_its_own_connection_serves_the_api(
     assert [f["properties"]["type"] for f in events["features"]] == ["fcw"]
     assert [v["vehicle"] for v in vehicles["vehicles"]] == ["taxi-1"]
     assert ready.status_code == 200, ready.text
-    assert reader.runner.tx_stats.committed >= read_before + 3  # the API read through it
+    assert reader.query_runner.tx_stats.committed >= read_before + 3  # the API read through it
     # The ledger is the writer's alone: a duplicate is recognised by its receipt.
     again = await split.ingest(batch(1), topic_channel="batch", payload_bytes=100, received_ms=T0)
     assert (again.new, again.contiguous_seq) == (False, 1)

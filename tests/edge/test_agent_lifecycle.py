@@ -60,8 +60,6 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-
-
 async def until(condition: Callable[[], object]) -> None:
     """Polls state another task changes, for at most DEADLINE_S."""
     async with asyncio.timeout(DEADLINE_S):

@@ -47,6 +47,7 @@ sound_table = "awsdisplay"
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "agent.toml"
     path.write_text(text)
+    path.chmod(0o600)  # private, as a config holding a password must be
     return path
 
 

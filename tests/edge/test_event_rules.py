@@ -15,7 +15,6 @@ from tests.support.camera_warnings import warn
 BURST_MS = 80
 
 
-
 def play(x: EventExtractor, script: list[tuple[int, dict[str, int]]]) -> list[Event]:
     """Bursts at the given times, each with its changes from QUIET."""
     events: list[Event] = []

@@ -10,7 +10,6 @@ from tests.support.camera_warnings import CAM, warn
 VEH = FrameRef("vehicle", 0x386)
 
 
-
 def types(events: list[Event]) -> list[str]:
     return [e.type for e in events]
 

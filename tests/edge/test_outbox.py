@@ -49,10 +49,6 @@ def moved_aside(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if ".corrupt-" in p.name)
 
 
-
-
-
-
 async def test_life_cycle_append_close_publish_ack(tmp_path: Path) -> None:
     clock = FakeMonotonic()
     box = await open_box(tmp_path / "outbox.db", monotonic=clock)

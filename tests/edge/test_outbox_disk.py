@@ -232,8 +232,9 @@ async def test_below_the_reserve_bulk_is_evicted_and_urgent_events_kept(
     events = [e for _c, p in rows for e in decode_batch(bytes(p)).events]
     assert sorted(e.time_ms for e in events if e.type == "fcw") == sent
     # Each evicted batch is declared by an eviction notice, which stays.
-    assert sum(int(str(e.attrs["records"])) for e in events if e.type == EVICTION_NOTICE) == (
-        stats.counters["evicted_records"]
+    assert (
+        sum(int(str(e.attrs["records"])) for e in events if e.type == EVICTION_NOTICE)
+        == (stats.counters["evicted_records"])
     )
     assert any(c == "batch" for c, _p in rows), "bulk is evicted as needed, not all of it"
     # Below the reserve the outbox no longer grows: new records reuse evicted pages.

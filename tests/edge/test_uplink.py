@@ -151,12 +151,6 @@ def test_no_tls_configured_means_plain_tcp(tmp_path: Path) -> None:
 # -- delivery loop against a fake link -----------------------------------------------------
 
 
-
-
-
-
-
-
 def _signals(i: int) -> Records:
     return Records(signals=(SignalSeries("WHL_SPD11.WHL_SPD_FL", (T0 + i,), (float(i),)),))
 
@@ -165,8 +159,6 @@ async def _bulk_batches(outbox: Outbox, n: int) -> None:
     for i in range(n):
         await outbox.append(_signals(i), T0 + i * 1000)
         await outbox.close_due_batches(T0 + i * 1000, force=True)
-
-
 
 
 async def test_an_urgent_event_overtakes_the_backlog(tmp_path: Path) -> None:

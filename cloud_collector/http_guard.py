@@ -1,0 +1,169 @@
+"""The HTTP side's guard rails, around every route of the app.
+
+* ``GuardMiddleware`` (ASGI): a query string over ``[http] max_query_bytes`` is a 414 and
+  a body over ``max_body_bytes`` a 413, before any route runs; every response carries the
+  security headers (``SECURITY_HEADERS`` and the configured Content-Security-Policy).
+* ``admitted`` (a dependency of every API router): the client's rate and concurrency
+  (``limits.ApiLimits``), a 429 with ``Retry-After`` beyond them. The client is the
+  authenticated principal's name when a middleware set ``request.state.principal``, else
+  the peer address. ``/healthz`` and ``/readyz`` are never refused: a probe must see the
+  truth under load.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from fastapi import HTTPException, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cloud_collector.config import HttpConfig
+from cloud_collector.limits import ApiLimits
+
+# Routes no limit applies to (probes).
+EXEMPT: Final = frozenset({"/healthz", "/readyz"})
+# FastAPI's interactive documentation pages load their script from a CDN and inline; they
+# keep the other headers but no CSP (it would blank them).
+NO_CSP: Final = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
+SECURITY_HEADERS: Final = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
+
+
+@dataclass(slots=True)
+class Guard:
+    """One app's limits (``app.state.guard``)."""
+
+    config: HttpConfig
+    monotonic: Callable[[], float] = time.monotonic
+    limits: ApiLimits = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limits = ApiLimits(
+            rate_per_s=self.config.rate_per_s,
+            burst=self.config.rate_burst,
+            max_concurrent=self.config.max_concurrent,
+            max_concurrent_per_client=self.config.max_concurrent_per_client,
+        )
+
+
+def client_of(request: Request) -> str:
+    """Whom a request's limits count against: its principal, else its peer address."""
+    principal = getattr(request.state, "principal", None)
+    name = getattr(principal, "name", None)
+    if isinstance(name, str) and name:
+        return f"token:{name}"
+    return f"addr:{request.client.host if request.client else '?'}"
+
+
+async def admitted(request: Request) -> AsyncIterator[None]:
+    """Hold one of the client's slots while its request runs; 429 when there is none."""
+    guard = request.app.state.guard
+    if not isinstance(guard, Guard):
+        raise TypeError("the app has no Guard: build it with create_app")
+    if request.url.path in EXEMPT:
+        yield
+        return
+    client = client_of(request)
+    refusal = guard.limits.admit(client, guard.monotonic())
+    if refusal is not None:
+        raise HTTPException(
+            status_code=429,
+            detail=f"too many requests ({refusal.reason}): retry after {refusal.retry_after_s} s",
+            headers={"Retry-After": str(refusal.retry_after_s)},
+        )
+    try:
+        yield
+    finally:
+        guard.limits.release(client)
+
+
+class _BodyTooLargeError(Exception):
+    """A streamed request body went past the limit."""
+
+
+class GuardMiddleware:
+    """Size limits and security headers (see the module doc)."""
+
+    def __init__(self, app: ASGIApp, config: HttpConfig) -> None:
+        self.app = app
+        self.config = config
+        self._csp = (b"content-security-policy", config.content_security_policy.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = list(SECURITY_HEADERS)
+        if scope.get("path") not in NO_CSP:
+            headers.append(self._csp)
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            await _plain(send, *refusal, headers)
+            return
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", ()), *headers]}
+            await send(message)
+
+        try:
+            await self.app(scope, self._bounded(receive), send_with_headers)
+        except _BodyTooLargeError:
+            if started:
+                raise
+            await _plain(send, 413, "request body too large", headers)
+
+    def _refusal(self, scope: Scope) -> tuple[int, str] | None:
+        if len(scope.get("query_string", b"")) > self.config.max_query_bytes:
+            return 414, f"query string over {self.config.max_query_bytes} bytes"
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    return 400, "content-length: not a number"
+                if length > self.config.max_body_bytes:
+                    return 413, f"request body over {self.config.max_body_bytes} bytes"
+        return None
+
+    def _bounded(self, receive: Receive) -> Receive:
+        seen = 0
+        limit = self.config.max_body_bytes
+
+        async def bounded() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLargeError
+            return message
+
+        return bounded
+
+
+async def _plain(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,78 @@
+"""What one HTTP client may cost the collector: a pure core (``now`` is an argument).
+
+A client is its token's name once authenticated, else its address. Each has a token
+bucket of requests (``intake.SenderBudgets``, the same bucket MQTT senders have) and a
+number of requests in progress at once; all clients together have a ceiling of requests
+in progress. A request beyond any of them is refused at once with how long to wait
+(a 429 with ``Retry-After``), never queued: a query load cannot build up in the
+collector and hold up ingest or /readyz behind it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Final
+
+from cloud_collector.intake import SenderBudgets
+
+# Why a request was refused (the ``reason`` of a refusal, a label of its counter).
+RATE: Final = "rate"
+CLIENT_BUSY: Final = "client_concurrency"
+SERVER_BUSY: Final = "concurrency"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    reason: str
+    retry_after_s: int
+
+
+class ApiLimits:
+    """Admission of HTTP requests: ``admit`` takes a slot (or returns a ``Refusal``),
+    ``release`` gives it back once the response is done."""
+
+    def __init__(
+        self,
+        *,
+        rate_per_s: float,
+        burst: int,
+        max_concurrent: int,
+        max_concurrent_per_client: int,
+    ) -> None:
+        if max_concurrent < 1 or max_concurrent_per_client < 1:
+            raise ValueError("max_concurrent and max_concurrent_per_client must be >= 1")
+        self._budgets = SenderBudgets(rate_per_s, burst)
+        self.max_concurrent = max_concurrent
+        self.max_concurrent_per_client = max_concurrent_per_client
+        self._busy: Counter[str] = Counter()
+        self.in_progress = 0
+        self.refused: Counter[str] = Counter()
+
+    def admit(self, client: str, now_s: float) -> Refusal | None:
+        """Take one slot for ``client`` at ``now_s`` (monotonic seconds); a ``Refusal``
+        (nothing taken) when over its rate, its concurrency or the overall concurrency."""
+        refusal: Refusal | None = None
+        if self.in_progress >= self.max_concurrent:
+            refusal = Refusal(SERVER_BUSY, 1)
+        elif self._busy[client] >= self.max_concurrent_per_client:
+            refusal = Refusal(CLIENT_BUSY, 1)
+        elif not self._budgets.take(client, now_s):
+            wait = self._budgets.wait_s(client, now_s)
+            refusal = Refusal(RATE, max(1, math.ceil(wait)))
+        if refusal is not None:
+            self.refused[refusal.reason] += 1
+            return refusal
+        self._busy[client] += 1
+        self.in_progress += 1
+        return None
+
+    def release(self, client: str) -> None:
+        """Give back a slot ``admit`` took for ``client``."""
+        if self._busy[client] <= 0:
+            raise ValueError(f"release of {client!r} without a slot")
+        self._busy[client] -= 1
+        if not self._busy[client]:
+            del self._busy[client]
+        self.in_progress -= 1
