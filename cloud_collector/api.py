@@ -81,8 +81,9 @@ def create_app(
     app.state.guard = Guard(http)
     for router in ROUTERS:
         app.include_router(router, dependencies=[Depends(admitted)])
+    dashboard = dashboard if dashboard is not None else DashboardConfig()
     mount_dashboard(app, dashboard)  # GET /: the operator dashboard
-    app.add_middleware(GuardMiddleware, config=http)
+    app.add_middleware(GuardMiddleware, config=http, extra_origin=dashboard.basemap_origin())
     return app
 
 

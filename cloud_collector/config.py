@@ -107,7 +107,7 @@ class StoreConfig(_Section):
 # connect-src for vector tiles).
 DEFAULT_CSP: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:;"
-    " worker-src blob:; connect-src 'self'; font-src 'self'; object-src 'none';"
+    " worker-src 'self' blob:; connect-src 'self'; font-src 'self'; object-src 'none';"
     " base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
@@ -273,6 +273,13 @@ class DashboardConfig(_Section):
     basemap_attribution: Annotated[str, Field(max_length=500)] = ""
     # The deepest zoom the tile server has (the map zooms further by enlarging it).
     basemap_max_zoom: Annotated[int, Field(ge=0, le=24)] = 19
+
+    def basemap_origin(self) -> str | None:
+        """The tile server's origin when it is on another host (for the page's CSP)."""
+        if self.basemap_tiles is None or self.basemap_tiles.startswith("/"):
+            return None
+        scheme, _, rest = self.basemap_tiles.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}"
 
     @field_validator("basemap_tiles")
     @classmethod

@@ -85,6 +85,20 @@ async def admitted(request: Request) -> AsyncIterator[None]:
         guard.limits.release(client)
 
 
+def with_origin(csp: str, origin: str | None) -> str:
+    """``csp`` also allowing images and fetches from ``origin`` (the dashboard's basemap
+    tile server, when it is on another host), so configuring one needs no CSP edit."""
+    if origin is None:
+        return csp
+    directives = []
+    for directive in csp.split(";"):
+        name = directive.split()[0] if directive.split() else ""
+        directives.append(
+            f"{directive} {origin}" if name in ("img-src", "connect-src") else directive
+        )
+    return ";".join(directives)
+
+
 class _BodyTooLargeError(Exception):
     """A streamed request body went past the limit."""
 
@@ -92,10 +106,11 @@ class _BodyTooLargeError(Exception):
 class GuardMiddleware:
     """Size limits and security headers (see the module doc)."""
 
-    def __init__(self, app: ASGIApp, config: HttpConfig) -> None:
+    def __init__(self, app: ASGIApp, config: HttpConfig, extra_origin: str | None = None) -> None:
         self.app = app
         self.config = config
-        self._csp = (b"content-security-policy", config.content_security_policy.encode())
+        csp = with_origin(config.content_security_policy, extra_origin)
+        self._csp = (b"content-security-policy", csp.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

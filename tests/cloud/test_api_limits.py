@@ -183,7 +183,7 @@ async def test_security_headers_on_every_response(store: Store, path: str) -> No
     assert r.headers["x-frame-options"] == "DENY"
     assert r.headers["referrer-policy"] == "no-referrer"
     csp = r.headers["content-security-policy"]
-    for directive in ("script-src 'self'", "frame-ancestors 'none'", "worker-src blob:"):
+    for directive in ("script-src 'self'", "frame-ancestors 'none'", "worker-src 'self' blob:"):
         assert directive in csp
     assert "unsafe-inline" not in csp
 
@@ -198,3 +198,19 @@ def test_the_dashboard_page_has_no_inline_script_or_style() -> None:
         assert tag.split(">", 1)[0].strip().startswith("src="), tag[:80]
     assert " onclick=" not in html
     assert " onload=" not in html
+
+
+def test_a_basemap_on_another_host_is_allowed_by_the_csp() -> None:
+    from cloud_collector.config import DashboardConfig
+    from cloud_collector.http_guard import with_origin
+
+    origin = DashboardConfig(
+        basemap_tiles="https://tiles.example:8443/{z}/{x}/{y}.png"
+    ).basemap_origin()
+    assert origin == "https://tiles.example:8443"
+    assert DashboardConfig(basemap_tiles="/tiles/base/{z}/{x}/{y}.png").basemap_origin() is None
+    csp = with_origin("default-src 'self'; img-src 'self' data:; connect-src 'self'", origin)
+    assert csp == (
+        "default-src 'self'; img-src 'self' data: https://tiles.example:8443;"
+        " connect-src 'self' https://tiles.example:8443"
+    )
