@@ -9,15 +9,21 @@ parameter, store failures that are nobody's input error (database down) a 503
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
-from cloud_collector.config import AlertsConfig
+from cloud_collector.audit import AuditTrail
+from cloud_collector.auth import Authenticator, TokenCache, install_auth
+from cloud_collector.config import AlertsConfig, AuthConfig
 from cloud_collector.dashboard import mount_dashboard
 from cloud_collector.metrics import IngestMetrics
+from cloud_collector.privacy import Privacy
 from cloud_collector.routes import (
     alerts,
+    audit,
     events,
     health,
     road_conditions,
@@ -27,6 +33,7 @@ from cloud_collector.routes import (
 )
 from cloud_collector.routes.context import ApiContext
 from cloud_collector.routes.errors import install_error_handlers
+from cloud_collector.store.access import PSEUDONYM_SECRET, Access
 from cloud_collector.store.base import MAX_EVENT_LIMIT, Queries
 from daemon_kit.clock import wall_ms
 
@@ -39,12 +46,11 @@ ROUTERS = (
     health.router,
     alerts.router,
     service.router,
+    audit.router,
 )
 
 
-
-
-def create_app(
+def create_app(  # noqa: PLR0913 - wiring: one keyword per part the app is built from
     store: Queries,
     metrics: IngestMetrics | None = None,
     *,
@@ -52,15 +58,40 @@ def create_app(
     max_limit: int = MAX_EVENT_LIMIT,
     thresholds: AlertsConfig | None = None,
     clock_ms: Callable[[], int] = wall_ms,
+    access: Access | None = None,
+    auth: AuthConfig | None = None,
+    audit_path: Path | bool | None = False,
 ) -> FastAPI:
     """The app over the query side ``store`` (a whole ``Store`` will do); ``mqtt_ready``
     tells /readyz whether ingest is connected; ``thresholds`` are the alert thresholds,
-    ``clock_ms`` the wall clock they are evaluated against."""
+    ``clock_ms`` the wall clock they are evaluated against. ``access`` holds the tokens
+    and the audit log (default: the store's own ``access``); ``audit_path`` is the audit
+    log's JSON-lines file (None: standard output, False: none)."""
+    tokens = access if access is not None else getattr(store, "access", None)
+    if tokens is None:
+        raise TypeError("create_app needs the store's access side (tokens): pass access=")
+    settings = auth if auth is not None else AuthConfig()
+    trail = AuditTrail(tokens, audit_path)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await trail.close()
+
     app = FastAPI(
         title="Taxi ADAS cloud collector",
         version="1",
         description="Events, road conditions, signs and vehicle uplink health as GeoJSON.",
+        lifespan=lifespan,
     )
+    secret = settings.pseudonym_secret
+    app.state.access = tokens
+    app.state.privacy = Privacy(
+        k=settings.k_anonymity,
+        configured=None if secret is None else secret.get_secret_value().encode(),
+        load=lambda: tokens.secret(PSEUDONYM_SECRET),
+    )
+    install_auth(app, Authenticator(TokenCache(tokens, settings.cache_s), trail, clock_ms))
     app.state.api = ApiContext(
         queries=store,
         counters=metrics if metrics is not None else IngestMetrics(),

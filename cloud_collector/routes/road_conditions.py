@@ -8,6 +8,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from cloud_collector import geojson
+from cloud_collector.auth import CallerDep, PrivacyDep
+from cloud_collector.roles import Role
 from cloud_collector.routes.context import Ctx
 from cloud_collector.routes.params import (
     BBOX_DOC,
@@ -26,6 +28,8 @@ router = APIRouter()
 @router.get("/v1/road-conditions", summary="Hourly aggregates per H3 cell, as polygons")
 async def road_conditions(
     ctx: Ctx,
+    caller: CallerDep,
+    privacy: PrivacyDep,
     bbox: Annotated[str | None, Query(description=BBOX_DOC)] = None,
     since: Annotated[str | None, Query(description=TIME_DOC + "; hour start >=")] = None,
     until: Annotated[str | None, Query(description=TIME_DOC + "; hour start <")] = None,
@@ -40,5 +44,8 @@ async def road_conditions(
         until_ms=until_ms,
         type=type,
         min_exposure=int_param("min_exposure", min_exposure, 1, 0, 2**31 - 1),
+        min_vehicles=privacy.k if caller.role is Role.CITY else 0,
     )
-    return geo(geojson.road_collection(await ctx.queries.road_conditions(q)))
+    cells = await ctx.queries.road_conditions(q)
+    caller.rows = len(cells)
+    return geo(geojson.road_collection(cells))

@@ -27,6 +27,9 @@ def utc_day(time_ms: int) -> str:
     """``YYYY-MM-DD`` of ``time_ms`` in UTC: the key of every per-day counter."""
     return time.strftime("%Y-%m-%d", time.gmtime(time_ms // 1000))
 
+# The fleets a reader may see: None is every fleet (an operator's token names its own).
+Fleets = tuple[str, ...] | None
+
 # (min_lon, min_lat, max_lon, max_lat), like GeoJSON.
 BBox = tuple[float, float, float, float]
 
@@ -52,6 +55,11 @@ class EventQuery:
     bbox: BBox | None = None
     limit: int = DEFAULT_EVENT_LIMIT
     cursor: str | None = None  # from EventPage.next_cursor
+    fleets: Fleets = None  # only events of these fleets (None: every fleet)
+    # Only located events whose res-10 cell-hour has at least this many distinct
+    # vehicles (the city's k-anonymity threshold; 0: every event). A page may then hold
+    # fewer than ``limit`` events while ``next_cursor`` still pages on.
+    min_vehicles: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,6 +122,8 @@ class RoadQuery:
     until_ms: int | None = None
     type: str | None = None
     min_exposure: int = 1
+    # Only cell-hours with at least this many distinct vehicles (k-anonymity; 0: all).
+    min_vehicles: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -318,14 +328,18 @@ class Queries(Protocol):
 
     async def health_history(self, q: HealthQuery) -> list[HealthPoint]: ...
 
-    async def vehicle_health(self, vehicle_id: str | None = None) -> list[VehicleHealth]:
-        """Every vehicle's (or one vehicle's; empty when unknown) health state."""
+    async def vehicle_health(
+        self, vehicle_id: str | None = None, fleets: Fleets = None
+    ) -> list[VehicleHealth]:
+        """Every vehicle's (or one vehicle's; empty when unknown) health state, of
+        ``fleets`` only when given."""
         ...
 
     async def events(self, q: EventQuery) -> EventPage: ...
 
-    async def event_evidence(self, event_id: int) -> EventEvidence | None:
-        """Event ``event_id`` and its evidence frames; None when there is no such event."""
+    async def event_evidence(self, event_id: int, fleets: Fleets = None) -> EventEvidence | None:
+        """Event ``event_id`` and its evidence frames; None when there is no such event
+        (in ``fleets``, when given)."""
         ...
 
     async def road_conditions(self, q: RoadQuery) -> list[CellHour]: ...
@@ -334,7 +348,7 @@ class Queries(Protocol):
 
     async def vehicles(self) -> list[VehicleStatus]: ...
 
-    async def vehicle(self, vehicle_id: str) -> VehicleStatus | None: ...
+    async def vehicle(self, vehicle_id: str, fleets: Fleets = None) -> VehicleStatus | None: ...
 
     async def metrics(self) -> dict[str, int | float]: ...
 

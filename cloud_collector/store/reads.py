@@ -17,6 +17,7 @@ from itertools import repeat
 from typing import Any, Final
 
 from cloud_collector.errors import QueryError
+from cloud_collector.store import aggregate as agg
 from cloud_collector.store.base import (
     MAX_EVENT_LIMIT,
     BBox,
@@ -25,12 +26,14 @@ from cloud_collector.store.base import (
     EventPage,
     EventQuery,
     EvidenceFrame,
+    Fleets,
     RoadQuery,
     SignCluster,
     StoredEvent,
     VehicleStatus,
 )
 from cloud_collector.store.engine import Row, Tx, fetchrow
+from cloud_collector.store.health import vehicle_scope
 
 
 def encode_cursor(time_ms: int, event_id: int) -> str:
@@ -71,6 +74,9 @@ async def events(tx: Tx, q: EventQuery) -> EventPage:
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)
+    _fleet_sql(q.fleets, where, args)
+    if q.min_vehicles > 0:
+        where.append("h3_12 IS NOT NULL")
     if q.since_ms is not None:
         where.append("time_ms >= ?")
         args.append(q.since_ms)
@@ -89,11 +95,41 @@ async def events(tx: Tx, q: EventQuery) -> EventPage:
     rows = await tx.fetch(sql, *args, q.limit + 1)
     page = [_event(r) for r in rows[: q.limit]]
     more = len(rows) > q.limit
-    return EventPage(page, encode_cursor(page[-1].time_ms, page[-1].id) if more else None)
+    cursor = encode_cursor(page[-1].time_ms, page[-1].id) if more else None
+    if q.min_vehicles > 0:
+        page = await _k_anonymous(tx, page, q.min_vehicles)
+    return EventPage(page, cursor)
 
 
-async def event_evidence(tx: Tx, event_id: int) -> EventEvidence | None:
-    row = await fetchrow(tx, f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", event_id)
+def _fleet_sql(fleets: Fleets, where: list[str], args: list[object]) -> None:
+    if fleets is not None:
+        where.append(f"fleet IN ({', '.join('?' * len(fleets)) or 'NULL'})")
+        args += fleets
+
+
+async def _k_anonymous(tx: Tx, page: list[StoredEvent], k: int) -> list[StoredEvent]:
+    """The events of ``page`` whose res-10 cell-hour had at least ``k`` distinct
+    vehicles (one indexed read of their cell-hours)."""
+    keys = {e.id: (agg.parent(e.h3_12), agg.hour_of(e.time_ms)) for e in page if e.h3_12}
+    wanted = sorted(set(keys.values()))
+    if not wanted:
+        return []
+    pairs = " OR ".join("(cell = ? AND hour_ms = ?)" for _ in wanted)
+    rows = await tx.fetch(
+        f"SELECT cell, hour_ms FROM road_cells WHERE vehicles >= ? AND ({pairs})",
+        k, *[v for key in wanted for v in key],
+    )  # fmt: skip
+    enough = {(int(r[0]), int(r[1])) for r in rows}
+    return [e for e in page if keys.get(e.id) in enough]
+
+
+async def event_evidence(tx: Tx, event_id: int, fleets: Fleets = None) -> EventEvidence | None:
+    where: list[str] = ["id = ?"]
+    args: list[object] = [event_id]
+    _fleet_sql(fleets, where, args)
+    row = await fetchrow(
+        tx, f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)}", *args
+    )
     if row is None:
         return None
     event = _event(row)
@@ -132,6 +168,9 @@ async def road_conditions(tx: Tx, q: RoadQuery) -> list[CellHour]:
     means are computed by the database (IEEE double division, as Python would)."""
     where = ["passes >= ?"]
     args: list[object] = [max(q.min_exposure, 0)]
+    if q.min_vehicles > 0:
+        where.append("vehicles >= ?")
+        args.append(q.min_vehicles)
     if q.since_ms is not None:
         where.append("hour_ms >= ?")
         args.append(q.since_ms)
@@ -238,9 +277,10 @@ async def vehicles(tx: Tx) -> list[VehicleStatus]:
     return [_status(r) for r in rows]
 
 
-async def vehicle(tx: Tx, vehicle_id: str) -> VehicleStatus | None:
+async def vehicle(tx: Tx, vehicle_id: str, fleets: Fleets = None) -> VehicleStatus | None:
+    conditions, args = vehicle_scope(vehicle_id, fleets)
     row = await fetchrow(
-        tx, f"SELECT {STATUS_COLUMNS} FROM vehicle_status WHERE vehicle = ?", vehicle_id
+        tx, f"SELECT {STATUS_COLUMNS} FROM vehicle_status WHERE {' AND '.join(conditions)}", *args
     )
     return None if row is None else _status(row)
 
