@@ -10,10 +10,8 @@ fleets) through the ``CallerDep`` dependency and scope their queries with it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,13 +25,12 @@ from starlette.routing import Match
 from cloud_collector.audit import AuditTrail
 from cloud_collector.errors import StoreError
 from cloud_collector.privacy import Privacy
-from cloud_collector.roles import Role
+from cloud_collector.roles import Role, hash_token
 from cloud_collector.store.access import Access, AuditEntry, TokenRecord
 from cloud_collector.store.base import Fleets
 
 log = logging.getLogger(__name__)
 
-TOKEN_PREFIX: Final = "tac_"  # recognisable in a leaked config or log line
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 SCHEME: Final = "bearerAuth"
 
@@ -81,16 +78,6 @@ def roles_for(path: str) -> frozenset[Role]:
         elif path == pattern:
             return roles
     return ADMIN
-
-
-def mint_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_token(token: str) -> str:
-    """SHA-256 (hex) of a token: right for high-entropy secrets, which need no salt or
-    slow hash (nobody can enumerate 256 random bits)."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cloud_collector.config import CollectorConfig, load_config
 from cloud_collector.errors import CollectorError
+from cloud_collector.tokens_cli import add_token_commands
 from daemon_kit.logs import configure_logging
 
 
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="ingest from MQTT and serve the HTTP API")
     p.add_argument("--config", type=Path, help="TOML file; omitted keys take the embedded defaults")
     p.set_defaults(func=_run)
+    add_token_commands(sub)
     return parser
 
 

@@ -218,6 +218,8 @@ async def _serve(
         mqtt_ready=lambda: metrics.connected,
         max_limit=cfg.http.max_limit,
         thresholds=cfg.alerts,
+        auth=cfg.auth,
+        audit_path=cfg.audit.resolved_path(cfg.store.resolved_url(Path.cwd()), Path.cwd()),
     )
     server = _http_server(cfg, app, notifier)
     ingestor = Ingestor(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -229,6 +230,7 @@ class CollectorProcess:
         self.http_port = http_port
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self._token: str | None = None
 
     def start(self, timeout_s: float = 20.0) -> None:
         log = self.log_path.open("ab")
@@ -262,5 +264,35 @@ class CollectorProcess:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout_s)
 
+    def token(self) -> str:
+        """An admin token of this collector's store, minted at the first call with
+        ``cloud-collector token create`` (the collector reads it from the store)."""
+        if self._token is None:
+            self._token = mint_token(self.config, f"harness-admin-{secrets.token_hex(4)}")
+        return self._token
+
+    def headers(self) -> dict[str, str]:
+        """The headers of an authenticated request (the admin token)."""
+        return {"Authorization": f"Bearer {self.token()}"}
+
     def get(self, path: str, **params: str) -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{self.http_port}{path}", params=params, timeout=10)
+        return httpx.get(
+            f"http://127.0.0.1:{self.http_port}{path}",
+            params=params,
+            headers=self.headers(),
+            timeout=10,
+        )
+
+
+def mint_token(
+    config: Path, name: str, role: str = "admin", fleets: Iterable[str] = ()
+) -> str:
+    """A new token in the store ``config`` names (``cloud-collector token create``)."""
+    args = [sys.executable, "-m", "cloud_collector.cli", "token", "create", "--config",
+            str(config), "--role", role, "--name", name]  # fmt: skip
+    for fleet in fleets:
+        args += ["--fleet", fleet]
+    done = subprocess.run(args, cwd=config.parent, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"token create failed: {done.stderr.strip()}")
+    return done.stdout.strip().splitlines()[-1]

@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from protocol.batch import Batch
 from protocol.envelope import BatchIdentity
 from protocol.records import Scalar
 
+if TYPE_CHECKING:
+    from cloud_collector.store.access import Access
+
 
 def utc_day(time_ms: int) -> str:
     """``YYYY-MM-DD`` of ``time_ms`` in UTC: the key of every per-day counter."""
     return time.strftime("%Y-%m-%d", time.gmtime(time_ms // 1000))
+
 
 # The fleets a reader may see: None is every fleet (an operator's token names its own).
 Fleets = tuple[str, ...] | None
@@ -356,6 +360,9 @@ class Queries(Protocol):
 
 
 class Store(Ledger, Queries, Protocol):
-    """The road-condition store: both sides on one backend, and its close."""
+    """The road-condition store: both sides on one backend, its access side (API
+    tokens, audit log, generated secrets), and its close."""
+
+    access: Access
 
     async def close(self) -> None: ...

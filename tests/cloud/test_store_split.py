@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 
 from cloud_collector.api import create_app
@@ -25,6 +24,7 @@ from harness.postgres import PgHarness
 from protocol import eviction_notice
 from protocol.batch import Batch
 from protocol.records import Event, FrameRef, GnssFix, Health, SignalSeries
+from tests.support.auth import api_client
 
 T = TypeVar("T")
 _db_names = itertools.count()
@@ -210,10 +210,8 @@ async def test_the_query_side_on_its_own_connection_serves_the_api(
     assert writer.runner.tx_stats.committed > 0
     read_before = reader.runner.tx_stats.committed
 
-    app = create_app(split.queries, clock_ms=lambda: T0 + 1000)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t"
-    ) as client:
+    app = create_app(split.queries, clock_ms=lambda: T0 + 1000, access=reader.access)
+    async with api_client(app, writer.access) as client:
         events = (await client.get("/v1/events")).json()
         vehicles = (await client.get("/v1/vehicles")).json()
         ready = await client.get("/readyz")
