@@ -20,7 +20,6 @@ from typing import Annotated, Any, Final
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from starlette.routing import Match
 
 from cloud_collector.audit import AuditTrail
 from cloud_collector.errors import StoreError
@@ -33,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 SCHEME: Final = "bearerAuth"
+_PARAM = re.compile(r"\\\{[^}]*\\\}")  # an escaped {name} of a route template
 
 PUBLIC: Final[frozenset[Role]] = frozenset()  # no token needed
 ALL: Final = frozenset(Role)
@@ -148,15 +148,20 @@ def _unauthorized(detail: str, *, token_given: bool) -> JSONResponse:
 
 def route_template(request: Request) -> str:
     """The matched route's path template (never the raw URL, whose query may carry
-    secrets); "(no route)" when nothing matches."""
+    secrets); for a request refused before routing, the template of the OpenAPI
+    document that matches its path; "(no route)" when none does."""
     route = request.scope.get("route")
     path = getattr(route, "path", None)
     if isinstance(path, str):
         return path
-    for candidate in request.app.routes:
-        match, _ = candidate.matches(request.scope)
-        if match is Match.FULL:
-            return str(getattr(candidate, "path", "(no route)"))
+    templates = getattr(request.app.state, "route_templates", None)
+    if templates is None:
+        paths = request.app.openapi().get("paths", {})
+        templates = [(re.compile("^" + _PARAM.sub("[^/]+", re.escape(p)) + "$"), p) for p in paths]
+        request.app.state.route_templates = templates
+    for pattern, template in templates:
+        if pattern.match(request.url.path):
+            return str(template)
     return "(no route)"
 
 

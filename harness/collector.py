@@ -233,6 +233,7 @@ class CollectorProcess:
         self._token: str | None = None
 
     def start(self, timeout_s: float = 20.0) -> None:
+        self.token()  # minted before the collector runs: a test may lock the store later
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cloud_collector.cli", "run", "--config", str(self.config)],
@@ -284,15 +285,15 @@ class CollectorProcess:
         )
 
 
-def mint_token(
-    config: Path, name: str, role: str = "admin", fleets: Iterable[str] = ()
-) -> str:
+def mint_token(config: Path, name: str, role: str = "admin", fleets: Iterable[str] = ()) -> str:
     """A new token in the store ``config`` names (``cloud-collector token create``)."""
     args = [sys.executable, "-m", "cloud_collector.cli", "token", "create", "--config",
             str(config), "--role", role, "--name", name]  # fmt: skip
     for fleet in fleets:
         args += ["--fleet", fleet]
-    done = subprocess.run(args, cwd=config.parent, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        args, check=False, cwd=config.parent, capture_output=True, text=True, timeout=60
+    )
     if done.returncode != 0:
         raise RuntimeError(f"token create failed: {done.stderr.strip()}")
     return done.stdout.strip().splitlines()[-1]
