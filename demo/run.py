@@ -50,6 +50,8 @@ MOSQUITTO: Final = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 BIN: Final = Path(sys.executable).parent
 PR_SET_PDEATHSIG: Final = 1
 STOP_TIMEOUT_S: Final = 15.0
+# Every taxi's fleet; the dashboard's operator token covers them all.
+DEMO_FLEETS: Final = ("demo",)
 # Seconds an agent keeps running after its drive's last frame, to send what it holds.
 LAP_GRACE_S: Final = 5.0
 
@@ -270,6 +272,7 @@ class Demo:
     proxy: UplinkProxy | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
+    token: str = ""  # the dashboard's operator token (every demo fleet)
     online: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def say(self, text: str) -> None:
@@ -353,6 +356,7 @@ listen = "{listen}"
 level = "warning"
 {self._alerts_section()}"""
         )
+        self.token = await mint_operator_token(conf, DEMO_FLEETS)
         child = Child(
             "collector",
             [sys.executable, "-m", "cloud_collector.cli", "run", "--config", str(conf)],
@@ -375,7 +379,7 @@ level = "warning"
         d.mkdir(parents=True, exist_ok=True)
         text = replay_config_toml(
             vehicle=taxi.id,
-            fleet="demo",
+            fleet=DEMO_FLEETS[0],
             recording=drive / "drive.log",
             outbox=d / "outbox.sqlite3",
             mqtt_port=port,
@@ -412,9 +416,12 @@ level = "warning"
         self.say("starting the broker and the collector")
         mqtt_port = await self.start_broker()
         http_port = await self.start_collector(mqtt_port)
-        self.say(f"dashboard: {self.url}  (Ctrl-C stops everything)")
+        self.say(f"dashboard: {self.url}#token={self.token}  (Ctrl-C stops everything)")
         if opts.http_host in ("0.0.0.0", "::"):
-            self.say(f"  from another machine: http://<this machine's address>:{http_port}/")
+            self.say(
+                f"  from another machine: http://<this machine's address>:{http_port}/"
+                f"#token={self.token}"
+            )
         if any(t.via_proxy for t in taxis):
             self.proxy = UplinkProxy(mqtt_port)
             await self.proxy.restore()
@@ -431,7 +438,9 @@ level = "warning"
             if self.stop.is_set() or any(t.done() for t in loops):
                 break
             await asyncio.sleep(0.2)
-        state = {"url": self.url, "pid": os.getpid(), "children": self.pids()}
+        state = {
+            "url": self.url, "token": self.token, "pid": os.getpid(), "children": self.pids()
+        }
         (opts.var / "demo.json").write_text(json.dumps(state, indent=2))
         try:
             async with asyncio.timeout(opts.duration_s):
@@ -552,6 +561,22 @@ def _duration_s(drive: Path) -> float:
         return float(expected["duration_s"])
     except (OSError, ValueError, KeyError, TypeError):
         return 106.0
+
+
+async def mint_operator_token(conf: Path, fleets: tuple[str, ...]) -> str:
+    """An operator token for ``fleets`` in the store of ``conf`` (``cloud-collector token
+    create``; the token is its last line)."""
+    args = ["token", "create", "--config", str(conf), "--role", "operator", "--name", "demo"]
+    for fleet in fleets:
+        args += ["--fleet", fleet]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cloud_collector.cli", *args, cwd=conf.parent,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"token create failed: {err.decode().strip()}")
+    return out.decode().strip().splitlines()[-1]
 
 
 async def _wait_ready(url: str, timeout_s: float, child: Child) -> bool:

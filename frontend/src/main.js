@@ -3,6 +3,7 @@
 // provide yet (status, backlog, alerts, health history) are shown as "–", never an error.
 import L from "leaflet";
 import uPlot from "uplot";
+import { authFetch } from "./auth.js";
 import { EVENT_TYPES, HEALTH_KEYS } from "./contracts.generated.js";
 
 const FLEET_POLL_MS = 3000;
@@ -75,7 +76,7 @@ function el(tag, attrs = {}, ...children) {
 // ---------------------------------------------------------------- data access
 
 async function getJSON(path) {
-  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  const r = await authFetch(path, { headers: { Accept: "application/json" } });
   if (!r.ok) {
     const err = new Error(`${path}: HTTP ${r.status}`);
     err.status = r.status;

@@ -2,7 +2,7 @@
 // no browser download). One JSON object on stdin describes the checks; one JSON object on
 // stdout reports what was seen. Exit 0 when every check passed, 1 otherwise.
 //
-// stdin: {url, chromium, userDataDir, screenshotDir, vehicles: [ids], offline: id,
+// stdin: {url, token, chromium, userDataDir, screenshotDir, vehicles: [ids], offline: id,
 //         alertVehicle: id|null, timeoutMs}
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -48,7 +48,13 @@ try {
     report.foreign.push(u);
     return route.abort();
   });
-  await page.goto(spec.url, { waitUntil: "load" });
+  // The first visit carries the token in the fragment, as the demo's link does; the page
+  // keeps it for the session and takes it out of the address bar.
+  await page.goto(`${spec.url}#token=${spec.token}`, { waitUntil: "load" });
+  ok = (await poll("token taken out of the address bar", async () => {
+    const url = page.url();
+    return { ok: !url.includes("token="), url: url.replace(/token=.*/, "token=…") };
+  }, spec.timeoutMs)) && ok;
   const rows = () => page.$$eval("#fleet tbody tr[data-vehicle]", (trs) =>
     trs.map((tr) => ({ id: tr.dataset.vehicle, status: tr.dataset.status,
       alerts: [...tr.querySelectorAll(".alert")].map((a) => a.textContent) })));
