@@ -5,6 +5,7 @@ k-anonymity once on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -12,9 +13,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import h3
 import httpx
 import pytest
+import schemathesis
 from fastapi.routing import APIRoute
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
 
 from cloud_collector import cli
 from cloud_collector.api import ROUTERS, create_app
@@ -62,8 +67,6 @@ async def _seed(store: Store) -> None:
 
 
 def _cell(where: tuple[float, float]) -> str:
-    import h3
-
     return str(h3.int_to_str(agg.parent(agg.cell_at(*where))))
 
 
@@ -365,3 +368,35 @@ async def test_operator_scope_and_k_anonymity_on_postgresql(pg_server: PgHarness
             assert not any(v in city_text for v in FLEETS)
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("role", [Role.CITY, Role.OPERATOR])
+def test_fuzz_as_each_role_never_sees_a_5xx(tmp_path: Path, role: Role) -> None:
+    """The schemathesis fuzz of test_collector_api (admin) also as city and operator, on
+    the operations the role may use, with fewer examples each."""
+    loop = asyncio.new_event_loop()
+    try:
+        store = loop.run_until_complete(open_store(f"sqlite:///{tmp_path / 'fuzz.sqlite3'}"))
+        loop.run_until_complete(_seed(store))
+        app = _app(store)
+        fleets = ("fleet-a",) if role is Role.OPERATOR else ()
+        headers = bearer(loop.run_until_complete(mint(store.access, role, fleets=fleets)))
+        schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+        operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
+        usable = [op for op in operations if role in roles_for(op.path)]
+        assert len(usable) >= (3 if role is Role.CITY else 8)
+        for operation in usable:
+
+            @given(case=operation.as_strategy())
+            @settings(
+                max_examples=10, deadline=None, database=None,
+                suppress_health_check=list(HealthCheck),
+            )  # fmt: skip
+            def check(case: Any) -> None:
+                response = case.call(headers=headers)
+                case.validate_response(response, checks=[not_a_server_error])
+
+            check()
+    finally:
+        loop.run_until_complete(store.close())
+        loop.close()
