@@ -20,7 +20,7 @@ import h3
 
 from cloud_collector.geojson import JSON, iso_ms
 from cloud_collector.store import aggregate as agg
-from cloud_collector.store.base import StoredEvent, utc_day
+from cloud_collector.store.base import BBox, StoredEvent, utc_day
 
 PSEUDONYM_HEX: Final = 16
 # Properties of a city event the collector sets; an attribute of the same name is kept
@@ -56,6 +56,20 @@ def city_event_feature(e: StoredEvent, key: bytes) -> JSON:
         if name not in _HIDDEN_ATTRS:
             props[f"attr_{name}" if name in _FIXED else name] = value
     return {"type": "Feature", "id": e.id, "geometry": geometry, "properties": props}
+
+
+def on_cells_in(events: list[StoredEvent], bbox: BBox) -> list[StoredEvent]:
+    """The events whose cell centre (what the city sees of their position) lies in
+    ``bbox``: a bbox around the exact position would tell more than the cell."""
+    min_lon, min_lat, max_lon, max_lat = bbox
+    kept = []
+    for e in events:
+        if e.h3_12 is None:
+            continue
+        lat, lon = agg.centre(agg.parent(e.h3_12))
+        if min_lat <= lat <= max_lat and min_lon <= lon <= max_lon:
+            kept.append(e)
+    return kept
 
 
 def city_events_collection(events: list[StoredEvent], next_cursor: str | None, key: bytes) -> JSON:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from cloud_collector import geojson
 from cloud_collector.auth import CallerDep, PrivacyDep
 from cloud_collector.candump import candump_log
-from cloud_collector.privacy import city_events_collection
+from cloud_collector.privacy import city_events_collection, on_cells_in
 from cloud_collector.roles import Role
 from cloud_collector.routes.context import Ctx
 from cloud_collector.routes.params import (
@@ -54,12 +54,13 @@ async def events(  # noqa: PLR0913, PLR0917 - one parameter per query parameter,
     if cursor is not None and not 0 < len(cursor) <= CURSOR_MAX:
         raise bad("cursor", "not a cursor of this API")
     default = min(DEFAULT_EVENT_LIMIT, ctx.max_limit)
+    box = parse_bbox(bbox)
     q = EventQuery(
         vehicle=vehicle,
         type=type,
         since_ms=since_ms,
         until_ms=until_ms,
-        bbox=parse_bbox(bbox),
+        bbox=None if city else box,  # the city's bbox applies to cell centres, below
         limit=int_param("limit", limit, default, 1, ctx.max_limit),
         cursor=cursor,
         fleets=caller.fleets,
@@ -68,7 +69,9 @@ async def events(  # noqa: PLR0913, PLR0917 - one parameter per query parameter,
     page = await ctx.queries.events(q)
     caller.rows = len(page.events)
     if city:
-        return geo(city_events_collection(page.events, page.next_cursor, await privacy.key()))
+        found = page.events if box is None else on_cells_in(page.events, box)
+        caller.rows = len(found)
+        return geo(city_events_collection(found, page.next_cursor, await privacy.key()))
     return geo(geojson.events_collection(page.events, page.next_cursor))
 
 

@@ -400,3 +400,15 @@ def test_fuzz_as_each_role_never_sees_a_5xx(tmp_path: Path, role: Role) -> None:
     finally:
         loop.run_until_complete(store.close())
         loop.close()
+
+
+async def test_a_city_bbox_selects_by_cell_centre_not_the_exact_position(
+    clients: dict[str, httpx.AsyncClient],
+) -> None:
+    lat, lon = BUSY
+    exact = f"{lon - 1e-6},{lat - 1e-6},{lon + 1e-6},{lat + 1e-6}"
+    assert (await clients["op_a"].get("/v1/events", params={"bbox": exact})).json()["features"]
+    assert not (await clients["city"].get("/v1/events", params={"bbox": exact})).json()["features"]
+    c_lat, c_lon = agg.centre(agg.parent(agg.cell_at(*BUSY)))
+    around = f"{c_lon - 1e-6},{c_lat - 1e-6},{c_lon + 1e-6},{c_lat + 1e-6}"
+    assert (await clients["city"].get("/v1/events", params={"bbox": around})).json()["features"]
