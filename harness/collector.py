@@ -232,7 +232,9 @@ class CollectorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._token: str | None = None
 
-    def start(self, timeout_s: float = 20.0) -> None:
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start it and wait for /readyz (on a loaded 2-core machine the start alone has
+        taken 17 s: the bound is generous, the wait ends as soon as it answers)."""
         # Minted before the collector runs (a test may lock the store later); a store not
         # reachable now (a fault test) gets it at the first request instead.
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
