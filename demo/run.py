@@ -41,6 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from cloud_collector.config import load_config as load_collector_config
+from cloud_collector.store import open_store
+from cloud_collector.tokens_cli import create_token, new_record
 from demo.online import wait_first_ack
 from edge_agent import config as agent_config
 from harness.agent import replay_config_toml
@@ -438,9 +441,7 @@ level = "warning"
             if self.stop.is_set() or any(t.done() for t in loops):
                 break
             await asyncio.sleep(0.2)
-        state = {
-            "url": self.url, "token": self.token, "pid": os.getpid(), "children": self.pids()
-        }
+        state = {"url": self.url, "token": self.token, "pid": os.getpid(), "children": self.pids()}
         (opts.var / "demo.json").write_text(json.dumps(state, indent=2))
         try:
             async with asyncio.timeout(opts.duration_s):
@@ -564,19 +565,15 @@ def _duration_s(drive: Path) -> float:
 
 
 async def mint_operator_token(conf: Path, fleets: tuple[str, ...]) -> str:
-    """An operator token for ``fleets`` in the store of ``conf`` (``cloud-collector token
-    create``; the token is its last line)."""
-    args = ["token", "create", "--config", str(conf), "--role", "operator", "--name", "demo"]
-    for fleet in fleets:
-        args += ["--fleet", fleet]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cloud_collector.cli", *args, cwd=conf.parent,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"token create failed: {err.decode().strip()}")
-    return out.decode().strip().splitlines()[-1]
+    """An operator token for ``fleets`` in the store of ``conf`` (as ``cloud-collector
+    token create`` makes it; in process, which starts faster than the command)."""
+    cfg = load_collector_config(conf)
+    store = await open_store(cfg.store.resolved_url(conf.parent))
+    try:
+        record = new_record("demo", "operator", list(fleets), None, int(time.time() * 1000))
+        return await create_token(store.access, record)
+    finally:
+        await store.close()
 
 
 async def _wait_ready(url: str, timeout_s: float, child: Child) -> bool:
@@ -640,4 +637,3 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, OSError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
-
