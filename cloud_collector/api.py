@@ -9,16 +9,22 @@ parameter, store failures that are nobody's input error (database down) a 503
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
-from cloud_collector.config import AlertsConfig, DashboardConfig, HttpConfig
+from cloud_collector.audit import AuditTrail
+from cloud_collector.auth import Authenticator, TokenCache, install_auth
+from cloud_collector.config import AlertsConfig, AuthConfig, DashboardConfig, HttpConfig
 from cloud_collector.dashboard import mount_dashboard
 from cloud_collector.http_guard import Guard, GuardMiddleware, admitted
 from cloud_collector.metrics import IngestMetrics
+from cloud_collector.privacy import Privacy
 from cloud_collector.routes import (
     alerts,
+    audit,
     events,
     health,
     ogc,
@@ -30,6 +36,7 @@ from cloud_collector.routes import (
 )
 from cloud_collector.routes.context import ApiContext
 from cloud_collector.routes.errors import install_error_handlers
+from cloud_collector.store.access import PSEUDONYM_SECRET, Access
 from cloud_collector.store.base import MAX_EVENT_LIMIT, Queries
 from daemon_kit.clock import wall_ms
 
@@ -44,10 +51,11 @@ ROUTERS = (
     service.router,
     ogc.router,
     tiles.router,
+    audit.router,
 )
 
 
-def create_app(
+def create_app(  # noqa: PLR0913 - wiring: one keyword per part the app is built from
     store: Queries,
     metrics: IngestMetrics | None = None,
     *,
@@ -57,17 +65,42 @@ def create_app(
     clock_ms: Callable[[], int] = wall_ms,
     dashboard: DashboardConfig | None = None,
     http: HttpConfig | None = None,
+    access: Access | None = None,
+    auth: AuthConfig | None = None,
+    audit_path: Path | bool | None = False,
 ) -> FastAPI:
     """The app over the query side ``store`` (a whole ``Store`` will do); ``mqtt_ready``
     tells /readyz whether ingest is connected; ``thresholds`` are the alert thresholds,
-    ``clock_ms`` the wall clock they are evaluated against; ``http`` the limits and
-    headers of ``http_guard`` (omitted: the embedded defaults); ``dashboard`` the map's
-    settings."""
+    ``clock_ms`` the wall clock they are evaluated against; ``dashboard`` the map's
+    settings; ``http`` the limits and headers of ``http_guard`` (omitted: the embedded
+    defaults). ``access`` holds the tokens and the audit log (default: the store's own
+    ``access``); ``audit_path`` is the audit log's JSON-lines file (None: standard output,
+    False: none)."""
+    tokens = access if access is not None else getattr(store, "access", None)
+    if tokens is None:
+        raise TypeError("create_app needs the store's access side (tokens): pass access=")
+    settings = auth if auth is not None else AuthConfig()
+    trail = AuditTrail(tokens, audit_path)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await trail.close()
+
     app = FastAPI(
         title="Taxi ADAS cloud collector",
         version="1",
         description="Events, road conditions, signs and vehicle uplink health as GeoJSON.",
+        lifespan=lifespan,
     )
+    secret = settings.pseudonym_secret
+    app.state.access = tokens
+    app.state.privacy = Privacy(
+        k=settings.k_anonymity,
+        configured=None if secret is None else secret.get_secret_value().encode(),
+        load=lambda: tokens.secret(PSEUDONYM_SECRET),
+    )
+    install_auth(app, Authenticator(TokenCache(tokens, settings.cache_s), trail, clock_ms))
     app.state.api = ApiContext(
         queries=store,
         counters=metrics if metrics is not None else IngestMetrics(),

@@ -14,6 +14,7 @@ from typing import Any
 from cloud_collector.config import CollectorConfig, config_secrets, load_config
 from cloud_collector.errors import CollectorError
 from cloud_collector.secrets import Redactor
+from cloud_collector.tokens_cli import add_token_commands
 from daemon_kit.logs import configure_logging
 
 
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="TOML file; omitted keys take the embedded defaults")
     p.set_defaults(func=_run)
     add_export_parser(sub)
+    add_token_commands(sub)
     return parser
 
 

@@ -292,6 +292,34 @@ class DashboardConfig(_Section):
         return url
 
 
+class AuthConfig(_Section):
+    # The key of the city's per-day vehicle pseudonyms (HMAC-SHA256). Omitted: the
+    # collector generates one at first use and keeps it in the store, so pseudonyms stay
+    # stable across restarts.
+    pseudonym_secret: SecretStr | None = None
+    # The city sees a cell-hour (road conditions, events) only when at least this many
+    # distinct vehicles contributed to it.
+    k_anonymity: Annotated[int, Field(ge=1, le=1_000)] = 3
+    # How long a token lookup is cached: a revoked token is refused within this time.
+    cache_s: Annotated[float, Field(ge=0, le=300)] = 5.0
+
+
+class AuditConfig(_Section):
+    # JSON lines, one per authenticated request; "-" for standard output. Omitted:
+    # audit.jsonl beside the SQLite store file (in the working directory for PostgreSQL).
+    path: Annotated[str, Field(min_length=1)] | None = None
+
+    def resolved_path(self, store_url: str, cwd: Path) -> Path | None:
+        """The file to append to; None for standard output."""
+        if self.path == "-":
+            return None
+        if self.path is not None:
+            return cwd / self.path
+        if store_url.startswith("sqlite:///"):
+            return Path(store_url[len("sqlite://") :]).parent / "audit.jsonl"
+        return cwd / "audit.jsonl"
+
+
 class CollectorConfig(_Section):
     mqtt: MqttConfig = MqttConfig()
     store: StoreConfig = StoreConfig()
@@ -302,6 +330,8 @@ class CollectorConfig(_Section):
     quarantine: QuarantineConfig = QuarantineConfig()
     retention: RetentionConfig = RetentionConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    auth: AuthConfig = AuthConfig()
+    audit: AuditConfig = AuditConfig()
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

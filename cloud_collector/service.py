@@ -265,6 +265,8 @@ async def _serve(
         thresholds=cfg.alerts,
         dashboard=cfg.dashboard,
         http=cfg.http,
+        auth=cfg.auth,
+        audit_path=cfg.audit.resolved_path(cfg.store.resolved_url(Path.cwd()), Path.cwd()),
     )
     server = _http_server(
         cfg, app, lambda: notifier.ready(f"store open; http on {cfg.http.listen}")

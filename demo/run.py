@@ -41,6 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from cloud_collector.config import load_config as load_collector_config
+from cloud_collector.store import open_store
+from cloud_collector.tokens_cli import create_token, new_record
 from demo.online import wait_first_ack
 from edge_agent import config as agent_config
 from harness.agent import replay_config_toml
@@ -50,6 +53,8 @@ MOSQUITTO: Final = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 BIN: Final = Path(sys.executable).parent
 PR_SET_PDEATHSIG: Final = 1
 STOP_TIMEOUT_S: Final = 15.0
+# Every taxi's fleet; the dashboard's operator token covers them all.
+DEMO_FLEETS: Final = ("demo",)
 # Seconds an agent keeps running after its drive's last frame, to send what it holds.
 LAP_GRACE_S: Final = 5.0
 
@@ -270,6 +275,7 @@ class Demo:
     proxy: UplinkProxy | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
+    token: str = ""  # the dashboard's operator token (every demo fleet)
     online: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def say(self, text: str) -> None:
@@ -353,6 +359,7 @@ listen = "{listen}"
 level = "warning"
 {self._alerts_section()}"""
         )
+        self.token = await mint_operator_token(conf, DEMO_FLEETS)
         child = Child(
             "collector",
             [sys.executable, "-m", "cloud_collector.cli", "run", "--config", str(conf)],
@@ -375,7 +382,7 @@ level = "warning"
         d.mkdir(parents=True, exist_ok=True)
         text = replay_config_toml(
             vehicle=taxi.id,
-            fleet="demo",
+            fleet=DEMO_FLEETS[0],
             recording=drive / "drive.log",
             outbox=d / "outbox.sqlite3",
             mqtt_port=port,
@@ -412,9 +419,12 @@ level = "warning"
         self.say("starting the broker and the collector")
         mqtt_port = await self.start_broker()
         http_port = await self.start_collector(mqtt_port)
-        self.say(f"dashboard: {self.url}  (Ctrl-C stops everything)")
+        self.say(f"dashboard: {self.url}#token={self.token}  (Ctrl-C stops everything)")
         if opts.http_host in ("0.0.0.0", "::"):
-            self.say(f"  from another machine: http://<this machine's address>:{http_port}/")
+            self.say(
+                f"  from another machine: http://<this machine's address>:{http_port}/"
+                f"#token={self.token}"
+            )
         if any(t.via_proxy for t in taxis):
             self.proxy = UplinkProxy(mqtt_port)
             await self.proxy.restore()
@@ -431,7 +441,7 @@ level = "warning"
             if self.stop.is_set() or any(t.done() for t in loops):
                 break
             await asyncio.sleep(0.2)
-        state = {"url": self.url, "pid": os.getpid(), "children": self.pids()}
+        state = {"url": self.url, "token": self.token, "pid": os.getpid(), "children": self.pids()}
         (opts.var / "demo.json").write_text(json.dumps(state, indent=2))
         try:
             async with asyncio.timeout(opts.duration_s):
@@ -552,6 +562,18 @@ def _duration_s(drive: Path) -> float:
         return float(expected["duration_s"])
     except (OSError, ValueError, KeyError, TypeError):
         return 106.0
+
+
+async def mint_operator_token(conf: Path, fleets: tuple[str, ...]) -> str:
+    """An operator token for ``fleets`` in the store of ``conf`` (as ``cloud-collector
+    token create`` makes it; in process, which starts faster than the command)."""
+    cfg = load_collector_config(conf)
+    store = await open_store(cfg.store.resolved_url(conf.parent))
+    try:
+        record = new_record("demo", "operator", list(fleets), None, int(time.time() * 1000))
+        return await create_token(store.access, record)
+    finally:
+        await store.close()
 
 
 async def _wait_ready(url: str, timeout_s: float, child: Child) -> bool:

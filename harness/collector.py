@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import ssl
 import subprocess
@@ -241,8 +242,9 @@ quarantine_days = 0
 
 class CollectorProcess:
     """``cloud-collector run --config FILE`` as a child process. Its HTTP API is reached
-    through ``get`` (HTTPS verified against ``tls_ca`` when given; ``token`` as a bearer
-    token when given): the one place a header every request needs goes."""
+    through ``get`` (HTTPS verified against ``tls_ca`` when given; ``token`` as the bearer
+    token, or an admin token minted at the first request): the one place a header every
+    request needs goes."""
 
     def __init__(
         self,
@@ -257,19 +259,21 @@ class CollectorProcess:
         self.http_port = http_port
         self.log_path = log_path
         self.tls_ca = tls_ca
-        self.token = token
         self.proc: subprocess.Popen[bytes] | None = None
+        self._token: str | None = token
 
     @property
     def base_url(self) -> str:
         scheme = "https" if self.tls_ca is not None else "http"
         return f"{scheme}://127.0.0.1:{self.http_port}"
 
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    def start(self, timeout_s: float = 20.0) -> None:
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start it and wait for /readyz (on a loaded 2-core machine the start alone has
+        taken 17 s: the bound is generous, the wait ends as soon as it answers)."""
+        # Minted before the collector runs (a test may lock the store later); a store not
+        # reachable now (a fault test) gets it at the first request instead.
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            self.token()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cloud_collector.cli", "run", "--config", str(self.config)],
@@ -283,7 +287,7 @@ class CollectorProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"collector exited: {self.log_path.read_text()[-3000:]}")
             with contextlib.suppress(httpx.HTTPError):
-                r = self.request("/readyz", {}, timeout_s=1)
+                r = self.request("/readyz", {}, timeout_s=1, authed=False)
                 if r.status_code == 200:
                     return
             time.sleep(0.1)
@@ -301,17 +305,44 @@ class CollectorProcess:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout_s)
 
+    def token(self) -> str:
+        """An admin token of this collector's store, minted at the first call with
+        ``cloud-collector token create`` (the collector reads it from the store)."""
+        if self._token is None:
+            self._token = mint_token(self.config, f"harness-admin-{secrets.token_hex(4)}")
+        return self._token
+
+    def headers(self) -> dict[str, str]:
+        """The headers of an authenticated request (the admin token)."""
+        return {"Authorization": f"Bearer {self.token()}"}
+
     def get(self, path: str, **params: str) -> httpx.Response:
         return self.request(path, params)
 
-    def request(self, path: str, params: dict[str, str], timeout_s: float = 10) -> httpx.Response:
+    def request(
+        self, path: str, params: dict[str, str], timeout_s: float = 10, authed: bool = True
+    ) -> httpx.Response:
         verify: ssl.SSLContext | bool = True
         if self.tls_ca is not None:
             verify = ssl.create_default_context(cafile=str(self.tls_ca))
         return httpx.get(
             f"{self.base_url}{path}",
             params=params,
-            headers=self.headers,
+            headers=self.headers() if authed else {},
             timeout=timeout_s,
             verify=verify,
         )
+
+
+def mint_token(config: Path, name: str, role: str = "admin", fleets: Iterable[str] = ()) -> str:
+    """A new token in the store ``config`` names (``cloud-collector token create``)."""
+    args = [sys.executable, "-m", "cloud_collector.cli", "token", "create", "--config",
+            str(config), "--role", role, "--name", name]  # fmt: skip
+    for fleet in fleets:
+        args += ["--fleet", fleet]
+    done = subprocess.run(
+        args, check=False, cwd=config.parent, capture_output=True, text=True, timeout=60
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"token create failed: {done.stderr.strip()}")
+    return done.stdout.strip().splitlines()[-1]

@@ -9,7 +9,10 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import PlainTextResponse, Response
 
 from cloud_collector import geojson
+from cloud_collector.auth import CallerDep, PrivacyDep
 from cloud_collector.candump import candump_log
+from cloud_collector.privacy import city_events_collection, on_cells_in
+from cloud_collector.roles import Role
 from cloud_collector.routes.context import Ctx
 from cloud_collector.routes.params import (
     BBOX_DOC,
@@ -33,8 +36,10 @@ OFF_LOOP_EVENTS = 500
 
 
 @router.get("/v1/events", summary="Events as a GeoJSON FeatureCollection of points")
-async def events(
+async def events(  # noqa: PLR0913, PLR0917 - one parameter per query parameter, plus the context
     ctx: Ctx,
+    caller: CallerDep,
+    privacy: PrivacyDep,
     vehicle: Annotated[str | None, Query(description="vehicle id")] = None,
     type: Annotated[str | None, Query(description="event type, e.g. fcw")] = None,
     since: Annotated[str | None, Query(description=TIME_DOC + "; inclusive")] = None,
@@ -44,21 +49,32 @@ async def events(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Response:
     check_id("vehicle", vehicle)
+    city = caller.role is Role.CITY
+    if city and vehicle is not None:
+        raise HTTPException(status_code=403, detail="vehicle: not a filter of the city role")
     check_name("type", type)
     since_ms, until_ms = span(since, until)
     if cursor is not None and not 0 < len(cursor) <= CURSOR_MAX:
         raise bad("cursor", "not a cursor of this API")
     default = min(DEFAULT_EVENT_LIMIT, ctx.max_limit)
+    box = parse_bbox(bbox)
     q = EventQuery(
         vehicle=vehicle,
         type=type,
         since_ms=since_ms,
         until_ms=until_ms,
-        bbox=parse_bbox(bbox),
+        bbox=None if city else box,  # the city's bbox applies to cell centres, below
         limit=int_param("limit", limit, default, 1, ctx.max_limit),
         cursor=cursor,
+        fleets=caller.fleets,
+        min_vehicles=privacy.k if city else 0,
     )
     page = await ctx.queries.events(q)
+    caller.rows = len(page.events)
+    if city:
+        found = page.events if box is None else on_cells_in(page.events, box)
+        caller.rows = len(found)
+        return geo(city_events_collection(found, page.next_cursor, await privacy.key()))
 
     def build() -> dict[str, Any]:
         return geojson.events_collection(page.events, page.next_cursor)
@@ -79,15 +95,17 @@ async def events(
 )
 async def event_frames(
     ctx: Ctx,
+    caller: CallerDep,
     event_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="the event's id")],
 ) -> PlainTextResponse:
-    found = await ctx.queries.event_evidence(event_id)
+    found = await ctx.queries.event_evidence(event_id, caller.fleets)
     if found is None:
         raise HTTPException(status_code=404, detail="event_id: unknown event")
     if not found.frames:
         # Bulk events keep none; an urgent event's may be dropped at the agent's daily cap
         # or still be on their way (they follow the event in bulk batches).
         raise HTTPException(status_code=404, detail="event_id: no raw frames stored for this event")
+    caller.rows = len(found.frames)
     name = f"{found.event.vehicle}-{found.event.type}-{found.event.time_ms}.log"
     return PlainTextResponse(
         candump_log(found.frames),

@@ -15,6 +15,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from cloud_collector import geojson
+from cloud_collector.auth import CallerDep, PrivacyDep
+from cloud_collector.roles import Role
 from cloud_collector.routes.context import Ctx
 from cloud_collector.routes.params import (
     BBOX_DOC,
@@ -58,10 +60,12 @@ Paging = Annotated[PageParams, Depends(page_params)]
 @router.get(
     "/v1/road-conditions", summary="Hourly aggregates per H3 cell, as polygons, paged by cursor"
 )
-async def road_conditions(
+async def road_conditions(  # noqa: PLR0913, PLR0917 - one parameter per query parameter
     ctx: Ctx,
     request: Request,
     paging: Paging,
+    caller: CallerDep,
+    privacy: PrivacyDep,
     bbox: Annotated[str | None, Query(description=BBOX_DOC)] = None,
     since: Annotated[str | None, Query(description=TIME_DOC + "; hour start >=")] = None,
     until: Annotated[str | None, Query(description=TIME_DOC + "; hour start <")] = None,
@@ -83,9 +87,11 @@ async def road_conditions(
         min_exposure=int_param("min_exposure", min_exposure, 1, 0, 2**31 - 1),
         limit=size + 1,
         cursor=cursor,
+        min_vehicles=privacy.k if caller.role is Role.CITY else 0,
     )
     cells = await ctx.queries.road_conditions(q)
     page, more = cells[:size], len(cells) > size
+    caller.rows = len(page)
     body = geojson.road_collection(page)
     headers: dict[str, str] = {}
     body["next_cursor"] = None

@@ -16,18 +16,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from protocol.batch import Batch
 from protocol.envelope import BatchIdentity
 from protocol.notices import NOTICE_EPOCH, NOTICE_FIRST_SEQ, NOTICE_LAST_SEQ
 from protocol.records import Scalar
 
+if TYPE_CHECKING:
+    from cloud_collector.store.access import Access
+
 
 def utc_day(time_ms: int) -> str:
     """``YYYY-MM-DD`` of ``time_ms`` in UTC: the key of every per-day counter."""
     return time.strftime("%Y-%m-%d", time.gmtime(time_ms // 1000))
 
+
+# The fleets a reader may see: None is every fleet (an operator's token names its own).
+Fleets = tuple[str, ...] | None
 
 # (min_lon, min_lat, max_lon, max_lat), like GeoJSON.
 BBox = tuple[float, float, float, float]
@@ -54,6 +60,11 @@ class EventQuery:
     bbox: BBox | None = None
     limit: int = DEFAULT_EVENT_LIMIT
     cursor: str | None = None  # from EventPage.next_cursor
+    fleets: Fleets = None  # only events of these fleets (None: every fleet)
+    # Only located events whose res-10 cell-hour has at least this many distinct
+    # vehicles (the city's k-anonymity threshold; 0: every event). A page may then hold
+    # fewer than ``limit`` events while ``next_cursor`` still pages on.
+    min_vehicles: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +131,8 @@ class RoadQuery:
     min_exposure: int = 1
     limit: int | None = None
     cursor: str | None = None
+    # Only cell-hours with at least this many distinct vehicles (k-anonymity; 0: all).
+    min_vehicles: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -440,14 +453,18 @@ class Queries(FeatureQueries, Protocol):
 
     async def health_history(self, q: HealthQuery) -> list[HealthPoint]: ...
 
-    async def vehicle_health(self, vehicle_id: str | None = None) -> list[VehicleHealth]:
-        """Every vehicle's (or one vehicle's; empty when unknown) health state."""
+    async def vehicle_health(
+        self, vehicle_id: str | None = None, fleets: Fleets = None
+    ) -> list[VehicleHealth]:
+        """Every vehicle's (or one vehicle's; empty when unknown) health state, of
+        ``fleets`` only when given."""
         ...
 
     async def events(self, q: EventQuery) -> EventPage: ...
 
-    async def event_evidence(self, event_id: int) -> EventEvidence | None:
-        """Event ``event_id`` and its evidence frames; None when there is no such event."""
+    async def event_evidence(self, event_id: int, fleets: Fleets = None) -> EventEvidence | None:
+        """Event ``event_id`` and its evidence frames; None when there is no such event
+        (in ``fleets``, when given)."""
         ...
 
     async def road_conditions(self, q: RoadQuery) -> list[CellHour]: ...
@@ -466,7 +483,7 @@ class Queries(FeatureQueries, Protocol):
 
     async def vehicles(self) -> list[VehicleStatus]: ...
 
-    async def vehicle(self, vehicle_id: str) -> VehicleStatus | None: ...
+    async def vehicle(self, vehicle_id: str, fleets: Fleets = None) -> VehicleStatus | None: ...
 
     async def metrics(self) -> dict[str, int | float]: ...
 
@@ -474,6 +491,9 @@ class Queries(FeatureQueries, Protocol):
 
 
 class Store(Ledger, Queries, Protocol):
-    """The road-condition store: both sides on one backend, and its close."""
+    """The road-condition store: both sides on one backend, its access side (API
+    tokens, audit log, generated secrets), and its close."""
+
+    access: Access
 
     async def close(self) -> None: ...

@@ -244,7 +244,7 @@ async def _aggregate(tx: Tx, batch: Batch) -> None:
         state.cell, state.hour_ms, state.last_fix_ms, state.wiper_bits, int(state.failsafe),
         state.lane_left, state.lane_right, state.pass_flags, vehicle,
     )  # fmt: skip
-    await upsert_deltas(tx, deltas)
+    await upsert_deltas(tx, deltas, await _new_contributions(tx, vehicle, deltas))
     observations = agg.sign_observations(batch.events)
     if observations:
         await tx.lock_signs()
@@ -252,8 +252,36 @@ async def _aggregate(tx: Tx, batch: Batch) -> None:
             await _cluster_sign(tx, obs, vehicle)
 
 
-async def upsert_deltas(tx: Tx, deltas: agg.Deltas) -> None:
+async def _new_contributions(tx: Tx, vehicle: str, deltas: agg.Deltas) -> set[tuple[int, int]]:
+    """The cell-hours of ``deltas`` that ``vehicle`` contributes to for the first time,
+    recorded in ``road_cell_vehicles`` (the distinct-vehicle count of the city's
+    k-anonymity threshold). One indexed range read and one insert of the new keys per
+    batch; a vehicle's batches are ingested one at a time (its ``vehicle_state`` row is
+    held), so the read cannot race with another insert of the same keys."""
+    if not deltas.cells:
+        return set()
+    hours = [hour for _, hour in deltas.cells]
+    rows = await tx.fetch(
+        "SELECT cell, hour_ms FROM road_cell_vehicles"
+        " WHERE vehicle = ? AND hour_ms >= ? AND hour_ms <= ?",
+        vehicle, min(hours), max(hours),
+    )  # fmt: skip
+    seen = {(int(r[0]), int(r[1])) for r in rows}
+    new = {key for key in deltas.cells if key not in seen}
+    if new:
+        await tx.executemany(
+            "INSERT INTO road_cell_vehicles (vehicle, hour_ms, cell) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            [(vehicle, hour, cell) for cell, hour in sorted(new)],
+        )
+    return new
+
+
+async def upsert_deltas(
+    tx: Tx, deltas: agg.Deltas, new_vehicle: set[tuple[int, int]] | None = None
+) -> None:
     """Add the increments to the cell-hour rows, in key order (see the module docstring).
+    ``new_vehicle``: the cell-hours whose distinct-vehicle count grows by one.
 
     The event counts of a cell-hour live in its row (``counts`` per type, ``events_n`` the
     situations among them, ``aggregate.is_situation``), so a road query reads one row per
@@ -271,12 +299,14 @@ async def upsert_deltas(tx: Tx, deltas: agg.Deltas) -> None:
             (
                 key[0], key[1], lat, lon, d.passes, d.wipers, d.failsafe, d.lanes, d.speed_sum,
                 d.speed_n, json.dumps(counts, sort_keys=True) if counts else "{}", situations,
+                int(new_vehicle is not None and key in new_vehicle),
             )
         )  # fmt: skip
     if rows:
         await tx.executemany(
             "INSERT INTO road_cells (cell, hour_ms, lat, lon, passes, wipers, failsafe, lanes,"
-            " speed_sum, speed_n, counts, events_n) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " speed_sum, speed_n, counts, events_n, vehicles)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (cell, hour_ms) DO UPDATE SET"
             " passes = road_cells.passes + excluded.passes,"
             " wipers = road_cells.wipers + excluded.wipers,"
@@ -286,7 +316,8 @@ async def upsert_deltas(tx: Tx, deltas: agg.Deltas) -> None:
             " speed_n = road_cells.speed_n + excluded.speed_n,"
             " counts = CASE WHEN excluded.counts = '{}' THEN road_cells.counts"
             f" ELSE {tx.merge_counts} END,"
-            " events_n = road_cells.events_n + excluded.events_n",
+            " events_n = road_cells.events_n + excluded.events_n,"
+            " vehicles = road_cells.vehicles + excluded.vehicles",
             rows,
         )
 

@@ -29,6 +29,7 @@ from cloud_collector.errors import QueryError
 from cloud_collector.store.base import (
     RECENT_EPOCHS,
     EpochSpan,
+    Fleets,
     HealthPoint,
     HealthQuery,
     VehicleHealth,
@@ -167,16 +168,35 @@ async def history(tx: Tx, q: HealthQuery) -> list[HealthPoint]:
     return [HealthPoint(time_ms=int(r[0]), values=_values(r[1])) for r in reversed(rows)]
 
 
+def vehicle_scope(vehicle_id: str | None, fleets: Fleets) -> tuple[list[str], tuple[object, ...]]:
+    """SQL conditions (on a ``vehicle`` column) and their arguments limiting a read to
+    ``vehicle_id`` and to the vehicles of ``fleets``, when given."""
+    conditions: list[str] = []
+    args: list[object] = []
+    if vehicle_id is not None:
+        conditions.append("vehicle = ?")
+        args.append(vehicle_id)
+    if fleets is not None:
+        marks = ", ".join("?" * len(fleets)) or "NULL"
+        conditions.append(
+            f"vehicle IN (SELECT vehicle FROM vehicle_status WHERE fleet IN ({marks}))"
+        )
+        args += fleets
+    return conditions, tuple(args)
+
+
 # long: the four reads share one transaction and one vehicle filter, kept together.
 async def vehicle_health(
     tx: Tx,
     vehicle_id: str | None,
     status_columns: str,
     status: Callable[[Sequence[Any]], VehicleStatus],
+    fleets: Fleets = None,
 ) -> list[VehicleHealth]:
-    """Four indexed reads of per-vehicle rows (no history scans), joined here."""
-    only = "" if vehicle_id is None else " WHERE vehicle = ?"
-    args: tuple[object, ...] = () if vehicle_id is None else (vehicle_id,)
+    """Four indexed reads of per-vehicle rows (no history scans), joined here; each
+    read limited to ``vehicle_id`` and ``fleets`` when given."""
+    conditions, args = vehicle_scope(vehicle_id, fleets)
+    only = "" if not conditions else " WHERE " + " AND ".join(conditions)
     rows = await tx.fetch(
         f"SELECT {status_columns}, rx_day, rx_bytes_today, rx_month, rx_bytes_month,"
         f" clock_ahead_ms, clock_ahead_at_ms FROM vehicle_status{only} ORDER BY vehicle",
@@ -192,7 +212,7 @@ async def vehicle_health(
         str(r[0]): bool(r[1])
         for r in await tx.fetch(f"SELECT vehicle, failsafe FROM vehicle_state{only}", *args)
     }
-    gap_where = " AND vehicle = ?" if vehicle_id is not None else ""
+    gap_where = "".join(" AND " + c for c in conditions)
     gaps: dict[str, dict[str, int]] = {}
     for r in await tx.fetch(
         "SELECT vehicle, epoch, max_seq - received FROM epoch_acks"

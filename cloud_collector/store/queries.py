@@ -16,6 +16,7 @@ from cloud_collector.store.base import (
     EventQuery,
     Extent,
     FeatureQuery,
+    Fleets,
     HealthPoint,
     HealthQuery,
     RoadEdge,
@@ -38,16 +39,20 @@ class EngineQueries:
     async def health_history(self, q: HealthQuery) -> list[HealthPoint]:
         return await self._runner.run(lambda tx: health.history(tx, q))
 
-    async def vehicle_health(self, vehicle_id: str | None = None) -> list[VehicleHealth]:
+    async def vehicle_health(
+        self, vehicle_id: str | None = None, fleets: Fleets = None
+    ) -> list[VehicleHealth]:
         return await self._runner.run(
-            lambda tx: health.vehicle_health(tx, vehicle_id, reads.STATUS_COLUMNS, reads.status_of)
+            lambda tx: health.vehicle_health(
+                tx, vehicle_id, reads.STATUS_COLUMNS, reads.status_of, fleets
+            )
         )
 
     async def events(self, q: EventQuery) -> EventPage:
         return await self._runner.run(lambda tx: reads.events(tx, q))
 
-    async def event_evidence(self, event_id: int) -> EventEvidence | None:
-        return await self._runner.run(lambda tx: reads.event_evidence(tx, event_id))
+    async def event_evidence(self, event_id: int, fleets: Fleets = None) -> EventEvidence | None:
+        return await self._runner.run(lambda tx: reads.event_evidence(tx, event_id, fleets))
 
     async def road_conditions(self, q: RoadQuery) -> list[CellHour]:
         return await self._runner.run(lambda tx: reads.road_conditions(tx, q))
@@ -70,8 +75,8 @@ class EngineQueries:
     async def vehicles(self) -> list[VehicleStatus]:
         return await self._runner.run(reads.vehicles)
 
-    async def vehicle(self, vehicle_id: str) -> VehicleStatus | None:
-        return await self._runner.run(lambda tx: reads.vehicle(tx, vehicle_id))
+    async def vehicle(self, vehicle_id: str, fleets: Fleets = None) -> VehicleStatus | None:
+        return await self._runner.run(lambda tx: reads.vehicle(tx, vehicle_id, fleets))
 
     async def metrics(self) -> dict[str, int | float]:
         return await self._runner.run(reads.metrics)

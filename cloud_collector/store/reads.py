@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from cloud_collector.errors import QueryError
 from cloud_collector.offload import off_loop
+from cloud_collector.store import aggregate as agg
 from cloud_collector.store.base import (
     MAX_EVENT_LIMIT,
     BBox,
@@ -28,6 +29,7 @@ from cloud_collector.store.base import (
     EventPoint,
     EventQuery,
     EvidenceFrame,
+    Fleets,
     RoadEdge,
     RoadQuery,
     SignCluster,
@@ -36,6 +38,7 @@ from cloud_collector.store.base import (
     VehicleStatus,
 )
 from cloud_collector.store.engine import Row, Tx, fetchrow
+from cloud_collector.store.health import vehicle_scope
 
 
 def encode_cursor(time_ms: int, event_id: int) -> str:
@@ -83,15 +86,17 @@ EVENT_COLUMNS = (
 )
 
 
-async def events(tx: Tx, q: EventQuery) -> EventPage:
-    if not 1 <= q.limit <= MAX_EVENT_LIMIT:
-        raise QueryError(f"limit must be in [1, {MAX_EVENT_LIMIT}], not {q.limit}")
+def _event_filters(q: EventQuery) -> tuple[list[str], list[object]]:
+    """The WHERE terms and their arguments of the events query ``q``."""
     where: list[str] = []
     args: list[object] = []
     for column, value in (("vehicle", q.vehicle), ("type", q.type)):
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)
+    _fleet_sql(q.fleets, where, args)
+    if q.min_vehicles > 0:
+        where.append("h3_12 IS NOT NULL")
     if q.since_ms is not None:
         where.append("time_ms >= ?")
         args.append(q.since_ms)
@@ -105,6 +110,13 @@ async def events(tx: Tx, q: EventQuery) -> EventPage:
         # planner (PostgreSQL scanned every earlier row of the index, page after page).
         where.append("time_ms >= ? AND (time_ms > ? OR (time_ms = ? AND id > ?))")
         args += [after_time, after_time, after_time, after_id]
+    return where, args
+
+
+async def events(tx: Tx, q: EventQuery) -> EventPage:
+    if not 1 <= q.limit <= MAX_EVENT_LIMIT:
+        raise QueryError(f"limit must be in [1, {MAX_EVENT_LIMIT}], not {q.limit}")
+    where, args = _event_filters(q)
     sql = f"SELECT {EVENT_COLUMNS} FROM events"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -116,11 +128,41 @@ async def events(tx: Tx, q: EventQuery) -> EventPage:
     else:
         page = _events_of(rows[: q.limit])
     more = len(rows) > q.limit
-    return EventPage(page, encode_cursor(page[-1].time_ms, page[-1].id) if more else None)
+    cursor = encode_cursor(page[-1].time_ms, page[-1].id) if more else None
+    if q.min_vehicles > 0:
+        page = await _k_anonymous(tx, page, q.min_vehicles)
+    return EventPage(page, cursor)
 
 
-async def event_evidence(tx: Tx, event_id: int) -> EventEvidence | None:
-    row = await fetchrow(tx, f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", event_id)
+def _fleet_sql(fleets: Fleets, where: list[str], args: list[object]) -> None:
+    if fleets is not None:
+        where.append(f"fleet IN ({', '.join('?' * len(fleets)) or 'NULL'})")
+        args += fleets
+
+
+async def _k_anonymous(tx: Tx, page: list[StoredEvent], k: int) -> list[StoredEvent]:
+    """The events of ``page`` whose res-10 cell-hour had at least ``k`` distinct
+    vehicles (one indexed read of their cell-hours)."""
+    keys = {e.id: (agg.parent(e.h3_12), agg.hour_of(e.time_ms)) for e in page if e.h3_12}
+    wanted = sorted(set(keys.values()))
+    if not wanted:
+        return []
+    pairs = " OR ".join("(cell = ? AND hour_ms = ?)" for _ in wanted)
+    rows = await tx.fetch(
+        f"SELECT cell, hour_ms FROM road_cells WHERE vehicles >= ? AND ({pairs})",
+        k, *[v for key in wanted for v in key],
+    )  # fmt: skip
+    enough = {(int(r[0]), int(r[1])) for r in rows}
+    return [e for e in page if keys.get(e.id) in enough]
+
+
+async def event_evidence(tx: Tx, event_id: int, fleets: Fleets = None) -> EventEvidence | None:
+    where: list[str] = ["id = ?"]
+    args: list[object] = [event_id]
+    _fleet_sql(fleets, where, args)
+    row = await fetchrow(
+        tx, f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)}", *args
+    )
     if row is None:
         return None
     event = _event(row)
@@ -167,6 +209,9 @@ async def road_conditions(tx: Tx, q: RoadQuery) -> list[CellHour]:
     means are computed by the database (IEEE double division, as Python would)."""
     where = ["passes >= ?"]
     args: list[object] = [max(q.min_exposure, 0)]
+    if q.min_vehicles > 0:
+        where.append("vehicles >= ?")
+        args.append(q.min_vehicles)
     if q.since_ms is not None:
         where.append("hour_ms >= ?")
         args.append(q.since_ms)
@@ -347,9 +392,10 @@ async def vehicles(tx: Tx) -> list[VehicleStatus]:
     return [_status(r) for r in rows]
 
 
-async def vehicle(tx: Tx, vehicle_id: str) -> VehicleStatus | None:
+async def vehicle(tx: Tx, vehicle_id: str, fleets: Fleets = None) -> VehicleStatus | None:
+    conditions, args = vehicle_scope(vehicle_id, fleets)
     row = await fetchrow(
-        tx, f"SELECT {STATUS_COLUMNS} FROM vehicle_status WHERE vehicle = ?", vehicle_id
+        tx, f"SELECT {STATUS_COLUMNS} FROM vehicle_status WHERE {' AND '.join(conditions)}", *args
     )
     return None if row is None else _status(row)
 

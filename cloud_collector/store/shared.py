@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
+from cloud_collector.store.access import Access, EngineAccess
 from cloud_collector.store.base import Ledger, Queries
 from cloud_collector.store.engine import Tx
 from cloud_collector.store.progress import TxStats
@@ -72,6 +73,8 @@ class SplitStore(Generic[R]):
         self.sign_page = queries.sign_page
         self.count_features = queries.count_features
         self.extents = queries.extents
+        # Tokens, audit log and generated secrets, on the same runner.
+        self.access: Access = EngineAccess(runner)
 
     @property
     def tx_stats(self) -> TxStats:

@@ -3,6 +3,7 @@
 // Plain DOM code over the collector's JSON API; fields that a collector version does not
 // provide yet (status, backlog, alerts, health history) are shown as "–", never an error.
 import uPlot from "uplot";
+import { authFetch } from "./auth.js";
 import { HEALTH_KEYS } from "./contracts.generated.js";
 import { startMap } from "./map.js";
 
@@ -73,7 +74,7 @@ function el(tag, attrs = {}, ...children) {
 // ---------------------------------------------------------------- data access
 
 async function getJSON(path) {
-  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  const r = await authFetch(path, { headers: { Accept: "application/json" } });
   if (!r.ok) {
     const err = new Error(`${path}: HTTP ${r.status}`);
     err.status = r.status;

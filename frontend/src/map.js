@@ -4,6 +4,7 @@
 // server ([dashboard] basemap_tiles, from /dashboard/config.json) or, by default, the
 // streets the fleet itself drove (the roads layer), so the map needs no tile server.
 import { Map as MapLibre, Popup, setWorkerUrl } from "maplibre-gl";
+import { knownToken } from "./auth.js";
 import {
   domainOf, eventColorExpression, eventLabel, formatMeasure, measuresOf, rampExpression,
   renderCellLegend, renderEventLegend,
@@ -18,11 +19,12 @@ const FIT = { padding: { top: 30, bottom: 30, left: 250, right: 30 }, maxZoom: 1
 setWorkerUrl(new URL("static/maplibre-gl-worker.js", document.baseURI).href);
 
 // Every request the map itself makes (tiles of every source) passes here: the one place
-// for the collector's credentials, e.g. headers: { Authorization: `Bearer ${token}` }.
-// A basemap server elsewhere gets none of them.
+// for the collector's credentials (the session's bearer token). A basemap server
+// elsewhere gets none of them.
 export function transformRequest(url) {
   if (!url.startsWith(location.origin)) return { url };
-  return { url, headers: {} };
+  const token = knownToken();
+  return { url, headers: token ? { Authorization: `Bearer ${token}` } : {} };
 }
 
 // ---------------------------------------------------------------- style

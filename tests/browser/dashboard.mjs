@@ -2,7 +2,7 @@
 // no browser download). One JSON object on stdin describes the checks; one JSON object on
 // stdout reports what was seen. Exit 0 when every check passed, 1 otherwise.
 //
-// stdin: {url, chromium, userDataDir, screenshotDir, vehicles: [ids], offline: id,
+// stdin: {url, token, chromium, userDataDir, screenshotDir, vehicles: [ids], offline: id,
 //         alertVehicle: id|null, timeoutMs}
 // MapLibre needs WebGL: headless Chromium gets it from SwiftShader (software, through ANGLE).
 import { readFileSync } from "node:fs";
@@ -120,7 +120,13 @@ try {
     if (m) report.tiles.push({ layer: m[1], status: r.status(), since: u.searchParams.get("since"),
       until: u.searchParams.get("until"), type: u.searchParams.get("type") });
   });
-  await page.goto(spec.url, { waitUntil: "load" });
+  // The first visit carries the token in the fragment, as the demo's link does; the page
+  // keeps it for the session and takes it out of the address bar.
+  await page.goto(`${spec.url}#token=${spec.token}`, { waitUntil: "load" });
+  ok = (await poll("token taken out of the address bar", async () => {
+    const url = page.url();
+    return { ok: !url.includes("token="), url: url.replace(/token=.*/, "token=…") };
+  }, spec.timeoutMs)) && ok;
   const rows = () => page.$$eval("#fleet tbody tr[data-vehicle]", (trs) =>
     trs.map((tr) => ({ id: tr.dataset.vehicle, status: tr.dataset.status,
       alerts: [...tr.querySelectorAll(".alert")].map((a) => a.textContent) })));

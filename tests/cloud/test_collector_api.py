@@ -20,6 +20,7 @@ from cloud_collector.store import Store, open_store
 from harness.collector import make_batch, payload
 from protocol.batch import Batch
 from protocol.records import Health
+from tests.support.auth import api_client, bearer, mint
 
 VEHICLES = ("taxi-a", "taxi-b")
 BATCHES = 4
@@ -51,8 +52,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     metrics = IngestMetrics()
     metrics.quarantined["bad_msgpack"] += 1
     app = create_app(store, metrics, mqtt_ready=lambda: True)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with api_client(app, store.access) as c:
         yield c
     await store.close()
 
@@ -158,6 +158,7 @@ def test_fuzz_from_openapi(tmp_path: Path) -> None:
         store = loop.run_until_complete(open_store(f"sqlite:///{tmp_path / 'fuzz.sqlite3'}"))
         loop.run_until_complete(_seed(store))
         app = create_app(store, IngestMetrics(), mqtt_ready=lambda: True)
+        headers = bearer(loop.run_until_complete(mint(store.access)))
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
         assert len(operations) >= 10
@@ -177,7 +178,7 @@ def test_fuzz_from_openapi(tmp_path: Path) -> None:
                 suppress_health_check=list(HealthCheck),
             )
             def check(case: Any) -> None:
-                response = case.call()
+                response = case.call(headers=headers)
                 case.validate_response(response, checks=[not_a_server_error])
 
             check()

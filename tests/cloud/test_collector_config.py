@@ -41,6 +41,10 @@ def test_example_file_is_valid() -> None:
         ('[stor]\nurl = "x"\n', "key 'stor': unknown key (did you mean 'store'?)"),
         ('[mqtt]\ntls_cert = "c.pem"\n', "key 'mqtt'"),
         ("[mqtt]\nreconnect_min_s = 5\nreconnect_max_s = 1\n", "reconnect_max_s must be at least"),
+        ("[auth]\nk_anonymity = 0\n", "key 'auth.k_anonymity'"),
+        ("[auth]\ncache_s = -1\n", "key 'auth.cache_s'"),
+        ("[auth]\npseudonym_secret = 5\n", "key 'auth.pseudonym_secret'"),
+        ('[audit]\npath = ""\n', "key 'audit.path'"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:

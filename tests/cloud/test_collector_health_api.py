@@ -15,6 +15,7 @@ from cloud_collector.metrics import IngestMetrics
 from cloud_collector.store import Store, open_store
 from protocol.batch import Batch
 from protocol.records import Health
+from tests.support.auth import api_client
 
 T0 = 1_772_436_600_000  # 2026-03-02T07:30:00Z
 MIN = 60_000
@@ -52,8 +53,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(
         store, IngestMetrics(), thresholds=AlertsConfig(), clock_ms=lambda: NOW, max_limit=500
     )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with api_client(app, store.access) as c:
         yield c
     await store.close()
 

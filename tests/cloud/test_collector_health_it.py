@@ -23,6 +23,7 @@ from harness.mosquitto import MosquittoHarness
 from harness.postgres import PgHarness
 from protocol import Presence, Status, encode_status
 from protocol.records import Scalar
+from tests.support.auth import api_client
 from tests.support.health_feed import Clock, health_batch, publish_acked
 from tests.support.ingest_run import collector
 
@@ -35,8 +36,7 @@ _db_names = itertools.count()
 @contextlib.asynccontextmanager
 async def api(store: Store, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(store, IngestMetrics(), clock_ms=clock)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with api_client(app, store.access) as c:
         yield c
 
 

@@ -18,6 +18,7 @@ from cloud_collector.store import EventQuery, Store, open_store
 from harness.postgres import PgHarness
 from protocol import decode_batch, encode_batch
 from protocol.records import RawFrame
+from tests.support.auth import api_client
 from tests.support.store_records import T0, batch, event
 
 _db_names = itertools.count()
@@ -89,8 +90,7 @@ async def test_a_version_1_batch_is_still_stored_and_its_unlinked_frames_are_not
 async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Store]]:
     store = await open_store(f"sqlite:///{tmp_path / 'api.sqlite3'}")
     app = create_app(store, IngestMetrics(), mqtt_ready=lambda: True)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with api_client(app, store.access) as c:
         yield c, store
     await store.close()
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 
 from cloud_collector.api import create_app
@@ -25,6 +24,7 @@ from harness.postgres import PgHarness
 from protocol import eviction_notice
 from protocol.batch import Batch
 from protocol.records import Event, FrameRef, GnssFix, Health, SignalSeries
+from tests.support.auth import api_client
 
 T = TypeVar("T")
 _db_names = itertools.count()
@@ -218,10 +218,8 @@ async def test_the_query_side_on_its_own_connection_serves_the_api(
     assert reader.query_runner is not None  # the query side's own connection
     read_before = reader.query_runner.tx_stats.committed
 
-    app = create_app(split.queries, clock_ms=lambda: T0 + 1000)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t"
-    ) as client:
+    app = create_app(split.queries, clock_ms=lambda: T0 + 1000, access=reader.access)
+    async with api_client(app, writer.access) as client:
         events = (await client.get("/v1/events")).json()
         vehicles = (await client.get("/v1/vehicles")).json()
         ready = await client.get("/readyz")

@@ -181,6 +181,7 @@ def test_dashboard_in_chromium(tmp_path: Path, node_modules: Path) -> None:
                 proxy.call(proxy.proxy.cut())
                 spec = {
                     "url": f"http://127.0.0.1:{http_port}/",
+                    "token": collector.token(),
                     "chromium": CHROMIUM,
                     "userDataDir": str(tmp_path / "chromium-profile"),
                     "screenshotDir": str(ARTIFACTS),
@@ -253,9 +254,13 @@ def test_demo_orchestrator_runs_and_stops_cleanly(tmp_path: Path) -> None:
         assert url.startswith("http://127.0.0.1:")
         assert {"mosquitto", "collector", "taxi-1", "taxi-2", "taxi-3"} <= set(state["children"])
 
+        auth = {"Authorization": f"Bearer {state['token']}"}
+
         def vehicles_and_events() -> bool:
-            vehicles = httpx.get(url + "v1/vehicles", timeout=5).json()["vehicles"]
-            events = httpx.get(url + "v1/events", params={"limit": "100"}, timeout=5).json()
+            vehicles = httpx.get(url + "v1/vehicles", headers=auth, timeout=5).json()["vehicles"]
+            events = httpx.get(
+                url + "v1/events", params={"limit": "100"}, headers=auth, timeout=5
+            ).json()
             located = [f for f in events["features"] if f["geometry"] is not None]
             return len(vehicles) >= 3 and len(located) > 0
 
