@@ -47,6 +47,7 @@ ACCESS: Final[tuple[tuple[str, frozenset[Role]], ...]] = (
     # API's description (no data; it declares the security scheme).
     ("/", PUBLIC),
     ("/static/*", PUBLIC),
+    ("/dashboard/config.json", PUBLIC),  # the map's basemap setting: no data
     ("/openapi.json", PUBLIC),
     ("/docs", PUBLIC),
     ("/docs/*", PUBLIC),
@@ -262,3 +263,21 @@ def privacy_of(request: Request) -> Privacy:
 
 
 PrivacyDep = Annotated[Privacy, Depends(privacy_of)]
+
+
+@dataclass(frozen=True, slots=True)
+class CityView:
+    """What a route must hide for its caller: ``k`` > 0 for the city role (k-anonymous
+    cell-hours only, events on their cell's centre), 0 for the others; ``privacy`` the
+    pseudonym settings."""
+
+    k: int
+    privacy: Privacy
+
+
+def city_view_of(caller: CallerDep, privacy: PrivacyDep) -> CityView:
+    """The caller's view (a FastAPI dependency)."""
+    return CityView(privacy.k if caller.role is Role.CITY else 0, privacy)
+
+
+CityViewDep = Annotated[CityView, Depends(city_view_of)]

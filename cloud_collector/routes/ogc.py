@@ -23,7 +23,9 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from cloud_collector import geojson
+from cloud_collector.auth import CityView, CityViewDep
 from cloud_collector.errors import QueryError
+from cloud_collector.privacy import city_event_feature, on_cells_in
 from cloud_collector.routes import ogc_params as op
 from cloud_collector.routes.context import ApiContext, Ctx
 from cloud_collector.routes.params import GEOJSON
@@ -31,11 +33,13 @@ from cloud_collector.store.base import (
     COLLECTION_IDS,
     DEFAULT_EVENT_LIMIT,
     EVENTS_COLLECTION,
+    MAX_EVENT_LIMIT,
     ROAD_COLLECTION,
     SIGNS_COLLECTION,
     EventQuery,
     Extent,
     FeatureQuery,
+    StoredEvent,
 )
 from cloud_collector.store.reads import decode_cursor, encode_cursor
 
@@ -200,23 +204,41 @@ async def collection(
 
 
 async def _page(
-    ctx: ApiContext, cid: str, q: FeatureQuery
+    ctx: ApiContext, cid: str, q: FeatureQuery, view: CityView
 ) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
-    """One page of features and the key after it (None: the last page)."""
+    """One page of features and the key after it (None: the last page). The city's view
+    (``view.k`` > 0): k-anonymous cell-hours only, events on their cell's centre (the
+    bbox tested there), with the day's pseudonym."""
     if cid == EVENTS_COLLECTION:
         page = await ctx.queries.events(
             EventQuery(
-                since_ms=q.since_ms, until_ms=q.until_ms, bbox=q.bbox or WORLD, limit=q.limit,
+                since_ms=q.since_ms, until_ms=q.until_ms,
+                bbox=WORLD if view.k else q.bbox or WORLD, limit=q.limit,
                 cursor=None if q.after is None else encode_cursor(*q.after),
+                min_vehicles=view.k,
             )
         )  # fmt: skip
         after = None if page.next_cursor is None else decode_cursor(page.next_cursor)
-        return [op.city_event_feature(e) for e in page.events], after
+        if not view.k:
+            return [op.city_event_feature(e) for e in page.events], after
+        key = await view.privacy.key()
+        found = on_cells_in(page.events, q.bbox or WORLD)
+        return [city_event_feature(e, key) for e in found], after
     if cid == ROAD_COLLECTION:
         cells = await ctx.queries.cell_page(q)
         return [geojson.road_feature(c) for c in cells.cells], cells.next_after
     signs = await ctx.queries.sign_page(q)
     return [geojson.sign_feature(s) for s in signs.signs], signs.next_after
+
+
+async def _event_item(ctx: ApiContext, e: StoredEvent, view: CityView) -> dict[str, Any] | None:
+    """``e`` as a feature for ``view``; None when the city may not see it (its cell-hour
+    is not k-anonymous): the city's events page of its millisecond decides."""
+    if not view.k:
+        return op.city_event_feature(e)
+    q = FeatureQuery(since_ms=e.time_ms, until_ms=e.time_ms + 1, limit=MAX_EVENT_LIMIT)
+    features, _ = await _page(ctx, EVENTS_COLLECTION, q, view)
+    return next((f for f in features if f["id"] == e.id), None)
 
 
 def _item_links(request: Request, cid: str, after: tuple[int, int] | None) -> list[Any]:
@@ -236,9 +258,10 @@ def _item_links(request: Request, cid: str, after: tuple[int, int] | None) -> li
     f"{PREFIX}/collections/{{collection_id}}/items",
     summary="A page of a collection's features (GeoJSON)",
 )
-async def items(
+async def items(  # noqa: PLR0913, PLR0917 - one parameter per query parameter
     ctx: Ctx,
     request: Request,
+    view: CityViewDep,
     collection_id: CollectionId,
     bbox: Annotated[str | None, Query(description=op.BBOX_DOC)] = None,
     datetime: Annotated[str | None, Query(description=op.DATETIME_DOC)] = None,
@@ -257,10 +280,12 @@ async def items(
         until_ms=until_ms,
         limit=op.parse_limit(limit, min(DEFAULT_EVENT_LIMIT, ctx.max_limit), ctx.max_limit),
         after=None if cursor is None else _after(cursor),
+        min_vehicles=view.k,
     )
-    features, after = await _page(ctx, cid, q)
+    features, after = await _page(ctx, cid, q, view)
     body: dict[str, Any] = {"type": "FeatureCollection", "features": features}
-    if cursor is None:
+    # The city's events are filtered after the query (k-anonymity): no count of them.
+    if cursor is None and not (view.k and cid == EVENTS_COLLECTION):
         matched = await ctx.queries.count_features(cid, q, COUNT_CAP)
         if matched is not None:
             body["numberMatched"] = matched
@@ -300,6 +325,7 @@ async def item(
     request: Request,
     collection_id: CollectionId,
     feature_id: Annotated[str, Path(description="the feature's id")],
+    view: CityViewDep,
     f: F = None,
 ) -> JSONResponse:
     cid = _collection_id(collection_id)
@@ -309,9 +335,10 @@ async def item(
     if cid == EVENTS_COLLECTION:
         evidence = await ctx.queries.event_evidence(minor)
         if evidence is not None and evidence.event.lat is not None:
-            found = op.city_event_feature(evidence.event)
+            found = await _event_item(ctx, evidence.event, view)
     else:
-        features, _ = await _page(ctx, cid, FeatureQuery(limit=1, after=(major, minor - 1)))
+        one = FeatureQuery(limit=1, after=(major, minor - 1), min_vehicles=view.k)
+        features, _ = await _page(ctx, cid, one, view)
         found = next((x for x in features if str(x["id"]) == feature_id), None)
     if found is None:
         raise op.OgcError(404, op.NOT_FOUND, f"featureId: no feature {feature_id!r} in {cid}")

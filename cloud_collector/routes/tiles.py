@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from cloud_collector import tiles
+from cloud_collector.auth import CityViewDep
 from cloud_collector.geojson import iso_ms
 from cloud_collector.routes.context import Ctx
 from cloud_collector.routes.params import TIME_DOC, bad, check_name, span
@@ -99,22 +100,25 @@ def period(since: str | None, until: str | None, now_ms: int) -> tuple[int, int]
 
 
 async def _features(
-    ctx: Ctx, layer: str, t: tiles.Tile, when: tuple[int, int], type: str | None
+    ctx: Ctx, layer: str, t: tiles.Tile, when: tuple[int, int], type: str | None, k: int
 ) -> list[tiles.Feature]:
+    """The features of ``layer`` in tile ``t``; ``k`` > 0: the city's view (k-anonymous
+    cell-hours, events on their cell's centre, road edges of at least k passes)."""
     bbox = tiles.tile_bbox(t)
     if layer == "road_conditions":
         res = tiles.cell_res(t.z)
         q = TileQuery(bbox=tiles.padded(bbox, res), res=res, since_ms=when[0],
-                      until_ms=when[1], type=type)  # fmt: skip
+                      until_ms=when[1], type=type, min_vehicles=k)  # fmt: skip
         label = f"{iso_ms(when[0])}/{iso_ms(when[1])}"
         return tiles.cell_features(t, await ctx.queries.tile_cells(q), res, label)
     if layer == "events":
         q = TileQuery(bbox=bbox, res=tiles.cell_res(t.z), since_ms=when[0], until_ms=when[1],
-                      type=type, limit=tiles.MAX_TILE_EVENTS)  # fmt: skip
+                      type=type, limit=tiles.MAX_TILE_EVENTS, min_vehicles=k)  # fmt: skip
         return tiles.event_features(t, await ctx.queries.tile_events(q))
     res = tiles.road_res(t.z)
     q = TileQuery(bbox=tiles.padded(bbox, res), res=res, since_ms=0, until_ms=0)
-    return tiles.road_features(t, await ctx.queries.tile_roads(q), res)
+    edges = await ctx.queries.tile_roads(q)
+    return tiles.road_features(t, [e for e in edges if e.passes >= k], res)
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -143,6 +147,7 @@ async def tile(
     x: Annotated[str, Path(description="column, 0 to 2^z - 1")],
     y: Annotated[str, Path(description="row from the north, 0 to 2^z - 1")],
     params: Params,
+    view: CityViewDep,
 ) -> Response:
     since, until, type = params.since, params.until, params.type
     name = _layer(layer)
@@ -150,7 +155,7 @@ async def tile(
     check_name("type", type)
     now_ms = ctx.clock_ms()
     when = period(since, until, now_ms)
-    body = tiles.encode(name, await _features(ctx, name, t, when, type))
+    body = tiles.encode(name, await _features(ctx, name, t, when, type, view.k))
     etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
     max_age = SETTLED_MAX_AGE_S if when[1] <= now_ms - SETTLED_MS else RECENT_MAX_AGE_S
     headers = {"ETag": etag, "Cache-Control": f"private, max-age={max_age}"}

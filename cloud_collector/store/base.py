@@ -164,6 +164,9 @@ class TileQuery:
     until_ms: int
     type: str | None = None
     limit: int = 4096  # events only: the latest so many
+    # Only k-anonymous cell-hours (at least this many distinct vehicles; 0: all) count, and
+    # events are placed on their cell's centre (the city's view, ``privacy``).
+    min_vehicles: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +352,8 @@ class FeatureQuery:
     until_ms: int | None = None
     limit: int = DEFAULT_EVENT_LIMIT
     after: tuple[int, int] | None = None
+    # Cell-hours: only those with at least this many distinct vehicles (k-anonymity; 0: all).
+    min_vehicles: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,9 @@ def _where(collection: str, q: FeatureQuery, *, keyed: bool) -> tuple[str, list[
     # Always: events without a position are no features of a map.
     where.append("lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?")
     args += [min_lat, max_lat, min_lon, max_lon]
+    if collection == ROAD_COLLECTION and q.min_vehicles > 0:
+        where.append("vehicles >= ?")
+        args.append(q.min_vehicles)
     if keyed and q.after is not None:
         major, minor = _KEY[collection]
         if major == "0":

@@ -288,6 +288,9 @@ async def tile_cells(tx: Tx, q: TileQuery) -> list[CellTotals]:
     where = ["hour_ms >= ?", "hour_ms < ?"]
     args: list[object] = [q.since_ms, q.until_ms]
     _bbox_sql(q.bbox, where, args)
+    if q.min_vehicles > 0:
+        where.append("vehicles >= ?")
+        args.append(q.min_vehicles)
     events_n, head = "events_n", []
     if q.type is not None:
         events_n, head = f"COALESCE({tx.count_of}, 0)", [q.type]
@@ -314,11 +317,22 @@ async def tile_events(tx: Tx, q: TileQuery) -> list[EventPoint]:
     if q.type is not None:
         where.append("type = ?")
         args.append(q.type)
+    if q.min_vehicles > 0:
+        # The city's view: events of k-anonymous cell-hours only, each on its cell's centre.
+        where.append(
+            "EXISTS (SELECT 1 FROM road_cells c WHERE c.cell = "
+            f"{_parent_sql('events.h3_12', 10)} AND c.hour_ms = events.time_ms"
+            f" - events.time_ms % {agg.HOUR_MS} AND c.vehicles >= ?)"
+        )
+        args.append(q.min_vehicles)
     rows = await tx.fetch(
-        f"SELECT time_ms, type, lat, lon FROM events WHERE {' AND '.join(where)}"
+        f"SELECT time_ms, type, lat, lon, h3_12 FROM events WHERE {' AND '.join(where)}"
         " ORDER BY time_ms DESC LIMIT ?",
         *args, q.limit,
     )  # fmt: skip
+    if q.min_vehicles > 0:
+        centres = [agg.centre(agg.parent(int(r[4]))) for r in rows]
+        return [EventPoint(int(r[0]), r[1], c[0], c[1]) for r, c in zip(rows, centres, strict=True)]
     return [EventPoint(int(r[0]), r[1], float(r[2]), float(r[3])) for r in rows]
 
 

@@ -140,6 +140,21 @@ async def test_a_route_missing_from_the_table_is_admin_only(
     assert roles_for("/tiles/10/1/2.pbf") == frozenset(Role)
 
 
+def _city_concrete(path: str) -> str:
+    """A path the city may call with data behind it: the OGC events collection, the
+    events tile layer's whole-world tile."""
+    for name, value in (("collection_id", "events"), ("layer", "events"), ("z", "0"),
+                        ("x", "0"), ("y", "0"), ("feature_id", "999999")):  # fmt: skip
+        path = path.replace("{" + name + "}", value)
+    return _concrete(path)
+
+
+def _mvt_json(body: bytes) -> Any:
+    import mapbox_vector_tile
+
+    return mapbox_vector_tile.decode(body)
+
+
 def _walk_json(value: Any) -> list[str]:
     """Every key of ``value``, at any depth."""
     if isinstance(value, dict):
@@ -160,11 +175,17 @@ async def test_the_city_sees_no_vehicle_id_epoch_or_seq_anywhere(
     readable = [r.path for r in _routes() if Role.CITY in roles_for(r.path) and r.include_in_schema]
     assert set(ALL_GET) <= set(readable)
     for path in readable:
-        r = await city.get(_concrete(path))
+        r = await city.get(_city_concrete(path))
+        if "{feature_id}" in path:
+            assert r.status_code == 404, (path, r.text)  # checked through the items page
+            continue
         assert r.status_code == 200, (path, r.text)
+        text, body = r.text, r.json() if not path.endswith(".mvt") else _mvt_json(r.content)
+        if path.endswith(".mvt"):
+            text = json.dumps(body)
         for secret in (*FLEETS, *set(FLEETS.values()), str(EPOCH), str(EPOCH + 1)):
-            assert secret not in r.text, (path, secret)
-        keys = set(_walk_json(r.json()))
+            assert secret not in text, (path, secret)
+        keys = set(_walk_json(body))
         assert not keys & {"vehicle", "fleet", "epoch", "seq", "last_seq"}, (path, keys)
     events = (await city.get("/v1/events")).json()["features"]
     assert events, "the busy cell's events are visible to the city"
@@ -191,6 +212,31 @@ async def test_k_anonymity_hides_a_cell_with_fewer_vehicles_from_the_city_only(
     assert quiet not in {f["properties"]["h3"] for f in city_events}
     op_events = (await clients["op_a"].get("/v1/events")).json()["features"]
     assert any(f["geometry"]["coordinates"][0] == pytest.approx(QUIET[1]) for f in op_events)
+
+
+async def test_k_anonymity_holds_on_the_ogc_api_and_the_tiles_too(
+    clients: dict[str, httpx.AsyncClient],
+) -> None:
+    quiet, busy = _cell(QUIET), _cell(BUSY)
+
+    async def ogc_cells(who: str) -> set[str]:
+        r = await clients[who].get("/ogc/collections/road-conditions/items")
+        return {str(f["id"]).split("@")[0] for f in r.json()["features"]}
+
+    assert quiet in await ogc_cells("op_a")
+    assert await ogc_cells("city") == {busy}
+    ogc_events = (await clients["city"].get("/ogc/collections/events/items")).json()
+    assert ogc_events["features"]
+    assert {f["properties"]["h3"] for f in ogc_events["features"]} == {busy}
+
+    async def tile_events(who: str) -> list[Any]:
+        r = await clients[who].get(
+            "/tiles/events/0/0/0.mvt", params={"since": "1970-01-02T00:00:00Z"}
+        )
+        assert r.status_code == 200, r.text
+        return _mvt_json(r.content).get("events", {}).get("features", [])
+
+    assert len(await tile_events("op_a")) > len(await tile_events("city")) > 0
 
 
 async def test_pseudonyms_differ_across_days_and_hold_within_a_day(

@@ -8,6 +8,7 @@ from fastapi.routing import APIRoute
 from cloud_collector.api import ROUTERS
 from cloud_collector.cli import main
 from cloud_collector.config import CollectorConfig
+from cloud_collector.dashboard import router as dashboard_router
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -33,7 +34,10 @@ def test_help_lists_every_endpoint_of_the_api(capsys: pytest.CaptureFixture[str]
         if isinstance(route, APIRoute)
     }
     assert len(served) >= 10
-    assert served | {("GET", "/")} == listed
+    dashboard = {
+        ("GET", route.path) for route in dashboard_router.routes if isinstance(route, APIRoute)
+    }
+    assert served | dashboard | {("GET", "/")} == listed
 
 
 def test_help_lists_every_config_section_and_key(capsys: pytest.CaptureFixture[str]) -> None:

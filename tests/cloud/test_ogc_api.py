@@ -15,6 +15,7 @@ from cloud_collector.api import create_app
 from cloud_collector.metrics import IngestMetrics
 from cloud_collector.store import open_store
 from cloud_collector.store.base import COLLECTION_IDS
+from tests.support.api_client import api_client
 from tests.support.feature_store import counts, seed
 
 Client = httpx.AsyncClient
@@ -33,7 +34,7 @@ async def db(tmp_path: Path) -> Path:
 async def client(db: Path) -> AsyncIterator[Client]:
     store = await open_store(f"sqlite:///{db}")
     app = create_app(store, IngestMetrics(), max_limit=50)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with api_client(app) as c:
         yield c
     await store.close()
 

@@ -14,6 +14,7 @@ from cloud_collector.api import create_app
 from cloud_collector.store import RoadQuery, Store, open_store
 from cloud_collector.store import aggregate as agg
 from harness.postgres import PgHarness
+from tests.support.api_client import api_client
 from tests.support.store_records import LAT, LON, T0, batch, east, fix
 
 _db_names = itertools.count()
@@ -41,8 +42,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 @pytest.fixture
 async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(store))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with api_client(create_app(store)) as c:
         yield c
 
 

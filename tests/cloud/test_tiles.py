@@ -19,6 +19,7 @@ from cloud_collector.store import aggregate as agg
 from cloud_collector.store import migrations as mig
 from cloud_collector.store.base import TileQuery
 from harness.postgres import PgHarness
+from tests.support.api_client import api_client
 from tests.support.store_records import LAT, LON, T0, batch, east, event, fix
 
 _db_names = itertools.count()
@@ -50,8 +51,7 @@ async def client(store_url: str) -> AsyncIterator[httpx.AsyncClient]:
         received_ms=T0 + 70_000,
     )  # fmt: skip
     app = create_app(store, clock_ms=lambda: NOW_MS)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with api_client(app) as c:
         yield c
     await store.close()
 

@@ -43,7 +43,8 @@ async def api_client(
     app: FastAPI, access: Access, role: Role = Role.ADMIN, *, fleets: tuple[str, ...] = ()
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client of ``app`` (in process) carrying a new token of ``role``."""
+    from tests.support.api_client import api_client as client_of
+
     headers = bearer(await mint(access, role, fleets=fleets))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as c:
+    async with client_of(app, headers=headers) as c:
         yield c
