@@ -131,6 +131,18 @@ def test_a_channel_the_recording_lacks_is_an_error_naming_its_channels(
     )
 
 
+def test_replay_of_a_channel_the_recording_lacks_names_its_channels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = _two_channel_log(tmp_path)
+    config = _config(tmp_path, tmp_path / "outbox.sqlite3")
+    code, _, err = agent(capsys, "replay", log, "--channel", "can9", "--config", config)
+    assert code == 1
+    assert err.splitlines() == [
+        f"edge-agent: {log}: no channel 'can9' in the recording (its channels: can0, can1)"
+    ]
+
+
 def test_a_channel_the_recording_has_is_no_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
