@@ -151,11 +151,15 @@ def test_demo_announces_taxis_times_the_cut_and_keeps_a_taxi_online_across_laps(
     online = {t: first(rf"\b{t} online\b") for t in taxis}
     assert url_at < min(online.values()), "the URL must come as soon as the collector answers"
     assert online["taxi-4"] < first(r"uplink of taxi-4 cut"), out
-    # taxi-1 played into its second lap (a fix a lap after the first, at the same place)
-    # and was never offline: its agent was not restarted between laps.
+    _assert_online_across_laps(seen, lines)
+
+
+def _assert_online_across_laps(seen: Presence, lines: list[str]) -> None:
+    """taxi-1 played into its second lap (a fix a lap after the first, at the same place)
+    and was never offline: its agent was not restarted between laps."""
     assert seen.next_lap_stored(), (seen.first_fix_ms, seen.last_fix_ms)
     assert seen.first_fix_ms is not None
     lap_later = seen.first_fix_ms + round(LAP_S * 1000)
     assert seen.fixes.get(lap_later) == seen.fixes[seen.first_fix_ms], seen.fixes
     assert set(seen.online) == {1}, seen.online
-    assert not any("agent exited" in line for line in lines), out
+    assert not any("agent exited" in line for line in lines), lines
