@@ -20,6 +20,7 @@ from cloud_collector.store import Store, open_store
 from harness.collector import make_batch, payload
 from protocol.batch import Batch
 from protocol.records import Health
+from tests.support.examples import examples
 from tests.support.metrics_text import metric
 
 VEHICLES = ("taxi-a", "taxi-b")
@@ -168,7 +169,7 @@ def test_fuzz_from_openapi(tmp_path: Path) -> None:
 
             @given(case=operation.as_strategy())
             @settings(
-                max_examples=40,
+                max_examples=examples(40),
                 deadline=None,
                 database=None,
                 suppress_health_check=list(HealthCheck),
