@@ -9,7 +9,8 @@ Two profiles, chosen by ``HYPOTHESIS_PROFILE`` (read once, by ``tests/conftest.p
   ``HYPOTHESIS_PROFILE=thorough pytest tests/protocol``.
 
 A property states its count as ``@settings(max_examples=examples(300))``: the number is
-its weight against the others, the profile sets the scale.
+its weight against the others, the profile sets the scale. A test that repeats a run to
+catch a race that shows in some runs only scales its repeats the same way (``repeats``).
 """
 
 from __future__ import annotations
@@ -38,3 +39,8 @@ def load_profile(env: Mapping[str, str]) -> str:
 def examples(n: int) -> int:
     """``n`` examples scaled to the loaded profile (``n`` itself under ``thorough``)."""
     return max(MIN_EXAMPLES, round(n * settings().max_examples / THOROUGH_EXAMPLES))
+
+
+def repeats(n: int, least: int = 5) -> int:
+    """``n`` repetitions scaled to the loaded profile, at least ``least``."""
+    return max(least, round(n * settings().max_examples / THOROUGH_EXAMPLES))
