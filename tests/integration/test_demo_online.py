@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from demo.run import next_free_port, parse_http
+from demo.taxi import Lap, LoopingTrack
 from harness.collector import REPO
+from protocol.records import GnssFix
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +35,20 @@ def test_parse_http_takes_host_port_and_names_a_bad_value() -> None:
     for bad in ("localhost:http", "127.0.0.1:0", ":8080", "127.0.0.1:70000"):
         with pytest.raises(Exception, match="expected HOST:PORT"):
             parse_http(bad)
+
+
+def test_the_track_loops_lap_after_lap_without_overlap() -> None:
+    # A 3 s lap from t=100 s, moved by 1000 s; the fix at the lap's end belongs to the next.
+    lap = Lap(start_s=100.0, length_s=3.0, shift_s=1000.0)
+    fixes = [
+        GnssFix(time_ms=t, lat=37.5, lon=127.0 + t / 1e6, mode=3)
+        for t in range(100_000, 103_001, 1000)
+    ]
+    track = LoopingTrack(fixes, lap)
+    got = track.until(1106.5) + track.until(1107.0)
+    assert [f.time_ms for f in got] == [1_100_000 + i * 1000 for i in range(8)]
+    assert [f.lon for f in got] == [f.lon for f in fixes[:3]] * 2 + [f.lon for f in fixes[:2]]
+    assert track.until(1107.5) == []
 
 
 def test_next_free_port_skips_a_taken_one() -> None:
