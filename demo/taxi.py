@@ -32,10 +32,17 @@ from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentConfig, BusConfig, load_config
 from edge_agent.daemon import open_agent
 from edge_agent.errors import AgentError
-from edge_agent.feed import FixMerge, FrameSource, Pacer, SourceOpener, bus_source_opener, paced
+from edge_agent.feed import (
+    FixMerge,
+    FrameSource,
+    RecordingBus,
+    SourceOpener,
+    bus_source_opener,
+    paced,
+)
 from edge_agent.health import config_hash
 from edge_agent.nmea import read_nmea
-from edge_agent.sources import CanFrame, FrameLike, ReplaySource
+from edge_agent.sources import CanFrame, FrameLike
 from protocol.records import GnssFix
 
 
@@ -73,12 +80,11 @@ class Lap:
         return 0 <= stamp_s - self.start_s < self.length_s
 
 
-class LoopingRecording:
+class LoopingRecording(RecordingBus):
     """A candump recording played as a live bus, lap after lap, at its recorded pace."""
 
     def __init__(self, path: Path, logged_channel: str | None, clock: Clock, lap: Lap) -> None:
-        self._source = ReplaySource(path, logged_channel=logged_channel)
-        self._pacer = Pacer(clock, 1.0)
+        super().__init__(path, logged_channel, clock)
         self._lap = lap
         self.laps = 0  # laps begun
 
@@ -96,21 +102,6 @@ class LoopingRecording:
             if stop.is_set():
                 return
             yield frame
-
-    def close(self) -> None:
-        """Nothing stays open between frames."""
-
-    @property
-    def backlog(self) -> int:
-        return 0
-
-    @property
-    def dropped(self) -> int:
-        return 0
-
-    @property
-    def malformed_lines(self) -> int:
-        return self._source.stats.malformed_lines
 
 
 def _moved(frame: FrameLike, offset_s: float) -> CanFrame:
