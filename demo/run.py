@@ -6,13 +6,14 @@ Starts, under ``var/demo/`` (wiped at each start):
 - ``cloud-collector run`` on SQLite (``var/demo/collector.sqlite3``), HTTP on ``--http``
   (default 127.0.0.1:8080; the next free port after it if taken), serving the operator
   dashboard at ``/``; its URL is printed as soon as it answers;
-- a handful of simulated taxis: real ``edge-agent run`` processes whose CAN buses replay
-  fixture drives (``hw_fixtures.generate``, along three GNSS tracks, with the start moved to
-  the wall clock so times look live) at recorded pace, positions from the drive's NMEA
-  track (``[gnss] nmea``). Each taxi is announced once its first batch is acknowledged.
-  The next drive is generated while the current one plays (its start set to when the lap
-  will begin), so when a drive is over the agent is restarted on the same outbox at once
-  and the taxi stays online between laps;
+- a handful of simulated taxis: edge agents (``python -m demo.taxi``: the agent of
+  ``edge-agent run`` with its replay buses looping) whose CAN buses replay a fixture drive
+  (``hw_fixtures.generate``, along three GNSS tracks) at recorded pace, positions from the
+  drive's NMEA track (``[gnss] nmea``). Each taxi's drive is generated once; its agent
+  plays it lap after lap, every lap's times moved on by the lap's length (the first to the
+  wall clock, so times look live), in one process with one connection and one outbox, so
+  the taxi stays online between laps. Each taxi is announced once its first batch is
+  acknowledged; an agent that dies is started again on the same outbox;
 - one taxi ("taxi-4" by default) talks to the broker through a small TCP proxy which the
   orchestrator cuts for a while (default: 40 s after that taxi's first acknowledged batch,
   for 60 s), so its uplink goes down: the broker publishes its will (offline), its outbox
@@ -30,7 +31,6 @@ import asyncio
 import contextlib
 import ctypes
 import json
-import math
 import os
 import shutil
 import signal
@@ -55,8 +55,8 @@ PR_SET_PDEATHSIG: Final = 1
 STOP_TIMEOUT_S: Final = 15.0
 # Every taxi's fleet; the dashboard's operator token covers them all.
 DEMO_FLEETS: Final = ("demo",)
-# Seconds an agent keeps running after its drive's last frame, to send what it holds.
-LAP_GRACE_S: Final = 5.0
+# Seconds before an agent that died is started again.
+RESTART_AFTER_S: Final = 2.0
 
 # Short timeouts, so the taxi whose uplink is cut notices and recovers within seconds.
 DEMO_MQTT_TUNING: Final = """
@@ -284,10 +284,10 @@ class Demo:
 
     # -- setup ---------------------------------------------------------------------------
 
-    async def drive(self, taxi: Taxi, lap: int, start_s: int) -> Path:
-        """A fresh drive of ``taxi``'s track whose first frame is at ``start_s`` (Unix
-        seconds: when the lap will begin), so event times, lag and "today" look live."""
-        target = self.opts.var / "drives" / f"{taxi.id}-{lap}"
+    async def drive(self, taxi: Taxi, start_s: int) -> Path:
+        """A drive of ``taxi``'s track whose first frame is at ``start_s`` (Unix seconds;
+        the looping agent moves it to the wall clock again when it starts)."""
+        target = self.opts.var / "drives" / taxi.id
         laps = self.opts.lap_minutes
         minutes = [] if laps is None else ["--minutes", f"{laps:g}"]
         proc = await asyncio.create_subprocess_exec(
@@ -300,7 +300,7 @@ class Demo:
         try:
             _, err = await proc.communicate()
         except asyncio.CancelledError:
-            # A drive generated ahead is not wanted once the demo stops.
+            # A drive still being generated is not wanted once the demo stops.
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
@@ -470,61 +470,36 @@ level = "warning"
             self.say(f"{taxi.id} online: first batch acknowledged ({up}/{len(self.online)} taxis)")
 
     async def _taxi(self, taxi: Taxi, mqtt_port: int) -> None:
-        """Drive after drive: the agent replays one at recorded pace while the next is
-        generated, and is restarted (same outbox) once the drive is over or if it died."""
-        drives = [asyncio.create_task(self.drive(taxi, 0, int(time.time())))]
-        try:
-            await self._laps(taxi, mqtt_port, drives)
-        finally:
-            for task in drives:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, RuntimeError, OSError):
-                    await task
-
-    async def _laps(self, taxi: Taxi, mqtt_port: int, drives: list[asyncio.Task[Path]]) -> None:
-        """``drives[-1]`` is the drive of the next lap, being generated or ready."""
+        """One drive, generated once; the agent plays it lap after lap and is started again
+        (same outbox) only if it dies."""
         port = self.proxy.port if taxi.via_proxy and self.proxy is not None else mqtt_port
-        child: Child | None = None
-        lap = 0
+        drive = await self.drive(taxi, int(time.time()))
+        if self.stop.is_set():
+            return
+        conf = self.agent_config(taxi, drive, port)
+        child = Child(
+            taxi.id,
+            [sys.executable, "-m", "demo.taxi", "--config", str(conf)],
+            REPO,
+            conf.parent / "agent.log",
+        )
+        self.children.append(child)
         while not self.stop.is_set():
-            drive = await drives[-1]
-            if self.stop.is_set():
-                break
-            conf = self.agent_config(taxi, drive, port)
-            if child is None:
-                child = Child(
-                    taxi.id,
-                    [str(BIN / "edge-agent"), "run", "--config", str(conf)],
-                    conf.parent,
-                    conf.parent / "agent.log",
-                )
-                self.children.append(child)
             await child.start()
             assert child.proc is not None
-            # The next lap begins when this drive is over: generate it now, not then.
-            next_start = int(time.time()) + math.ceil(_duration_s(drive) + LAP_GRACE_S)
-            drives.append(asyncio.create_task(self._ahead(taxi, lap + 1, next_start, drive)))
             ends = asyncio.create_task(child.proc.wait())
             stops = asyncio.create_task(self.stop.wait())
-            await asyncio.wait(
-                {ends, stops},
-                timeout=_duration_s(drive) + LAP_GRACE_S,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            await asyncio.wait({ends, stops}, return_when=asyncio.FIRST_COMPLETED)
             stops.cancel()
             ends.cancel()
             if self.stop.is_set():
                 break  # shutdown() stops it, in order
-            await child.stop()
-            shutil.rmtree(drive, ignore_errors=True)
-            lap += 1
-
-    async def _ahead(self, taxi: Taxi, lap: int, start_s: int, current: Path) -> Path:
-        """The next drive, generated once the taxi is online (or a third into the current
-        drive): generating it during the agent's start-up would only slow that down."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.online[taxi.id].wait(), _duration_s(current) / 3)
-        return await self.drive(taxi, lap, start_s)
+            self.say(
+                f"{taxi.id}: agent exited ({child.proc.returncode}); starting it again on "
+                f"the same outbox (log: {child.log})"
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), RESTART_AFTER_S)
 
     async def _outage(self, taxis: list[Taxi]) -> None:
         if self.proxy is None:
@@ -554,14 +529,6 @@ level = "warning"
         for child in reversed(others):
             await child.stop()
         self.say("stopped")
-
-
-def _duration_s(drive: Path) -> float:
-    try:
-        expected = json.loads((drive / "drive.expected.json").read_text())
-        return float(expected["duration_s"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 106.0
 
 
 async def mint_operator_token(conf: Path, fleets: tuple[str, ...]) -> str:
@@ -605,7 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--http-port", type=int, help="same as --http 127.0.0.1:PORT")
     p.add_argument(
-        "--lap-minutes", type=float, help="length of each generated drive (default 106 s)"
+        "--lap-minutes",
+        type=float,
+        help="length of the generated drive each taxi plays in a loop (default 106 s)",
     )
     p.add_argument("--taxis", type=int, default=5, help="simulated taxis, 1-5 (default 5)")
     p.add_argument(

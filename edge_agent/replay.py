@@ -119,6 +119,10 @@ class ReplayReader:
                     last_flush = self.clock.monotonic()
                     await asyncio.sleep(0)
         else:
+            missing = self.source.missing_channel()
+            if missing is not None:
+                # Before the finished checkpoint: the right channel may be replayed next.
+                raise AgentError(missing)
             await self.flush(frames, finished=True)
             return
         await self.flush(frames, finished=False)

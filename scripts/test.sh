@@ -9,4 +9,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy
 echo "== import contracts"; lint-imports
-echo "== pytest"; pytest "$@"
+# TEST_WORKERS=N: pytest on N worker processes (pytest-xdist), a test module's tests on one
+# worker (module fixtures are built once); each worker starts its own session fixtures.
+workers=()
+if [[ -n "${TEST_WORKERS:-}" && "${TEST_WORKERS}" != 1 ]]; then
+    workers=(-n "$TEST_WORKERS" --dist loadfile)
+fi
+echo "== pytest"; pytest "${workers[@]}" "$@"

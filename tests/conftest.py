@@ -4,6 +4,7 @@ A test module defining its own fixture of the same name uses that one."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,6 +13,10 @@ import pytest
 from cloud_collector.store import Store, open_store
 from harness.mosquitto import MosquittoHarness
 from harness.postgres import PgHarness
+from tests.support.examples import load_profile
+
+# Before any test module is imported: their example counts scale with the profile.
+load_profile(os.environ)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ The caller asserts; the bench prints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,7 +19,7 @@ import random
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +116,46 @@ def _replay_timeout(size: Size, fault_s: float) -> float:
     return size.recording_s / speed + fault_s + 120
 
 
+@dataclass
+class Replaying:
+    """Taxis replaying against a broker port, their processes and the replay timeout."""
+
+    taxis: list[Taxi]
+    procs: list[subprocess.Popen[str]]
+    timeout_s: float
+
+    def finish(self) -> float:
+        """Wait for every replay (bounded); seconds it took."""
+        return finish_all(self.procs, self.timeout_s + 30)
+
+
+@contextlib.contextmanager
+def _replaying(
+    workdir: Path,
+    port: int,
+    size: Size,
+    fault_s: float,
+    *,
+    vehicles: int | None = None,
+    recording_s: float | None = None,
+    speed: float | None = None,
+) -> Iterator[Replaying]:
+    """``size``'s fleet (unless told otherwise) replaying against ``port``; every taxi is
+    killed when the block ends."""
+    taxis = fleet(
+        workdir, port, vehicles or size.vehicles,
+        recording_s=recording_s or size.recording_s, start_s=size.start_s,
+    )  # fmt: skip
+    timeout = _replay_timeout(size, fault_s)
+    pace = size.speed if speed is None else speed
+    procs = [t.replay(speed=pace, timeout_s=timeout) for t in taxis]
+    try:
+        yield Replaying(taxis, procs, timeout)
+    finally:
+        for t in taxis:
+            t.kill()
+
+
 def _with_link(
     workdir: Path,
     size: Size,
@@ -134,27 +175,25 @@ def _with_link(
         MosquittoHarness(workdir, persistence=True) as broker,
         LinkProxy(broker.port) as link,
         Collector(workdir, broker.port) as collector,
+        _replaying(
+            workdir,
+            link.port,
+            size,
+            fault_s,
+            vehicles=taxis_n,
+            recording_s=recording_s,
+            speed=speed,
+        ) as run,
     ):
-        taxis = fleet(
-            workdir, link.port, taxis_n or size.vehicles,
-            recording_s=recording_s or size.recording_s, start_s=size.start_s,
-        )  # fmt: skip
-        timeout = _replay_timeout(size, fault_s)
-        procs = [t.replay(speed=size.speed if speed is None else speed, timeout_s=timeout)
-                 for t in taxis]  # fmt: skip
-        try:
-            healed = fault(link, taxis)
-            finish_all(procs, timeout + 30)
-            drain = time.monotonic() - healed
-            report = collector.compare(expected(taxis))
-            figures: dict[str, object] = {
-                "duplicate_deliveries": _duplicates(collector),
-                "link_bytes_up": link.counters.bytes_up,
-                "link_drops": link.counters.dropped,
-            }
-        finally:
-            for t in taxis:
-                t.kill()
+        healed = fault(link, run.taxis)
+        run.finish()
+        drain = time.monotonic() - healed
+        report = collector.compare(expected(run.taxis))
+        figures: dict[str, object] = {
+            "duplicate_deliveries": _duplicates(collector),
+            "link_bytes_up": link.counters.bytes_up,
+            "link_drops": link.counters.dropped,
+        }
     return Outcome(scenario, size.name, report, drain, time.monotonic() - t0, figures)
 
 
@@ -233,26 +272,18 @@ def broker_restart(workdir: Path, size: Size, *, persistence: bool) -> Outcome:
     with (
         MosquittoHarness(workdir, persistence=persistence) as broker,
         Collector(workdir, broker.port) as collector,
+        _replaying(workdir, broker.port, size, 30) as run,
     ):
-        taxis = fleet(
-            workdir, broker.port, size.vehicles, recording_s=size.recording_s, start_s=size.start_s
-        )
-        timeout = _replay_timeout(size, 30)
-        procs = [t.replay(speed=size.speed, timeout_s=timeout) for t in taxis]
-        try:
-            every = size.recording_s / (size.speed or 50.0) / (size.broker_restarts + 1)
-            for _ in range(size.broker_restarts):
-                time.sleep(max(every, 1.5))
-                broker.restart()
-            drain = finish_all(procs, timeout + 30)
-            report = collector.compare(expected(taxis))
-            figures: dict[str, object] = {
-                "restarts": size.broker_restarts,
-                "duplicate_deliveries": _duplicates(collector),
-            }
-        finally:
-            for t in taxis:
-                t.kill()
+        every = size.recording_s / (size.speed or 50.0) / (size.broker_restarts + 1)
+        for _ in range(size.broker_restarts):
+            time.sleep(max(every, 1.5))
+            broker.restart()
+        drain = run.finish()
+        report = collector.compare(expected(run.taxis))
+        figures: dict[str, object] = {
+            "restarts": size.broker_restarts,
+            "duplicate_deliveries": _duplicates(collector),
+        }
     return Outcome(name, size.name, report, drain, time.monotonic() - t0, figures)
 
 
@@ -263,27 +294,32 @@ def collector_sigstop(workdir: Path, size: Size) -> Outcome:
     with (
         MosquittoHarness(workdir, persistence=True) as broker,
         Collector(workdir, broker.port) as collector,
+        _replaying(workdir, broker.port, size, size.sigstop_s) as run,
     ):
-        taxis = fleet(
-            workdir, broker.port, size.vehicles, recording_s=size.recording_s, start_s=size.start_s
-        )
-        timeout = _replay_timeout(size, size.sigstop_s)
-        procs = [t.replay(speed=size.speed, timeout_s=timeout) for t in taxis]
-        try:
-            time.sleep(1.5)
-            collector.pause()
-            time.sleep(size.sigstop_s)
-            collector.resume()
-            drain = finish_all(procs, timeout + 30)
-            report = collector.compare(expected(taxis))
-            figures: dict[str, object] = {
-                "stopped_s": size.sigstop_s,
-                "duplicate_deliveries": _duplicates(collector),
-            }
-        finally:
-            for t in taxis:
-                t.kill()
+        time.sleep(1.5)
+        collector.pause()
+        time.sleep(size.sigstop_s)
+        collector.resume()
+        drain = run.finish()
+        report = collector.compare(expected(run.taxis))
+        figures: dict[str, object] = {
+            "stopped_s": size.sigstop_s,
+            "duplicate_deliveries": _duplicates(collector),
+        }
     return Outcome("collector_sigstop", size.name, report, drain, time.monotonic() - t0, figures)
+
+
+def _restarts_while(collector: Collector, seconds: float) -> int:
+    """For ``seconds``: each time the collector exits (the database gone), it is taken as
+    restarted, as systemd would; how many times."""
+    restarts = 0
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        time.sleep(0.2)
+        if collector.process.proc is not None and collector.process.proc.poll() is not None:
+            restarts += 1
+            collector.process.proc = None
+    return restarts
 
 
 def postgres_stopped(workdir: Path, size: Size) -> Outcome:
@@ -296,44 +332,25 @@ def postgres_stopped(workdir: Path, size: Size) -> Outcome:
         MosquittoHarness(workdir, persistence=True) as broker,
     ):
         url = pg.create_database("faults")
-        with Collector(workdir, broker.port, url) as collector:
-            taxis = fleet(
-                workdir,
-                broker.port,
-                size.vehicles,
-                recording_s=size.recording_s,
-                start_s=size.start_s,
-            )
-            timeout = _replay_timeout(size, size.pg_stop_s)
-            procs = [t.replay(speed=size.speed, timeout_s=timeout) for t in taxis]
-            restarts = 0
-            try:
-                time.sleep(1.5)
-                pg.halt()
-                until = time.monotonic() + size.pg_stop_s
-                while time.monotonic() < until:
-                    time.sleep(0.2)
-                    if (
-                        collector.process.proc is not None
-                        and collector.process.proc.poll() is not None
-                    ):
-                        restarts += 1  # it exited with the database gone: systemd restarts it
-                        collector.process.proc = None
-                pg.resume()
-                healed = time.monotonic()
-                if collector.process.proc is None:
-                    collector.process.start()
-                finish_all(procs, timeout + 30)
-                drain = time.monotonic() - healed
-                report = collector.compare(expected(taxis))
-                figures: dict[str, object] = {
-                    "stopped_s": size.pg_stop_s,
-                    "collector_restarts": restarts,
-                    "duplicate_deliveries": _duplicates(collector),
-                }
-            finally:
-                for t in taxis:
-                    t.kill()
+        with (
+            Collector(workdir, broker.port, url) as collector,
+            _replaying(workdir, broker.port, size, size.pg_stop_s) as run,
+        ):
+            time.sleep(1.5)
+            pg.halt()
+            restarts = _restarts_while(collector, size.pg_stop_s)
+            pg.resume()
+            healed = time.monotonic()
+            if collector.process.proc is None:
+                collector.process.start()
+            run.finish()
+            drain = time.monotonic() - healed
+            report = collector.compare(expected(run.taxis))
+            figures: dict[str, object] = {
+                "stopped_s": size.pg_stop_s,
+                "collector_restarts": restarts,
+                "duplicate_deliveries": _duplicates(collector),
+            }
     return Outcome("postgres_stopped", size.name, report, drain, time.monotonic() - t0, figures)
 
 

@@ -3,21 +3,16 @@ in the hotspot rate each traffic situation once."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cloud_collector.store import RoadQuery, Store, open_store
 from cloud_collector.store import aggregate as agg
-from harness.postgres import PgHarness
 from protocol.contracts import SITUATION_JOINS
 from protocol.records import Event, FrameRef, Scalar
 from tests.support.store_records import GRACE_MS, LAT, LON, T0, batch, fix
-
-_db_names = itertools.count()
 
 
 def located(kind: str, t: int, **attrs: Scalar) -> Event:
@@ -66,14 +61,9 @@ def test_an_event_without_a_fix_is_no_situation_of_any_cell() -> None:
     assert deltas.situations == {}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path / 'store.db'}"
-    else:
-        pg: PgHarness = request.getfixturevalue("pg_server")
-        url = pg.create_database(f"situations{next(_db_names)}")
-    s = await open_store(url, gap_grace_ms=GRACE_MS)
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = await open_store(store_url, gap_grace_ms=GRACE_MS)
     try:
         yield s
     finally:

@@ -234,7 +234,8 @@ async def test_k_anonymity_holds_on_the_ogc_api_and_the_tiles_too(
             "/tiles/events/0/0/0.mvt", params={"since": "1970-01-02T00:00:00Z"}
         )
         assert r.status_code == 200, r.text
-        return _mvt_json(r.content).get("events", {}).get("features", [])
+        features: list[Any] = _mvt_json(r.content).get("events", {}).get("features", [])
+        return features
 
     assert len(await tile_events("op_a")) > len(await tile_events("city")) > 0
 

@@ -16,6 +16,7 @@ from cloud_collector.store import Store, open_store
 from protocol.batch import Batch
 from protocol.records import Health
 from tests.support.auth import api_client
+from tests.support.metrics_text import malformed_lines, metric
 
 T0 = 1_772_436_600_000  # 2026-03-02T07:30:00Z
 MIN = 60_000
@@ -148,11 +149,15 @@ async def test_bad_parameters_are_400(
 async def test_metrics_gauges(client: httpx.AsyncClient) -> None:
     text = (await client.get("/metrics")).text
     assert "# TYPE collector_alerts_active gauge" in text
-    assert 'collector_alerts_active{kind="offline"} 1' in text
-    assert 'collector_alerts_active{kind="data_plan"} 0' in text
-    assert 'vehicle_backlog_age_seconds{vehicle="taxi-bad"} 2700' in text
-    assert 'vehicle_backlog_batches{vehicle="taxi-ok"} 0' in text
-    assert 'vehicle_online{vehicle="taxi-bad"} 0' in text
-    assert 'vehicle_seq_gaps{vehicle="taxi-bad"} 1' in text
-    assert 'vehicle_alerts_active{vehicle="taxi-bad"} 4' in text
-    assert 'vehicle_data_today_bytes{vehicle="taxi-bad"} 2100' in text
+    assert malformed_lines(text) == []
+    assert metric(text, "collector_alerts_active", kind="offline") == 1
+    assert metric(text, "collector_alerts_active", kind="data_plan") == 0
+    bad = {
+        "vehicle_backlog_age_seconds": 2700,
+        "vehicle_online": 0,
+        "vehicle_seq_gaps": 1,
+        "vehicle_alerts_active": 4,
+        "vehicle_data_today_bytes": 2100,
+    }
+    assert {name: metric(text, name, vehicle="taxi-bad") for name in bad} == bad
+    assert metric(text, "vehicle_backlog_batches", vehicle="taxi-ok") == 0

@@ -26,6 +26,7 @@ from protocol.records import Scalar
 from tests.support.auth import api_client
 from tests.support.health_feed import Clock, health_batch, publish_acked
 from tests.support.ingest_run import collector
+from tests.support.metrics_text import metric
 
 pytestmark = pytest.mark.integration
 MIN = 60_000
@@ -65,8 +66,8 @@ async def test_health_alerts_appear_and_clear(broker: MosquittoHarness, store: S
         assert (v["backlog_batches"], v["backlog_age_s"]) == (400, 2700.0)
         assert v["data_today_bytes"] > 0
         text = (await http.get("/metrics")).text
-        assert 'collector_alerts_active{kind="backlog_age"} 1' in text
-        assert 'vehicle_backlog_age_seconds{vehicle="taxi-h"} 2700' in text
+        assert metric(text, "collector_alerts_active", kind="backlog_age") == 1
+        assert metric(text, "vehicle_backlog_age_seconds", vehicle="taxi-h") == 2700
         # The backlog drains, the clock is fixed, the camera recovers: alerts clear.
         later = health_batch("taxi-h", 2, now + 5000, good)
         assert await publish_acked(broker.port, "taxi-h", later, 2) == 2
@@ -78,7 +79,7 @@ async def test_health_alerts_appear_and_clear(broker: MosquittoHarness, store: S
         series = (await http.get("/v1/vehicles/taxi-h/health")).json()
         assert [p["values"]["outbox_pending_batches"] for p in series] == [400, 400, 1]
         text = (await http.get("/metrics")).text
-        assert 'collector_alerts_active{kind="backlog_age"} 0' in text
+        assert metric(text, "collector_alerts_active", kind="backlog_age") == 0
 
 
 async def test_offline_alert_after_will_and_time(broker: MosquittoHarness, store: Store) -> None:

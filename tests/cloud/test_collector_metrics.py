@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
 from cloud_collector.metrics import Histogram, IngestMetrics, render
-
-LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? \S+$')
+from tests.support.metrics_text import malformed_lines, metric
 
 
 def test_render_is_well_formed() -> None:
@@ -17,15 +14,14 @@ def test_render_is_well_formed() -> None:
     m.commit_seconds.observe(0.002)
     m.commit_seconds.observe(3.0)
     text = render(m, {"events": 5, "note": "text is skipped", "db size": 1.5})
-    for line in text.splitlines():
-        assert line.startswith("# ") or LINE.match(line), line
-    assert 'collector_quarantined_total{reason="too_large_compressed"} 2' in text
-    assert 'collector_quarantined_total{reason="bad_field:seq"} 1' in text
-    assert 'collector_commit_seconds_bucket{le="0.0025"} 1' in text
-    assert 'collector_commit_seconds_bucket{le="+Inf"} 2' in text
-    assert "collector_commit_seconds_count 2" in text
-    assert "collector_store_events 5" in text
-    assert "collector_store_db_size 1.5" in text
+    assert malformed_lines(text) == []
+    assert metric(text, "collector_quarantined_total", reason="too_large_compressed") == 2
+    assert metric(text, "collector_quarantined_total", reason="bad_field:seq") == 1
+    assert metric(text, "collector_commit_seconds_bucket", le="0.0025") == 1
+    assert metric(text, "collector_commit_seconds_bucket", le="+Inf") == 2
+    assert metric(text, "collector_commit_seconds_count") == 2
+    assert metric(text, "collector_store_events") == 5
+    assert metric(text, "collector_store_db_size") == 1.5
     assert "note" not in text
 
 

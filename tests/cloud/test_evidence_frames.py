@@ -3,7 +3,6 @@ PostgreSQL, and served as a candump -L log by ``/v1/events/{id}/frames``."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,11 @@ import pytest
 from cloud_collector.api import create_app
 from cloud_collector.metrics import IngestMetrics
 from cloud_collector.store import EventQuery, Store, open_store
-from harness.postgres import PgHarness
 from protocol import decode_batch, encode_batch
 from protocol.records import RawFrame
 from tests.support.auth import api_client
 from tests.support.store_records import T0, batch, event
 
-_db_names = itertools.count()
 EVENT_MS = T0 + 7_000
 DATA = bytes.fromhex("0011223344556677")
 
@@ -34,18 +31,9 @@ def evidence(event_ms: int = EVENT_MS, bus: str = "cam") -> list[RawFrame]:
     ]  # fmt: skip
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path / 'store.db'}"
-    else:
-        pg: PgHarness = request.getfixturevalue("pg_server")
-        url = pg.create_database(f"evidence{next(_db_names)}")
-    s = await open_store(url)
-    try:
-        yield s
-    finally:
-        await s.close()
+@pytest.fixture
+def store(store_on_each_backend: Store) -> Store:
+    return store_on_each_backend
 
 
 async def _ingest(store: Store, seq: int, **records: Any) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,20 +12,9 @@ from cloud_collector.errors import QueryError, StoreError
 from cloud_collector.store import CellHour, EventQuery, RoadQuery, Store, open_store
 from cloud_collector.store import aggregate as agg
 from cloud_collector.store import migrations as mig
-from harness.postgres import PgHarness
 from protocol.batch import Batch
 from protocol.records import Event, Health, SignalSeries
 from tests.support.store_records import GRACE_MS, LAT, LON, T0, batch, east, event, fix
-
-_db_names = itertools.count()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path / 'store.db'}"
-    pg: PgHarness = request.getfixturevalue("pg_server")
-    return pg.create_database(f"t{next(_db_names)}")
 
 
 @pytest.fixture

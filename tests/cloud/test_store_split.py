@@ -4,7 +4,6 @@ ingest and the API go on as before."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,14 +19,12 @@ from cloud_collector.store.progress import TxStats
 from cloud_collector.store.queries import EngineQueries
 from cloud_collector.store.shared import Runner, SplitStore
 from cloud_collector.store.sqlite import SqliteStore
-from harness.postgres import PgHarness
 from protocol import eviction_notice
 from protocol.batch import Batch
 from protocol.records import Event, FrameRef, GnssFix, Health, SignalSeries
 from tests.support.auth import api_client
 
 T = TypeVar("T")
-_db_names = itertools.count()
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000  # an hour start
 LAT, LON = 37.5665, 126.9780
 EPOCH = 2**64 - 5
@@ -153,18 +150,9 @@ async def _fill(store: Store) -> None:
     )  # fmt: skip
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path / 'store.db'}"
-    else:
-        pg: PgHarness = request.getfixturevalue("pg_server")
-        url = pg.create_database(f"split{next(_db_names)}")
-    s = await open_store(url)
-    try:
-        yield s
-    finally:
-        await s.close()
+@pytest.fixture
+def store(store_on_each_backend: Store) -> Store:
+    return store_on_each_backend
 
 
 async def test_the_query_side_only_reads_and_the_ledger_alone_writes(store: Store) -> None:

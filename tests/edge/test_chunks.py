@@ -13,6 +13,7 @@ from protocol.body import Body
 from protocol.errors import PayloadTooLarge
 from protocol.records import Event, SignalSeries
 from tests.protocol.strategies import batches
+from tests.support.examples import examples
 
 WIDE = BatchPolicy(max_records=1 << 20, max_bytes=1 << 30)
 T0 = 1_700_000_000_000
@@ -52,7 +53,7 @@ def payload_of(batch: Batch, chunks: list[StagedChunk]) -> bytes:
     )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(batches(), st.lists(st.integers(0, 3), max_size=3))
 def test_joined_chunks_are_the_bytes_the_records_encode_to_at_once(
     batch: Batch, marks: list[int]
@@ -74,7 +75,7 @@ def test_joined_chunks_are_the_bytes_the_records_encode_to_at_once(
     assert payload_of(batch, chunks) == expected
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(batches(), st.integers(1, 6), st.integers(40, 400))
 def test_a_large_append_is_split_within_the_limits_and_loses_nothing(
     batch: Batch, max_records: int, max_bytes: int

@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from edge_agent.checkpoint import Checkpoint
-from edge_agent.errors import AgentError
+from edge_agent.errors import AgentError, OutboxError
+from edge_agent.outbox_status import read_status
 from edge_agent.replay import ranges
 from harness import consumer
 from harness.agent import (
     ROOT,
+    Setup,
     agent_cmd,
     assert_exactly_once,
     expected,
@@ -55,7 +57,11 @@ def test_run_drains_on_sigterm_and_status_reads_the_outbox(tmp_path: Path) -> No
         proc = consumer.spawn(broker.port, s.db)
         try:
             agent = subprocess.Popen(agent_cmd(s, "run"), cwd=ROOT, stderr=subprocess.PIPE)
-            time.sleep(4.0)
+            # Until the running agent has stored something (status reads its outbox).
+            deadline = time.monotonic() + 60
+            while not _stored_something(s) and time.monotonic() < deadline:
+                assert agent.poll() is None, agent.communicate()[1].decode()[-3000:]
+                time.sleep(0.2)
             assert agent.poll() is None
             assert isinstance(status(s)["epoch"], int)  # readable while the agent runs
             os.kill(agent.pid, signal.SIGTERM)
@@ -68,6 +74,15 @@ def test_run_drains_on_sigterm_and_status_reads_the_outbox(tmp_path: Path) -> No
     assert got.samples
     report = status(s)
     assert report["staged_records"] == 0
+
+
+def _stored_something(s: Setup) -> bool:
+    """The outbox holds records: staged, in a batch, or already acknowledged."""
+    try:
+        report = read_status(s.dir / "outbox.sqlite3", int(time.time() * 1000))
+    except OutboxError:
+        return False  # not created yet
+    return any(report.get(k) for k in ("staged_records", "pending_batches", "highest_acked_seq"))
 
 
 def test_status_without_an_outbox_is_a_clear_error(tmp_path: Path) -> None:

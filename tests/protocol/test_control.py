@@ -26,6 +26,7 @@ from protocol import (
 )
 from protocol.limits import MAX_TIME_MS
 from tests.protocol.strategies import ids, uint64
+from tests.support.examples import examples
 
 ACK = {"v": 1, "veh": "taxi-001", "ep": 5, "seq": 9, "t": 1_700_000_000_000}
 STATUS = {"v": 1, "state": "online", "t": 1_700_000_000_000}
@@ -42,7 +43,7 @@ class TestAck:
         assert decode_ack(_pack(ACK)) == ack
         assert decode_ack(bytearray(_pack(ACK))) == ack
 
-    @settings(max_examples=100, deadline=None)
+    @settings(max_examples=examples(100), deadline=None)
     @given(ids, uint64, uint64, st.integers(0, MAX_TIME_MS))
     def test_round_trip_any(self, vehicle: str, epoch: int, seq: int, time_ms: int) -> None:
         ack = Ack(vehicle_id=vehicle, epoch=epoch, seq=seq, time_ms=time_ms)
@@ -153,7 +154,7 @@ class TestStatus:
             decode_status(_pack({**STATUS, "epoch": 1}))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=64))
 def test_control_garbage(data: bytes) -> None:
     for decode in (decode_ack, decode_status):

@@ -28,6 +28,7 @@ from protocol import (
     encode_batch,
 )
 from tests.protocol import samples
+from tests.support.examples import examples
 
 T0 = samples.T0
 
@@ -261,7 +262,7 @@ junk_records = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(junk_records)
 def test_junk_field_values_give_protocol_errors(records: dict[str, list[object]]) -> None:
     # Wrong values inside records are the producer's data problem and must surface as

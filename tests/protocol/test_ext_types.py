@@ -34,6 +34,7 @@ from protocol.errors import BAD_MSGPACK
 from tests.protocol import samples
 from tests.protocol.golden_files import read
 from tests.protocol.helpers import Wire, full_wire, split
+from tests.support.examples import examples
 
 GOLDEN = read("batch_v1_minimal")
 GOLDEN_BODY = read("batch_v1_minimal_body")
@@ -180,7 +181,7 @@ def test_ext_in_ack_and_status(raw: bytes) -> None:
     assert _reason(decode_status, raw).reason == BAD_MSGPACK
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.integers(-128, 127),
     st.binary(max_size=40),

@@ -28,6 +28,7 @@ from protocol import (
 from tests.protocol import samples
 from tests.protocol.helpers import full_wire, join
 from tests.protocol.strategies import batches
+from tests.support.examples import examples
 
 DECODERS = (decode_batch, peek_header, peek_identity, decode_ack, decode_status)
 
@@ -71,13 +72,13 @@ def _decode_all(data: bytes) -> None:
         assert reason in FIXED_REASONS or FIELD_REASON.fullmatch(reason), reason
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes(data: bytes) -> None:
     _decode_all(data)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(msgpack_values)
 def test_random_msgpack(value: object) -> None:
     _decode_all(msgpack.packb(value, use_bin_type=True))
@@ -104,7 +105,7 @@ def test_every_bit_flip(batch: Batch) -> None:
         _decode_all(bytes(flipped))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(batches(), st.randoms(use_true_random=False))
 def test_damaged_random_batches(batch: Batch, rnd: random.Random) -> None:
     payload = bytearray(encode_batch(batch))
@@ -136,7 +137,7 @@ HEADER_PATHS = _paths(HEADER)
 BODY_PATHS = _paths(BODY)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.data(), msgpack_values)
 def test_any_field_replaced_by_anything(data: st.DataObject, value: object) -> None:
     # Structure-aware fuzzing: well-formed msgpack and zstd, one field of a valid batch
@@ -148,7 +149,7 @@ def test_any_field_replaced_by_anything(data: st.DataObject, value: object) -> N
     _decode_all(join(header, body))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(msgpack_values)
 def test_any_body_object(value: object) -> None:
     _decode_all(join(HEADER, value))

@@ -15,8 +15,11 @@ from protocol import (
     peek_identity,
 )
 from tests.protocol.strategies import batches
+from tests.support.examples import examples
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _same(a: object, b: object) -> bool:

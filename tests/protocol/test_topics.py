@@ -25,6 +25,7 @@ from protocol import (
     topic,
 )
 from tests.protocol.strategies import ids
+from tests.support.examples import examples
 
 
 def test_builders() -> None:
@@ -147,13 +148,13 @@ def test_bad_filter_fleet() -> None:
         channel_filter(Channel.BATCH, fleet_id="+")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(ids, ids, st.sampled_from(Channel))
 def test_build_then_parse(fleet: str, vehicle: str, channel: Channel) -> None:
     assert parse_topic(topic(fleet, vehicle, channel)) == (fleet, vehicle, channel)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.text(max_size=160)
     | st.lists(st.sampled_from(["fleet", "a", "+", "", "batch", "ack"]), max_size=6).map("/".join)
