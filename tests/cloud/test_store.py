@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -14,6 +13,7 @@ from cloud_collector.store import aggregate as agg
 from cloud_collector.store import migrations as mig
 from protocol.batch import Batch
 from protocol.records import Event, Health, SignalSeries
+from tests.support import raw_sql
 from tests.support.store_records import GRACE_MS, LAT, LON, T0, batch, east, event, fix
 
 
@@ -195,21 +195,7 @@ async def test_upgrade_from_version_1_moves_event_counts(store_url: str) -> None
         "INSERT INTO road_events (cell, hour_ms, type, n) VALUES"
         f" ({cell}, {T0}, 'fcw', 2), ({cell}, {T0}, 'ldw', 1)",
     ]
-    if backend == "sqlite":
-        import sqlite3
-
-        with sqlite3.connect(store_url[len("sqlite://") :]) as db:
-            for sql in setup:
-                db.executescript(sql)
-    else:
-        import asyncpg
-
-        con = await asyncpg.connect(store_url)
-        try:
-            for sql in setup:
-                await con.execute(sql)
-        finally:
-            await con.close()
+    await raw_sql.execute(store_url, setup)
     store = await open_store(store_url)
     try:
         first, second = await store.road_conditions(RoadQuery(min_exposure=1))
@@ -285,19 +271,8 @@ async def test_quarantine_keeps_raw_payload(store_url: str) -> None:
         topic="t", payload=payload, reason="r", received_ms=1, fleet=None, vehicle=None
     )
     await store.close()
-    if store_url.startswith("sqlite"):
-        import sqlite3
-
-        with sqlite3.connect(store_url[len("sqlite://") :]) as db:
-            assert db.execute("SELECT payload FROM quarantine").fetchone()[0] == payload
-    else:
-        import asyncpg
-
-        con = await asyncpg.connect(store_url)
-        try:
-            assert await con.fetchval("SELECT payload FROM quarantine") == payload
-        finally:
-            await con.close()
+    [(stored,)] = await raw_sql.fetch(store_url, "SELECT payload FROM quarantine")
+    assert bytes(stored) == payload
 
 
 async def test_reopen_keeps_data_and_migrations(store_url: str) -> None:
@@ -321,21 +296,6 @@ async def test_reopen_keeps_data_and_migrations(store_url: str) -> None:
 async def test_bad_url(url: str, match: str) -> None:
     with pytest.raises(StoreError, match=match):
         await open_store(url)
-
-
-async def _quarantine_rows(store_url: str, sql: str) -> list[tuple[Any, ...]]:
-    if store_url.startswith("sqlite"):
-        import sqlite3
-
-        with sqlite3.connect(store_url[len("sqlite://") :]) as db:
-            return [tuple(r) for r in db.execute(sql)]
-    import asyncpg
-
-    con = await asyncpg.connect(store_url)
-    try:
-        return [tuple(r) for r in await con.fetch(sql)]
-    finally:
-        await con.close()
 
 
 async def test_unknown_version_batches_are_kept_whole_beyond_the_daily_quota(
@@ -375,7 +335,7 @@ async def test_unknown_version_batches_are_kept_whole_beyond_the_daily_quota(
         assert outcome == QUARANTINE_OVER_CAP
     finally:
         await store.close()
-    rows = await _quarantine_rows(
+    rows = await raw_sql.fetch(
         store_url, "SELECT reason, payload FROM quarantine ORDER BY received_ms, size"
     )
     assert sorted(bytes(r[1]) for r in rows) == sorted(payloads)

@@ -19,6 +19,7 @@ from cloud_collector.store import aggregate as agg
 from cloud_collector.store import migrations as mig
 from cloud_collector.store.base import TileQuery
 from harness.postgres import PgHarness
+from tests.support import raw_sql
 from tests.support.api_client import api_client
 from tests.support.store_records import LAT, LON, T0, batch, east, event, fix
 
@@ -179,21 +180,7 @@ async def test_upgrade_fills_the_roads_from_stored_traces(store_url: str) -> Non
         for f in _trace()
     )
     setup.append(f"INSERT INTO gnss (vehicle, time_ms, lat, lon, mode, h3_12) VALUES {rows}")
-    if backend == "sqlite":
-        import sqlite3
-
-        with sqlite3.connect(store_url[len("sqlite://") :]) as db:
-            for sql in setup:
-                db.executescript(sql)
-    else:
-        import asyncpg
-
-        con = await asyncpg.connect(store_url)
-        try:
-            for sql in setup:
-                await con.execute(sql)
-        finally:
-            await con.close()
+    await raw_sql.execute(store_url, setup)
     store = await open_store(store_url)
     try:
         bbox = tiles.padded((LON, LAT, LON + 0.01, LAT), 8)
