@@ -16,10 +16,7 @@ from typing import Any
 import h3
 import httpx
 import pytest
-import schemathesis
 from fastapi.routing import APIRoute
-from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
 
 from cloud_collector import cli
 from cloud_collector.api import ROUTERS, create_app
@@ -35,6 +32,7 @@ from harness.postgres import PgHarness
 from protocol.batch import Batch
 from protocol.records import Event, FrameRef, GnssFix
 from tests.support.auth import api_client, bearer, mint
+from tests.support.fuzz import fuzz, operations_of
 from tests.support.store_records import LAT, LON, T0, east
 
 DAY = 86_400_000
@@ -428,22 +426,9 @@ def test_fuzz_as_each_role_never_sees_a_5xx(tmp_path: Path, role: Role) -> None:
         app = _app(store)
         fleets = ("fleet-a",) if role is Role.OPERATOR else ()
         headers = bearer(loop.run_until_complete(mint(store.access, role, fleets=fleets)))
-        schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-        operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-        usable = [op for op in operations if role in roles_for(op.path)]
+        usable = [op for op in operations_of(app) if role in roles_for(op.path)]
         assert len(usable) >= (3 if role is Role.CITY else 8)
-        for operation in usable:
-
-            @given(case=operation.as_strategy())
-            @settings(
-                max_examples=10, deadline=None, database=None,
-                suppress_health_check=list(HealthCheck),
-            )  # fmt: skip
-            def check(case: Any) -> None:
-                response = case.call(headers=headers)
-                case.validate_response(response, checks=[not_a_server_error])
-
-            check()
+        fuzz(usable, headers, lambda _: 10)
     finally:
         loop.run_until_complete(store.close())
         loop.close()

@@ -6,13 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
 
 from cloud_collector.api import create_app
 from cloud_collector.metrics import IngestMetrics
@@ -22,6 +18,7 @@ from protocol.batch import Batch
 from protocol.records import Health
 from tests.support.auth import api_client, bearer, mint
 from tests.support.examples import examples
+from tests.support.fuzz import fuzz, operations_of
 from tests.support.metrics_text import metric
 
 VEHICLES = ("taxi-a", "taxi-b")
@@ -161,29 +158,19 @@ def test_fuzz_from_openapi(tmp_path: Path) -> None:
         loop.run_until_complete(_seed(store))
         app = create_app(store, IngestMetrics(), mqtt_ready=lambda: True)
         headers = bearer(loop.run_until_complete(mint(store.access)))
-        schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-        operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
+        operations = operations_of(app)
         assert len(operations) >= 10
         paths = {op.path for op in operations}
         assert {"/v1/alerts", "/v1/vehicles/{vehicle_id}/health"} <= paths
         assert "/ogc/collections/{collection_id}/items/{feature_id}" in paths
         assert {"/tiles/{layer}/{z}/{x}/{y}.mvt", "/tiles/{layer}.json"} <= paths
-        for operation in operations:
-
-            @given(case=operation.as_strategy())
-            @settings(
-                # The OGC and tile operations: fewer examples (six OGC operations share one
-                # parser; each tile operation encodes a tile).
-                max_examples=examples(15 if operation.path.startswith(("/ogc", "/tiles/")) else 40),
-                deadline=None,
-                database=None,
-                suppress_health_check=list(HealthCheck),
-            )
-            def check(case: Any) -> None:
-                response = case.call(headers=headers)
-                case.validate_response(response, checks=[not_a_server_error])
-
-            check()
+        # The OGC and tile operations: fewer examples (six OGC operations share one
+        # parser; each tile operation encodes a tile).
+        fuzz(
+            operations,
+            headers,
+            lambda path: examples(15 if path.startswith(("/ogc", "/tiles/")) else 40),
+        )
     finally:
         loop.run_until_complete(store.close())
         loop.close()
