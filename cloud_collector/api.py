@@ -10,7 +10,7 @@ parameter, store failures that are nobody's input error (database down) a 503
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
@@ -79,28 +79,14 @@ def create_app(  # noqa: PLR0913 - wiring: one keyword per part the app is built
     tokens = access if access is not None else getattr(store, "access", None)
     if tokens is None:
         raise TypeError("create_app needs the store's access side (tokens): pass access=")
-    settings = auth if auth is not None else AuthConfig()
     trail = AuditTrail(tokens, audit_path)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await trail.close()
-
     app = FastAPI(
         title="Taxi ADAS cloud collector",
         version="1",
         description="Events, road conditions, signs and vehicle uplink health as GeoJSON.",
-        lifespan=lifespan,
+        lifespan=_closing(trail),
     )
-    secret = settings.pseudonym_secret
-    app.state.access = tokens
-    app.state.privacy = Privacy(
-        k=settings.k_anonymity,
-        configured=None if secret is None else secret.get_secret_value().encode(),
-        load=lambda: tokens.secret(PSEUDONYM_SECRET),
-    )
-    install_auth(app, Authenticator(TokenCache(tokens, settings.cache_s), trail, clock_ms))
+    _install_access(app, tokens, auth if auth is not None else AuthConfig(), trail, clock_ms)
     app.state.api = ApiContext(
         queries=store,
         counters=metrics if metrics is not None else IngestMetrics(),
@@ -118,6 +104,35 @@ def create_app(  # noqa: PLR0913 - wiring: one keyword per part the app is built
     mount_dashboard(app, dashboard)  # GET /: the operator dashboard
     app.add_middleware(GuardMiddleware, config=http, extra_origin=dashboard.basemap_origin())
     return app
+
+
+def _closing(trail: AuditTrail) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the audit trail's last entries are written at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await trail.close()
+
+    return lifespan
+
+
+def _install_access(
+    app: FastAPI,
+    tokens: Access,
+    settings: AuthConfig,
+    trail: AuditTrail,
+    clock_ms: Callable[[], int],
+) -> None:
+    """Tokens, the city view's settings and the authenticating middleware on ``app``."""
+    secret = settings.pseudonym_secret
+    app.state.access = tokens
+    app.state.privacy = Privacy(
+        k=settings.k_anonymity,
+        configured=None if secret is None else secret.get_secret_value().encode(),
+        load=lambda: tokens.secret(PSEUDONYM_SECRET),
+    )
+    install_auth(app, Authenticator(TokenCache(tokens, settings.cache_s), trail, clock_ms))
 
 
 def metrics_app(app: FastAPI) -> FastAPI:

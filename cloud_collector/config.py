@@ -124,13 +124,15 @@ class HttpConfig(_Section):
     # is served on `listen` like every other route.
     metrics_listen: Annotated[str, Field(pattern=_HOST_PORT)] | None = None
     # Requests per second (sustained) and burst per client: its token's name once
-    # authenticated, else its address. Beyond: 429 with Retry-After.
-    rate_per_s: Annotated[float, Field(gt=0, le=1_000_000)] = 20.0
-    rate_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 60
+    # authenticated, else its address. Beyond: 429 with Retry-After. The burst holds the
+    # dashboard's map: a whole-city screen is ~60 tiles (3 layers), fetched at once.
+    rate_per_s: Annotated[float, Field(gt=0, le=1_000_000)] = 50.0
+    rate_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 300
     # Requests in progress at once, per client and over all clients; beyond: 429 with
-    # Retry-After (no queue: a query load never builds up in the collector).
-    max_concurrent: Annotated[int, Field(ge=1, le=10_000)] = 8
-    max_concurrent_per_client: Annotated[int, Field(ge=1, le=10_000)] = 4
+    # Retry-After (no queue: a query load never builds up in the collector). Per client:
+    # a browser opens up to 6 connections to one host, plus a tab's own polls.
+    max_concurrent: Annotated[int, Field(ge=1, le=10_000)] = 16
+    max_concurrent_per_client: Annotated[int, Field(ge=1, le=10_000)] = 8
     # Request body bytes (413 beyond) and query string bytes (414 beyond).
     max_body_bytes: Annotated[int, Field(ge=0, le=64 * 1024 * 1024)] = 65_536
     max_query_bytes: Annotated[int, Field(ge=64, le=1_048_576)] = 4_096

@@ -247,17 +247,9 @@ def _metrics_server(cfg: CollectorConfig, app: FastAPI) -> _Server:
     )  # fmt: skip
 
 
-async def _serve(
-    cfg: CollectorConfig,
-    store: Store,
-    listeners: list[socket.socket],
-    notifier: Notifier,
-    stop: asyncio.Event,
-) -> None:
-    """Ingest, the HTTP API (and the metrics listener) and the watchdog, one task group,
-    until ``stop``."""
-    metrics = IngestMetrics()
-    app = create_app(
+def _app(cfg: CollectorConfig, store: Store, metrics: IngestMetrics) -> FastAPI:
+    """The HTTP API of ``store`` as ``cfg`` configures it."""
+    return create_app(
         store,
         metrics,
         mqtt_ready=lambda: metrics.connected,
@@ -268,6 +260,19 @@ async def _serve(
         auth=cfg.auth,
         audit_path=cfg.audit.resolved_path(cfg.store.resolved_url(Path.cwd()), Path.cwd()),
     )
+
+
+async def _serve(
+    cfg: CollectorConfig,
+    store: Store,
+    listeners: list[socket.socket],
+    notifier: Notifier,
+    stop: asyncio.Event,
+) -> None:
+    """Ingest, the HTTP API (and the metrics listener) and the watchdog, one task group,
+    until ``stop``."""
+    metrics = IngestMetrics()
+    app = _app(cfg, store, metrics)
     server = _http_server(
         cfg, app, lambda: notifier.ready(f"store open; http on {cfg.http.listen}")
     )
