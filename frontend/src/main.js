@@ -383,7 +383,7 @@ async function healthPoints(id, windowS) {
     }));
     const records = list.reduce((n, h) => n + (h.count ?? 1), 0);
     const per = records > points.length
-      ? `, as ${points.length} points: the last snapshot of each ${fmtSeconds(windowS / HISTORY_POINTS)}`
+      ? `, as ${points.length} point${points.length === 1 ? "" : "s"}: the last snapshot of each ${fmtSeconds(windowS / HISTORY_POINTS)}`
         + " bucket, its min-max range shaded"
       : "";
     return { points, note: `${records} health records from the vehicle${per}` };
