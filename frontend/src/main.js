@@ -370,7 +370,21 @@ function backlogAged(values) {
   return { ...values, outbox_oldest_age_ms: 0 };
 }
 
+// The last history answer: asked again once a bucket's width has passed (6 s in the 1 h
+// window, about 17 min in the week), not at every poll: a week's buckets cost the
+// collector a pass over the week's snapshots.
+const historyCache = { key: null, at: 0, result: null };
+
 async function healthPoints(id, windowS) {
+  const key = `${id}|${windowS}`;
+  const fresh = Math.max(VEHICLE_POLL_MS, (windowS * 1000) / HISTORY_POINTS);
+  if (historyCache.key === key && Date.now() - historyCache.at < fresh) return historyCache.result;
+  const result = await fetchHealthPoints(id, windowS);
+  if (result.points.length) Object.assign(historyCache, { key, at: Date.now(), result });
+  return result;
+}
+
+async function fetchHealthPoints(id, windowS) {
   const since = new Date(Date.now() - windowS * 1000).toISOString();
   try {
     // The collector cuts the window into at most HISTORY_POINTS time buckets: per bucket
