@@ -339,6 +339,21 @@ class Derived:
     clock_ahead_s: float = 0.0
 
 
+def freshness_lag_s(state: VehicleHealth) -> float | None:
+    """Lag as an operator reads it: at the collector's latest arrival from the vehicle,
+    how old the newest record it had received from it was (any lane, recent epochs;
+    receive time minus record time, never below 0). A single lane's batch waiting for its
+    closing age (the health lane's 30 s) does not count: a fresher batch of another lane
+    already brought newer records. Without record spans: the last batch's own lag."""
+    spans = [e for e in state.epochs if e.last_record_ms is not None]
+    if not spans:
+        lag_ms = state.status.lag_ms
+        return None if lag_ms is None else lag_ms / 1000
+    newest_record = max(e.last_record_ms or 0 for e in spans)
+    latest_arrival = max(e.last_rx_ms for e in spans)
+    return max(0, latest_arrival - newest_record) / 1000
+
+
 def derive(state: VehicleHealth, now_ms: int, thresholds: Thresholds | None = None) -> Derived:
     s = state.status
     values = state.latest_health.values if state.latest_health is not None else {}
@@ -353,7 +368,7 @@ def derive(state: VehicleHealth, now_ms: int, thresholds: Thresholds | None = No
         data_today_bytes=today_bytes(state, now_ms),
         data_month_bytes=month_bytes(state, now_ms),
         data_month_projected_bytes=projected_month_bytes(state, now_ms),
-        lag_s=None if s.lag_ms is None else s.lag_ms / 1000,
+        lag_s=freshness_lag_s(state),
         seq_gaps=sum(state.seq_gaps.values()),
         duplicate_ratio=s.duplicates / received if received else None,
         clock_ahead_s=recent_clock_ahead_ms(state, now_ms, thresholds or Thresholds()) / 1000,

@@ -209,4 +209,7 @@ def vehicle_health_json(v: VehicleStatus, d: Derived, alerts: list[Alert]) -> JS
 
 
 def health_point_json(p: HealthPoint) -> JSON:
-    return {"time": iso_ms(p.time_ms), "time_ms": p.time_ms, "values": p.values}
+    out: JSON = {"time": iso_ms(p.time_ms), "time_ms": p.time_ms, "values": p.values}
+    if p.count is not None:
+        out.update(count=p.count, min=p.low, max=p.high)
+    return out

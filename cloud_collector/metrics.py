@@ -126,7 +126,7 @@ VEHICLE_GAUGES: Final = (
     ("vehicle_online", "1 online, 0 offline (vehicles with a status message)."),
     ("vehicle_backlog_batches", "Batches pending in the agent's outbox (latest health)."),
     ("vehicle_backlog_age_seconds", "Age of the oldest pending outbox record (latest health)."),
-    ("vehicle_lag_seconds", "Receive time minus the last record time of the last batch."),
+    ("vehicle_lag_seconds", "Latest receive time minus the newest record time received."),
     ("vehicle_seq_gaps", "Missing seqs below the highest received seq, all epochs."),
     ("vehicle_duplicate_ratio", "Duplicate batches / batches received."),
     ("vehicle_data_today_bytes", "Payload bytes received this UTC day."),

@@ -236,24 +236,37 @@ class VehicleStatus:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HealthPoint:
-    """One stored agent health snapshot (agent clock)."""
+    """One stored agent health snapshot (agent clock). Of a downsampled history: the
+    last snapshot of its time bucket, with the bucket's snapshot ``count`` and the
+    lowest and highest value of each numeric key over the bucket."""
 
     time_ms: int
     values: dict[str, Scalar]
+    count: int | None = None
+    low: dict[str, float] = field(default_factory=dict)
+    high: dict[str, float] = field(default_factory=dict)
 
 
 DEFAULT_HEALTH_LIMIT = 1_000
+DEFAULT_HEALTH_POINTS = 600
+MAX_HEALTH_POINTS = 2_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HealthQuery:
-    """Snapshots with ``since_ms <= time < until_ms``: the ``limit`` LATEST of them,
-    returned oldest first (a chart of "the last N points")."""
+    """Snapshots with ``since_ms <= time < until_ms``, returned oldest first.
+
+    Without ``points``: the ``limit`` LATEST of them (a chart of "the last N points").
+    With ``points``: the window (from ``since_ms``, else its first snapshot, to
+    ``until_ms``, else past its last one) cut into at most ``points`` equal time
+    buckets, one ``HealthPoint`` per bucket that holds a snapshot.
+    """
 
     vehicle: str
     since_ms: int | None = None
     until_ms: int | None = None
     limit: int = DEFAULT_HEALTH_LIMIT
+    points: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

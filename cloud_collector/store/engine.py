@@ -50,6 +50,11 @@ class Tx(Protocol):
     # The count of the event type bound to the one ``?`` in it, from ``counts``; NULL
     # when the cell-hour has no event of that type.
     count_of: str
+    # The entries of a JSON object column as a FROM item (``key``, ``value``; lateral):
+    # json_each in SQLite, jsonb_each in PostgreSQL.
+    json_entries: str
+    # The entry ``j.value`` as a number, NULL when it is not a JSON number.
+    entry_number: str
 
     async def execute(self, sql: str, *args: object) -> None: ...
 

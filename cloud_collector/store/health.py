@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloud_collector.errors import QueryError
 from cloud_collector.store.base import (
+    MAX_HEALTH_POINTS,
     RECENT_EPOCHS,
     EpochSpan,
     Fleets,
@@ -149,9 +150,7 @@ async def note_clock_ahead(
 # -- queries -----------------------------------------------------------------------------
 
 
-async def history(tx: Tx, q: HealthQuery) -> list[HealthPoint]:
-    if not 1 <= q.limit <= MAX_HEALTH_LIMIT:
-        raise QueryError(f"limit must be in [1, {MAX_HEALTH_LIMIT}], not {q.limit}")
+def _window(q: HealthQuery) -> tuple[str, list[object]]:
     where = ["vehicle = ?"]
     args: list[object] = [q.vehicle]
     if q.since_ms is not None:
@@ -160,12 +159,70 @@ async def history(tx: Tx, q: HealthQuery) -> list[HealthPoint]:
     if q.until_ms is not None:
         where.append("time_ms < ?")
         args.append(q.until_ms)
+    return " AND ".join(where), args
+
+
+async def history(tx: Tx, q: HealthQuery) -> list[HealthPoint]:
+    if q.points is not None:
+        return await downsampled(tx, q)
+    if not 1 <= q.limit <= MAX_HEALTH_LIMIT:
+        raise QueryError(f"limit must be in [1, {MAX_HEALTH_LIMIT}], not {q.limit}")
+    where, args = _window(q)
     rows = await tx.fetch(
-        f'SELECT time_ms, "values" FROM health WHERE {" AND ".join(where)}'
-        " ORDER BY time_ms DESC LIMIT ?",
+        f'SELECT time_ms, "values" FROM health WHERE {where} ORDER BY time_ms DESC LIMIT ?',
         *args, q.limit,
     )  # fmt: skip
     return [HealthPoint(time_ms=int(r[0]), values=_values(r[1])) for r in reversed(rows)]
+
+
+def _number(x: Any) -> float:
+    n = float(x)
+    return int(n) if n.is_integer() else n
+
+
+async def downsampled(tx: Tx, q: HealthQuery) -> list[HealthPoint]:
+    """``q.points`` equal time buckets over the window: per bucket, the last snapshot,
+    the snapshot count and each numeric key's lowest and highest value (two grouped
+    reads over the window's rows; only one row per bucket leaves the database)."""
+    if q.points is None or not 1 <= q.points <= MAX_HEALTH_POINTS:
+        raise QueryError(f"points must be in [1, {MAX_HEALTH_POINTS}], not {q.points}")
+    where, args = _window(q)
+    bounds = await tx.fetch(f"SELECT MIN(time_ms), MAX(time_ms) FROM health WHERE {where}", *args)
+    if not bounds or bounds[0][0] is None:
+        return []
+    lo = int(bounds[0][0]) if q.since_ms is None else q.since_ms
+    hi = int(bounds[0][1]) + 1 if q.until_ms is None else q.until_ms
+    width = max(1, -(-(hi - lo) // q.points))
+    bucket = "(time_ms - ?) / ?"
+    rows = await tx.fetch(
+        f'SELECT b, time_ms, "values", n FROM (SELECT {bucket} AS b, time_ms, "values",'
+        f" ROW_NUMBER() OVER (PARTITION BY {bucket} ORDER BY time_ms DESC) AS rn,"
+        f" COUNT(*) OVER (PARTITION BY {bucket}) AS n FROM health WHERE {where}) AS s"
+        " WHERE rn = 1 ORDER BY time_ms",
+        lo, width, lo, width, lo, width, *args,
+    )  # fmt: skip
+    low: dict[int, dict[str, float]] = {}
+    high: dict[int, dict[str, float]] = {}
+    for r in await tx.fetch(
+        f"SELECT {bucket} AS b, j.key, MIN({tx.entry_number}), MAX({tx.entry_number})"
+        f' FROM health, {tx.json_entries}(health."values") AS j WHERE {where} GROUP BY 1, 2',
+        lo,
+        width,
+        *args,
+    ):
+        if r[2] is not None:
+            low.setdefault(int(r[0]), {})[str(r[1])] = _number(r[2])
+            high.setdefault(int(r[0]), {})[str(r[1])] = _number(r[3])
+    return [
+        HealthPoint(
+            time_ms=int(r[1]),
+            values=_values(r[2]),
+            count=int(r[3]),
+            low=low.get(int(r[0]), {}),
+            high=high.get(int(r[0]), {}),
+        )
+        for r in rows
+    ]
 
 
 def vehicle_scope(vehicle_id: str | None, fleets: Fleets) -> tuple[list[str], tuple[object, ...]]:

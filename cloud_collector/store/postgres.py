@@ -72,6 +72,8 @@ class _PgTx:
         " FROM jsonb_each_text(excluded.counts))"
     )
     count_of = "(counts ->> ?::text)::bigint"
+    json_entries = "jsonb_each"
+    entry_number = "CASE WHEN jsonb_typeof(j.value) = 'number' THEN (j.value #>> '{}')::float8 END"
 
     def __init__(self, con: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
         self._con = con

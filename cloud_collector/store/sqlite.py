@@ -56,6 +56,8 @@ class _SqliteTx:
         " FROM json_each(excluded.counts) n))"
     )
     count_of = "(SELECT value FROM json_each(counts) WHERE key = ?)"
+    json_entries = "json_each"
+    entry_number = "CASE WHEN j.type IN ('integer', 'real') THEN j.value END"
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db

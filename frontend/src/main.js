@@ -271,7 +271,6 @@ const SAME_MEASURE = {
   data_today_bytes: "bytes_sent_today",
 };
 const MAX_CHARTS = 12;
-const HISTORY_LIMIT = 2000;
 // Health keys with a placeholder (bus_<name>_fps) as patterns, compiled once.
 const HEALTH_PATTERNS = Object.entries(HEALTH_KEYS)
   .filter(([name]) => name.includes("<"))
@@ -317,16 +316,25 @@ function renderVehicleFacts(id) {
   $("#vehicle-alerts").replaceChildren(alertChips(row.alerts));
 }
 
+// The agent's backlog age also counts staged records: its bucket maximum would bring back
+// the age that backlogAged() hides while nothing is pending, so it gets no band.
+const NO_BAND = new Set(["outbox_oldest_age_ms"]);
+
 function seriesFrom(points) {
-  // points: [{t (s), values: {...}}] -> {key: [[t...], [v...]]} for numeric values
+  // points: [{t (s), values: {...}, low?, high?}] -> {key: [[t...], [v...], [min...], [max...]]}
+  // for numeric values; min and max of the collector's time bucket where it sent them.
   const out = new Map();
   for (const p of points) {
     for (const [k, v] of Object.entries(p.values)) {
       const num = typeof v === "boolean" ? Number(v) : v;
       if (typeof num !== "number" || !Number.isFinite(num)) continue;
-      if (!out.has(k)) out.set(k, [[], []]);
-      out.get(k)[0].push(p.t);
-      out.get(k)[1].push(num);
+      if (!out.has(k)) out.set(k, [[], [], [], []]);
+      const s = out.get(k);
+      const band = !NO_BAND.has(k) && typeof p.low?.[k] === "number" && typeof p.high?.[k] === "number";
+      s[0].push(p.t);
+      s[1].push(num);
+      s[2].push(band ? Math.min(p.low[k], num) : num);
+      s[3].push(band ? Math.max(p.high[k], num) : num);
     }
   }
   return out;
@@ -362,15 +370,37 @@ function backlogAged(values) {
   return { ...values, outbox_oldest_age_ms: 0 };
 }
 
+// The last history answer: asked again once a bucket's width has passed (6 s in the 1 h
+// window, about 17 min in the week), not at every poll: a week's buckets cost the
+// collector a pass over the week's snapshots.
+const historyCache = { key: null, at: 0, result: null };
+
 async function healthPoints(id, windowS) {
+  const key = `${id}|${windowS}`;
+  const fresh = Math.max(VEHICLE_POLL_MS, (windowS * 1000) / HISTORY_POINTS);
+  if (historyCache.key === key && Date.now() - historyCache.at < fresh) return historyCache.result;
+  const result = await fetchHealthPoints(id, windowS);
+  if (result.points.length) Object.assign(historyCache, { key, at: Date.now(), result });
+  return result;
+}
+
+async function fetchHealthPoints(id, windowS) {
   const since = new Date(Date.now() - windowS * 1000).toISOString();
   try {
+    // The collector cuts the window into at most HISTORY_POINTS time buckets: per bucket
+    // the last snapshot, how many it held, and each value's min and max (drawn as a band).
     const body = await getJSON(
-      `v1/vehicles/${encodeURIComponent(id)}/health?since=${since}&limit=${HISTORY_LIMIT}`);
+      `v1/vehicles/${encodeURIComponent(id)}/health?since=${since}&points=${HISTORY_POINTS}`);
     const list = Array.isArray(body) ? body : body.health ?? body.items ?? [];
-    const points = list.map((h) => ({ t: Date.parse(h.time) / 1000, values: backlogAged(h.values ?? {}) }));
-    const more = points.length >= HISTORY_LIMIT ? `the latest ${HISTORY_LIMIT} of the window's` : "";
-    return { points, note: `${points.length} ${more} health records from the vehicle`.replace("  ", " ") };
+    const points = list.map((h) => ({
+      t: Date.parse(h.time) / 1000, values: backlogAged(h.values ?? {}), low: h.min, high: h.max,
+    }));
+    const records = list.reduce((n, h) => n + (h.count ?? 1), 0);
+    const per = records > points.length
+      ? `, as ${points.length} point${points.length === 1 ? "" : "s"}: the last snapshot of each ${fmtSeconds(windowS / HISTORY_POINTS)}`
+        + " bucket, its min-max range shaded"
+      : "";
+    return { points, note: `${records} health records from the vehicle${per}` };
   } catch (e) {
     const note = e.status === 404 || e.status === 405
       ? "this collector keeps no health history; charts show what this page saw since it opened"
@@ -379,12 +409,15 @@ async function healthPoints(id, windowS) {
   }
 }
 
-function drawChart(box, key, [xs, ys], windowS) {
+function drawChart(box, key, [xs, ys, lows, highs], windowS) {
   const { label, unit } = seriesInfo(key);
   const title = `${label} (${unit})`;
   const card = el("div", { class: "chart", "data-series": key }, el("h3", { text: title }));
   box.append(card);
   const xLabel = "time (local)";
+  // The bucket's min-max band, where it differs from the line somewhere.
+  const banded = lows != null && ys.some((y, i) => lows[i] !== y || highs[i] !== y);
+  const edge = (label) => ({ label, stroke: "rgba(21,101,192,.35)", width: 0.5, points: { show: false } });
   const [xMin, xMax] = around(Math.min(...xs), Math.max(...xs), Math.min(windowS / 10, 600));
   // What the chart actually drew, for the browser test and for anyone inspecting the page.
   const drew = (u) => Object.assign(card.dataset, {
@@ -395,14 +428,15 @@ function drawChart(box, key, [xs, ys], windowS) {
     width: Math.max(300, card.clientWidth - 12), height: 190,
     scales: { x: { time: true, range: () => [xMin, xMax] }, y: { range: yRange } },
     series: [{}, { label: title, stroke: "#1565c0", width: 1.5, fill: "rgba(21,101,192,.08)",
-      points: { show: xs.length < 3, size: 6 } }],
+      points: { show: xs.length < 3, size: 6 } }, ...(banded ? [edge("min"), edge("max")] : [])],
+    bands: banded ? [{ series: [3, 2], fill: "rgba(21,101,192,.18)" }] : [],
     legend: { show: false },
     axes: [
       { label: xLabel, labelSize: 18, space: windowS > 86400 ? 110 : 70, values: timeTicks(windowS) },
       { label: unit, labelSize: 18, size: 56, values: (_u, vals) => vals.map(compact) },
     ],
     hooks: { draw: [drew] },
-  }, [xs, ys], card);
+  }, banded ? [xs, ys, lows, highs] : [xs, ys], card);
 }
 
 async function renderVehicleCharts(id) {

@@ -175,6 +175,22 @@ def test_derive() -> None:
     assert d.data_today_bytes == 0  # yesterday's counter
 
 
+def test_lag_is_the_newest_record_at_the_latest_arrival() -> None:
+    # The health lane's batch arrives last, its snapshot 30 s old; the bulk lane brought a
+    # record 1 s old a moment before: the collector was 3 s behind the vehicle, not 30 s.
+    bulk, health = NOW - 4000, NOW - 2000
+    spans = (EpochSpan(7, NOW - 60 * MIN, health, NOW - 61 * MIN, bulk - 1000),)
+    s = dataclasses.replace(state(lag_ms=30_000), epochs=spans)
+    assert derive(s, NOW).lag_s == 3.0
+    # An older epoch still draining after a restart (records 70 min old) is no 70 min lag:
+    # at its arrival the newest record the collector had was 4 s old.
+    old = EpochSpan(6, NOW - 90 * MIN, NOW - 1000, NOW - 95 * MIN, NOW - 70 * MIN)
+    assert derive(dataclasses.replace(s, epochs=(old, *spans)), NOW).lag_s == 4.0
+    # A record stamped ahead of the collector's clock is no negative lag.
+    ahead = (EpochSpan(7, NOW - 60 * MIN, NOW - 2000, NOW - 61 * MIN, NOW + 5000),)
+    assert derive(dataclasses.replace(s, epochs=ahead), NOW).lag_s == 0.0
+
+
 def test_no_pending_batch_is_no_backlog_age() -> None:
     # An older agent counted staged records in its age; with nothing pending it is 0.
     h = hp(outbox_pending_batches=0, outbox_oldest_age_ms=45_000)

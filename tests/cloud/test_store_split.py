@@ -58,6 +58,8 @@ class _RecordingTx:
         self.greatest = tx.greatest
         self.merge_counts = tx.merge_counts
         self.count_of = tx.count_of
+        self.json_entries = tx.json_entries
+        self.entry_number = tx.entry_number
 
     async def execute(self, sql: str, *args: object) -> None:
         self._statements.append(sql)
