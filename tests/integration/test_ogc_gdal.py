@@ -30,10 +30,11 @@ _db_names = itertools.count()
 GDAL_TIMEOUT_S = 60
 
 
-def gdal_env() -> dict[str, str]:
-    """The environment of every GDAL command: the one place request headers go (an
-    access token becomes one more line here)."""
+def gdal_env(auth: dict[str, str]) -> dict[str, str]:
+    """The environment of every GDAL command: the one place request headers go (``auth``:
+    the collector's bearer token)."""
     headers = ["Accept: application/geo+json, application/json"]
+    headers += [f"{name}: {value}" for name, value in auth.items()]
     return {
         **os.environ,
         "GDAL_HTTP_HEADERS": "\r\n".join(headers),
@@ -42,9 +43,14 @@ def gdal_env() -> dict[str, str]:
     }
 
 
-def gdal(*args: str) -> str:
+def gdal(auth: dict[str, str], *args: str) -> str:
     done = subprocess.run(
-        args, env=gdal_env(), capture_output=True, text=True, timeout=GDAL_TIMEOUT_S, check=False
+        args,
+        env=gdal_env(auth),
+        capture_output=True,
+        text=True,
+        timeout=GDAL_TIMEOUT_S,
+        check=False,
     )
     assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-2000:])
     return done.stdout
@@ -67,8 +73,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 async def served(
     tmp_path: Path, broker: MosquittoHarness, store_url: str
-) -> AsyncIterator[tuple[str, dict[str, int]]]:
-    """The OAPIF data source name of a collector serving a seeded store, and the counts
+) -> AsyncIterator[tuple[str, dict[str, int], dict[str, str]]]:
+    """The OAPIF data source name of a collector serving a seeded store, the request
+    headers that authenticate to it (an admin token), and the counts
     the store holds (read from a SQLite copy seeded the same way)."""
     store = await open_store(store_url)
     await seed(store)
@@ -85,7 +92,7 @@ async def served(
     collector = CollectorProcess(cfg, http_port, tmp_path / "collector.log")
     collector.start()
     try:
-        yield f"OAPIF:http://127.0.0.1:{http_port}/ogc", counts(reference)
+        yield f"OAPIF:http://127.0.0.1:{http_port}/ogc", counts(reference), collector.headers()
     finally:
         collector.kill()
 
@@ -97,28 +104,28 @@ def _feature_count(summary: str) -> int:
 
 
 def test_gdal_lists_filters_and_copies_the_collections(
-    served: tuple[str, dict[str, int]], tmp_path: Path
+    served: tuple[str, dict[str, int], dict[str, str]], tmp_path: Path
 ) -> None:
-    source, expected = served
-    listing = gdal("ogrinfo", "-ro", "-so", source)
+    source, expected, auth = served
+    listing = gdal(auth, "ogrinfo", "-ro", "-so", source)
     for cid in COLLECTION_IDS:
         assert re.search(rf"^\d+: {re.escape(cid)}\b", listing, re.MULTILINE), listing
 
-    whole = gdal("ogrinfo", "-ro", "-so", source, "events")
+    whole = gdal(auth, "ogrinfo", "-ro", "-so", source, "events")
     assert _feature_count(whole) == expected["events"]
     # Seeded fixes step north from 37.5649; the box keeps the northern part only.
     box = ("-spat", "126.9", "37.5650", "127.1", "37.6")
-    north = _feature_count(gdal("ogrinfo", "-ro", "-so", *box, source, "events"))
+    north = _feature_count(gdal(auth, "ogrinfo", "-ro", "-so", *box, source, "events"))
     assert 0 < north < expected["events"]
 
     gpkg = tmp_path / "out.gpkg"
-    gdal("ogr2ogr", "-f", "GPKG", str(gpkg), source)
+    gdal(auth, "ogr2ogr", "-f", "GPKG", str(gpkg), source)
     with sqlite3.connect(gpkg) as con:
         tables = dict(con.execute("SELECT identifier, table_name FROM gpkg_contents").fetchall())
         for cid in COLLECTION_IDS:
             table = tables.get(cid) or cid.replace("-", "_")
             n = con.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
             assert n == expected[cid], (cid, n, expected)
-    copied = gdal("ogrinfo", "-ro", "-so", str(gpkg), "road-conditions")
+    copied = gdal(auth, "ogrinfo", "-ro", "-so", str(gpkg), "road-conditions")
     assert "Geometry: Polygon" in copied
     assert _feature_count(copied) == expected["road-conditions"]
