@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.collector import CollectorProcess, write_config
+from harness.collector import CollectorProcess, mint_token, write_config
 from harness.mosquitto import MosquittoHarness, free_port
 
 pytestmark = pytest.mark.integration
@@ -34,9 +34,9 @@ def _fleet_sim(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]
     )
 
 
-def _score_args(truth: Path, api: str) -> list[str]:
-    """The one place the test's calls to the collector's API are built (a token goes here)."""
-    return ["score", str(truth), "--api", api]
+def _score_args(truth: Path, api: str, token: str) -> list[str]:
+    """The one place the test's calls to the collector's API are built."""
+    return ["score", str(truth), "--api", api, "--token", token]
 
 
 def test_a_city_hour_through_the_real_edge_code_scores(tmp_path: Path) -> None:
@@ -69,7 +69,9 @@ def test_a_city_hour_through_the_real_edge_code_scores(tmp_path: Path) -> None:
             vehicles = collector.get("/v1/vehicles").json()
             assert len(vehicles["vehicles"] if isinstance(vehicles, dict) else vehicles) == TAXIS
             api = f"http://127.0.0.1:{http_port}"
-            scored = _fleet_sim(*_score_args(out / "truth.json", api), timeout_s=60)
+            # As the city's traffic backend asks: a city token, so k-anonymous cells only.
+            city = mint_token(cfg, "traffic-backend", role="city")
+            scored = _fleet_sim(*_score_args(out / "truth.json", api, city), timeout_s=60)
             assert scored.returncode == 0, scored.stdout + scored.stderr
             result = json.loads(scored.stdout.strip().splitlines()[-1])
             assert result["hotspot_precision"] >= 0.9
