@@ -26,6 +26,7 @@ from pydantic import (
 
 from cloud_collector.errors import ConfigError
 from cloud_collector.secrets import masked_url, url_password
+from daemon_kit.private_files import readable_by_all
 
 _ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$"
@@ -401,14 +402,11 @@ def check_private(path: Path, keys: list[str]) -> None:
     if not keys:
         return
     try:
-        mode = path.stat().st_mode
+        problem = readable_by_all(path, ", ".join(keys))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if mode & 0o004:
-        raise ConfigError(
-            f"{path}: holds {', '.join(keys)} but is readable by every user"
-            f" (mode {mode & 0o777:04o}): chmod o-rwx {path}"
-        )
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 def load_config(path: Path) -> CollectorConfig:

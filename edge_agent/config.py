@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from daemon_kit.private_files import readable_by_all
 from edge_agent.batching import DEFAULT_RESERVE_BYTES
 from edge_agent.camera import CAMERA_MODELS, DEFAULT_CAMERA_MODEL, STANDARD, CameraModel
 from edge_agent.decode import VEHICLE_DBC, bundled_dbc
@@ -327,11 +328,8 @@ def load_config(path: Path) -> AgentConfig:
 def _check_private(path: Path, what: str) -> None:
     """A config file holding a secret must not be readable by every user."""
     try:
-        mode = path.stat().st_mode
+        problem = readable_by_all(path, what)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
-    if mode & 0o004:
-        raise ConfigError(
-            f"{path}: holds {what} but is readable by every user"
-            f" (mode {mode & 0o777:04o}): chmod o-rwx {path}"
-        )
+    if problem is not None:
+        raise ConfigError(problem)
