@@ -146,6 +146,7 @@ class GpsdClient:
             "gnss_protocol_errors": self.protocol_errors,
             "gnss_merged_reports": self._stream.merged_reports,
             "gnss_late_reports": self._stream.late_reports,
+            "gnss_untimed_reports": self._stream.untimed_reports,
         }
         for reason, count in sorted(self.malformed.items()):
             values[f"gnss_malformed_{reason}"] = count

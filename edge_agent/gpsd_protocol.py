@@ -48,10 +48,13 @@ _TIME_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+
 
 @dataclass(frozen=True, slots=True)
 class TpvReport:
-    """A TPV report: the fix mode, and the fix when the mode is 2D or 3D."""
+    """A TPV report: the fix mode, and the fix when the mode is 2D or 3D and timed."""
 
     mode: int
     fix: GnssFix | None
+    # A 2D/3D report without a time: gpsd sends these while it knows the time of day from
+    # GGA but not yet the date (before the first RMC). Valid, yet it cannot be placed.
+    untimed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +126,9 @@ def _parse_tpv(obj: dict[str, Any], received_ms: int) -> TpvReport:
     if mode < MODE_2D:
         # No fix: gpsd may omit or keep stale position fields, so none are read.
         return TpvReport(mode, None)
-    time_ms = _parse_time_ms(_required(obj, "time"))
+    if obj.get("time") is None:
+        return TpvReport(mode, None, untimed=True)
+    time_ms = _parse_time_ms(obj["time"])
     lat = _float_field(obj, "lat", -90.0, 90.0)
     lon = _float_field(obj, "lon", -180.0, 180.0)
     if lat is None:
@@ -225,6 +230,8 @@ class GpsdStream:
         self.reports: Counter[str] = Counter()
         # TPV reports of the same epoch that were merged into its pending fix.
         self.merged_reports = 0
+        # 2D/3D reports without a time (see ``TpvReport.untimed``), skipped.
+        self.untimed_reports = 0
         # Reports that came after their epoch had been flushed (see ``_add_fix``).
         self.late_reports = 0
         self._flushed_ms: int | None = None
@@ -246,6 +253,7 @@ class GpsdStream:
         else:
             self.reports["TPV"] += 1
             self.fix_mode = parsed.mode
+            self.untimed_reports += parsed.untimed
             if parsed.fix is not None:
                 self._add_fix(parsed.fix)
         return parsed

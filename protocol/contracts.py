@@ -562,6 +562,12 @@ GNSS_CAMERA_KEYS: Final = (
         "TPV reports of an epoch already delivered, merged into the latest fix only, since start",
     ),
     _key(
+        "gnss_untimed_reports",
+        "int",
+        "",
+        "2D/3D TPV reports without a time (gpsd before it knows the date), skipped, since start",
+    ),
+    _key(
         "gnss_malformed_<reason>",
         "int",
         "",

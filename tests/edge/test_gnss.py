@@ -110,6 +110,17 @@ def test_tpv_without_fix_reports_the_mode_only(mode: int) -> None:
     assert parse_line(line, 0) == TpvReport(mode, None)
 
 
+def test_a_fix_without_a_time_is_counted_not_rejected() -> None:
+    # gpsd sends this while GGA gave it a position and the time of day but no RMC has
+    # given the date yet: a real gpsd at start-up, not garbage.
+    stream = GpsdStream()
+    assert stream.feed(tpv(time=...), 0) == TpvReport(3, None, untimed=True)
+    assert stream.malformed == {}
+    assert stream.untimed_reports == 1
+    assert stream.fix_mode == 3
+    assert stream.flush() == []
+
+
 @pytest.mark.parametrize(
     ("time_text", "time_ms"),
     [
@@ -150,7 +161,6 @@ def test_other_classes_are_recognised_and_ignored(cls: str) -> None:
         (tpv(mode=True), "mode_wrong_type"),
         (tpv(mode=3.0), "mode_wrong_type"),
         (tpv(mode=7), "mode_out_of_range"),
-        (tpv(time=...), "time_missing"),
         (tpv(time=1714557601.7), "time_wrong_type"),
         (tpv(time="yesterday"), "time_bad_format"),
         (tpv(time="2024-05-01 10:00:01Z"), "time_bad_format"),
@@ -405,6 +415,7 @@ async def test_client_watches_and_delivers_fixes() -> None:
         "gnss_protocol_errors": 0,
         "gnss_merged_reports": 1,
         "gnss_late_reports": 0,
+        "gnss_untimed_reports": 0,
         "gnss_malformed_bad_json": 1,
         "gnss_malformed_class_missing": 1,
     }
