@@ -245,6 +245,11 @@ class RetentionConfig(_Section):
     # Rejected payloads kept for an operator; longer than the rest, because an acknowledged
     # batch of a newer schema waits there for an upgrade that can read it.
     quarantine_days: _DAYS = 90
+    # Which vehicles contributed to each cell-hour (``road_cell_vehicles``, counted for the
+    # city's k-anonymity): needed only while late batches for the cell-hour may arrive; a
+    # batch later than this adds its events to the cell-hour but not its vehicle (the
+    # count may fall short, never over). ``road_cells.vehicles`` keeps the count.
+    cell_vehicles_days: _DAYS = 7
     # How often the job runs (it also runs at start).
     interval_s: Annotated[int, Field(ge=1, le=86_400)] = 3_600
     # SQLite: rows per delete transaction, so that ingest (one writer at a time) is never
@@ -259,7 +264,12 @@ class RetentionConfig(_Section):
             "events": self.events_days,
             "health": self.health_days,
             "quarantine": self.quarantine_days,
+            "cell_vehicles": self.cell_vehicles_days,
         }
+
+    def contributions_ms(self) -> int | None:
+        """How long the vehicles of a cell-hour are kept, ms (None: for ever)."""
+        return self.cell_vehicles_days * 86_400_000 or None
 
 
 _TILE_URL: Final = re.compile(r"(https?://|/)\S+")

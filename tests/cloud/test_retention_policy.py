@@ -116,6 +116,7 @@ def test_retention_defaults() -> None:
     cfg = parse_config({}, "c.toml").retention
     assert cfg.keep_days() == {
         "samples": 30, "gnss": 30, "events": 365, "health": 30, "quarantine": 90,
+        "cell_vehicles": 7,
     }  # fmt: skip
     assert set(cfg.keep_days()) == set(EXPIRING)
 
@@ -127,6 +128,7 @@ def test_retention_defaults() -> None:
         ({"events_days": "1y"}, "key 'retention.events_days'"),
         ({"interval_s": 0}, "key 'retention.interval_s'"),
         ({"batch_rows": 0}, "key 'retention.batch_rows'"),
+        ({"cell_vehicles_days": -1}, "key 'retention.cell_vehicles_days'"),
         ({"sample_days": 3}, "key 'retention.sample_days': unknown key (did you mean"),
     ],
 )
