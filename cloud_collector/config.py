@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from cloud_collector.errors import ConfigError
+from cloud_collector.limits import networks
 from cloud_collector.secrets import masked_url, url_password
 from daemon_kit.private_files import readable_by_all
 
@@ -140,6 +141,16 @@ class HttpConfig(_Section):
     # A store query running longer than this is cancelled (a 503); ingest is not affected.
     query_timeout_s: Annotated[float, Field(gt=0, le=3_600)] = 15.0
     content_security_policy: Annotated[str, Field(min_length=1)] = DEFAULT_CSP
+    # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For is believed: a request
+    # from one counts against the right-most address of that header that is not itself a
+    # trusted proxy (docs/deployment.md). Empty (the default): the peer address, always.
+    trusted_proxies: Annotated[list[str], Field(max_length=1_000)] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, entries: list[str]) -> list[str]:
+        networks(entries)
+        return entries
 
     @model_validator(mode="after")
     def _tls_pair(self) -> HttpConfig:
