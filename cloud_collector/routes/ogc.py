@@ -19,6 +19,7 @@ from typing import Annotated, Any, Final
 
 import h3
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
@@ -81,6 +82,8 @@ class OgcRoute(APIRoute):
                 return await handler(request)
             except op.OgcError as exc:
                 return _exception(exc.status, exc.code, exc.description)
+            except RequestValidationError as exc:  # a declared type or bound (limit)
+                return _exception(400, op.BAD_PARAMETER, op.validation_reason(exc))
             except QueryError as exc:
                 return _exception(400, op.BAD_PARAMETER, str(exc) or "invalid query")
             except HTTPException as exc:
@@ -298,7 +301,7 @@ async def items(  # noqa: PLR0913, PLR0917 - one parameter per query parameter
     collection_id: CollectionId,
     bbox: Annotated[str | None, Query(description=op.BBOX_DOC)] = None,
     datetime: Annotated[str | None, Query(description=op.DATETIME_DOC)] = None,
-    limit: Annotated[str | None, Query(description=op.LIMIT_DOC)] = None,
+    limit: op.Limit = DEFAULT_EVENT_LIMIT,
     cursor: Annotated[str | None, Query(description=op.CURSOR_DOC)] = None,
     f: F = None,
 ) -> JSONResponse:
@@ -311,7 +314,7 @@ async def items(  # noqa: PLR0913, PLR0917 - one parameter per query parameter
         bbox=op.parse_bbox(bbox),
         since_ms=since_ms,
         until_ms=until_ms,
-        limit=op.parse_limit(limit, min(DEFAULT_EVENT_LIMIT, ctx.max_limit), ctx.max_limit),
+        limit=min(limit, ctx.max_limit),  # Part 1: above the maximum, the maximum
         after=None if cursor is None else await _after(cursor, view, cid),
         min_vehicles=view.k,
     )
