@@ -27,6 +27,7 @@ from pydantic import (
 from cloud_collector.errors import ConfigError
 from cloud_collector.limits import networks
 from cloud_collector.secrets import masked_url, url_password
+from cloud_collector.store.retention import DAY_MS
 from daemon_kit.private_files import readable_by_all
 
 _ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -280,7 +281,7 @@ class RetentionConfig(_Section):
 
     def contributions_ms(self) -> int | None:
         """How long the vehicles of a cell-hour are kept, ms (None: for ever)."""
-        return self.cell_vehicles_days * 86_400_000 or None
+        return self.cell_vehicles_days * DAY_MS or None
 
 
 _TILE_URL: Final = re.compile(r"(https?://|/)\S+")

@@ -119,6 +119,9 @@ def test_retention_defaults() -> None:
         "cell_vehicles": 7,
     }  # fmt: skip
     assert set(cfg.keep_days()) == set(EXPIRING)
+    # What ingest is told: how long a cell-hour's vehicles are kept (0: for ever, None).
+    assert cfg.contributions_ms() == 7 * DAY_MS
+    assert cfg.model_copy(update={"cell_vehicles_days": 0}).contributions_ms() is None
 
 
 @pytest.mark.parametrize(
