@@ -25,7 +25,9 @@ from pydantic import (
 )
 
 from cloud_collector.errors import ConfigError
+from cloud_collector.limits import networks
 from cloud_collector.secrets import masked_url, url_password
+from cloud_collector.store.retention import DAY_MS
 from daemon_kit.private_files import readable_by_all
 
 _ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -140,6 +142,16 @@ class HttpConfig(_Section):
     # A store query running longer than this is cancelled (a 503); ingest is not affected.
     query_timeout_s: Annotated[float, Field(gt=0, le=3_600)] = 15.0
     content_security_policy: Annotated[str, Field(min_length=1)] = DEFAULT_CSP
+    # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For is believed: a request
+    # from one counts against the right-most address of that header that is not itself a
+    # trusted proxy (docs/deployment.md). Empty (the default): the peer address, always.
+    trusted_proxies: Annotated[list[str], Field(max_length=1_000)] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, entries: list[str]) -> list[str]:
+        networks(entries)
+        return entries
 
     @model_validator(mode="after")
     def _tls_pair(self) -> HttpConfig:
@@ -245,6 +257,11 @@ class RetentionConfig(_Section):
     # Rejected payloads kept for an operator; longer than the rest, because an acknowledged
     # batch of a newer schema waits there for an upgrade that can read it.
     quarantine_days: _DAYS = 90
+    # Which vehicles contributed to each cell-hour (``road_cell_vehicles``, counted for the
+    # city's k-anonymity): needed only while late batches for the cell-hour may arrive; a
+    # batch later than this adds its events to the cell-hour but not its vehicle (the
+    # count may fall short, never over). ``road_cells.vehicles`` keeps the count.
+    cell_vehicles_days: _DAYS = 7
     # How often the job runs (it also runs at start).
     interval_s: Annotated[int, Field(ge=1, le=86_400)] = 3_600
     # SQLite: rows per delete transaction, so that ingest (one writer at a time) is never
@@ -259,7 +276,12 @@ class RetentionConfig(_Section):
             "events": self.events_days,
             "health": self.health_days,
             "quarantine": self.quarantine_days,
+            "cell_vehicles": self.cell_vehicles_days,
         }
+
+    def contributions_ms(self) -> int | None:
+        """How long the vehicles of a cell-hour are kept, ms (None: for ever)."""
+        return self.cell_vehicles_days * DAY_MS or None
 
 
 _TILE_URL: Final = re.compile(r"(https?://|/)\S+")

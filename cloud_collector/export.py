@@ -9,11 +9,19 @@ through the exported time span the export is; otherwise it is silent.
 
 Times: an event is exported when ``since <= time < until``, a cell-hour when its hour
 meets [since, until) (the OGC API's ``datetime`` rule).
+
+All or nothing: the export is written under a hidden name beside ``--out`` and renamed
+to it once complete; an export that fails midway (the store gone, the disk full)
+removes what it wrote, so a file or directory at ``--out`` is always a whole export.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import secrets
+import shutil
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -151,6 +159,44 @@ class GeoParquetSink:
             writer.close()
 
 
+def _check_target(fmt: str, out: Path) -> None:
+    """An export never replaces anything: a GeoPackage file must not exist, a GeoParquet
+    directory must not exist or be empty."""
+    if fmt == "geoparquet":
+        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+            raise ExportError(f"{out} is not an empty directory: not overwritten")
+    elif out.exists() or out.is_symlink():
+        raise ExportError(f"{out} exists: not overwritten")
+
+
+def _staging(out: Path) -> Path:
+    """A hidden name beside ``out`` (same directory, so the final rename is atomic)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out.parent / f".{out.name}.{secrets.token_hex(6)}.partial"
+
+
+def _discard(staged: Path) -> None:
+    if staged.is_dir():
+        shutil.rmtree(staged, ignore_errors=True)
+    for leftover in (staged, Path(f"{staged}-journal"), Path(f"{staged}-wal")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+
+
+def _publish(staged: Path, out: Path) -> None:
+    """``staged`` becomes ``out``; never over something that appeared there meanwhile
+    (a file: a hard link fails on an existing name; a directory: rename replaces only an
+    empty one)."""
+    try:
+        if staged.is_dir():
+            staged.rename(out)
+        else:
+            os.link(staged, out)
+            staged.unlink()
+    except OSError as exc:
+        raise ExportError(f"{out}: cannot put the export there: {exc.strerror}") from exc
+
+
 def open_sink(fmt: str, out: Path) -> Sink:
     if fmt == "geopackage":
         return GeoPackageSink(out)
@@ -173,11 +219,24 @@ def _clip(
 async def export(
     queries: Queries, fmt: str, out: Path, span: Span, stream: TextIO = sys.stdout
 ) -> dict[str, int]:
-    """Write both layers; the rows written per layer."""
-    sink = open_sink(fmt, out)
-    extents = await queries.extents()
+    """Write both layers to ``out`` (all or nothing); the rows written per layer."""
+    if fmt not in FORMATS:
+        raise ExportError(f"--format: one of {', '.join(FORMATS)}, not {fmt!r}")
+    _check_target(fmt, out)
+    staged = _staging(out)
+    try:
+        written = await _write(queries, open_sink(fmt, staged), span, stream)
+        _publish(staged, out)
+    except BaseException:
+        _discard(staged)
+        raise
+    return written
+
+
+async def _write(queries: Queries, sink: Sink, span: Span, stream: TextIO) -> dict[str, int]:
     written: dict[str, int] = {}
     try:
+        extents = await queries.extents()
         jobs = (
             (EVENTS_LAYER, event_pages, EVENTS_COLLECTION, 0),
             (ROAD_LAYER, road_pages, ROAD_COLLECTION, HOUR_MS),

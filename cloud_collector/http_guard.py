@@ -5,9 +5,10 @@
   security headers (``SECURITY_HEADERS`` and the configured Content-Security-Policy).
 * ``admitted`` (a dependency of every API router): the client's rate and concurrency
   (``limits.ApiLimits``), a 429 with ``Retry-After`` beyond them. The client is the
-  authenticated principal's name when a middleware set ``request.state.principal``, else
-  the peer address. ``/healthz`` and ``/readyz`` are never refused: a probe must see the
-  truth under load.
+  authenticated caller's token name (``request.state.caller``, or ``principal``), else
+  its address: the peer's, or behind a trusted proxy (``[http] trusted_proxies``) the one
+  ``X-Forwarded-For`` gives (``limits.client_address``). ``/healthz`` and ``/readyz`` are
+  never refused: a probe must see the truth under load.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud_collector.config import HttpConfig
-from cloud_collector.limits import ApiLimits
+from cloud_collector.limits import ApiLimits, Network, client_address, networks
 
 # Routes no limit applies to (probes).
 EXEMPT: Final = frozenset({"/healthz", "/readyz"})
@@ -44,8 +45,10 @@ class Guard:
     config: HttpConfig
     monotonic: Callable[[], float] = time.monotonic
     limits: ApiLimits = field(init=False)
+    trusted: tuple[Network, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.trusted = networks(self.config.trusted_proxies)
         self.limits = ApiLimits(
             rate_per_s=self.config.rate_per_s,
             burst=self.config.rate_burst,
@@ -54,13 +57,18 @@ class Guard:
         )
 
 
-def client_of(request: Request) -> str:
-    """Whom a request's limits count against: its principal, else its peer address."""
-    principal = getattr(request.state, "principal", None)
+def client_of(request: Request, trusted: tuple[Network, ...] = ()) -> str:
+    """Whom a request's limits count against: its principal, else its address (behind a
+    ``trusted`` proxy, the client's it forwarded)."""
+    # ``caller``: what the auth middleware sets (``auth.Caller``).
+    principal = getattr(request.state, "principal", None) or getattr(request.state, "caller", None)
     name = getattr(principal, "name", None)
     if isinstance(name, str) and name:
         return f"token:{name}"
-    return f"addr:{request.client.host if request.client else '?'}"
+    if request.client is None:
+        return "addr:?"
+    forwarded = request.headers.getlist("x-forwarded-for") if trusted else []
+    return f"addr:{client_address(request.client.host, forwarded, trusted)}"
 
 
 async def admitted(request: Request) -> AsyncIterator[None]:
@@ -71,7 +79,7 @@ async def admitted(request: Request) -> AsyncIterator[None]:
     if request.url.path in EXEMPT:
         yield
         return
-    client = client_of(request)
+    client = client_of(request, guard.trusted)
     refusal = guard.limits.admit(client, guard.monotonic())
     if refusal is not None:
         raise HTTPException(

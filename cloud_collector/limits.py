@@ -10,8 +10,10 @@ collector and hold up ingest or /readyz behind it.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,6 +23,55 @@ from cloud_collector.intake import SenderBudgets
 RATE: Final = "rate"
 CLIENT_BUSY: Final = "client_concurrency"
 SERVER_BUSY: Final = "concurrency"
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    """``[http] trusted_proxies`` entries (addresses or CIDRs) as networks; a ValueError
+    naming the first that is neither."""
+    out = []
+    for entry in entries:
+        try:
+            out.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR") from None
+    return tuple(out)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return mapped or ip
+
+
+def client_address(peer: str, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str:
+    """Whose request it is: ``peer`` (the TCP peer's address), unless it is a trusted
+    proxy; then the right-most address of the ``X-Forwarded-For`` values that is not a
+    trusted proxy (each proxy appends the address it was connected from, so everything
+    left of that is what the client claims). A chain of trusted proxies only, or an entry
+    that is no address (a proxy's ``unknown``), stops at the last trusted hop: the client
+    can never pick its own identity, and so never a fresh rate budget."""
+    hop = _address(peer)
+    if hop is None or not _trusted(hop, trusted):
+        return str(hop) if hop is not None else peer
+    entries = [e for value in forwarded_for for e in value.split(",") if e.strip()]
+    for entry in reversed(entries):
+        ip = _address(entry)
+        if ip is None:
+            break
+        hop = ip
+        if not _trusted(ip, trusted):
+            break
+    return str(hop)
+
+
+def _trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: Sequence[Network]) -> bool:
+    return any(ip.version == n.version and ip in n for n in trusted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -346,6 +346,7 @@ async def run(cfg: CollectorConfig, stop: asyncio.Event | None = None) -> None:
             url,
             gap_grace_ms=None if grace_s is None else grace_s * 1000,
             query_timeout_s=cfg.http.query_timeout_s,
+            contributions_ms=cfg.retention.contributions_ms(),
         )
     except BaseException:
         for sock in listeners:

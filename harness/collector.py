@@ -235,6 +235,7 @@ gnss_days = 0
 events_days = 0
 health_days = 0
 quarantine_days = 0
+cell_vehicles_days = 0
 """
     )
     return path

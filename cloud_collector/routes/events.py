@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse, Response
 from cloud_collector import geojson
 from cloud_collector.auth import CallerDep, PrivacyDep
 from cloud_collector.candump import candump_log
-from cloud_collector.privacy import city_events_collection, on_cells_in
+from cloud_collector.privacy import city_events_collection, city_ids, on_cells_in
 from cloud_collector.roles import Role
 from cloud_collector.routes.context import Ctx
 from cloud_collector.routes.params import (
@@ -58,6 +58,9 @@ async def events(  # noqa: PLR0913, PLR0917 - one parameter per query parameter,
         raise bad("cursor", "not a cursor of this API")
     default = min(DEFAULT_EVENT_LIMIT, ctx.max_limit)
     box = parse_bbox(bbox)
+    if city and cursor is not None:
+        # The city's cursors are sealed: they carry no store id (``privacy.CityIds``).
+        cursor = city_ids(await privacy.key()).unseal(cursor)
     q = EventQuery(
         vehicle=vehicle,
         type=type,

@@ -19,13 +19,14 @@ from typing import Annotated, Any, Final
 
 import h3
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from cloud_collector import geojson
 from cloud_collector.auth import CityView, CityViewDep
 from cloud_collector.errors import QueryError
-from cloud_collector.privacy import city_event_feature, on_cells_in
+from cloud_collector.privacy import city_event_feature, city_ids, day_number, on_cells_in
 from cloud_collector.routes import ogc_params as op
 from cloud_collector.routes.context import ApiContext, Ctx
 from cloud_collector.routes.params import GEOJSON
@@ -81,6 +82,8 @@ class OgcRoute(APIRoute):
                 return await handler(request)
             except op.OgcError as exc:
                 return _exception(exc.status, exc.code, exc.description)
+            except RequestValidationError as exc:  # a declared type or bound (limit)
+                return _exception(400, op.BAD_PARAMETER, op.validation_reason(exc))
             except QueryError as exc:
                 return _exception(400, op.BAD_PARAMETER, str(exc) or "invalid query")
             except HTTPException as exc:
@@ -231,6 +234,24 @@ async def _page(
     return [geojson.sign_feature(s) for s in signs.signs], signs.next_after
 
 
+async def _find_event(ctx: ApiContext, feature_id: str, view: CityView) -> dict[str, Any] | None:
+    """The events feature ``feature_id`` names for ``view`` (the city's ids are
+    ``privacy.CityIds``'), None if there is none it may see."""
+    if view.k:
+        found = city_ids(await view.privacy.key()).event_of(feature_id)
+        if found is None:
+            return None
+        day, event_id = found
+    else:
+        day, event_id = None, _key(EVENTS_COLLECTION, feature_id)[1]
+    evidence = await ctx.queries.event_evidence(event_id)
+    if evidence is None or evidence.event.lat is None:
+        return None
+    if day is not None and day_number(evidence.event.time_ms) != day:
+        return None
+    return await _event_item(ctx, evidence.event, view)
+
+
 async def _event_item(ctx: ApiContext, e: StoredEvent, view: CityView) -> dict[str, Any] | None:
     """``e`` as a feature for ``view``; None when the city may not see it (its cell-hour
     is not k-anonymous): the city's events page of its millisecond decides."""
@@ -238,17 +259,32 @@ async def _event_item(ctx: ApiContext, e: StoredEvent, view: CityView) -> dict[s
         return op.city_event_feature(e)
     q = FeatureQuery(since_ms=e.time_ms, until_ms=e.time_ms + 1, limit=MAX_EVENT_LIMIT)
     features, _ = await _page(ctx, EVENTS_COLLECTION, q, view)
-    return next((f for f in features if f["id"] == e.id), None)
+    wanted = city_ids(await view.privacy.key()).event_id(e.id, e.time_ms)
+    return next((f for f in features if f["id"] == wanted), None)
 
 
-def _item_links(request: Request, cid: str, after: tuple[int, int] | None) -> list[Any]:
+async def _cursor_codec(view: CityView, cid: str) -> Callable[[tuple[int, int]], str]:
+    """How ``view`` gets a page's key as a cursor: the city's events cursors are sealed
+    (``privacy.CityIds``: no store id in them)."""
+    if not (view.k and cid == EVENTS_COLLECTION):
+        return lambda after: encode_cursor(*after)
+    ids = city_ids(await view.privacy.key())
+    return lambda after: ids.seal(encode_cursor(*after))
+
+
+def _item_links(
+    request: Request,
+    cid: str,
+    after: tuple[int, int] | None,
+    encode: Callable[[tuple[int, int]], str],
+) -> list[Any]:
     links = [
         op.link(str(request.url), "self", GEOJSON, "this page"),
         op.link(op.url(request, f"{PREFIX}/collections/{cid}"), "collection", op.JSON_TYPE),
     ]
     if after is not None:
         params = {k: v for k, v in request.query_params.items() if k != "cursor"}
-        params["cursor"] = encode_cursor(*after)
+        params["cursor"] = encode(after)
         path = f"{PREFIX}/collections/{cid}/items"
         links.append(op.link(op.url(request, path, params), "next", GEOJSON, "next page"))
     return links
@@ -265,7 +301,7 @@ async def items(  # noqa: PLR0913, PLR0917 - one parameter per query parameter
     collection_id: CollectionId,
     bbox: Annotated[str | None, Query(description=op.BBOX_DOC)] = None,
     datetime: Annotated[str | None, Query(description=op.DATETIME_DOC)] = None,
-    limit: Annotated[str | None, Query(description=op.LIMIT_DOC)] = None,
+    limit: op.Limit = DEFAULT_EVENT_LIMIT,
     cursor: Annotated[str | None, Query(description=op.CURSOR_DOC)] = None,
     f: F = None,
 ) -> JSONResponse:
@@ -278,8 +314,8 @@ async def items(  # noqa: PLR0913, PLR0917 - one parameter per query parameter
         bbox=op.parse_bbox(bbox),
         since_ms=since_ms,
         until_ms=until_ms,
-        limit=op.parse_limit(limit, min(DEFAULT_EVENT_LIMIT, ctx.max_limit), ctx.max_limit),
-        after=None if cursor is None else _after(cursor),
+        limit=min(limit, ctx.max_limit),  # Part 1: above the maximum, the maximum
+        after=None if cursor is None else await _after(cursor, view, cid),
         min_vehicles=view.k,
     )
     features, after = await _page(ctx, cid, q, view)
@@ -291,11 +327,13 @@ async def items(  # noqa: PLR0913, PLR0917 - one parameter per query parameter
             body["numberMatched"] = matched
     body["numberReturned"] = len(features)
     body["timeStamp"] = geojson.iso_ms(ctx.clock_ms())
-    body["links"] = _item_links(request, cid, after)
+    body["links"] = _item_links(request, cid, after, await _cursor_codec(view, cid))
     return JSONResponse(body, media_type=GEOJSON)
 
 
-def _after(cursor: str) -> tuple[int, int]:
+async def _after(cursor: str, view: CityView, cid: str) -> tuple[int, int]:
+    if view.k and cid == EVENTS_COLLECTION:
+        cursor = city_ids(await view.privacy.key()).unseal(cursor)
     major, minor = decode_cursor(cursor)
     if not (-(2**63) <= major < 2**63 and -(2**63) <= minor < 2**63):
         raise op.bad("cursor", "not a cursor of this API")
@@ -330,13 +368,11 @@ async def item(
 ) -> JSONResponse:
     cid = _collection_id(collection_id)
     op.check_f(f)
-    major, minor = _key(cid, feature_id)
     found: dict[str, Any] | None = None
     if cid == EVENTS_COLLECTION:
-        evidence = await ctx.queries.event_evidence(minor)
-        if evidence is not None and evidence.event.lat is not None:
-            found = await _event_item(ctx, evidence.event, view)
+        found = await _find_event(ctx, feature_id, view)
     else:
+        major, minor = _key(cid, feature_id)
         one = FeatureQuery(limit=1, after=(major, minor - 1), min_vehicles=view.k)
         features, _ = await _page(ctx, cid, one, view)
         found = next((x for x in features if str(x["id"]) == feature_id), None)

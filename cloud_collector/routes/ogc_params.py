@@ -9,14 +9,21 @@ exception JSON ``{"code": ..., "description": ...}`` (OGC API - Features Part 1,
 from __future__ import annotations
 
 import math
-from typing import Any, Final
+from typing import Annotated, Any, Final
 from urllib.parse import urlencode
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 
 from cloud_collector import geojson
 from cloud_collector.routes.params import CURSOR_MAX, parse_time
-from cloud_collector.store.base import HIDDEN_EVENT_KEYS, BBox, StoredEvent
+from cloud_collector.store.base import (
+    DEFAULT_EVENT_LIMIT,
+    HIDDEN_EVENT_KEYS,
+    MAX_EVENT_LIMIT,
+    BBox,
+    StoredEvent,
+)
 
 BAD_PARAMETER: Final = "InvalidParameterValue"
 NOT_FOUND: Final = "NotFound"
@@ -34,7 +41,17 @@ DATETIME_DOC: Final = (
     "RFC 3339 instant (2026-03-02T07:30:00Z) or closed interval a/b, or open a/.. or ../b"
     " (a missing zone is UTC)"
 )
-LIMIT_DOC: Final = "page size, at least 1 (default 100; above the maximum: the maximum)"
+LIMIT_DOC: Final = (
+    f"page size, at least 1 (default {DEFAULT_EVENT_LIMIT}; above the maximum, or the"
+    " collector's smaller [http] max_limit: that maximum)"
+)
+# An integer in the OpenAPI document, with its bounds (Part 1, /rec/core/fc-limit-
+# default-maximum). The maximum is declared, not validated: a larger value is served as the
+# maximum (/per/core/limit-response-1); below 1 or no integer is a 400 (``OgcRoute``).
+Limit = Annotated[
+    int,
+    Query(ge=1, description=LIMIT_DOC, json_schema_extra={"maximum": MAX_EVENT_LIMIT}),
+]
 CURSOR_DOC: Final = "where the next page starts: from the next link of the previous page"
 F_DOC: Final = "the encoding: json (the only one, also the default)"
 
@@ -126,17 +143,14 @@ def parse_datetime(value: str | None) -> tuple[int | None, int | None]:
     return start, None if end is None else end + 1
 
 
-def parse_limit(value: str | None, default: int, maximum: int) -> int:
-    """At least 1; above ``maximum`` the maximum (Part 1, /req/core/fc-limit-response-1)."""
-    if value is None:
-        return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise bad("limit", "not an integer") from None
-    if n < 1:
-        raise bad("limit", "must be at least 1")
-    return min(n, maximum)
+def validation_reason(exc: RequestValidationError) -> str:
+    """One line naming the parameter of a request FastAPI's validation refused."""
+    errors = exc.errors()
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    name = str(first.get("loc", ("?",))[-1])
+    return f"{name}: {first.get('msg', 'invalid')}".replace("\n", " ")
 
 
 def check_cursor(value: str | None) -> None:

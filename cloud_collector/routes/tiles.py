@@ -12,7 +12,7 @@ its period: ending over ``SETTLED_MS`` ago, a day; otherwise a minute.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Final
 from urllib.parse import urlencode
 
@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from cloud_collector import tiles
 from cloud_collector.auth import CityViewDep
 from cloud_collector.geojson import iso_ms
+from cloud_collector.privacy import city_time_ms
 from cloud_collector.routes.context import Ctx
 from cloud_collector.routes.params import TIME_DOC, bad, check_name, span
 from cloud_collector.store.aggregate import DAY_MS, HOUR_MS
@@ -114,7 +115,10 @@ async def _features(
     if layer == "events":
         q = TileQuery(bbox=bbox, res=tiles.cell_res(t.z), since_ms=when[0], until_ms=when[1],
                       type=type, limit=tiles.MAX_TILE_EVENTS, min_vehicles=k)  # fmt: skip
-        return tiles.event_features(t, await ctx.queries.tile_events(q))
+        points = await ctx.queries.tile_events(q)
+        if k:  # the city's view: times to the minute, like its events elsewhere
+            points = [replace(p, time_ms=city_time_ms(p.time_ms)) for p in points]
+        return tiles.event_features(t, points)
     res = tiles.road_res(t.z)
     q = TileQuery(bbox=tiles.padded(bbox, res), res=res, since_ms=0, until_ms=0)
     edges = await ctx.queries.tile_roads(q)

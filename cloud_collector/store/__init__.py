@@ -64,9 +64,11 @@ async def open_store(
     *,
     gap_grace_ms: int | None = DEFAULT_GAP_GRACE_MS,
     query_timeout_s: float | None = None,
+    contributions_ms: int | None = None,
 ) -> Store:
     """Open (and migrate) the store at ``url``; the query side runs on connections of its
-    own, each query cancelled after ``query_timeout_s`` (when given). Raises StoreError
+    own, each query cancelled after ``query_timeout_s`` (when given). ``contributions_ms``:
+    how long the vehicles of a cell-hour are kept (``engine.ingest``). Raises StoreError
     for a bad URL or an unreachable or unmigratable database."""
     scheme = urlsplit(url).scheme.lower()
     if scheme == "sqlite":
@@ -78,12 +80,20 @@ async def open_store(
                 f"sqlite URL needs an absolute path (sqlite:///abs/path.db): {masked_url(url)}"
             )
         return await open_sqlite(
-            Path(path), gap_grace_ms=gap_grace_ms, query_timeout_s=query_timeout_s
+            Path(path),
+            gap_grace_ms=gap_grace_ms,
+            query_timeout_s=query_timeout_s,
+            contributions_ms=contributions_ms,
         )
     if scheme in ("postgresql", "postgres"):
         from cloud_collector.store.postgres import open_postgres
 
-        return await open_postgres(url, gap_grace_ms=gap_grace_ms, query_timeout_s=query_timeout_s)
+        return await open_postgres(
+            url,
+            gap_grace_ms=gap_grace_ms,
+            query_timeout_s=query_timeout_s,
+            contributions_ms=contributions_ms,
+        )
     raise StoreError(
         f"unsupported store URL scheme {scheme!r}: use sqlite:///abs/path.db or postgresql://"
     )

@@ -87,7 +87,10 @@ async def ingest(
     payload_bytes: int,
     received_ms: int,
     grace_ms: int | None,
+    contributions_ms: int | None = None,
 ) -> IngestResult:
+    """``contributions_ms``: how long the vehicles of a cell-hour are kept
+    (``[retention] cell_vehicles_days``; None: for ever)."""
     h = batch.header
     if h.seq > MAX_SEQ:
         raise IngestError(f"seq {h.seq} does not fit a signed 64-bit integer")
@@ -105,7 +108,8 @@ async def ingest(
     new = bool(inserted)
     if new:
         await _store_records(tx, batch)
-        await _aggregate(tx, batch)
+        floor = None if contributions_ms is None else received_ms - contributions_ms
+        await _aggregate(tx, batch, floor)
         await health.note_latest_health(tx, h.vehicle_id, batch.health, received_ms)
         await _note_evictions(tx, batch, received_ms, grace_ms)
     await _update_status(tx, batch, new, payload_bytes, received_ms)
@@ -228,7 +232,7 @@ STATE_COLUMNS = (
 )
 
 
-async def _aggregate(tx: Tx, batch: Batch) -> None:
+async def _aggregate(tx: Tx, batch: Batch, floor_ms: int | None = None) -> None:
     vehicle = batch.header.vehicle_id
     await tx.execute(
         f"INSERT INTO vehicle_state (vehicle, {STATE_COLUMNS}) VALUES"
@@ -249,7 +253,7 @@ async def _aggregate(tx: Tx, batch: Batch) -> None:
         state.cell, state.hour_ms, state.last_fix_ms, state.wiper_bits, int(state.failsafe),
         state.lane_left, state.lane_right, state.pass_flags, vehicle,
     )  # fmt: skip
-    await upsert_deltas(tx, deltas, await _new_contributions(tx, vehicle, deltas))
+    await upsert_deltas(tx, deltas, await _new_contributions(tx, vehicle, deltas, floor_ms))
     observations = agg.sign_observations(batch.events)
     if observations:
         await tx.lock_signs()
@@ -257,22 +261,29 @@ async def _aggregate(tx: Tx, batch: Batch) -> None:
             await _cluster_sign(tx, obs, vehicle)
 
 
-async def _new_contributions(tx: Tx, vehicle: str, deltas: agg.Deltas) -> set[tuple[int, int]]:
+async def _new_contributions(
+    tx: Tx, vehicle: str, deltas: agg.Deltas, floor_ms: int | None = None
+) -> set[tuple[int, int]]:
     """The cell-hours of ``deltas`` that ``vehicle`` contributes to for the first time,
     recorded in ``road_cell_vehicles`` (the distinct-vehicle count of the city's
     k-anonymity threshold). One indexed range read and one insert of the new keys per
     batch; a vehicle's batches are ingested one at a time (its ``vehicle_state`` row is
-    held), so the read cannot race with another insert of the same keys."""
-    if not deltas.cells:
+    held), so the read cannot race with another insert of the same keys.
+
+    Cell-hours before ``floor_ms`` are left out: retention may have removed their
+    contributions, so the vehicle may be counted already and is not counted again (a late
+    batch can make the count fall short, never exceed the truth)."""
+    keys = [k for k in deltas.cells if floor_ms is None or k[1] >= floor_ms]
+    if not keys:
         return set()
-    hours = [hour for _, hour in deltas.cells]
+    hours = [hour for _, hour in keys]
     rows = await tx.fetch(
         "SELECT cell, hour_ms FROM road_cell_vehicles"
         " WHERE vehicle = ? AND hour_ms >= ? AND hour_ms <= ?",
         vehicle, min(hours), max(hours),
     )  # fmt: skip
     seen = {(int(r[0]), int(r[1])) for r in rows}
-    new = {key for key in deltas.cells if key not in seen}
+    new = {key for key in keys if key not in seen}
     if new:
         await tx.executemany(
             "INSERT INTO road_cell_vehicles (vehicle, hour_ms, cell) VALUES (?, ?, ?)"

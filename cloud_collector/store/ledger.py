@@ -16,11 +16,15 @@ from protocol.envelope import BatchIdentity
 
 
 class EngineLedger:
-    """``base.Ledger`` over ``runner``; ``gap_grace_ms``: see ``DEFAULT_GAP_GRACE_MS``."""
+    """``base.Ledger`` over ``runner``; ``gap_grace_ms``: see ``DEFAULT_GAP_GRACE_MS``;
+    ``contributions_ms``: see ``engine.ingest``."""
 
-    def __init__(self, runner: Runner, gap_grace_ms: int | None) -> None:
+    def __init__(
+        self, runner: Runner, gap_grace_ms: int | None, contributions_ms: int | None = None
+    ) -> None:
         self._runner = runner
         self._grace_ms = gap_grace_ms
+        self._contributions_ms = contributions_ms
 
     async def ingest(
         self, batch: Batch, *, topic_channel: str, payload_bytes: int, received_ms: int
@@ -33,6 +37,7 @@ class EngineLedger:
                 payload_bytes=payload_bytes,
                 received_ms=received_ms,
                 grace_ms=self._grace_ms,
+                contributions_ms=self._contributions_ms,
             )
         )
 

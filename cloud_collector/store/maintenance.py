@@ -27,6 +27,7 @@ from cloud_collector.store.retention import (
     Delete,
     Expiring,
     Partition,
+    expiring,
     period_start,
     wanted_periods,
 )
@@ -75,11 +76,12 @@ class SqliteMaintenance:
 
     async def delete_batch(self, delete: Delete, limit: int) -> int:
         rel, col = quoted(delete.relation), quoted(delete.column)
+        key = ", ".join(quoted(k) for k in expiring(delete.table).key)
 
         async def work(tx: Tx) -> int:
             await tx.execute(
-                f"DELETE FROM {rel} WHERE rowid IN"
-                f" (SELECT rowid FROM {rel} WHERE {col} < ? LIMIT ?)",
+                f"DELETE FROM {rel} WHERE ({key}) IN"
+                f" (SELECT {key} FROM {rel} WHERE {col} < ? LIMIT ?)",
                 delete.cut_ms, limit,
             )  # fmt: skip
             rows = await tx.fetch("SELECT changes()")

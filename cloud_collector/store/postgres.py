@@ -188,6 +188,7 @@ async def open_postgres(
     max_size: int = 10,
     query_timeout_s: float | None = None,
     query_pool_size: int = QUERY_POOL_SIZE,
+    contributions_ms: int | None = None,
 ) -> PostgresStore:
     """The store at ``url``: the ledger on a pool of ``max_size``, the queries on their
     own pool of ``query_pool_size`` read-only sessions, each statement cancelled after
@@ -204,5 +205,8 @@ async def open_postgres(
         raise
     runner, reader = PgRunner(pool), PgRunner(query_pool)
     return PostgresStore(
-        runner, EngineLedger(runner, gap_grace_ms), EngineQueries(reader), query_runner=reader
+        runner,
+        EngineLedger(runner, gap_grace_ms, contributions_ms),
+        EngineQueries(reader),
+        query_runner=reader,
     )

@@ -10,8 +10,9 @@ million samples and a similar count of GNSS fixes a day: one partition per day k
 partition a size an index build and a drop handle quickly, and retention within a day of
 its setting. Events (tens per taxi-hour at most), their evidence frames and health
 snapshots (one a minute) are orders of magnitude fewer: a partition per week, about 53
-for a year of events. Road aggregates (``road_cells``, the sign inventory and the
-per-cell contributions) are the product and are kept; they are not listed.
+for a year of events. Road aggregates (``road_cells``, the sign inventory) are the
+product and are kept; they are not listed. The per-vehicle contributions to a cell-hour
+(``road_cell_vehicles``) expire by the hour they name.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ PERIODS_AHEAD: Final = 2
 @dataclass(frozen=True, slots=True)
 class Expiring:
     """A table whose rows expire by ``column``; ``width_ms`` its partition width on a
-    partitioned store, None if it is not partitioned."""
+    partitioned store, None if it is not partitioned; ``key``: the columns that name a
+    row on SQLite (its primary key for a table WITHOUT ROWID)."""
 
     table: str
     column: str
     width_ms: int | None
+    key: tuple[str, ...] = ("rowid",)
 
 
 # Retention setting name (``[retention] <name>_days``) -> the tables it governs. Evidence
@@ -53,6 +56,11 @@ EXPIRING: Final[Mapping[str, tuple[Expiring, ...]]] = {
     ),
     "health": (Expiring("health", "time_ms", WEEK_MS),),
     "quarantine": (Expiring("quarantine", "received_ms", None),),
+    # Which vehicles reached a cell-hour: a trace of who was where, needed only while late
+    # batches for the cell-hour may still arrive (``road_cells.vehicles`` keeps the count).
+    "cell_vehicles": (
+        Expiring("road_cell_vehicles", "hour_ms", None, ("vehicle", "hour_ms", "cell")),
+    ),
 }
 PARTITIONED: Final = tuple(t for ts in EXPIRING.values() for t in ts if t.width_ms is not None)
 
@@ -101,7 +109,7 @@ def cutoffs(now_ms: int, keep_days: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
-def _table(name: str) -> Expiring:
+def expiring(name: str) -> Expiring:
     for tables in EXPIRING.values():
         for t in tables:
             if t.table == name:
@@ -119,7 +127,7 @@ def plan(now_ms: int, keep_days: Mapping[str, int], partitions: Sequence[Partiti
     drop: list[Partition] = []
     delete: list[Delete] = []
     for table, cut in cutoffs(now_ms, keep_days).items():
-        t = _table(table)
+        t = expiring(table)
         if partitions is None or t.width_ms is None:
             delete.append(Delete(table, table, t.column, cut))
             continue

@@ -240,7 +240,11 @@ async def _query_runner(path: Path, timeout_s: float | None) -> SqliteRunner:
 
 
 async def open_sqlite(
-    path: Path, *, gap_grace_ms: int | None, query_timeout_s: float | None = None
+    path: Path,
+    *,
+    gap_grace_ms: int | None,
+    query_timeout_s: float | None = None,
+    contributions_ms: int | None = None,
 ) -> SqliteStore:
     """The store at ``path``: the ledger on one connection, the queries on another
     (each query cancelled after ``query_timeout_s``, when given)."""
@@ -260,7 +264,7 @@ async def open_sqlite(
         raise
     return SqliteStore(
         runner,
-        EngineLedger(runner, gap_grace_ms),
+        EngineLedger(runner, gap_grace_ms, contributions_ms),
         EngineQueries(reader),
         query_runner=reader,
     )

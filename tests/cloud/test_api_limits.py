@@ -15,9 +15,18 @@ from fastapi import FastAPI, Request, Response
 from cloud_collector.api import create_app
 from cloud_collector.config import CollectorConfig, HttpConfig, parse_config
 from cloud_collector.errors import ConfigError
-from cloud_collector.limits import CLIENT_BUSY, RATE, SERVER_BUSY, ApiLimits
+from cloud_collector.http_guard import Guard, client_of
+from cloud_collector.limits import (
+    CLIENT_BUSY,
+    RATE,
+    SERVER_BUSY,
+    ApiLimits,
+    client_address,
+    networks,
+)
 from cloud_collector.store import Store, open_store
 from tests.support.api_client import api_client
+from tests.support.auth import bearer, mint
 
 
 def test_rate_refuses_beyond_the_burst_and_says_when_to_retry() -> None:
@@ -127,15 +136,17 @@ async def test_limits_count_per_principal_once_authenticated(store: Store) -> No
 async def test_concurrency_beyond_the_bound_is_a_429(store: Store) -> None:
     app = _app(store, max_concurrent=3, max_concurrent_per_client=2)
     limits = app.state.guard.limits
+    one = bearer(await mint(store.access, name="one"))
+    two = bearer(await mint(store.access, name="two"))
     # Two requests of this client in progress (slots taken as a running request does).
-    assert limits.admit("addr:127.0.0.1", 0) is None
-    assert limits.admit("addr:127.0.0.1", 0) is None
-    async with api_client(app) as c:
+    assert limits.admit("token:one", 0) is None
+    assert limits.admit("token:one", 0) is None
+    async with api_client(app, headers=one) as c:
         r = await c.get("/v1/events")
         assert r.status_code == 429
         assert r.headers["retry-after"] == "1"
         assert "client_concurrency" in r.json()["detail"]
-        async with api_client(app, client=("127.0.0.3", 1)) as other:
+        async with api_client(app, headers=two) as other:
             assert (await other.get("/v1/events")).status_code == 200
             assert limits.admit("addr:127.0.0.4", 0) is None  # now 3 of 3 overall
             r = await other.get("/v1/events")
@@ -143,7 +154,7 @@ async def test_concurrency_beyond_the_bound_is_a_429(store: Store) -> None:
             assert "(concurrency)" in r.json()["detail"]
             assert (await other.get("/readyz")).status_code == 200
     limits.release("addr:127.0.0.4")
-    limits.release("addr:127.0.0.1")
+    limits.release("token:one")
     assert limits.in_progress == 1
 
 
@@ -214,3 +225,69 @@ def test_a_basemap_on_another_host_is_allowed_by_the_csp() -> None:
         "default-src 'self'; img-src 'self' data: https://tiles.example:8443;"
         " connect-src 'self' https://tiles.example:8443"
     )
+
+
+PROXY = ("10.0.0.5", 4000)
+
+
+def test_the_client_behind_trusted_proxies_is_the_right_most_untrusted_address() -> None:
+    trusted = networks(["10.0.0.0/24", "192.0.2.7", "2001:db8::/32"])
+    # Not from a trusted proxy: the header is the client's own claim, ignored.
+    assert client_address("198.51.100.9", ["203.0.113.1"], trusted) == "198.51.100.9"
+    assert client_address("10.0.0.5", ["203.0.113.1"], ()) == "10.0.0.5"
+    # From one: what it appended; the rest is the client's claim.
+    assert client_address("10.0.0.5", ["6.6.6.6, 203.0.113.1"], trusted) == "203.0.113.1"
+    # A chain of trusted proxies, over several header lines.
+    assert client_address("10.0.0.5", ["6.6.6.6, 203.0.113.1", "192.0.2.7"], trusted) == (
+        "203.0.113.1"
+    )
+    assert client_address("10.0.0.5", ["198.51.100.1, 2001:db8::1"], trusted) == "198.51.100.1"
+    assert client_address("10.0.0.5", ["2001:0DB9::0001"], trusted) == "2001:db9::1"
+    # Nothing but proxies, no header, or an entry that is no address: the last proxy.
+    assert client_address("10.0.0.5", ["10.0.0.9"], trusted) == "10.0.0.9"
+    assert client_address("10.0.0.5", [], trusted) == "10.0.0.5"
+    assert client_address("10.0.0.5", ["203.0.113.1, unknown"], trusted) == "10.0.0.5"
+    assert client_address("::ffff:10.0.0.5", ["203.0.113.1"], trusted) == "203.0.113.1"
+
+
+@pytest.mark.parametrize(
+    ("proxies", "message"),
+    [
+        (["10.0.0.0/33"], "http.trusted_proxies.*'10.0.0.0/33' is not an IP address or CIDR"),
+        (["proxy.local"], "http.trusted_proxies.*'proxy.local'"),
+        ("10.0.0.1", "http.trusted_proxies"),
+    ],
+)
+def test_bad_trusted_proxies_name_the_key(proxies: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"http": {"trusted_proxies": proxies}}, "c.toml")
+
+
+def _request(peer: str, *forwarded: str) -> Request:
+    headers = [(b"x-forwarded-for", value.encode()) for value in forwarded]
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": headers,
+             "client": (peer, 4000), "query_string": b""}  # fmt: skip
+    return Request(scope)
+
+
+def test_the_guard_reads_every_forwarded_header_only_from_a_trusted_proxy() -> None:
+    guard = Guard(HttpConfig(trusted_proxies=["10.0.0.0/24", "::1"]))
+    forwarded = _request("10.0.0.5", "6.6.6.6, 203.0.113.1", "10.0.0.7")
+    assert client_of(forwarded, guard.trusted) == "addr:203.0.113.1"
+    assert client_of(_request("::1", "203.0.113.2"), guard.trusted) == "addr:203.0.113.2"
+    assert client_of(_request("198.51.100.9", "203.0.113.1"), guard.trusted) == (
+        "addr:198.51.100.9"
+    )
+    untrusting = Guard(HttpConfig())
+    assert untrusting.trusted == ()
+    assert client_of(forwarded, untrusting.trusted) == "addr:10.0.0.5"
+
+
+async def test_tokens_from_one_address_have_a_budget_each(store: Store) -> None:
+    """Behind a proxy every request has the proxy's address: authenticated requests
+    count against their token, not against it."""
+    app = _app(store, rate_per_s=0.01, rate_burst=1)
+    async with api_client(app) as a, api_client(app) as b:
+        assert (await a.get("/v1/signs")).status_code == 200
+        assert (await a.get("/v1/signs")).status_code == 429
+        assert (await b.get("/v1/signs")).status_code == 200

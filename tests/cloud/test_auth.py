@@ -23,11 +23,14 @@ from cloud_collector.api import ROUTERS, create_app
 from cloud_collector.auth import TokenCache, roles_for
 from cloud_collector.config import AuthConfig
 from cloud_collector.dashboard import router as dashboard_router
-from cloud_collector.privacy import pseudonym
+from cloud_collector.errors import QueryError
+from cloud_collector.privacy import CityIds, pseudonym
 from cloud_collector.roles import Role
+from cloud_collector.routes.params import parse_time
 from cloud_collector.store import Store, open_store
 from cloud_collector.store import aggregate as agg
 from cloud_collector.store.access import Access
+from cloud_collector.store.reads import decode_cursor, encode_cursor
 from harness.postgres import PgHarness
 from protocol.batch import Batch
 from protocol.records import Event, FrameRef, GnssFix
@@ -444,3 +447,79 @@ async def test_a_city_bbox_selects_by_cell_centre_not_the_exact_position(
     c_lat, c_lon = agg.centre(agg.parent(agg.cell_at(*BUSY)))
     around = f"{c_lon - 1e-6},{c_lat - 1e-6},{c_lon + 1e-6},{c_lat + 1e-6}"
     assert (await clients["city"].get("/v1/events", params={"bbox": around})).json()["features"]
+
+
+def _ms(iso: str) -> int:
+    ms = parse_time("time", iso)
+    assert ms is not None
+    return ms
+
+
+async def _city_pages(city: httpx.AsyncClient, path: str, params: dict[str, str]) -> list[Any]:
+    """Every page of ``path`` for the city, one feature a page, following its cursors
+    (``next_cursor``, or the OGC ``next`` link); the cursors are checked on the way."""
+    pages: list[Any] = []
+    url: str | None = path
+    for _ in range(50):
+        if url is None:
+            return pages
+        r = await city.get(url, params=params if url == path else None)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        pages.append(body)
+        nxt = [x["href"] for x in body.get("links", []) if x["rel"] == "next"]
+        cursor = body.get("next_cursor") or (httpx.URL(nxt[0]).params["cursor"] if nxt else None)
+        if cursor is not None:
+            # Sealed: not the store's cursor (time.id in base64), nothing of a store id.
+            with pytest.raises(QueryError):
+                decode_cursor(cursor)
+        url = None if cursor is None else (nxt[0] if nxt else f"{path}?cursor={cursor}")
+    raise AssertionError("paging did not end")
+
+
+async def test_the_city_gets_event_times_to_the_minute_and_ids_of_no_store_meaning(
+    clients: dict[str, httpx.AsyncClient],
+) -> None:
+    city, admin = clients["city"], clients["admin"]
+    exact = (await admin.get("/v1/events", params={"limit": "1000"})).json()["features"]
+    assert any(_ms(f["properties"]["time"]) % 60_000 for f in exact)
+    store_ids = {str(f["id"]) for f in exact}
+    whole = (await city.get("/v1/events", params={"limit": "1000"})).json()["features"]
+    assert whole
+    for f in whole:
+        assert _ms(f["properties"]["time"]) % 60_000 == 0, f
+        assert re.fullmatch(r"[0-9a-f]{32}", f["id"]), f
+        assert f["id"] not in store_ids, f
+    paged = await _city_pages(city, "/v1/events", {"limit": "1"})
+    assert [f["id"] for p in paged for f in p["features"]] == [f["id"] for f in whole]
+    # The OGC collection: the same ids, one per page through the next links, and each
+    # found again by its id; a store id is no feature of the city's.
+    ogc = await _city_pages(city, "/ogc/collections/events/items", {"limit": "1"})
+    assert [f["id"] for p in ogc for f in p["features"]] == [f["id"] for f in whole]
+    one = await city.get(f"/ogc/collections/events/items/{whole[0]['id']}")
+    assert one.status_code == 200, one.text
+    assert one.json()["properties"] == whole[0]["properties"]
+    for bad_id in (sorted(store_ids)[0], "0" * 32, whole[0]["id"][:-1] + "x"):
+        r = await city.get(f"/ogc/collections/events/items/{bad_id}")
+        assert r.status_code == 404, (bad_id, r.text)
+    # A cursor of the store's form, or one tampered with, is a 400.
+    store_cursor = encode_cursor(T0, 1)
+    for path in ("/v1/events", "/ogc/collections/events/items"):
+        r = await city.get(path, params={"cursor": store_cursor})
+        assert r.status_code == 400, (path, r.text)
+    tile = await city.get("/tiles/events/0/0/0.mvt", params={"since": "1970-01-02T00:00:00Z"})
+    points = _mvt_json(tile.content)["events"]["features"]
+    assert points
+    assert all(p["properties"]["time_ms"] % 60_000 == 0 for p in points)
+
+
+def test_city_ids_hold_within_a_day_and_differ_across_days_and_keys() -> None:
+    ids = CityIds(b"k")
+    same_day = ids.event_id(7, T0), ids.event_id(7, T0 + 3_600_000)
+    assert same_day[0] == same_day[1]
+    assert ids.event_id(7, T0) != ids.event_id(7, T0 + DAY)
+    assert ids.event_id(7, T0) != CityIds(b"other").event_id(7, T0)
+    assert ids.event_of(ids.event_id(7, T0)) == (T0 // DAY, 7)
+    assert ids.unseal(ids.seal(encode_cursor(T0, 7))) == encode_cursor(T0, 7)
+    with pytest.raises(QueryError, match="cursor"):
+        CityIds(b"other").unseal(ids.seal(encode_cursor(T0, 7)))

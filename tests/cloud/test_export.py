@@ -12,11 +12,14 @@ import sqlite3
 import struct
 import subprocess
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from cloud_collector import cli, export
-from cloud_collector.store import open_store
+from cloud_collector.errors import StoreError
+from cloud_collector.store import Store, open_store
+from cloud_collector.store.base import EventPage, EventQuery, Queries
 from harness.collector import T0
 from tests.support.feature_store import counts, seed
 
@@ -145,3 +148,51 @@ def test_bad_options_are_one_line_and_exit_2(
     assert err.startswith(f"cloud-collector export: {reason}")
     assert err.count("\n") == 1
     assert not out.exists()
+
+
+class _GoesAway:
+    """The real store, closed under the export as it asks for its second events page."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.pages = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def events(self, q: EventQuery) -> EventPage:
+        self.pages += 1
+        if self.pages == 2:
+            await self.store.close()
+        return await self.store.events(q)
+
+
+def _beside(tmp_path: Path) -> set[str]:
+    """The names in ``tmp_path`` but the store's own (its WAL files come and go)."""
+    return {p.name for p in tmp_path.iterdir() if not p.name.startswith("store.sqlite3")}
+
+
+@pytest.mark.parametrize("fmt", export.FORMATS)
+async def test_an_export_failing_midway_leaves_nothing_at_out(
+    db: Path, tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if fmt == "geoparquet":
+        pytest.importorskip("pyarrow")
+    monkeypatch.setattr(export, "PAGE", 1)  # several pages: the first is written
+    before = _beside(tmp_path)
+    out = tmp_path / ("out.gpkg" if fmt == "geopackage" else "out")
+    store = _GoesAway(await open_store(f"sqlite:///{db}"))
+    with pytest.raises(StoreError, match="connection lost"):
+        await export.export(
+            cast("Queries", store), fmt, out, export.Span(None, None), io.StringIO()
+        )
+    assert store.pages == 2
+    assert _beside(tmp_path) == before  # no out, no partial file beside it
+    # The same export on the store back: complete, at out.
+    reopened = await open_store(f"sqlite:///{db}")
+    try:
+        written = await export.export(reopened, fmt, out, export.Span(None, None), io.StringIO())
+    finally:
+        await reopened.close()
+    assert written["events"] == counts(db)["events"]
+    assert _beside(tmp_path) == before | {out.name}

@@ -120,9 +120,22 @@ async def test_bbox_and_datetime_filters(client: Client) -> None:
 
 
 async def test_limit_above_the_maximum_is_the_maximum(client: Client) -> None:
-    r = await client.get("/ogc/collections/events/items", params={"limit": "100000"})
-    assert r.status_code == 200
-    assert r.json()["numberReturned"] <= 50
+    for limit in ("100000", "1" + "0" * 30):
+        r = await client.get("/ogc/collections/events/items", params={"limit": limit})
+        assert r.status_code == 200
+        assert r.json()["numberReturned"] <= 50
+
+
+async def test_limit_is_an_integer_with_bounds_in_the_openapi_document(client: Client) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    params = doc["paths"]["/ogc/collections/{collection_id}/items"]["get"]["parameters"]
+    (limit,) = [p for p in params if p["name"] == "limit"]
+    schema = limit["schema"]
+    assert (schema["type"], schema["minimum"], schema["maximum"]) == ("integer", 1, 10_000)
+    assert schema["default"] == 100
+    r = await client.get("/ogc/collections/signs/items", params={"limit": "ten"})
+    assert r.status_code == 400
+    assert r.json()["description"].startswith("limit: ")
 
 
 @pytest.mark.parametrize("cid", COLLECTION_IDS)

@@ -116,8 +116,56 @@ async def test_the_job_removes_exactly_what_is_older_than_the_setting(store_url:
 async def test_zero_days_keeps_for_ever(store: Store) -> None:
     await _fill(store)
     cfg = RetentionConfig(samples_days=0, gnss_days=0, events_days=0, health_days=0,
-                          quarantine_days=0)  # fmt: skip
+                          quarantine_days=0, cell_vehicles_days=0)  # fmt: skip
     job = RetentionJob(cfg, maintenance_for(store), IngestMetrics(), clock_ms=lambda: NOW * 2)
     assert (await job.run_once()).deleted == 0
     for table, column in TABLES.items():
         assert await _times(store, table, column) == list(TIMES), table
+
+
+HOUR_MS = 3_600_000
+
+
+async def _cell_hours(store: Store) -> list[tuple[int, int]]:
+    """(hour, vehicles) of the road_cells rows, and the hours road_cell_vehicles holds."""
+
+    async def work(tx: Tx) -> list[tuple[int, int]]:
+        rows = await tx.fetch("SELECT hour_ms, vehicles FROM road_cells ORDER BY hour_ms")
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    runner = cast("SplitStore[Any]", store).runner
+    out: list[tuple[int, int]] = await runner.run(work)
+    return out
+
+
+async def test_cell_vehicles_expire_by_their_hour_and_a_late_batch_is_not_counted_twice(
+    store_url: str,
+) -> None:
+    store = await open_store(store_url, contributions_ms=KEEP_DAYS * DAY_MS)
+    try:
+        old_hour = OLD // HOUR_MS * HOUR_MS
+        kept_hour = (CUT + HOUR_MS) // HOUR_MS * HOUR_MS
+        for seq, t in enumerate((OLD, kept_hour), 1):
+            b = batch(seq, events=[event("fcw", t)])
+            await store.ingest(b, topic_channel="bulk", payload_bytes=1, received_ms=t)
+        assert await _times(store, "road_cell_vehicles", "hour_ms") == [old_hour, kept_hour]
+        cfg = RetentionConfig(samples_days=0, gnss_days=0, events_days=0, health_days=0,
+                              quarantine_days=0, cell_vehicles_days=KEEP_DAYS)  # fmt: skip
+        metrics = IngestMetrics()
+        summary = await RetentionJob(cfg, maintenance_for(store), metrics,
+                                     clock_ms=lambda: NOW).run_once()  # fmt: skip
+        assert summary.deleted == 1
+        assert await _times(store, "road_cell_vehicles", "hour_ms") == [kept_hour]
+        assert metrics.retention_deleted["road_cell_vehicles"] == 1
+        assert 'collector_retention_rows_deleted_total{table="road_cell_vehicles"} 1' in render(
+            metrics
+        )
+        # The count stays with the cell-hour; a batch of the same taxi for that hour
+        # arriving now adds its event but not the taxi a second time.
+        assert await _cell_hours(store) == [(old_hour, 1), (kept_hour, 1)]
+        late = batch(3, events=[event("fcw", OLD + 1)])
+        await store.ingest(late, topic_channel="bulk", payload_bytes=1, received_ms=NOW)
+        assert await _cell_hours(store) == [(old_hour, 1), (kept_hour, 1)]
+        assert await _times(store, "road_cell_vehicles", "hour_ms") == [kept_hour]
+    finally:
+        await store.close()

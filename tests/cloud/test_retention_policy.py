@@ -116,8 +116,12 @@ def test_retention_defaults() -> None:
     cfg = parse_config({}, "c.toml").retention
     assert cfg.keep_days() == {
         "samples": 30, "gnss": 30, "events": 365, "health": 30, "quarantine": 90,
+        "cell_vehicles": 7,
     }  # fmt: skip
     assert set(cfg.keep_days()) == set(EXPIRING)
+    # What ingest is told: how long a cell-hour's vehicles are kept (0: for ever, None).
+    assert cfg.contributions_ms() == 7 * DAY_MS
+    assert cfg.model_copy(update={"cell_vehicles_days": 0}).contributions_ms() is None
 
 
 @pytest.mark.parametrize(
@@ -127,6 +131,7 @@ def test_retention_defaults() -> None:
         ({"events_days": "1y"}, "key 'retention.events_days'"),
         ({"interval_s": 0}, "key 'retention.interval_s'"),
         ({"batch_rows": 0}, "key 'retention.batch_rows'"),
+        ({"cell_vehicles_days": -1}, "key 'retention.cell_vehicles_days'"),
         ({"sample_days": 3}, "key 'retention.sample_days': unknown key (did you mean"),
     ],
 )

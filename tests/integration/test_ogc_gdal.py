@@ -13,11 +13,12 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cloud_collector.store import open_store
 from cloud_collector.store.base import COLLECTION_IDS
-from harness.collector import CollectorProcess, write_config
+from harness.collector import CollectorProcess, mint_token, write_config
 from harness.mosquitto import MosquittoHarness, free_port
 from harness.postgres import PgHarness
 from tests.support.feature_store import counts, seed
@@ -75,8 +76,8 @@ async def served(
     tmp_path: Path, broker: MosquittoHarness, store_url: str
 ) -> AsyncIterator[tuple[str, dict[str, int], dict[str, str]]]:
     """The OAPIF data source name of a collector serving a seeded store, the request
-    headers that authenticate to it (an admin token), and the counts
-    the store holds (read from a SQLite copy seeded the same way)."""
+    headers that authenticate to it (an admin token, and a city token under "city"), and
+    the counts the store holds (read from a SQLite copy seeded the same way)."""
     store = await open_store(store_url)
     await seed(store)
     await store.close()
@@ -89,10 +90,18 @@ async def served(
         tmp_path / "collector.toml", mqtt_port=broker.port, http_port=http_port,
         store_url=store_url,
     )  # fmt: skip
+    # The seed has two taxis on the same cells: k = 2 lets the city see them.
+    with cfg.open("a") as f:
+        f.write("\n[auth]\nk_anonymity = 2\n")
     collector = CollectorProcess(cfg, http_port, tmp_path / "collector.log")
     collector.start()
     try:
-        yield f"OAPIF:http://127.0.0.1:{http_port}/ogc", counts(reference), collector.headers()
+        city = {"city": mint_token(cfg, "gdal-city", role="city")}
+        yield (
+            f"OAPIF:http://127.0.0.1:{http_port}/ogc",
+            counts(reference),
+            collector.headers() | city,
+        )
     finally:
         collector.kill()
 
@@ -106,7 +115,8 @@ def _feature_count(summary: str) -> int:
 def test_gdal_lists_filters_and_copies_the_collections(
     served: tuple[str, dict[str, int], dict[str, str]], tmp_path: Path
 ) -> None:
-    source, expected, auth = served
+    source, expected, headers = served
+    auth = {k: v for k, v in headers.items() if k != "city"}
     listing = gdal(auth, "ogrinfo", "-ro", "-so", source)
     for cid in COLLECTION_IDS:
         assert re.search(rf"^\d+: {re.escape(cid)}\b", listing, re.MULTILINE), listing
@@ -129,3 +139,22 @@ def test_gdal_lists_filters_and_copies_the_collections(
     copied = gdal(auth, "ogrinfo", "-ro", "-so", str(gpkg), "road-conditions")
     assert "Geometry: Polygon" in copied
     assert _feature_count(copied) == expected["road-conditions"]
+
+
+def test_gdal_pages_through_the_citys_events(
+    served: tuple[str, dict[str, int], dict[str, str]], tmp_path: Path
+) -> None:
+    """The city's ids and sealed cursors: GDAL follows the next links page by page (two
+    features a page) and gets every event the city may see once, with the same ids as
+    one page of them all."""
+    source, _, headers = served
+    auth = {"Authorization": f"Bearer {headers['city']}"}
+    base = source.removeprefix("OAPIF:")
+    whole = httpx.get(f"{base}/collections/events/items", params={"limit": "1000"},
+                      headers=auth, timeout=20).json()["features"]  # fmt: skip
+    assert len(whole) > 2, "the seeded cells are k-anonymous at k = 2, more than a page"
+    gpkg = tmp_path / "city.gpkg"
+    gdal(auth, "ogr2ogr", "-f", "GPKG", "-oo", "PAGE_SIZE=2", str(gpkg), source, "events")
+    with sqlite3.connect(gpkg) as con:
+        ids = [r[0] for r in con.execute('SELECT "id" FROM events ORDER BY fid')]
+    assert ids == [f["id"] for f in whole]
