@@ -89,6 +89,7 @@ export const HEALTH_KEYS = {
   "gnss_protocol_errors": {"label": "gnss protocol errors", "unit": "", "type": "int"},
   "gnss_merged_reports": {"label": "gnss merged reports", "unit": "", "type": "int"},
   "gnss_late_reports": {"label": "gnss late reports", "unit": "", "type": "int"},
+  "gnss_untimed_reports": {"label": "gnss untimed reports", "unit": "", "type": "int"},
   "gnss_malformed_<reason>": {"label": "gnss malformed <reason>", "unit": "", "type": "int"},
   "camera_failsafe": {"label": "camera failsafe", "unit": "", "type": "bool"},
   "camera_tamper": {"label": "camera tamper", "unit": "", "type": "bool"},

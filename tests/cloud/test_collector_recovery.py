@@ -133,7 +133,7 @@ def test_http_port_in_use_refuses_to_start(tmp_path: Path, broker: MosquittoHarn
                 check=False,
                 capture_output=True,
                 text=True,
-                timeout=15,
+                timeout=60,  # start-up alone takes seconds on a loaded machine
             )
         except subprocess.TimeoutExpired as exc:
             raise AssertionError(f"still running with port {port} taken") from exc
