@@ -140,6 +140,12 @@ class HttpConfig(_Section):
     # A store query running longer than this is cancelled (a 503); ingest is not affected.
     query_timeout_s: Annotated[float, Field(gt=0, le=3_600)] = 15.0
     content_security_policy: Annotated[str, Field(min_length=1)] = DEFAULT_CSP
+    # The API in processes of its own beside ingest (they share the listening socket and
+    # are restarted when they die); 0: in the ingest process (embedded, tests). The limits
+    # above count per API process.
+    processes: Annotated[int, Field(ge=0, le=16)] = 1
+    # Added to the API processes' scheduling niceness, so the kernel runs ingest first.
+    nice: Annotated[int, Field(ge=0, le=19)] = 10
 
     @model_validator(mode="after")
     def _tls_pair(self) -> HttpConfig:

@@ -1,0 +1,146 @@
+"""One API process of the collector (``[http] processes`` > 0), started by
+``api_processes.ApiProcesses`` in the collector's ``run``, never by hand.
+
+It serves the whole HTTP API on the listening socket the collector bound and handed down
+(``--listen-fd``), reading the store on connections of its own, at ``[http] nice`` above
+the collector's niceness: a flood of large pages costs this process's CPU and scheduling
+share, not ingest's. Its config and ingest's state come over the control channel
+(``api_channel``); /readyz answers from the store it reaches itself and whether ingest is
+connected to MQTT (the collector's state, at most ``STATE_EVERY_S`` old).
+
+It ends on SIGTERM (draining its requests), when the control channel closes, and when the
+collector dies (``PR_SET_PDEATHSIG``): never an orphan holding the port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Final
+
+from cloud_collector.api_channel import (
+    STATE_EVERY_S,
+    HttpFigures,
+    Started,
+    State,
+    frame,
+    read_frame,
+    read_frame_blocking,
+)
+from cloud_collector.config import CollectorConfig, config_secrets
+from cloud_collector.http_guard import Guard
+from cloud_collector.metrics import IngestMetrics
+from cloud_collector.secrets import Redactor
+from cloud_collector.service import SWITCH_INTERVAL_S, http_app, http_server, quiet_outages
+from cloud_collector.store import open_store
+from daemon_kit.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG: Final = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGTERM to this process when ``parent`` ends (Linux); exit now if it already has."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:
+        raise SystemExit(f"api process: the collector (pid {parent}) is gone")
+
+
+async def _follow(
+    reader: asyncio.StreamReader, ingest: IngestMetrics, totals: HttpFigures, stop: asyncio.Event
+) -> None:
+    """Take the collector's state as it comes; at end of file, stop."""
+    while (message := await read_frame(reader)) is not None:
+        if isinstance(message, State):
+            vars(ingest).update(vars(message.ingest))
+            totals.in_progress, totals.refused = message.http.as_tuple()
+    log.warning("api process: the collector closed the control channel; stopping")
+    stop.set()
+
+
+async def _report(writer: asyncio.StreamWriter, guard: Guard, stop: asyncio.Event) -> None:
+    """This process's HTTP figures to the collector, every ``STATE_EVERY_S``."""
+    limits = guard.limits
+    while not stop.is_set():
+        try:
+            writer.write(frame(HttpFigures(limits.in_progress, limits.refused)))
+            await writer.drain()
+        except ConnectionError:
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), STATE_EVERY_S)
+
+
+async def serve(cfg: CollectorConfig, listener: socket.socket, control: socket.socket) -> None:
+    """The API on ``listener`` until SIGTERM or the control channel closes."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    loop = asyncio.get_running_loop()
+    quiet_outages(loop)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    store = await open_store(
+        cfg.store.resolved_url(Path.cwd()), query_timeout_s=cfg.http.query_timeout_s
+    )
+    try:
+        ingest, totals = IngestMetrics(), HttpFigures()
+        app = http_app(cfg, store, ingest)
+        guard: Guard = app.state.guard
+        guard.totals = totals.as_tuple
+        reader, writer = await asyncio.open_unix_connection(sock=control)
+        server = http_server(cfg, app, lambda: writer.write(frame(Started(os.getpid()))))
+
+        async def stop_server() -> None:
+            await stop.wait()
+            server.should_exit = True
+
+        async with asyncio.TaskGroup() as tg:
+            follower = tg.create_task(_follow(reader, ingest, totals, stop))
+            tg.create_task(_report(writer, guard, stop))
+            tg.create_task(stop_server())
+            await server.serve(sockets=[listener])
+            stop.set()
+            follower.cancel()
+        writer.close()
+    finally:
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cloud_collector.api_process")
+    parser.add_argument("--control-fd", type=int, required=True, help="the control channel")
+    parser.add_argument("--listen-fd", type=int, required=True, help="the bound HTTP socket")
+    parser.add_argument("--parent", type=int, required=True, help="the collector's pid")
+    args = parser.parse_args(argv)
+    die_with_parent(args.parent)
+    control = socket.socket(fileno=args.control_fd)
+    listener = socket.socket(fileno=args.listen_fd)
+    cfg = read_frame_blocking(control)
+    if not isinstance(cfg, CollectorConfig):
+        raise SystemExit("api process: no config on the control channel")
+    configure_logging(cfg.log.level)
+    Redactor(config_secrets(cfg)).install()
+    os.nice(cfg.http.nice)
+    try:
+        import uvloop
+    except ImportError:  # optional, as in the collector itself
+        asyncio.run(serve(cfg, listener, control))
+    else:
+        uvloop.run(serve(cfg, listener, control))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
