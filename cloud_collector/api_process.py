@@ -43,7 +43,7 @@ from cloud_collector.service import SWITCH_INTERVAL_S, http_app, http_server, qu
 from cloud_collector.store import open_store
 from daemon_kit.logs import configure_logging
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cloud_collector.api_process")  # also when run as __main__
 
 PR_SET_PDEATHSIG: Final = 1
 
