@@ -23,6 +23,8 @@ import os
 import signal
 import socket
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
@@ -55,6 +57,28 @@ def die_with_parent(parent: int) -> None:
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     if os.getppid() != parent:
         raise SystemExit(f"api process: the collector (pid {parent}) is gone")
+
+
+def nice_thread(increment: int, tid: int | None = None) -> None:
+    """Add ``increment`` to the niceness of thread ``tid`` (default: the calling thread).
+    On Linux niceness is per thread, and a new thread starts with its creator's."""
+    tid = threading.get_native_id() if tid is None else tid
+    with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+
+
+def nice_workers(loop: asyncio.AbstractEventLoop, increment: int) -> None:
+    """``increment`` on every thread but the calling one (the event loop's: the store's
+    connection threads) and on every worker thread started later (``offload``)."""
+    me = threading.get_native_id()
+    for tid in (int(t) for t in os.listdir("/proc/self/task")):
+        if tid != me:
+            nice_thread(increment, tid)
+    loop.set_default_executor(
+        ThreadPoolExecutor(
+            thread_name_prefix="api-work", initializer=nice_thread, initargs=(increment,)
+        )
+    )
 
 
 async def _follow(
@@ -94,6 +118,7 @@ async def serve(cfg: CollectorConfig, listener: socket.socket, control: socket.s
     store = await open_store(
         cfg.store.resolved_url(Path.cwd()), query_timeout_s=cfg.http.query_timeout_s
     )
+    nice_workers(loop, cfg.http.nice)
     try:
         ingest, totals = IngestMetrics(), HttpFigures()
         app = http_app(cfg, store, ingest)
@@ -132,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("api process: no config on the control channel")
     configure_logging(cfg.log.level)
     Redactor(config_secrets(cfg)).install()
-    os.nice(cfg.http.nice)
     try:
         import uvloop
     except ImportError:  # optional, as in the collector itself
