@@ -12,7 +12,8 @@ a time) twice: idle, and while ``--workers`` concurrent HTTP workers (a separate
 spread over ``--clients`` loopback source addresses 127.0.0.2...) each want ``--answers``
 answers of /v1/events, ``--big-share`` of them with ``limit=10000``, and wait as a 429's
 Retry-After says. A thread probes
-/readyz every 0.2 s throughout the loaded phase. ``--unbounded`` lifts the collector's
+/readyz every 0.2 s throughout the loaded phase, on the API port and on the metrics
+listener (served by the collector's ingest process). ``--unbounded`` lifts the collector's
 HTTP limits (rate and concurrency) to show what they prevent. ``--api-processes`` and
 ``--nice`` are the collector's ``[http] processes`` and ``nice`` (0 processes: the API in
 the ingest process, as before they existed).
@@ -231,7 +232,9 @@ def _ms(values: list[float], p: float) -> float:
     return round(_pct(values, p) * 1000, 1)
 
 
-def _loaded_phase(port: int, base: str, args: argparse.Namespace, pid: int) -> dict[str, Any]:
+def _loaded_phase(
+    port: int, base: str, args: argparse.Namespace, pid: int, probe_base: str
+) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     running, stop_load = ctx.Event(), ctx.Event()
@@ -248,8 +251,13 @@ def _loaded_phase(port: int, base: str, args: argparse.Namespace, pid: int) -> d
     time.sleep(args.warmup)  # the load reaches its steady state first
     stop = threading.Event()
     readyz: list[float] = []
-    prober = threading.Thread(target=probe_readyz, args=(base, args.token, stop, readyz))
-    prober.start()
+    readyz_ingest: list[float] = []  # on the metrics listener, served by the ingest process
+    probers = [
+        threading.Thread(target=probe_readyz, args=(base, args.token, stop, readyz)),
+        threading.Thread(target=probe_readyz, args=(probe_base, None, stop, readyz_ingest)),
+    ]
+    for prober in probers:
+        prober.start()
     before = cpu_snapshot(pid)
     try:
         loaded = asyncio.run(
@@ -259,7 +267,8 @@ def _loaded_phase(port: int, base: str, args: argparse.Namespace, pid: int) -> d
         cpu = cpu_spent(before, cpu_snapshot(pid))
         stop.set()
         stop_load.set()
-        prober.join(60)
+        for prober in probers:
+            prober.join(60)
     answers, loader_cpu_s = results.get(timeout=args.timeout + 120)
     loader.join(60)
     ok = [d for s, d, _ in answers if s == 200]
@@ -269,6 +278,9 @@ def _loaded_phase(port: int, base: str, args: argparse.Namespace, pid: int) -> d
         "readyz_ms_p99": _ms(readyz, 99),
         "readyz_ms_max": round(max(readyz, default=float("nan")) * 1000, 1),
         "readyz_probes": len(readyz),
+        "readyz_metrics_listener_ms_p50": _ms(readyz_ingest, 50),
+        "readyz_metrics_listener_ms_p99": _ms(readyz_ingest, 99),
+        "readyz_metrics_listener_ms_max": round(max(readyz_ingest, default=float("nan")) * 1000, 1),
         "api_answers": dict(Counter(str(s) for s, _, _ in answers)),
         "api_200_ms_p50": _ms(ok, 50),
         "api_200_ms_p99": _ms(ok, 99),
@@ -290,10 +302,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             from harness.postgres import PgHarness
 
             url = stack.enter_context(PgHarness()).create_database("bench")
-        http_port = free_port()
+        http_port, metrics_port = free_port(), free_port()
         cfg = write_config(
             tmp / "collector.toml", mqtt_port=broker.port, http_port=http_port, store_url=url,
-            http_extra=(UNBOUNDED if args.unbounded else "") + f"\nnice = {args.nice}",
+            http_extra=(UNBOUNDED if args.unbounded else "") + f"\nnice = {args.nice}"
+            f'\nmetrics_listen = "127.0.0.1:{metrics_port}"',
             api_processes=args.api_processes,
         )  # fmt: skip
         collector = CollectorProcess(cfg, http_port, tmp / "collector.log", token=args.token)
@@ -311,7 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         before = cpu_snapshot(pid)
         idle = asyncio.run(drive(broker.port, idle_payloads, 1, args.timeout))
         cpu_idle = cpu_spent(before, cpu_snapshot(pid))
-        loaded = _loaded_phase(broker.port, base, args, pid)
+        loaded = _loaded_phase(broker.port, base, args, pid, f"http://127.0.0.1:{metrics_port}")
         busy: Run = loaded.pop("loaded")
     idle_p99 = _pct(idle.latencies, 99)
     return {
