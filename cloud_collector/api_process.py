@@ -67,16 +67,25 @@ def nice_thread(increment: int, tid: int | None = None) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
 
 
+def _nice_worker(increment: int) -> None:
+    with contextlib.suppress(OSError):  # never a broken pool for a priority
+        nice_thread(increment)
+
+
 def nice_workers(loop: asyncio.AbstractEventLoop, increment: int) -> None:
     """``increment`` on every thread but the calling one (the event loop's: the store's
     connection threads) and on every worker thread started later (``offload``)."""
     me = threading.get_native_id()
-    for tid in (int(t) for t in os.listdir("/proc/self/task")):
-        if tid != me:
-            nice_thread(increment, tid)
+    try:
+        for tid in (int(t) for t in os.listdir("/proc/self/task")):
+            if tid != me:
+                nice_thread(increment, tid)
+    except OSError as exc:  # e.g. a seccomp filter without setpriority
+        log.warning("api process: [http] nice: cannot lower the priority (%s); not lowered", exc)
+        return
     loop.set_default_executor(
         ThreadPoolExecutor(
-            thread_name_prefix="api-work", initializer=nice_thread, initargs=(increment,)
+            thread_name_prefix="api-work", initializer=_nice_worker, initargs=(increment,)
         )
     )
 
