@@ -24,9 +24,10 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from cloud_collector.api_channel import (
     STATE_EVERY_S,
@@ -38,6 +39,7 @@ from cloud_collector.api_channel import (
     read_frame_blocking,
 )
 from cloud_collector.config import CollectorConfig, config_secrets
+from cloud_collector.errors import CollectorError
 from cloud_collector.http_guard import Guard
 from cloud_collector.metrics import IngestMetrics
 from cloud_collector.secrets import Redactor
@@ -169,9 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
     except ImportError:  # optional, as in the collector itself
-        asyncio.run(serve(cfg, listener, control))
+        run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     else:
-        uvloop.run(serve(cfg, listener, control))
+        run = uvloop.run
+    try:
+        run(serve(cfg, listener, control))
+    except CollectorError as exc:  # e.g. the store cannot be opened: one line, no traceback
+        log.error("api process: %s", exc)
+        return 1
     return 0
 
 
