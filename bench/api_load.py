@@ -305,9 +305,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         http_port, metrics_port = free_port(), free_port()
         cfg = write_config(
             tmp / "collector.toml", mqtt_port=broker.port, http_port=http_port, store_url=url,
-            http_extra=(UNBOUNDED if args.unbounded else "") + f"\nnice = {args.nice}"
-            f'\nmetrics_listen = "127.0.0.1:{metrics_port}"',
-            api_processes=args.api_processes,
+            http_extra=(UNBOUNDED if args.unbounded else "")
+            + ("" if args.collector_src else f"\nnice = {args.nice}")
+            + f'\nmetrics_listen = "127.0.0.1:{metrics_port}"',
+            # A checkout from before [http] processes: its API is in its ingest process.
+            api_processes=None if args.collector_src else args.api_processes,
         )  # fmt: skip
         collector = CollectorProcess(cfg, http_port, tmp / "collector.log", token=args.token)
         if args.collector_src is not None:  # another checkout's collector, for a before/after
