@@ -6,7 +6,10 @@ stops accepting and drains its requests, and the store is closed last. Anything 
 delivered but we did not acknowledge is redelivered to our persistent session later.
 
 The HTTP socket is bound before anything else: a collector that cannot serve its API
-refuses to start (``ListenError``) instead of ingesting unseen.
+refuses to start (``ListenError``) instead of ingesting unseen. With ``[http] processes``
+above 0 (the default) the API on it is served by API processes this one starts, restarts
+and stops (``api_processes``), at a lower priority, and this process keeps ingest and
+the ``metrics_listen`` listener; with 0, by a server in this process.
 
 Under systemd (``Type=notify``), ``READY=1`` goes out once the store is open and the API
 listens, and ``WATCHDOG=1`` only while the store makes progress
