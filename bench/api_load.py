@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.api_load [--store sqlite] [--events 86000] [--workers 300]
         [--clients 50] [--big-share 0.3] [--answers 3] [--vehicles 10] [--batches 20]
-        [--unbounded]
+        [--unbounded] [--api-processes 1] [--nice 10]
         [--token T] [--collector-src CHECKOUT]
 
 Starts mosquitto and one ``cloud-collector run`` process (harness/), loads ``--events``
@@ -12,11 +12,17 @@ a time) twice: idle, and while ``--workers`` concurrent HTTP workers (a separate
 spread over ``--clients`` loopback source addresses 127.0.0.2...) each want ``--answers``
 answers of /v1/events, ``--big-share`` of them with ``limit=10000``, and wait as a 429's
 Retry-After says. A thread probes
-/readyz every 0.2 s throughout the loaded phase. ``--unbounded`` lifts the collector's
-HTTP limits (rate and concurrency) to show what they prevent.
+/readyz every 0.2 s throughout the loaded phase, on the API port and on the metrics
+listener (served by the collector's ingest process). ``--unbounded`` lifts the collector's
+HTTP limits (rate and concurrency) to show what they prevent. ``--api-processes`` and
+``--nice`` are the collector's ``[http] processes`` and ``nice`` (0 processes: the API in
+the ingest process, as before they existed).
 
 Prints one JSON line: ack p50/p99 idle and under load, their ratio, /readyz latency
-p50/p99/max under load, and the API answers by status with the latency of the 200s.
+p50/p99/max under load, the API answers by status with the latency of the 200s, and
+the CPU seconds of each process per phase (from /proc: the collector's ingest process,
+its API processes, the load generator) with the load average, since on a shared machine
+wall-clock figures depend on everyone else's work.
 Bounded: requests per worker (``--max-requests``), and every phase has a deadline
 (``--timeout``). Loopback only. Every HTTP request goes through ``_headers`` (a bearer
 token from ``--token`` or ``COLLECTOR_TOKEN``).
@@ -159,7 +165,8 @@ async def _load(base: str, args: dict[str, Any], events: tuple[Any, Any]) -> lis
 
 def load_process(base: str, args: dict[str, Any], results: Any, events: tuple[Any, Any]) -> None:
     """The HTTP load, in a process of its own: ``events`` are (running, stop)."""
-    results.put(asyncio.run(_load(base, args, events)))
+    answers = asyncio.run(_load(base, args, events))
+    results.put((answers, time.process_time()))
 
 
 # ---------------------------------------------------------------- /readyz probe (thread)
@@ -175,6 +182,49 @@ def probe_readyz(base: str, token: str | None, stop: threading.Event, out: list[
             stop.wait(0.2)
 
 
+# ---------------------------------------------------------------- CPU from /proc
+
+
+def cpu_s(pid: int, tid: int | None = None) -> float:
+    """User + system CPU seconds of ``pid`` (its thread ``tid`` alone, when given) so far
+    (0 when it is gone)."""
+    stat = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def cpu_snapshot(pid: int) -> dict[str, float]:
+    """CPU seconds of the collector's own process and each of its API processes (and of
+    their main threads, the event loop, alone: ``loop:<pid>``)."""
+    out = {"ingest": cpu_s(pid)}
+    for c in children(pid):
+        out[str(c)] = cpu_s(c)
+        out[f"loop:{c}"] = cpu_s(c, c)
+    return out
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds between two snapshots: the ingest process, the API processes together."""
+    api = sum(v - before.get(k, 0.0) for k, v in after.items() if k.isdigit())
+    loop = sum(v - before.get(k, 0.0) for k, v in after.items() if k.startswith("loop:"))
+    return {
+        "ingest_cpu_s": round(after["ingest"] - before["ingest"], 2),
+        "api_cpu_s": round(api, 2),
+        "api_loop_thread_cpu_s": round(loop, 2),
+        "loadavg_1m": round(os.getloadavg()[0], 1),
+    }
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -182,7 +232,9 @@ def _ms(values: list[float], p: float) -> float:
     return round(_pct(values, p) * 1000, 1)
 
 
-def _loaded_phase(port: int, base: str, args: argparse.Namespace) -> dict[str, Any]:
+def _loaded_phase(
+    port: int, base: str, args: argparse.Namespace, pid: int, probe_base: str
+) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     running, stop_load = ctx.Event(), ctx.Event()
@@ -199,17 +251,25 @@ def _loaded_phase(port: int, base: str, args: argparse.Namespace) -> dict[str, A
     time.sleep(args.warmup)  # the load reaches its steady state first
     stop = threading.Event()
     readyz: list[float] = []
-    prober = threading.Thread(target=probe_readyz, args=(base, args.token, stop, readyz))
-    prober.start()
+    readyz_ingest: list[float] = []  # on the metrics listener, served by the ingest process
+    probers = [
+        threading.Thread(target=probe_readyz, args=(base, args.token, stop, readyz)),
+        threading.Thread(target=probe_readyz, args=(probe_base, None, stop, readyz_ingest)),
+    ]
+    for prober in probers:
+        prober.start()
+    before = cpu_snapshot(pid)
     try:
         loaded = asyncio.run(
             drive(port, replay_payloads("busy", args.vehicles, args.batches), 1, args.timeout)
         )
     finally:
+        cpu = cpu_spent(before, cpu_snapshot(pid))
         stop.set()
         stop_load.set()
-        prober.join(60)
-    answers = results.get(timeout=args.timeout + 120)
+        for prober in probers:
+            prober.join(60)
+    answers, loader_cpu_s = results.get(timeout=args.timeout + 120)
     loader.join(60)
     ok = [d for s, d, _ in answers if s == 200]
     return {
@@ -218,10 +278,14 @@ def _loaded_phase(port: int, base: str, args: argparse.Namespace) -> dict[str, A
         "readyz_ms_p99": _ms(readyz, 99),
         "readyz_ms_max": round(max(readyz, default=float("nan")) * 1000, 1),
         "readyz_probes": len(readyz),
+        "readyz_metrics_listener_ms_p50": _ms(readyz_ingest, 50),
+        "readyz_metrics_listener_ms_p99": _ms(readyz_ingest, 99),
+        "readyz_metrics_listener_ms_max": round(max(readyz_ingest, default=float("nan")) * 1000, 1),
         "api_answers": dict(Counter(str(s) for s, _, _ in answers)),
         "api_200_ms_p50": _ms(ok, 50),
         "api_200_ms_p99": _ms(ok, 99),
         "api_big_200": sum(1 for s, _, big in answers if s == 200 and big),
+        "cpu_load": {**cpu, "loader_cpu_s_whole_load": round(loader_cpu_s, 2)},
     }
 
 
@@ -238,28 +302,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             from harness.postgres import PgHarness
 
             url = stack.enter_context(PgHarness()).create_database("bench")
-        http_port = free_port()
+        http_port, metrics_port = free_port(), free_port()
         cfg = write_config(
             tmp / "collector.toml", mqtt_port=broker.port, http_port=http_port, store_url=url,
-            http_extra=UNBOUNDED if args.unbounded else "",
+            http_extra=(UNBOUNDED if args.unbounded else "")
+            + ("" if args.collector_src else f"\nnice = {args.nice}")
+            + f'\nmetrics_listen = "127.0.0.1:{metrics_port}"',
+            # A checkout from before [http] processes: its API is in its ingest process.
+            api_processes=None if args.collector_src else args.api_processes,
         )  # fmt: skip
         collector = CollectorProcess(cfg, http_port, tmp / "collector.log", token=args.token)
         if args.collector_src is not None:  # another checkout's collector, for a before/after
             os.environ["PYTHONPATH"] = str(args.collector_src)
         collector.start(timeout_s=args.timeout)
         stack.callback(collector.kill)
+        args.token = collector.token()  # --token, else an admin token minted for the run
         base = collector.base_url
         started = time.monotonic()
         pre = asyncio.run(drive(broker.port, preload_payloads(args.events), 8, args.timeout))
         preload_s = time.monotonic() - started
         idle_payloads = replay_payloads("idle", args.vehicles, args.batches)
+        pid = collector.proc.pid if collector.proc is not None else os.getpid()
+        before = cpu_snapshot(pid)
         idle = asyncio.run(drive(broker.port, idle_payloads, 1, args.timeout))
-        loaded = _loaded_phase(broker.port, base, args)
+        cpu_idle = cpu_spent(before, cpu_snapshot(pid))
+        loaded = _loaded_phase(broker.port, base, args, pid, f"http://127.0.0.1:{metrics_port}")
         busy: Run = loaded.pop("loaded")
     idle_p99 = _pct(idle.latencies, 99)
     return {
         "store": args.store,
         "bounded": not args.unbounded,
+        "api_processes": args.api_processes,
+        "nice": args.nice,
         "events_loaded": sum(pre.acked.values()) * EVENTS_PER_BATCH,
         "preload_s": round(preload_s, 1),
         "workers": args.workers,
@@ -271,6 +345,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ack_p99_ratio": round(_pct(busy.latencies, 99) / idle_p99, 2) if idle_p99 else None,
         "acked_idle": len(idle.latencies),
         "acked_load": len(busy.latencies),
+        "cpu_idle": cpu_idle,
         **loaded,
     }
 
@@ -289,6 +364,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load first")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per phase")
     parser.add_argument("--unbounded", action="store_true", help="lift the HTTP limits")
+    parser.add_argument("--api-processes", type=int, default=1, help="[http] processes")
+    parser.add_argument("--nice", type=int, default=10, help="[http] nice")
     parser.add_argument("--token", default=os.environ.get("COLLECTOR_TOKEN"))
     parser.add_argument(
         "--collector-src", type=Path, help="run the collector from this checkout (before/after)"

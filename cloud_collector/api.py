@@ -136,10 +136,13 @@ def _install_access(
 
 
 def metrics_app(app: FastAPI) -> FastAPI:
-    """An app serving only ``app``'s /metrics (``[http] metrics_listen``): for a scraper
-    on a loopback listener of its own, beside the main port's."""
+    """An app serving only ``app``'s /metrics, /healthz and /readyz (``[http]
+    metrics_listen``): for a scraper and probes on a loopback listener of their own,
+    beside the main port's (served by the ingest process, whatever the API's load)."""
     only = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     only.state.api = app.state.api
     only.state.guard = app.state.guard  # its figures, not its limits
     only.add_api_route("/metrics", service.metrics_text, methods=["GET"])
+    only.add_api_route("/healthz", service.healthz, methods=["GET"])
+    only.add_api_route("/readyz", service.readyz, methods=["GET"])
     return only

@@ -146,6 +146,12 @@ class HttpConfig(_Section):
     # from one counts against the right-most address of that header that is not itself a
     # trusted proxy (docs/deployment.md). Empty (the default): the peer address, always.
     trusted_proxies: Annotated[list[str], Field(max_length=1_000)] = []
+    # The API in processes of its own beside ingest (they share the listening socket and
+    # are restarted when they die); 0: in the ingest process (embedded, tests). The limits
+    # above count per API process.
+    processes: Annotated[int, Field(ge=0, le=16)] = 1
+    # Added to the API processes' scheduling niceness, so the kernel runs ingest first.
+    nice: Annotated[int, Field(ge=0, le=19)] = 10
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -46,6 +47,9 @@ class Guard:
     monotonic: Callable[[], float] = time.monotonic
     limits: ApiLimits = field(init=False)
     trusted: tuple[Network, ...] = field(init=False)
+    # What /metrics shows of the HTTP side when it is not this app's alone (the API in
+    # processes of its own: all of them together); None: ``limits``' own figures.
+    totals: Callable[[], tuple[int, Counter[str]]] | None = None
 
     def __post_init__(self) -> None:
         self.trusted = networks(self.config.trusted_proxies)
@@ -55,6 +59,12 @@ class Guard:
             max_concurrent=self.config.max_concurrent,
             max_concurrent_per_client=self.config.max_concurrent_per_client,
         )
+
+    def figures(self) -> tuple[int, Counter[str]]:
+        """Requests in progress and 429s by limit, for /metrics."""
+        if self.totals is not None:
+            return self.totals()
+        return self.limits.in_progress, self.limits.refused
 
 
 def client_of(request: Request, trusted: tuple[Network, ...] = ()) -> str:

@@ -6,7 +6,10 @@ stops accepting and drains its requests, and the store is closed last. Anything 
 delivered but we did not acknowledge is redelivered to our persistent session later.
 
 The HTTP socket is bound before anything else: a collector that cannot serve its API
-refuses to start (``ListenError``) instead of ingesting unseen.
+refuses to start (``ListenError``) instead of ingesting unseen. With ``[http] processes``
+above 0 (the default) the API on it is served by API processes this one starts, restarts
+and stops (``api_processes``), at a lower priority, and this process keeps ingest and
+the ``metrics_listen`` listener; with 0, by a server in this process.
 
 Under systemd (``Type=notify``), ``READY=1`` goes out once the store is open and the API
 listens, and ``WATCHDOG=1`` only while the store makes progress
@@ -34,6 +37,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from cloud_collector.api import create_app, metrics_app
+from cloud_collector.api_processes import ApiProcesses
 from cloud_collector.config import CollectorConfig, HttpConfig
 from cloud_collector.errors import CollectorError, ConfigError, ListenError, ServiceError
 from cloud_collector.ingest import Ingestor
@@ -216,7 +220,7 @@ def check_tls(http: HttpConfig) -> ssl.SSLContext | None:
     return context
 
 
-def _http_server(
+def http_server(
     cfg: CollectorConfig, app: FastAPI, on_started: Callable[[], object] = lambda: None
 ) -> _Server:
     tls = cfg.http.tls_cert is not None
@@ -247,7 +251,7 @@ def _metrics_server(cfg: CollectorConfig, app: FastAPI) -> _Server:
     )  # fmt: skip
 
 
-def _app(cfg: CollectorConfig, store: Store, metrics: IngestMetrics) -> FastAPI:
+def http_app(cfg: CollectorConfig, store: Store, metrics: IngestMetrics) -> FastAPI:
     """The HTTP API of ``store`` as ``cfg`` configures it."""
     return create_app(
         store,
@@ -262,6 +266,26 @@ def _app(cfg: CollectorConfig, store: Store, metrics: IngestMetrics) -> FastAPI:
     )
 
 
+def _api_servers(
+    cfg: CollectorConfig,
+    app: FastAPI,
+    listener: socket.socket,
+    metrics: IngestMetrics,
+    notifier: Notifier,
+) -> tuple[list[tuple[_Server, socket.socket, str]], ApiProcesses | None]:
+    """The API on ``listener``: a server in this process (``[http] processes = 0``), or
+    the API processes (then ``app`` serves only the metrics listener, with their figures)."""
+
+    def ready() -> None:
+        notifier.ready(f"store open; http on {cfg.http.listen}")
+
+    if cfg.http.processes == 0:
+        return [(http_server(cfg, app, ready), listener, cfg.http.listen)], None
+    api = ApiProcesses(cfg, listener, metrics, on_started=ready)
+    app.state.guard.totals = api.figures
+    return [], api
+
+
 async def _serve(
     cfg: CollectorConfig,
     store: Store,
@@ -272,11 +296,8 @@ async def _serve(
     """Ingest, the HTTP API (and the metrics listener) and the watchdog, one task group,
     until ``stop``."""
     metrics = IngestMetrics()
-    app = _app(cfg, store, metrics)
-    server = _http_server(
-        cfg, app, lambda: notifier.ready(f"store open; http on {cfg.http.listen}")
-    )
-    servers = [(server, listeners[0], cfg.http.listen)]
+    app = http_app(cfg, store, metrics)
+    servers, api = _api_servers(cfg, app, listeners[0], metrics, notifier)
     if len(listeners) > 1 and cfg.http.metrics_listen is not None:
         servers.append((_metrics_server(cfg, app), listeners[1], cfg.http.metrics_listen))
     ingestor = Ingestor(
@@ -303,6 +324,8 @@ async def _serve(
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(ingestor.run(stop), name="ingest")
+            if api is not None:
+                tg.create_task(api.run(stop), name="api processes")
             for srv, sock, where in servers:
                 tg.create_task(http(srv, sock, where), name=f"http {where}")
             tg.create_task(stop_http(), name="stop-http")

@@ -369,7 +369,8 @@ level = "warning"
         await child.start()
         self.children.append(child)
         self.url = local_url(host, http_port)
-        if not await _wait_ready(self.url.rstrip("/"), 30, child):
+        # Two processes start (ingest and its API process): 60 s for a loaded machine.
+        if not await _wait_ready(self.url.rstrip("/"), 60, child):
             raise RuntimeError(f"collector not ready; see {child.log}")
         return http_port
 

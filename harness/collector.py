@@ -204,8 +204,13 @@ def write_config(
     store_url: str,
     client_id: str = "collector-1",
     http_extra: str = "",
+    api_processes: int | None = 0,
 ) -> Path:
-    """A collector config for tests; ``http_extra``: more ``[http]`` lines."""
+    """A collector config for tests; ``http_extra``: more ``[http]`` lines. The API runs
+    in the collector's process unless ``api_processes`` (``[http] processes``) says
+    otherwise: a test starts one process, not two, unless it tests the API processes.
+    None leaves the key out (a collector from before the key existed)."""
+    processes = "" if api_processes is None else f"processes = {api_processes}"
     path.write_text(
         f"""
 [mqtt]
@@ -222,6 +227,7 @@ url = "{store_url}"
 
 [http]
 listen = "127.0.0.1:{http_port}"
+{processes}
 {http_extra}
 
 [log]

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from cloud_collector.errors import StoreError
+from cloud_collector.http_guard import Guard
 from cloud_collector.metrics import CONTENT_TYPE, FleetFigures, render
 from cloud_collector.routes.context import Ctx
 
@@ -47,6 +48,6 @@ async def metrics_text(ctx: Ctx, request: Request) -> Response:
         rows = []
     else:
         fleet = FleetFigures.of([(h.status.vehicle, d, a) for h, d, a in rows])
-    limits = getattr(getattr(request.app.state, "guard", None), "limits", None)
-    http = (limits.in_progress, limits.refused) if limits is not None else None
+    guard = getattr(request.app.state, "guard", None)
+    http = guard.figures() if isinstance(guard, Guard) else None
     return Response(render(ctx.counters, store_figures, fleet, http), media_type=CONTENT_TYPE)

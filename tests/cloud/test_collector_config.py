@@ -45,6 +45,8 @@ def test_example_file_is_valid() -> None:
         ("[auth]\ncache_s = -1\n", "key 'auth.cache_s'"),
         ("[auth]\npseudonym_secret = 5\n", "key 'auth.pseudonym_secret'"),
         ('[audit]\npath = ""\n', "key 'audit.path'"),
+        ("[http]\nprocesses = -1\n", "key 'http.processes'"),
+        ("[http]\nnice = 20\n", "key 'http.nice'"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:

@@ -42,6 +42,7 @@ def test_https_and_a_separate_metrics_listener(tmp_path: Path, broker: Mosquitto
         store_url=f"sqlite://{tmp_path / 's.db'}",
         http_extra=f'tls_cert = "{cert}"\ntls_key = "{key}"\n'
         f'metrics_listen = "127.0.0.1:{metrics_port}"',
+        api_processes=1,  # HTTPS from the API process, /metrics from the ingest process
     )
     collector = CollectorProcess(cfg, http_port, tmp_path / "c.log", tls_ca=cert)
     collector.start()
@@ -56,7 +57,9 @@ def test_https_and_a_separate_metrics_listener(tmp_path: Path, broker: Mosquitto
         m = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
         assert m.status_code == 200
         assert "collector_" in m.text
-        # The metrics listener serves nothing else.
+        assert "collector_http_requests_in_progress" in m.text  # the API process's figures
+        # Probes that no API load can hold up, and nothing else.
+        assert httpx.get(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5).status_code == 200
         assert httpx.get(f"http://127.0.0.1:{metrics_port}/v1/events", timeout=5).status_code == 404
     finally:
         assert collector.terminate() == 0
