@@ -7,6 +7,7 @@ like ``edge-agent decode`` prints them, so the two outputs compare directly.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Final
 
 import h3
@@ -21,6 +22,10 @@ from cloud_collector.store.base import (
 )
 
 JSON = dict[str, Any]
+# Distinct res-10 cells whose H3 text and polygon are kept (a city has some 10^4 to 10^5
+# with data; about 1.3 kB each), and hour-start texts (a month of hours).
+CELL_CACHE: Final = 32_768
+HOUR_CACHE: Final = 1_024
 # Event properties the collector sets itself; an attribute of the same name is kept under
 # "attr_<name>" rather than silently overwriting or being overwritten.
 _FIXED: Final = frozenset(
@@ -105,14 +110,29 @@ def _signed_area(ring: list[list[float]]) -> float:
     return total / 2
 
 
+@lru_cache(maxsize=CELL_CACHE)
+def _cell_shape(cell: int) -> tuple[str, JSON]:
+    """The cell's H3 text and polygon. A cell recurs in every hour it has data, and its
+    boundary costs more than the rest of a feature; the polygon is shared between the
+    features of the cell, so it is never modified."""
+    return h3.int_to_str(cell), cell_polygon(cell)
+
+
+@lru_cache(maxsize=HOUR_CACHE)
+def _hour_text(hour_ms: int) -> str:
+    return iso_ms(hour_ms)
+
+
 def road_feature(c: CellHour) -> JSON:
+    """One cell-hour as a feature; its geometry is the cell's shared polygon (read-only)."""
+    text, polygon = _cell_shape(c.cell)
     return {
         "type": "Feature",
-        "id": f"{h3.int_to_str(c.cell)}@{c.hour_ms}",
-        "geometry": cell_polygon(c.cell),
+        "id": f"{text}@{c.hour_ms}",
+        "geometry": polygon,
         "properties": {
-            "h3": h3.int_to_str(c.cell),
-            "hour": iso_ms(c.hour_ms),
+            "h3": text,
+            "hour": _hour_text(c.hour_ms),
             "center": [c.lon, c.lat],
             "counts": dict(sorted(c.counts.items())),
             "exposure": c.exposure,

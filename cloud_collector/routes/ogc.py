@@ -28,7 +28,7 @@ from cloud_collector.errors import QueryError
 from cloud_collector.privacy import city_event_feature, on_cells_in
 from cloud_collector.routes import ogc_params as op
 from cloud_collector.routes.context import ApiContext, Ctx
-from cloud_collector.routes.params import GEOJSON
+from cloud_collector.routes.params import GEOJSON, geo_fast
 from cloud_collector.store.base import (
     COLLECTION_IDS,
     DEFAULT_EVENT_LIMIT,
@@ -268,7 +268,7 @@ async def items(  # noqa: PLR0913, PLR0917 - one parameter per query parameter
     limit: Annotated[str | None, Query(description=op.LIMIT_DOC)] = None,
     cursor: Annotated[str | None, Query(description=op.CURSOR_DOC)] = None,
     f: F = None,
-) -> JSONResponse:
+) -> Response:
     cid = _collection_id(collection_id)
     op.check_known(request, _ITEM_PARAMS)
     op.check_f(f)
@@ -292,7 +292,7 @@ async def items(  # noqa: PLR0913, PLR0917 - one parameter per query parameter
     body["numberReturned"] = len(features)
     body["timeStamp"] = geojson.iso_ms(ctx.clock_ms())
     body["links"] = _item_links(request, cid, after)
-    return JSONResponse(body, media_type=GEOJSON)
+    return geo_fast(body)
 
 
 def _after(cursor: str) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from cloud_collector import geojson
 from cloud_collector.auth import CallerDep, PrivacyDep
@@ -26,6 +26,7 @@ from cloud_collector.routes.params import (
     TIME_DOC,
     bad,
     check_name,
+    geo_fast,
     int_param,
     parse_bbox,
     span,
@@ -71,7 +72,7 @@ async def road_conditions(  # noqa: PLR0913, PLR0917 - one parameter per query p
     until: Annotated[str | None, Query(description=TIME_DOC + "; hour start <")] = None,
     type: Annotated[str | None, Query(description="restrict counts to one type")] = None,
     min_exposure: Annotated[str | None, Query(description="minimum passes, >= 0")] = None,
-) -> JSONResponse:
+) -> Response:
     check_name("type", type)
     since_ms, until_ms = span(since, until)
     cursor = paging.cursor
@@ -101,4 +102,4 @@ async def road_conditions(  # noqa: PLR0913, PLR0917 - one parameter per query p
         href = str(request.url.include_query_params(cursor=next_cursor))
         body["links"] = [{"rel": "next", "href": href, "type": GEOJSON}]
         headers["Link"] = f'<{href}>; rel="next"'
-    return JSONResponse(body, media_type=GEOJSON, headers=headers)
+    return geo_fast(body, headers)
