@@ -212,16 +212,20 @@ async def road_conditions(tx: Tx, q: RoadQuery) -> list[CellHour]:
     if q.min_vehicles > 0:
         where.append("vehicles >= ?")
         args.append(q.min_vehicles)
-    if q.since_ms is not None:
+    after = None if q.cursor is None else decode_cursor(q.cursor)
+    # The page's index range starts at the cursor's hour: SQLite takes no range from the
+    # row comparison alone (a page late in the day scanned the day from its start).
+    since = max(q.since_ms or 0, after[0]) if after is not None else q.since_ms
+    if since is not None:
         where.append("hour_ms >= ?")
-        args.append(q.since_ms)
+        args.append(since)
     if q.until_ms is not None:
         where.append("hour_ms < ?")
         args.append(q.until_ms)
     _bbox_sql(q.bbox, where, args)
-    if q.cursor is not None:
+    if after is not None:
         where.append("(hour_ms, cell) > (?, ?)")
-        args += decode_cursor(q.cursor)
+        args += after
     tail = ""
     if q.limit is not None:
         if q.limit < 1:
