@@ -204,9 +204,10 @@ async def collection(
 
 
 async def _page(
-    ctx: ApiContext, cid: str, q: FeatureQuery, view: CityView
-) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
-    """One page of features and the key after it (None: the last page). The city's view
+    ctx: ApiContext, cid: str, q: FeatureQuery, view: CityView, *, text: bool = True
+) -> tuple[list[Any], tuple[int, int] | None]:
+    """One page of features (cell-hours as JSON text with ``text``: ``geo_fast`` embeds
+    it) and the key after it (None: the last page). The city's view
     (``view.k`` > 0): k-anonymous cell-hours only, events on their cell's centre (the
     bbox tested there), with the day's pseudonym."""
     if cid == EVENTS_COLLECTION:
@@ -226,7 +227,8 @@ async def _page(
         return [city_event_feature(e, key) for e in found], after
     if cid == ROAD_COLLECTION:
         cells = await ctx.queries.cell_page(q)
-        return [geojson.road_feature(c) for c in cells.cells], cells.next_after
+        encode = geojson.road_feature_json if text else geojson.road_feature
+        return [encode(c) for c in cells.cells], cells.next_after
     signs = await ctx.queries.sign_page(q)
     return [geojson.sign_feature(s) for s in signs.signs], signs.next_after
 
@@ -338,7 +340,7 @@ async def item(
             found = await _event_item(ctx, evidence.event, view)
     else:
         one = FeatureQuery(limit=1, after=(major, minor - 1), min_vehicles=view.k)
-        features, _ = await _page(ctx, cid, one, view)
+        features, _ = await _page(ctx, cid, one, view, text=False)
         found = next((x for x in features if str(x["id"]) == feature_id), None)
     if found is None:
         raise op.OgcError(404, op.NOT_FOUND, f"featureId: no feature {feature_id!r} in {cid}")

@@ -9,7 +9,7 @@ the collector nor the client ever holds the whole result."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -93,7 +93,8 @@ async def road_conditions(  # noqa: PLR0913, PLR0917 - one parameter per query p
     cells = await ctx.queries.road_conditions(q)
     page, more = cells[:size], len(cells) > size
     caller.rows = len(page)
-    body = geojson.road_collection(page)
+    features = [geojson.road_feature_json(c) for c in page]
+    body: dict[str, Any] = {"type": "FeatureCollection", "features": features}
     headers: dict[str, str] = {}
     body["next_cursor"] = None
     body["links"] = []
