@@ -17,7 +17,7 @@ into the store. Period: one day (day 10 of 30), the whole city, ``min_exposure``
 Figures, per backend and role (the city sees k-anonymous cell-hours only):
 
 * first page of ``/v1/road-conditions`` (default page size) and of the OGC collection
-  ``/ogc/collections/road-conditions/items`` (``limit`` 1000): p50/p95/max of the wall
+  ``/ogc/collections/road-conditions/items`` (the same ``limit``): p50/p95/max of the wall
   time over ``--page-runs`` after one warm-up, ``server_cpu_ms`` (the collector process's
   own CPU per page, from /proc; the database's is not in it) and the bytes of a page;
 * the store's query alone in this process (``Queries.road_conditions``, rows to objects):
@@ -63,7 +63,6 @@ from cloud_collector.tokens_cli import create_token
 DAY = START_MS + 10 * agg.DAY_MS
 K = 3  # the collector's default k-anonymity (config [privacy] k_anonymity)
 MIN_EXPOSURE = 5
-OGC_LIMIT = 1000
 MAX_PAGES = 10_000
 EXPLAIN_RUNS = 5
 ROLES = (Role.ADMIN, Role.CITY)
@@ -82,7 +81,7 @@ V1_PARAMS = {
 OGC_PARAMS = {
     "bbox": ",".join(map(str, SEOUL)),
     "datetime": f"{_iso(DAY)}/{_iso(DAY + agg.DAY_MS - 1000)}",
-    "limit": str(OGC_LIMIT),
+    "limit": str(DEFAULT_ROAD_LIMIT),
 }
 
 
@@ -181,11 +180,11 @@ async def full_read(c: Client, pid: int) -> dict[str, Any]:
     rss_kb = _memory_kb(pid, "VmRSS")
     cpu = cpu_ms(pid)
     t = time.perf_counter()
-    r = await c.get("/v1/road-conditions", V1_PARAMS)
-    pages, cells = 1, len(r.json()["features"])
-    while (nxt := r.json()["next_cursor"]) is not None and pages < MAX_PAGES:
-        r = await c.get("/v1/road-conditions", {**V1_PARAMS, "cursor": nxt})
-        pages, cells = pages + 1, cells + len(r.json()["features"])
+    body = (await c.get("/v1/road-conditions", V1_PARAMS)).json()
+    pages, cells = 1, len(body["features"])
+    while (nxt := body["next_cursor"]) is not None and pages < MAX_PAGES:
+        body = (await c.get("/v1/road-conditions", {**V1_PARAMS, "cursor": nxt})).json()
+        pages, cells = pages + 1, cells + len(body["features"])
     return {
         "pages": pages, "cell_hours": cells, "seconds": round(time.perf_counter() - t, 1),
         "server_cpu_s": round((cpu_ms(pid) - cpu) / 1000, 2),
