@@ -81,7 +81,7 @@ V1_PARAMS = {
 OGC_PARAMS = {
     "bbox": ",".join(map(str, SEOUL)),
     "datetime": f"{_iso(DAY)}/{_iso(DAY + agg.DAY_MS - 1000)}",
-    "limit": str(DEFAULT_ROAD_LIMIT),
+    "limit": str(DEFAULT_ROAD_LIMIT),  # the same page size (--limit sets both)
 }
 
 
@@ -124,7 +124,12 @@ async def mint_tokens(store_url: str) -> dict[Role, str]:
         await store.close()
 
 
-async def store_query(store_url: str, runs: int, limit: int = DEFAULT_ROAD_LIMIT) -> dict[str, Any]:
+def page_size() -> int:
+    """The ``limit`` the requests ask for (``--limit``, or the API's default)."""
+    return int(V1_PARAMS.get("limit", DEFAULT_ROAD_LIMIT))
+
+
+async def store_query(store_url: str, runs: int, limit: int) -> dict[str, Any]:
     """The store's first-page query in this process, per role: p50/p95."""
     store = await open_store(store_url)
     out: dict[str, Any] = {}
@@ -143,7 +148,7 @@ async def store_query(store_url: str, runs: int, limit: int = DEFAULT_ROAD_LIMIT
     return out
 
 
-async def explain_ms(url: str, limit: int = DEFAULT_ROAD_LIMIT) -> dict[str, float]:
+async def explain_ms(url: str, limit: int) -> dict[str, float]:
     """PostgreSQL's execution time of the first page's SQL (EXPLAIN ANALYZE), per role."""
     out: dict[str, float] = {}
     con = await asyncpg.connect(url, server_settings=SESSION_SETTINGS)
@@ -231,7 +236,7 @@ async def run_backend(store_url: str, args: argparse.Namespace) -> dict[str, Any
     finally:
         server.terminate()
         server.join(30)
-    out["store_query"] = await store_query(store_url, args.page_runs, DEFAULT_ROAD_LIMIT)
+    out["store_query"] = await store_query(store_url, args.page_runs, page_size())
     out["load_average"] = [round(x, 1) for x in os.getloadavg()]
     return out
 
@@ -243,7 +248,7 @@ async def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
     if not args.loaded:
         result["load_s"] = round(await load(url, args.events, args.points), 1)
     result["postgres"] = await run_backend(url, args)
-    result["postgres"]["db_execution_ms"] = await explain_ms(url, DEFAULT_ROAD_LIMIT)
+    result["postgres"]["db_execution_ms"] = await explain_ms(url, page_size())
     print(json.dumps({"postgres": result["postgres"]}), flush=True)
     if args.sqlite:
         with tempfile.TemporaryDirectory(prefix="bench-rc-") as tmp:
@@ -265,7 +270,10 @@ def main() -> None:
     parser.add_argument("--no-sqlite", dest="sqlite", action="store_false")
     parser.add_argument("--sqlite-path", help="the SQLite copy: made there, or reused")
     parser.add_argument("--full-read", action="store_true", help="also follow every next link")
+    parser.add_argument("--limit", type=int, help="page size asked for (default: the API's)")
     args = parser.parse_args()
+    if args.limit is not None:
+        V1_PARAMS["limit"] = OGC_PARAMS["limit"] = str(args.limit)
     print("command:", shlex.join([sys.executable, "-m", "bench.road_conditions", *sys.argv[1:]]))
     started = time.monotonic()
     if args.url:
