@@ -34,7 +34,7 @@ from cloud_collector.routes.params import (
 from cloud_collector.store.base import RoadQuery
 from cloud_collector.store.reads import cell_cursor
 
-DEFAULT_ROAD_LIMIT = 500  # ~340 kB of GeoJSON, ~12 ms of collector CPU (BENCHMARKS.md)
+DEFAULT_ROAD_LIMIT = 500  # ~340 kB of GeoJSON, 14-21 ms of collector CPU (BENCHMARKS.md)
 
 router = APIRouter()
 

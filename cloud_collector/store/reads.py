@@ -213,19 +213,19 @@ async def road_conditions(tx: Tx, q: RoadQuery) -> list[CellHour]:
         where.append("vehicles >= ?")
         args.append(q.min_vehicles)
     after = None if q.cursor is None else decode_cursor(q.cursor)
-    # The page's index range starts at the cursor's hour: SQLite takes no range from the
-    # row comparison alone (a page late in the day scanned the day from its start).
-    since = max(q.since_ms or 0, after[0]) if after is not None else q.since_ms
-    if since is not None:
+    # One lower bound, so that the index range starts at the cursor: given "hour_ms >= ?"
+    # as well, SQLite ranged on that and read every earlier row of the period (a page late
+    # in a day: 28 ms -> 3 ms at 10 million events). A cursor before ``since`` is no bound.
+    if after is not None and (q.since_ms is None or after[0] >= q.since_ms):
+        where.append("(hour_ms, cell) > (?, ?)")
+        args += after
+    elif q.since_ms is not None:
         where.append("hour_ms >= ?")
-        args.append(since)
+        args.append(q.since_ms)
     if q.until_ms is not None:
         where.append("hour_ms < ?")
         args.append(q.until_ms)
     _bbox_sql(q.bbox, where, args)
-    if after is not None:
-        where.append("(hour_ms, cell) > (?, ?)")
-        args += after
     tail = ""
     if q.limit is not None:
         if q.limit < 1:

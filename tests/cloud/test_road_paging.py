@@ -5,6 +5,7 @@ k-anonymous."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from cloud_collector.geojson import road_feature
 from cloud_collector.roles import Role
 from cloud_collector.store import RoadQuery, Store, open_store
 from cloud_collector.store import aggregate as agg
+from cloud_collector.store.reads import cell_cursor
 from harness.postgres import PgHarness
 from protocol.records import GnssFix
 from tests.support.api_client import api_client
@@ -165,3 +167,22 @@ async def test_the_city_pages_show_only_cell_hours_of_k_vehicles(
     assert [f["id"] for f in city] == sorted(shared, key=lambda i: (i.split("@")[1], i))
     admin = await _read_all(clients[Role.ADMIN], path, params)
     assert {f["id"] for f in admin} > shared
+
+
+async def test_a_cursor_pages_within_the_period_and_one_before_it_is_no_bound(
+    store: Store,
+) -> None:
+    period = RoadQuery(since_ms=T0, until_ms=T0 + 2 * agg.HOUR_MS)
+    whole = await store.road_conditions(period)
+    pages, cursor = [], None
+    for _ in range(100):
+        page = await store.road_conditions(dataclasses.replace(period, limit=3, cursor=cursor))
+        pages += page
+        if len(page) < 3:
+            break
+        cursor = cell_cursor(page[-1])
+    assert pages == whole
+    second_hour = RoadQuery(since_ms=T0 + agg.HOUR_MS)
+    before = cell_cursor(whole[0])  # a cell-hour of the first hour
+    after_cursor = dataclasses.replace(second_hour, cursor=before)
+    assert await store.road_conditions(after_cursor) == await store.road_conditions(second_hour)
