@@ -19,7 +19,8 @@ Figures, per backend and role (the city sees k-anonymous cell-hours only):
 * first page of ``/v1/road-conditions`` (default page size) and of the OGC collection
   ``/ogc/collections/road-conditions/items`` (the same ``limit``): p50/p95/max of the wall
   time over ``--page-runs`` after one warm-up, ``server_cpu_ms`` (the collector process's
-  own CPU per page, from /proc; the database's is not in it) and the bytes of a page;
+  own CPU per page, from /proc; SQLite's work is in it, PostgreSQL's is not) and the
+  bytes of a page;
 * the store's query alone in this process (``Queries.road_conditions``, rows to objects):
   p50/p95 over ``--page-runs``; on PostgreSQL also the database's own execution time of
   the first page's SQL (EXPLAIN ANALYZE, median of 5);
