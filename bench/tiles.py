@@ -110,15 +110,15 @@ async def load_roads(url: str, drives: int) -> int:
 
 COPIED = {
     "road_cells": "cell, hour_ms, lat, lon, passes, wipers, failsafe, lanes, speed_sum,"
-    " speed_n, counts, events_n",
+    " speed_n, counts, events_n, vehicles",
     "events": "id, time_ms, vehicle, fleet, type, attrs, lat, lon, h3_12, speed_kmh,"
     " source_bus, source_id, epoch, seq",
     "fleet_roads": "a, b, lat, lon, passes, last_ms",
 }
 
 
-async def copy_to_sqlite(pg_url: str, path: Path) -> float:
-    """The PostgreSQL bench tables into a SQLite store at ``path`` (its own schema)."""
+async def copy_to_sqlite(pg_url: str, path: Path, tables: tuple[str, ...] = (*COPIED,)) -> float:
+    """The PostgreSQL bench ``tables`` into a SQLite store at ``path`` (its own schema)."""
     started = time.monotonic()
     store = await open_store(f"sqlite://{path}")
     await store.close()
@@ -127,7 +127,8 @@ async def copy_to_sqlite(pg_url: str, path: Path) -> float:
     db.execute("PRAGMA synchronous = OFF")
     con = await asyncpg.connect(pg_url)
     try:
-        for table, columns in COPIED.items():
+        for table in tables:
+            columns = COPIED[table]
             marks = ", ".join("?" * len(columns.split(",")))
             sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
             cast = columns.replace("counts", "counts::text").replace("attrs", "attrs::text")

@@ -29,7 +29,7 @@ from cloud_collector.errors import QueryError
 from cloud_collector.privacy import city_event_feature, city_ids, day_number, on_cells_in
 from cloud_collector.routes import ogc_params as op
 from cloud_collector.routes.context import ApiContext, Ctx
-from cloud_collector.routes.params import GEOJSON
+from cloud_collector.routes.params import GEOJSON, geo_fast
 from cloud_collector.store.base import (
     COLLECTION_IDS,
     DEFAULT_EVENT_LIMIT,
@@ -207,9 +207,10 @@ async def collection(
 
 
 async def _page(
-    ctx: ApiContext, cid: str, q: FeatureQuery, view: CityView
-) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
-    """One page of features and the key after it (None: the last page). The city's view
+    ctx: ApiContext, cid: str, q: FeatureQuery, view: CityView, *, text: bool = True
+) -> tuple[list[Any], tuple[int, int] | None]:
+    """One page of features (cell-hours as JSON text with ``text``: ``geo_fast`` embeds
+    it) and the key after it (None: the last page). The city's view
     (``view.k`` > 0): k-anonymous cell-hours only, events on their cell's centre (the
     bbox tested there), with the day's pseudonym."""
     if cid == EVENTS_COLLECTION:
@@ -229,7 +230,8 @@ async def _page(
         return [city_event_feature(e, key) for e in found], after
     if cid == ROAD_COLLECTION:
         cells = await ctx.queries.cell_page(q)
-        return [geojson.road_feature(c) for c in cells.cells], cells.next_after
+        encode = geojson.road_feature_json if text else geojson.road_feature
+        return [encode(c) for c in cells.cells], cells.next_after
     signs = await ctx.queries.sign_page(q)
     return [geojson.sign_feature(s) for s in signs.signs], signs.next_after
 
@@ -304,7 +306,7 @@ async def items(  # noqa: PLR0913, PLR0917 - one parameter per query parameter
     limit: op.Limit = DEFAULT_EVENT_LIMIT,
     cursor: Annotated[str | None, Query(description=op.CURSOR_DOC)] = None,
     f: F = None,
-) -> JSONResponse:
+) -> Response:
     cid = _collection_id(collection_id)
     op.check_known(request, _ITEM_PARAMS)
     op.check_f(f)
@@ -328,7 +330,7 @@ async def items(  # noqa: PLR0913, PLR0917 - one parameter per query parameter
     body["numberReturned"] = len(features)
     body["timeStamp"] = geojson.iso_ms(ctx.clock_ms())
     body["links"] = _item_links(request, cid, after, await _cursor_codec(view, cid))
-    return JSONResponse(body, media_type=GEOJSON)
+    return geo_fast(body)
 
 
 async def _after(cursor: str, view: CityView, cid: str) -> tuple[int, int]:
@@ -374,7 +376,7 @@ async def item(
     else:
         major, minor = _key(cid, feature_id)
         one = FeatureQuery(limit=1, after=(major, minor - 1), min_vehicles=view.k)
-        features, _ = await _page(ctx, cid, one, view)
+        features, _ = await _page(ctx, cid, one, view, text=False)
         found = next((x for x in features if str(x["id"]) == feature_id), None)
     if found is None:
         raise op.OgcError(404, op.NOT_FOUND, f"featureId: no feature {feature_id!r} in {cid}")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import orjson
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse, Response
 
@@ -36,6 +37,13 @@ def bad(param: str, why: str) -> HTTPException:
 
 def geo(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, media_type=GEOJSON)
+
+
+def geo_fast(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    """A GeoJSON answer encoded by orjson: a page of polygons encodes several times faster
+    than with ``json``. Same JSON values (numbers may be spelt differently, e.g. ``1e-5``);
+    a body never holds NaN (a share without passes is null)."""
+    return Response(orjson.dumps(body), media_type=GEOJSON, headers=headers)
 
 
 def _encode(build: Callable[[], dict[str, Any]]) -> bytes:

@@ -7,7 +7,6 @@ Read-only, same SQL dialect rules as ``engine``. Events page through ``reads.eve
 
 from __future__ import annotations
 
-import json
 from typing import Final
 
 from cloud_collector.errors import QueryError
@@ -18,7 +17,6 @@ from cloud_collector.store.base import (
     ROAD_COLLECTION,
     SIGNS_COLLECTION,
     BBox,
-    CellHour,
     CellPage,
     Extent,
     FeatureQuery,
@@ -26,6 +24,7 @@ from cloud_collector.store.base import (
     SignPage,
 )
 from cloud_collector.store.engine import Row, Tx, fetchrow
+from cloud_collector.store.reads import CELL_HOUR_COLUMNS, CELL_HOUR_FIELDS, cell_hours
 
 # A cell centre lies up to one res-10 cell radius (~75 m) from the events and passes
 # counted in it; extents computed from centres are widened by this much (degrees).
@@ -86,34 +85,17 @@ def _where(collection: str, q: FeatureQuery, *, keyed: bool) -> tuple[str, list[
     return " WHERE " + " AND ".join(where), args
 
 
-_CELL_COLUMNS: Final = (
-    "cell, hour_ms, lat, lon, counts, passes,"
-    " CAST(100 AS DOUBLE PRECISION) * events_n / NULLIF(passes, 0),"
-    " speed_sum / NULLIF(speed_n, 0),"
-    " CAST(wipers AS DOUBLE PRECISION) / NULLIF(passes, 0),"
-    " CAST(failsafe AS DOUBLE PRECISION) / NULLIF(passes, 0),"
-    " CAST(lanes AS DOUBLE PRECISION) / NULLIF(passes, 0)"
-)
-
-
-def _cell(r: Row) -> CellHour:
-    counts = r[4] if isinstance(r[4], dict) else json.loads(r[4])
-    return CellHour(
-        cell=int(r[0]), hour_ms=int(r[1]), lat=float(r[2]), lon=float(r[3]),
-        counts={str(k): int(v) for k, v in counts.items()}, exposure=int(r[5]),
-        hotspot_rate=r[6], mean_speed_kmh=r[7], wipers_share=r[8], failsafe_share=r[9],
-        lane_quality_share=r[10],
-    )  # fmt: skip
-
-
 async def cell_page(tx: Tx, q: FeatureQuery) -> CellPage:
+    """One keyset page of cell-hours: the columns of ``reads.road_conditions``, turned
+    into objects column by column (``reads.cell_hours``)."""
     where, args = _where(ROAD_COLLECTION, q, keyed=True)
-    rows = await tx.fetch(
-        f"SELECT {_CELL_COLUMNS} FROM road_cells{where} ORDER BY hour_ms, cell LIMIT ?",
-        *args, q.limit + 1,
+    columns = await tx.fetch_columns(
+        f"SELECT {CELL_HOUR_COLUMNS} FROM road_cells{where} ORDER BY hour_ms, cell LIMIT ?",
+        len(CELL_HOUR_FIELDS), *args, q.limit + 1,
     )  # fmt: skip
-    cells = [_cell(r) for r in rows[: q.limit]]
-    more = len(rows) > q.limit
+    cells = cell_hours(columns, None)
+    more = len(cells) > q.limit
+    del cells[q.limit :]
     return CellPage(cells, (cells[-1].hour_ms, cells[-1].cell) if more else None)
 
 
