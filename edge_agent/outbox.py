@@ -685,6 +685,9 @@ class Outbox:
         self._unmarked: dict[tuple[int, int], int] = {}  # (epoch, seq) -> outbox clock
         # Evictions not yet in a warning, by condition (see EVICTION_LOG_S).
         self._evictions: dict[str, _Evictions] = {}
+        # After a close: milliseconds until the records it left staged are due to close
+        # (None: nothing left staged), so a closer can sleep until then.
+        self.next_close_in_ms: int | None = None
 
     @classmethod
     async def open(
@@ -1135,16 +1138,17 @@ class Outbox:
 
     async def _lane_groups(
         self, db: aiosqlite.Connection, lane: str, clock_ms: int, force: bool
-    ) -> list[list[int]]:
+    ) -> tuple[list[list[int]], int | None]:
         """The staged row ids of ``lane`` to close now (``clock_ms``: the outbox clock),
-        grouped into batches."""
+        grouped into batches, and when what stays staged is due (outbox clock; None: the
+        lane is left empty)."""
         async with db.execute(
             "SELECT id, staged_mono, n_records, size FROM staged WHERE lane=? ORDER BY id", (lane,)
         ) as cursor:
             rows = list(await cursor.fetchall())
         if not rows:
-            return []
-        return groups_to_close(
+            return [], None
+        groups = groups_to_close(
             self.policy,
             lane,
             [Chunk(int(r[0]), int(r[2]), int(r[3])) for r in rows],
@@ -1152,6 +1156,9 @@ class Outbox:
             now_ms=clock_ms,
             force=force,
         )
+        closing = {ident for group in groups for ident in group}
+        left = [int(r[1]) for r in rows if int(r[0]) not in closing]
+        return groups, min(left) + self.policy.max_age_ms(lane) if left else None
 
     async def _staged_chunks(
         self, db: aiosqlite.Connection, ids: list[int]
@@ -1221,10 +1228,13 @@ class Outbox:
         shutdown drain) into batches with the next seqs, in one transaction. Returns the
         number of batches created."""
         created = moved = added = 0
+        due: list[int] = []  # when the lanes' records left staged are due (outbox clock)
         async with self._transaction("close batches") as db:
             clock = self._clock_ms()
             for lane in LANES:
-                for group in await self._lane_groups(db, lane, clock, force):
+                groups, lane_due = await self._lane_groups(db, lane, clock, force)
+                due += [] if lane_due is None else [lane_due]
+                for group in groups:
                     batches, nbytes = await self._close_group(
                         db, lane, group, self._next_seq + created, now_ms
                     )
@@ -1240,6 +1250,7 @@ class Outbox:
         self._next_seq = seq
         self._staged_bytes += staged - moved
         self._batch_bytes += added - freed
+        self.next_close_in_ms = None if not due else max(0, min(due) - clock)
         await self._checkpoint_if_low()
         return created
 

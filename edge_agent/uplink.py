@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -53,8 +54,12 @@ from protocol import (
 
 log = logging.getLogger(__name__)
 
-# How often an idle publisher looks at the outbox again (resend timers, missed wake-ups).
-IDLE_POLL_S = 0.5
+# An idle publisher waits for a wake-up (a batch closed) or the next resend it knows of
+# (a batch it published); at the latest after this long it looks at the outbox again, for
+# batches published before a restart, whose resend times it does not know.
+IDLE_POLL_S = 5.0
+# How long ``MqttLink.abort`` waits for the client to notice its dropped connection.
+ABORT_WAIT_S = 2.0
 # Publish times kept for the end-to-end ack round trip; the oldest go first beyond this.
 MAX_TRACKED_PUBLISHES = 4096
 
@@ -191,6 +196,18 @@ class MqttLink:
             await self._client.publish(topic, payload, qos=QOS, retain=retain, timeout=timeout)
         except aiomqtt.MqttError as exc:
             raise UplinkError(f"publish to {topic} failed: {exc}") from None
+
+    async def abort(self) -> None:
+        """Drop the TCP connection without an MQTT DISCONNECT, as a power loss or a cut
+        cable does: the broker sees the connection end and publishes the will. Returns once
+        the client noticed (bounded), so leaving ``connect`` sends nothing more."""
+        sock = self._client._client.socket()
+        if not isinstance(sock, socket.socket):  # also ssl.SSLSocket
+            return
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # nothing can be sent after this, DISCONNECT neither
+        with contextlib.suppress(TimeoutError, aiomqtt.MqttError):
+            await asyncio.wait_for(asyncio.shield(self._client._disconnected), ABORT_WAIT_S)
 
     async def acks(self) -> AsyncIterator[Ack]:
         """End-to-end acks for this vehicle, until the connection breaks (UplinkError).
@@ -356,6 +373,9 @@ class Uplink:
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
         self._sent_at: dict[tuple[int, int], float] = {}  # (epoch, seq) -> monotonic
+        # (epoch, seq) -> monotonic time after its PUBACK was recorded, oldest first: its
+        # resend is due ``resend_after_ms`` later, unless an end-to-end ack comes first.
+        self._marked_at: dict[tuple[int, int], float] = {}
         self._backoff = Backoff(
             self.settings.reconnect_min_s, self.settings.reconnect_max_s, self.random01
         )
@@ -419,6 +439,7 @@ class Uplink:
             self.counters.acks += 1
             self.counters.acked_batches += await self.outbox.acknowledge(ack.epoch, ack.seq)
             self._ack_rtt(ack.epoch, ack.seq)
+            self._forget_marked(ack.epoch, ack.seq)
             self.acked.set()
 
     def _ack_rtt(self, epoch: int, upto_seq: int) -> None:
@@ -429,6 +450,23 @@ class Uplink:
         self.counters.last_ack_rtt_ms = round((self.monotonic() - sent) * 1000)
         for key in covered:
             del self._sent_at[key]
+
+    def _forget_marked(self, epoch: int, upto_seq: int) -> None:
+        for key in [k for k in self._marked_at if k[0] == epoch and k[1] <= upto_seq]:
+            del self._marked_at[key]
+
+    def _idle_wait_s(self, resend_after_ms: int) -> float:
+        """How long an idle publisher may wait for a wake-up: until the oldest resend it
+        knows of is due. Called after the outbox had nothing due, so an entry already due
+        by then is a batch that is gone (acknowledged, evicted): it is forgotten."""
+        now = self.monotonic()
+        after_s = resend_after_ms / 1000
+        while self._marked_at:
+            key, at = next(iter(self._marked_at.items()))
+            if at + after_s > now:
+                return min(IDLE_POLL_S, at + after_s - now)
+            del self._marked_at[key]
+        return IDLE_POLL_S
 
     async def _publish_loop(self, link: Link) -> None:
         s = self.settings
@@ -442,7 +480,7 @@ class Uplink:
             if not due:
                 self.idle.set()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
+                    await asyncio.wait_for(self._wake.wait(), self._idle_wait_s(resend_after_ms))
                 continue
             self.idle.clear()
             # The rest stays due and comes back (urgent first) in the next round.
@@ -504,3 +542,12 @@ class Uplink:
             # Also after a failure: what got its PUBACK waits for the resend timer, not less.
             if done:
                 await asyncio.shield(self.outbox.mark_published(sorted(done)))
+                self._note_marked(done)
+
+    def _note_marked(self, done: Sequence[tuple[int, int]]) -> None:
+        at = self.monotonic()
+        for key in done:
+            self._marked_at.pop(key, None)
+            self._marked_at[key] = at  # re-inserted: dict order stays oldest first
+        while len(self._marked_at) > MAX_TRACKED_PUBLISHES:
+            del self._marked_at[next(iter(self._marked_at))]

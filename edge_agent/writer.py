@@ -20,9 +20,10 @@ from protocol.topics import Channel
 
 log = logging.getLogger(__name__)
 
-# With no staged batch due, the closer still looks this often: a wall clock stepped back
-# delays an age-based close (ages are wall time), and this bounds that delay.
-CLOSE_FALLBACK_S = 5.0
+# With no close deadline known, the closer still looks this often. Deadlines come from
+# the first record staged in an empty lane and from what a close left staged (ages are
+# on the outbox's monotonic clock), so this is only a safety net.
+CLOSE_FALLBACK_S = 30.0
 # After a close refused by a full disk.
 CLOSE_RETRY_S = 1.0
 # A deadline computed on the monotonic clock meets an age measured on the wall clock.
@@ -39,7 +40,9 @@ class OutboxWriter:
     flushing_since: float | None = None  # monotonic start of an append in progress
     # Told each new close deadline (monotonic), so the closer can run then.
     on_deadline: Callable[[float], None] = lambda _at: None
-    _close_at: list[float] = field(default_factory=list)  # monotonic close deadlines
+    # Per lane, the monotonic close deadline of its oldest staged record: one close per
+    # batch age, not one per write (a lane due by age closes whole).
+    _close_at: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.held = HoldingArea(self.outbox.policy.is_urgent)
@@ -103,8 +106,10 @@ class OutboxWriter:
             lanes.add(Channel.BATCH)
         now = self.clock.monotonic()
         for lane in lanes:
+            if self._close_at.get(lane, now) > now:
+                continue  # older records of the lane are staged: they set its deadline
             at = now + policy.max_age_ms(lane) / 1000 + CLOSE_MARGIN_S
-            self._close_at.append(at)
+            self._close_at[lane] = at
             self.on_deadline(at)
 
     async def close_batches(self, *, force: bool) -> int:
@@ -121,8 +126,10 @@ class OutboxWriter:
         closed = await self.close_batches(force=False)
         if self.disk_full:
             return closed, now + CLOSE_RETRY_S
-        self._close_at = [at for at in self._close_at if at > now]
-        return closed, min([now + CLOSE_FALLBACK_S, *self._close_at])
+        self._close_at = {lane: at for lane, at in self._close_at.items() if at > now}
+        left = self.outbox.next_close_in_ms  # records this close left staged
+        later = [] if left is None else [now + left / 1000 + CLOSE_MARGIN_S]
+        return closed, min([now + CLOSE_FALLBACK_S, *self._close_at.values(), *later])
 
     def next_close_at(self) -> float | None:
-        return min(self._close_at, default=None)
+        return min(self._close_at.values(), default=None)

@@ -8,9 +8,10 @@ reconnect backoff). Only the source differs: records come from the behaviour mod
 agent's flush job does.
 
 Life cycle events come from the simulated clock: ignition off at a shift change (a clean
-stop: batches closed, a bounded wait for acks, a clean outbox close), a power cut (tasks
-and connection dropped, the outbox left without its clean-close marker, so the next open
-starts a new epoch) and the city-wide network outage (``Outage``).
+stop: batches closed, a bounded wait for acks, a clean outbox close), a power cut (the TCP
+connection dropped without an MQTT DISCONNECT, so the broker publishes the will; tasks
+dropped; the outbox left without its clean-close marker, so the next open starts a new
+epoch) and the city-wide network outage (``Outage``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Final
 from edge_agent.clock import SystemClock
 from edge_agent.outbox import Outbox, Records
 from edge_agent.schedule import Scheduler
-from edge_agent.uplink import Link, Uplink, UplinkError, UplinkSettings, connect
+from edge_agent.uplink import Link, MqttLink, Uplink, UplinkError, UplinkSettings, connect
 from edge_agent.writer import OutboxWriter
 from fleet_sim.model import TaxiModel
 from protocol import Ack, decode_batch
@@ -169,15 +170,34 @@ def _retrieve(future: asyncio.Future[Ack]) -> None:
         future.exception()
 
 
+@dataclass
+class LinkSlot:
+    """The session's live MQTT connection, if any, so a power cut can drop it."""
+
+    link: MqttLink | None = None
+
+    async def drop(self) -> None:
+        """End the connection as a power loss does: no DISCONNECT, so the broker
+        publishes the will."""
+        if self.link is not None:
+            await self.link.abort()
+
+
 def outage_connector(
-    outage: Outage, latency: Latency | None = None
+    outage: Outage, latency: Latency | None = None, slot: LinkSlot | None = None
 ) -> Callable[[UplinkSettings], contextlib.AbstractAsyncContextManager[Link]]:
     @contextlib.asynccontextmanager
     async def connector(settings: UplinkSettings) -> AsyncIterator[Link]:
         if outage.down.is_set():
             raise UplinkError(f"cannot connect to {settings.host}:{settings.port}: network down")
         async with connect(settings) as link:
-            yield OutageLink(link, outage, latency)
+            if slot is not None:
+                slot.link = link
+            try:
+                yield OutageLink(link, outage, latency)
+            finally:
+                if slot is not None:
+                    slot.link = None
 
     return connector
 
@@ -216,10 +236,25 @@ class Session:
     writer: OutboxWriter
     stop: asyncio.Event
     tasks: list[asyncio.Task[None]]
+    slot: LinkSlot = field(default_factory=LinkSlot)
 
     @property
     def online(self) -> bool:
         return self.uplink.connected.is_set()
+
+    async def cut_power(self) -> None:
+        """Everything stops at once: the TCP connection drops without DISCONNECT (the
+        broker publishes the will), the tasks die, the outbox is left without its
+        clean-close marker."""
+        await self.slot.drop()
+        # The uplink may be handling the broken connection as the cancel arrives, and a
+        # task group can swallow a cancel then: ``stop`` ends it in any case (nothing can
+        # leave a socket that is shut down, so no goodbye is sent either way).
+        self.stop.set()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await power_cut(self.outbox)
 
 
 @dataclass
@@ -242,8 +277,9 @@ class Taxi:
             self.path, fleet_id=self.settings.fleet_id, vehicle_id=self.settings.vehicle_id
         )
         sysclock = SystemClock()
+        slot = LinkSlot()
         uplink = Uplink(
-            self.settings, outbox, connector=outage_connector(self.outage, self.latency)
+            self.settings, outbox, connector=outage_connector(self.outage, self.latency, slot)
         )
         writer = OutboxWriter(outbox, sysclock)
         scheduler = Scheduler(sysclock)
@@ -261,7 +297,7 @@ class Taxi:
             asyncio.create_task(uplink.run(stop)),
             asyncio.create_task(scheduler.run(stop)),
         ]
-        session = Session(outbox, uplink, writer, stop, tasks)
+        session = Session(outbox, uplink, writer, stop, tasks, slot)
         await self._health(session, "start")
         return session
 
@@ -316,10 +352,7 @@ class Taxi:
             await asyncio.gather(*session.tasks, return_exceptions=True)
             await session.outbox.close()
         else:
-            for task in session.tasks:
-                task.cancel()
-            await asyncio.gather(*session.tasks, return_exceptions=True)
-            await power_cut(session.outbox)
+            await session.cut_power()
         self.session = None
 
     async def _until_acked(self, session: Session) -> None:

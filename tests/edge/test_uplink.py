@@ -15,6 +15,7 @@ from edge_agent.config import MqttConfig
 from edge_agent.errors import ConfigError
 from edge_agent.outbox import Outbox, Records
 from edge_agent.uplink import (
+    IDLE_POLL_S,
     Uplink,
     tls_context,
 )
@@ -213,6 +214,70 @@ async def test_a_broken_link_reconnects_and_loses_nothing(tmp_path: Path) -> Non
         stop.set()
     assert uplink.counters.connects >= 2
     await outbox.close()
+
+
+class CountingOutbox:
+    """The real outbox, counting the publisher's queries."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.queries = 0
+
+    async def due_for_publish(self, *, limit: int, resend_after_ms: int) -> list[object]:
+        self.queries += 1
+        return list(await self.outbox.due_for_publish(limit=limit, resend_after_ms=resend_after_ms))
+
+    async def mark_published(self, batches: list[tuple[int, int]]) -> None:
+        await self.outbox.mark_published(batches)
+
+    async def acknowledge(self, epoch: int, upto_seq: int) -> int:
+        return await self.outbox.acknowledge(epoch, upto_seq)
+
+    async def unpublished_bytes(self) -> int:
+        return await self.outbox.unpublished_bytes()
+
+
+async def test_an_idle_publisher_waits_for_the_resend_it_knows_not_a_poll(tmp_path: Path) -> None:
+    """The resend comes when it is due (0.3 s), far before the idle fallback (5 s); once
+    everything is acknowledged the publisher waits for a wake-up instead of polling."""
+    assert IDLE_POLL_S >= 5.0
+    outbox = await Outbox.open(tmp_path / "o.db", fleet_id=FLEET, vehicle_id=VEHICLE)
+    await _bulk_batches(outbox, 2)
+    counting = CountingOutbox(outbox)
+    link = ScriptedLink()
+    uplink = Uplink(uplink_settings(resend_after_ms=300), counting, connector=connector_for(link))  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(uplink.run(stop))
+        await until(lambda: len(link.published) >= 4, 2.5)  # each batch resent once, on time
+        await link.ack_queue.put(Ack(vehicle_id=VEHICLE, epoch=outbox.epoch, seq=2, time_ms=T0))
+        await until(lambda: uplink.counters.acked_batches == 2 and uplink.idle.is_set(), 5)
+        assert uplink._idle_wait_s(300) == IDLE_POLL_S  # nothing left to resend
+        # A batch closed meanwhile is published as soon as the closer wakes the uplink.
+        queries = counting.queries
+        await _bulk_batches(outbox, 1)
+        uplink.wake()
+        await until(lambda: len(link.published) >= 5, 2.5)
+        assert counting.queries - queries <= 2  # the woken round (and its idle look)
+        stop.set()
+    await outbox.close()
+
+
+async def test_idle_wait_forgets_batches_that_are_gone() -> None:
+    """A resend that would be due already but was not in the outbox's answer belongs to a
+    batch that is gone: it is dropped, never waited on with a zero timeout."""
+    now = [100.0]
+    box = CountingOutbox(None)  # type: ignore[arg-type]
+    uplink = Uplink(uplink_settings(), box, monotonic=lambda: now[0])  # type: ignore[arg-type]
+    uplink._note_marked([(1, 1), (1, 2)])
+    now[0] = 100.2
+    uplink._note_marked([(1, 3)])
+    now[0] = 100.5
+    assert uplink._idle_wait_s(1_000) == pytest.approx(0.5)
+    now[0] = 101.1  # seqs 1 and 2 would be due: gone, since the outbox had nothing
+    assert uplink._idle_wait_s(1_000) == pytest.approx(0.1)
+    uplink._forget_marked(1, 3)  # acknowledged
+    assert uplink._idle_wait_s(1_000) == IDLE_POLL_S
 
 
 # -- the real thing ------------------------------------------------------------------------
