@@ -137,6 +137,16 @@ async def drop_indexes(con: asyncpg.Connection, table: str) -> list[str]:
     return rebuild
 
 
+async def no_autovacuum(con: asyncpg.Connection, table: str) -> None:
+    """Autovacuum off for ``table``, or for each partition of a partitioned one (the
+    setting is refused on a partitioned table itself)."""
+    leaves = await con.fetch(
+        "SELECT relid::regclass::text FROM pg_partition_tree($1::regclass) WHERE isleaf", table
+    )
+    for (name,) in leaves:
+        await con.execute(f"ALTER TABLE {name} SET (autovacuum_enabled = false)")
+
+
 async def load(url: str, n: int, n_points: int) -> float:
     started = time.monotonic()
     con = await asyncpg.connect(url)
@@ -158,8 +168,8 @@ async def load(url: str, n: int, n_points: int) -> float:
         )
         await con.copy_records_to_table("bench_centres", records=centres)
         await con.execute("ANALYZE bench_points; ANALYZE bench_cells; ANALYZE bench_centres")
-        await con.execute("ALTER TABLE events SET (autovacuum_enabled = false)")
-        await con.execute("ALTER TABLE road_cells SET (autovacuum_enabled = false)")
+        await no_autovacuum(con, "events")
+        await no_autovacuum(con, "road_cells")
         rebuild = await drop_indexes(con, "events") + await drop_indexes(con, "road_cells")
 
         async def insert_events(part: int) -> None:
