@@ -45,7 +45,7 @@ class ApiContext:
         ]
 
 
-def api_context(request: Request) -> ApiContext:
+async def api_context(request: Request) -> ApiContext:
     """The context ``create_app`` put on the app (a FastAPI dependency)."""
     ctx = request.app.state.api
     if not isinstance(ctx, ApiContext):

@@ -59,7 +59,7 @@ class TileParams:
     type: str | None
 
 
-def tile_params(
+async def tile_params(
     since: Annotated[str | None, Query(description=TIME_DOC + "; period start")] = None,
     until: Annotated[str | None, Query(description=TIME_DOC + "; period end")] = None,
     type: Annotated[str | None, Query(description="only events of this type")] = None,
