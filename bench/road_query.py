@@ -133,7 +133,9 @@ async def drop_indexes(con: asyncpg.Connection, table: str) -> list[str]:
         "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = $1", table
     ):
         await con.execute(f"DROP INDEX {name}")
-        rebuild.append(definition)
+        # A partitioned table's index reads "ON ONLY": rebuilt so, its partitions would
+        # get none.
+        rebuild.append(definition.replace(" ON ONLY ", " ON ", 1))
     return rebuild
 
 
