@@ -326,7 +326,8 @@ async def tile_events(tx: Tx, q: TileQuery) -> list[EventPoint]:
         )
         args.append(q.min_vehicles)
     rows = await tx.fetch(
-        f"SELECT time_ms, type, lat, lon, h3_12 FROM events WHERE {' AND '.join(where)}"
+        f"SELECT time_ms, type, lat, lon, h3_12 FROM {tx.events_by_time_pos}"
+        f" WHERE {' AND '.join(where)}"
         " ORDER BY time_ms DESC LIMIT ?",
         *args, q.limit,
     )  # fmt: skip
