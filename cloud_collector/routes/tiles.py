@@ -6,7 +6,8 @@ in it); without ``until`` it ends at the end of the current hour, without ``sinc
 starts 24 h before ``until``. ``roads`` (the streets the fleet drove) ignores the period.
 A tile without features is an empty MVT (200, no bytes). Every tile has a strong ETag
 (a hash of its bytes; ``If-None-Match`` gives a 304) and a Cache-Control by the age of
-its period: ending over ``SETTLED_MS`` ago, a day; otherwise a minute.
+its period: ending over ``SETTLED_MS`` ago, a day; otherwise a minute. Encoded tiles are
+kept in the app's ``TileCache`` (``cloud_collector/tile_cache.py``) under the caller's view.
 """
 
 from __future__ import annotations
