@@ -14,20 +14,29 @@ of the PostgreSQL one (road cells, events, roads), made through the store's own 
 
 The collector's app (``create_app`` over ``open_store``) is served by uvicorn in a child
 process on 127.0.0.1; the client is one httpx client (``--token``, or ``COLLECTOR_TOKEN``,
-is sent as a bearer token). Period: one day (day 10 of 30). Figures:
+is sent as a bearer token; without one, an admin token is minted into the store). Period:
+one day (day 10 of 30). Each backend is measured twice, by two collector processes:
 
-* tile: ``--tile-runs`` tiles of each layer at random places in the city, zooms from the
-  one that fits the city on the screen to four beyond, one at a time: p50/p95/max;
-* screen: the tiles of all three layers that a 1920x1080 view of the whole city needs at
-  the zoom that fits it (512-pixel tiles), fetched 6 at a time as a browser does, from
-  first request to last byte: p50/p95/max over ``--screen-runs``;
-* first page: ``/v1/road-conditions`` for the whole city and the day (``min_exposure``
-  5), default page size: p50/p95/max; with ``--full-read`` one full read following the
-  next links (pages, cell-hours, seconds).
+* ``cold``: the collector's tile cache off, so every tile is made from the store:
+  - tile: ``--tile-runs`` distinct tiles of each layer at random places in the city, zooms
+    from the one that fits the city on the screen to four beyond, one at a time:
+    p50/p95/max;
+  - screen: the tiles of all three layers that a 1920x1080 view of the whole city needs
+    at the zoom that fits it (512-pixel tiles), fetched 6 at a time as a browser does,
+    from first request to last byte: p50/p95/max over ``--screen-runs``;
+  - first page: ``/v1/road-conditions`` for the whole city and the day (``min_exposure``
+    5), default page size: p50/p95/max; with ``--full-read`` one full read following the
+    next links (pages, cell-hours, seconds);
+* ``warm``: the collector with its tile cache; one screen (``first_pass_screen``: the
+  cache empty, the same work as cold) and one pass over the tiles fill it, then the same
+  tile and screen figures.
 
 Beside each wall-clock figure, ``server_cpu_ms``: the collector process's own CPU time
 per request (per screen), less sensitive to other load on the machine than wall time
-(the database's own CPU is not in it).
+(the database's own CPU is not in it); and the load average at the end.
+
+A SQLite copy can be kept and reused with ``--sqlite-db PATH``; ``--no-postgres`` then
+measures SQLite alone.
 """
 
 from __future__ import annotations
@@ -125,6 +134,14 @@ async def copy_to_sqlite(pg_url: str, path: Path, tables: tuple[str, ...] = (*CO
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode = OFF")
     db.execute("PRAGMA synchronous = OFF")
+    # Indexes are built once after the copy, not kept up row by row.
+    indexes = db.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        f" AND tbl_name IN ({', '.join('?' * len(COPIED))})",
+        tuple(COPIED),
+    ).fetchall()
+    for name, _ in indexes:
+        db.execute(f"DROP INDEX {name}")
     con = await asyncpg.connect(pg_url)
     try:
         for table in tables:
@@ -134,7 +151,7 @@ async def copy_to_sqlite(pg_url: str, path: Path, tables: tuple[str, ...] = (*CO
             cast = columns.replace("counts", "counts::text").replace("attrs", "attrs::text")
             async with con.transaction():
                 chunk: list[tuple[Any, ...]] = []
-                async for r in con.cursor(f"SELECT {cast} FROM {table}", prefetch=50_000):
+                async for r in con.cursor(f"SELECT {cast} FROM {table}", prefetch=100_000):
                     chunk.append(tuple(r))
                     if len(chunk) == 50_000:
                         db.executemany(sql, chunk)
@@ -142,6 +159,9 @@ async def copy_to_sqlite(pg_url: str, path: Path, tables: tuple[str, ...] = (*CO
                 db.executemany(sql, chunk)
             db.commit()
             print(f"  sqlite: {table} copied at {time.monotonic() - started:.0f} s", flush=True)
+        for _, sql in indexes:
+            db.execute(sql)
+        print(f"  sqlite: indexes built at {time.monotonic() - started:.0f} s", flush=True)
         db.execute("ANALYZE")
         db.commit()
     finally:
@@ -150,14 +170,21 @@ async def copy_to_sqlite(pg_url: str, path: Path, tables: tuple[str, ...] = (*CO
     return time.monotonic() - started
 
 
-def _serve(store_url: str, port: int) -> None:
+def _serve(store_url: str, port: int, cache_bytes: int | None) -> None:
+    """The collector's app on 127.0.0.1:``port``; ``cache_bytes``: the tile cache's size
+    (0: no cache, every tile made from the store; None: the app's default)."""
+    import dataclasses
+
     import uvicorn
 
     from cloud_collector.api import create_app
+    from cloud_collector.tile_cache import TileCache
 
     async def main() -> None:
         store = await open_store(store_url)
         app = create_app(store)
+        if cache_bytes is not None:
+            app.state.api = dataclasses.replace(app.state.api, tile_cache=TileCache(cache_bytes))
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         )
@@ -249,60 +276,108 @@ def cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(c: Client, pid: int, runs: tuple[int, int, int], whole: bool) -> dict[str, Any]:
-    tile_runs, screen_runs, page_runs = runs
+def _period() -> tuple[str, dict[str, str]]:
+    """The bench's period (day 10 of 30): the tile query string and the parameters."""
     day = START_MS + 10 * DAY_MS
     iso = {
         "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(day / 1000)),
         "until": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((day + DAY_MS) / 1000)),
     }
-    query = f"?since={iso['since']}&until={iso['until']}"
+    return f"?since={iso['since']}&until={iso['until']}", iso
+
+
+def tile_urls(runs: int, query: str) -> dict[str, list[str]]:
+    """Per layer ``runs`` distinct tiles at random places in the city, zooms from the one
+    that fits the city to four beyond (fewer when the zooms hold fewer tiles)."""
     z0 = fit_zoom()
     rng = random.Random(3)
-    out: dict[str, Any] = {"fit_zoom": z0}
+    out: dict[str, list[str]] = {}
     for layer in tiles.LAYERS:
-        times, sizes = [], []
-        cpu = cpu_ms(pid)
-        for _ in range(tile_runs):
+        seen: set[tuple[int, int, int]] = set()
+        for _ in range(runs * 20):
+            if len(seen) == runs:
+                break
             z = rng.randint(z0, z0 + 4)
             x, y = tiles.tile_of(
                 rng.uniform(SEOUL[0], SEOUL[2]), rng.uniform(SEOUL[1], SEOUL[3]), z
             )
+            seen.add((z, x, y))
+        out[layer] = [f"/tiles/{layer}/{z}/{x}/{y}.mvt{query}" for z, x, y in sorted(seen)]
+    return out
+
+
+async def tile_figures(c: Client, pid: int, urls: dict[str, list[str]]) -> dict[str, Any]:
+    """Each layer's tiles one at a time: p50/p95/max, collector CPU per tile, size."""
+    out: dict[str, Any] = {}
+    for layer, layer_urls in urls.items():
+        times, sizes = [], []
+        cpu = cpu_ms(pid)
+        for url in layer_urls:
             t = time.perf_counter()
-            r = await c.get(f"/tiles/{layer}/{z}/{x}/{y}.mvt{query}")
+            r = await c.get(url)
             times.append((time.perf_counter() - t) * 1000)
             sizes.append(len(r.content))
         out[f"tile_{layer}"] = {
-            **_stats(times),
-            "server_cpu_ms": round((cpu_ms(pid) - cpu) / tile_runs, 1),
+            **_stats(times), "tiles": len(layer_urls),
+            "server_cpu_ms": round((cpu_ms(pid) - cpu) / len(layer_urls), 1),
             "mean_bytes": round(statistics.mean(sizes)),
-        }
-    view = screen_tiles(z0)
-    urls = [f"/tiles/{layer}/{z}/{x}/{y}.mvt{query}" for layer in tiles.LAYERS for z, x, y in view]
+        }  # fmt: skip
+    return out
+
+
+async def screen_figures(c: Client, pid: int, urls: list[str], runs: int) -> dict[str, Any]:
+    """The whole screen's tiles, CONCURRENCY at a time, ``runs`` times."""
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one(url: str) -> None:
         async with gate:
             await c.get(url)
 
-    await asyncio.gather(*(one(u) for u in urls))  # warm-up
     cpu = cpu_ms(pid)
-    screen = [
-        await _timed(lambda: asyncio.gather(*(one(u) for u in urls))) for _ in range(screen_runs)
-    ]
-    cpu = (cpu_ms(pid) - cpu) / screen_runs
-    out["screen"] = {
-        **_stats(screen), "server_cpu_ms": round(cpu, 1), "tiles": len(urls),
-        "tiles_per_layer": len(view),
-    }  # fmt: skip
-    params = {"bbox": ",".join(map(str, SEOUL)), "min_exposure": "5", **iso}
+    screen = [await _timed(lambda: asyncio.gather(*(one(u) for u in urls))) for _ in range(runs)]
+    cpu = (cpu_ms(pid) - cpu) / runs
+    return {**_stats(screen), "server_cpu_ms": round(cpu, 1), "tiles": len(urls)}
+
+
+def _page_params() -> dict[str, str]:
+    return {"bbox": ",".join(map(str, SEOUL)), "min_exposure": "5", **_period()[1]}
+
+
+async def measure_cold(c: Client, pid: int, runs: tuple[int, int, int]) -> dict[str, Any]:
+    """A collector without the tile cache: every tile made from the store."""
+    tile_runs, screen_runs, page_runs = runs
+    query = _period()[0]
+    z0 = fit_zoom()
+    out: dict[str, Any] = {
+        "fit_zoom": z0,
+        **await tile_figures(c, pid, tile_urls(tile_runs, query)),
+    }
+    view = screen_tiles(z0)
+    urls = [f"/tiles/{layer}/{z}/{x}/{y}.mvt{query}" for layer in tiles.LAYERS for z, x, y in view]
+    out["screen"] = await screen_figures(c, pid, urls, screen_runs)
+    params = _page_params()
     await c.get("/v1/road-conditions", params)
     cpu = cpu_ms(pid)
     pages = [await _timed(lambda: c.get("/v1/road-conditions", params)) for _ in range(page_runs)]
     cpu = (cpu_ms(pid) - cpu) / page_runs
     out["first_page"] = {**_stats(pages), "server_cpu_ms": round(cpu, 1)}
-    if whole:
-        out["full_read"] = await full_read(c, params)
+    return out
+
+
+async def measure_warm(c: Client, pid: int, runs: tuple[int, int, int]) -> dict[str, Any]:
+    """A collector with its tile cache, after one pass over the same tiles and screen
+    (the first pass's own figures: ``first_pass``)."""
+    tile_runs, screen_runs, _ = runs
+    query, _ = _period()
+    urls = tile_urls(tile_runs, query)
+    view = screen_tiles(fit_zoom())
+    screen = [
+        f"/tiles/{layer}/{z}/{x}/{y}.mvt{query}" for layer in tiles.LAYERS for z, x, y in view
+    ]
+    first = await screen_figures(c, pid, screen, 1)
+    await tile_figures(c, pid, urls)
+    out: dict[str, Any] = {"first_pass_screen": first, **await tile_figures(c, pid, urls)}
+    out["screen"] = await screen_figures(c, pid, screen, screen_runs)
     return out
 
 
@@ -316,20 +391,52 @@ async def full_read(c: Client, params: dict[str, str]) -> dict[str, Any]:
     return {"pages": pages, "cell_hours": cells, "seconds": round(time.perf_counter() - t, 1)}
 
 
-async def run_backend(store_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    port = _free_port()
-    server = multiprocessing.get_context("spawn").Process(target=_serve, args=(store_url, port))
-    server.start()
-    c = Client(f"http://127.0.0.1:{port}", args.token)
+async def bench_token(store_url: str) -> str:
+    """A new admin token in the store at ``store_url`` (named after the benchmark and the
+    time, so that reruns do not collide)."""
+    from cloud_collector.roles import Role
+    from cloud_collector.store.access import TokenRecord
+    from cloud_collector.tokens_cli import create_token
+
+    store = await open_store(store_url)
     try:
-        await _wait_up(c)
-        assert server.pid is not None
-        runs = (args.tile_runs, args.screen_runs, args.page_runs)
-        return await measure(c, server.pid, runs, args.full_read)
+        record = TokenRecord(
+            name=f"bench-tiles-{time.time_ns()}", token_hash="", role=Role.ADMIN, fleets=(),
+            created_ms=int(time.time() * 1000), expires_ms=None, revoked_ms=None,
+        )  # fmt: skip
+        return await create_token(store.access, record)
     finally:
-        await c.http.aclose()
-        server.terminate()
-        server.join(30)
+        await store.close()
+
+
+async def run_backend(store_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Cold (a collector without the tile cache) and warm (with it) figures."""
+    out: dict[str, Any] = {}
+    token = args.token or await bench_token(store_url)
+    runs = (args.tile_runs, args.screen_runs, args.page_runs)
+    for name, cache_bytes in (("cold", 0), ("warm", None)):
+        port = _free_port()
+        server = multiprocessing.get_context("spawn").Process(
+            target=_serve, args=(store_url, port, cache_bytes)
+        )
+        server.start()
+        c = Client(f"http://127.0.0.1:{port}", token)
+        try:
+            await _wait_up(c)
+            assert server.pid is not None
+            if name == "cold":
+                out[name] = await measure_cold(c, server.pid, runs)
+                if args.full_read:
+                    out["full_read"] = await full_read(c, _page_params())
+            else:
+                out[name] = await measure_warm(c, server.pid, runs)
+        finally:
+            await c.http.aclose()
+            server.terminate()
+            server.join(30)
+        print(json.dumps({name: out[name]}), flush=True)
+    out["load_average"] = os.getloadavg()
+    return out
 
 
 async def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -341,9 +448,14 @@ async def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
     if not args.loaded:
         result["load_s"] = round(await load(url, args.events, args.points), 1)
     result["road_edges"] = await load_roads(url, args.drives)
-    result["postgres"] = await run_backend(url, args)
-    print(json.dumps({"postgres": result["postgres"]}), flush=True)
-    if args.sqlite:
+    if args.postgres:
+        result["postgres"] = await run_backend(url, args)
+        print(json.dumps({"postgres": result["postgres"]}), flush=True)
+    if args.sqlite_db is not None:
+        if not args.sqlite_db.exists():
+            result["sqlite_copy_s"] = round(await copy_to_sqlite(url, args.sqlite_db), 1)
+        result["sqlite"] = await run_backend(f"sqlite://{args.sqlite_db}", args)
+    elif args.sqlite:
         with tempfile.TemporaryDirectory(prefix="bench-tiles-") as tmp:
             path = Path(tmp) / "city.db"
             result["sqlite_copy_s"] = round(await copy_to_sqlite(url, path), 1)
@@ -409,6 +521,12 @@ def main() -> None:
     parser.add_argument("--url", help="an existing, empty PostgreSQL database")
     parser.add_argument("--loaded", action="store_true", help="--url is loaded already")
     parser.add_argument("--no-sqlite", dest="sqlite", action="store_false")
+    parser.add_argument(
+        "--no-postgres", dest="postgres", action="store_false", help="measure SQLite only"
+    )
+    parser.add_argument(
+        "--sqlite-db", type=Path, help="keep the SQLite copy here (reused when it exists)"
+    )
     parser.add_argument("--full-read", action="store_true", help="also follow every next link")
     parser.add_argument("--token", default=os.environ.get("COLLECTOR_TOKEN"))
     parser.add_argument(

@@ -96,7 +96,7 @@ class Caller:
         return self.token_fleets if self.role is Role.OPERATOR else None
 
 
-def caller_of(request: Request) -> Caller:
+async def caller_of(request: Request) -> Caller:
     """The authenticated caller the middleware put on the request (a FastAPI dependency)."""
     caller = getattr(request.state, "caller", None)
     if not isinstance(caller, Caller):
@@ -254,7 +254,7 @@ def secured_openapi(app: FastAPI) -> dict[str, Any]:
     return doc
 
 
-def privacy_of(request: Request) -> Privacy:
+async def privacy_of(request: Request) -> Privacy:
     """The city view's settings ``create_app`` put on the app (a FastAPI dependency)."""
     privacy = request.app.state.privacy
     if not isinstance(privacy, Privacy):
@@ -275,7 +275,7 @@ class CityView:
     privacy: Privacy
 
 
-def city_view_of(caller: CallerDep, privacy: PrivacyDep) -> CityView:
+async def city_view_of(caller: CallerDep, privacy: PrivacyDep) -> CityView:
     """The caller's view (a FastAPI dependency)."""
     return CityView(privacy.k if caller.role is Role.CITY else 0, privacy)
 

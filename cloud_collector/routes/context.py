@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,6 +12,7 @@ from cloud_collector import alerts as al
 from cloud_collector.config import AlertsConfig
 from cloud_collector.metrics import IngestMetrics
 from cloud_collector.store.base import Queries, VehicleHealth
+from cloud_collector.tile_cache import TileCache
 
 Evaluated = tuple[VehicleHealth, al.Derived, list[al.Alert]]
 
@@ -28,6 +29,8 @@ class ApiContext:
     max_limit: int
     thresholds: AlertsConfig
     clock_ms: Callable[[], int]
+    # Encoded vector tiles (routes/tiles.py), one per app.
+    tile_cache: TileCache = field(default_factory=TileCache)
 
     def evaluated(self, states: list[VehicleHealth]) -> list[Evaluated]:
         """Each state with what is derived from it and its active alerts, now."""
@@ -42,7 +45,7 @@ class ApiContext:
         ]
 
 
-def api_context(request: Request) -> ApiContext:
+async def api_context(request: Request) -> ApiContext:
     """The context ``create_app`` put on the app (a FastAPI dependency)."""
     ctx = request.app.state.api
     if not isinstance(ctx, ApiContext):

@@ -6,7 +6,8 @@ in it); without ``until`` it ends at the end of the current hour, without ``sinc
 starts 24 h before ``until``. ``roads`` (the streets the fleet drove) ignores the period.
 A tile without features is an empty MVT (200, no bytes). Every tile has a strong ETag
 (a hash of its bytes; ``If-None-Match`` gives a 304) and a Cache-Control by the age of
-its period: ending over ``SETTLED_MS`` ago, a day; otherwise a minute.
+its period: ending over ``SETTLED_MS`` ago, a day; otherwise a minute. Encoded tiles are
+kept in the app's ``TileCache`` (``cloud_collector/tile_cache.py``) under the caller's view.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from cloud_collector.routes.context import Ctx
 from cloud_collector.routes.params import TIME_DOC, bad, check_name, span
 from cloud_collector.store.aggregate import DAY_MS, HOUR_MS
 from cloud_collector.store.base import TileQuery
+from cloud_collector.tile_cache import (
+    RECENT_TTL_MS,
+    ROADS_TTL_MS,
+    SETTLED_TTL_MS,
+    CachedTile,
+    TileKey,
+)
 
 router = APIRouter()
 
@@ -53,7 +61,7 @@ class TileParams:
     type: str | None
 
 
-def tile_params(
+async def tile_params(
     since: Annotated[str | None, Query(description=TIME_DOC + "; period start")] = None,
     until: Annotated[str | None, Query(description=TIME_DOC + "; period end")] = None,
     type: Annotated[str | None, Query(description="only events of this type")] = None,
@@ -159,13 +167,41 @@ async def tile(
     check_name("type", type)
     now_ms = ctx.clock_ms()
     when = period(since, until, now_ms)
-    body = tiles.encode(name, await _features(ctx, name, t, when, type, view.k))
-    etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
-    max_age = SETTLED_MAX_AGE_S if when[1] <= now_ms - SETTLED_MS else RECENT_MAX_AGE_S
-    headers = {"ETag": etag, "Cache-Control": f"private, max-age={max_age}"}
-    if _matches(request.headers.get("if-none-match"), etag):
+    settled = when[1] <= now_ms - SETTLED_MS
+    found = await _cached(ctx, name, t, when, type, view.k, settled)
+    max_age = SETTLED_MAX_AGE_S if settled else RECENT_MAX_AGE_S
+    headers = {"ETag": found.etag, "Cache-Control": f"private, max-age={max_age}"}
+    if _matches(request.headers.get("if-none-match"), found.etag):
         return Response(status_code=304, headers=headers)
-    return Response(body, media_type=MVT, headers=headers)
+    return Response(found.body, media_type=MVT, headers=headers)
+
+
+async def _cached(
+    ctx: Ctx,
+    layer: str,
+    t: tiles.Tile,
+    when: tuple[int, int],
+    type: str | None,
+    k: int,
+    settled: bool,
+) -> CachedTile:
+    """The encoded tile from the app's cache, or made and put there: a settled period's
+    tile for a day, a recent one's for ``RECENT_TTL_MS``, the roads (no period) for
+    ``ROADS_TTL_MS``."""
+    now_ms = ctx.clock_ms()
+    if layer == "roads":
+        key = TileKey(layer, t.z, t.x, t.y, 0, 0, None, k)
+        ttl = ROADS_TTL_MS
+    else:
+        key = TileKey(layer, t.z, t.x, t.y, when[0], when[1], type, k)
+        ttl = SETTLED_TTL_MS if settled else RECENT_TTL_MS
+    found = ctx.tile_cache.get(key, now_ms)
+    if found is None:
+        body = tiles.encode(layer, await _features(ctx, layer, t, when, type, k))
+        etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+        found = CachedTile(body, etag, now_ms + ttl)
+        ctx.tile_cache.put(key, found)
+    return found
 
 
 @router.get("/tiles/{layer}.json", summary="TileJSON 3.0.0 of one tile layer")

@@ -58,6 +58,7 @@ class _SqliteTx:
     count_of = "(SELECT value FROM json_each(counts) WHERE key = ?)"
     json_entries = "json_each"
     entry_number = "CASE WHEN j.type IN ('integer', 'real') THEN j.value END"
+    events_by_time_pos = "events INDEXED BY events_time_pos"
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db

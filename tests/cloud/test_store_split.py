@@ -60,6 +60,7 @@ class _RecordingTx:
         self.count_of = tx.count_of
         self.json_entries = tx.json_entries
         self.entry_number = tx.entry_number
+        self.events_by_time_pos = tx.events_by_time_pos
 
     async def execute(self, sql: str, *args: object) -> None:
         self._statements.append(sql)
