@@ -3,7 +3,7 @@
 Tokens are opaque and random (``mint_token``); the store keeps only their SHA-256
 (``store.access``). ``ACCESS`` is the one table of which role may use which route, first
 match wins, and a path it does not name is admin-only (default deny): a new router needs
-one row here. The check runs in one middleware before routing (``install_auth``), so a
+one row here. The check runs in one ASGI middleware before routing (``install_auth``), so a
 route nobody listed cannot be reached without a token; handlers get the caller (role,
 fleets) through the ``CallerDep`` dependency and scope their queries with it.
 """
@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud_collector.audit import AuditTrail
 from cloud_collector.errors import StoreError
@@ -187,36 +188,63 @@ class Authenticator:
             return _unauthorized("token unknown, expired or revoked", token_given=True)
         return Caller(record.name, record.role, record.fleets)
 
-    async def __call__(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        roles = roles_for(request.url.path)
-        if not roles:
-            return await call_next(request)
-        found = await self.caller(request)
-        if not isinstance(found, Caller):
-            return found
-        if found.role in roles:
-            request.state.caller = found
-            response = await call_next(request)
-        else:
-            response = JSONResponse(
-                {"detail": f"role {found.role.value} may not use this route"}, 403
-            )
+    def audit_entry(self, request: Request, caller: Caller, status: int) -> None:
+        """Log one authenticated request (refused or answered) on the audit trail."""
         self.audit.record(
             AuditEntry(
-                time_ms=self.clock_ms(), token=found.name, role=found.role.value,
+                time_ms=self.clock_ms(), token=caller.name, role=caller.role.value,
                 method=request.method, route=route_template(request),
-                status=response.status_code, rows=found.rows,
+                status=status, rows=caller.rows,
             )
         )  # fmt: skip
-        return response
+
+
+class AuthMiddleware:
+    """``Authenticator`` in front of every route, as plain ASGI (no task or response
+    wrapper per request): a public path passes through; otherwise a 401/503 without a
+    usable token, a 403 for a role the path does not allow, else the route runs with
+    ``request.state.caller`` set. The audit entry of an authenticated request is written
+    when its response starts (its status, and the ``rows`` the handler set)."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        roles = roles_for(request.url.path)
+        if not roles:
+            await self.app(scope, receive, send)
+            return
+        auth = self.authenticator
+        found = await auth.caller(request)
+        if not isinstance(found, Caller):
+            await found(scope, receive, send)
+            return
+        if found.role not in roles:
+            refusal = JSONResponse(
+                {"detail": f"role {found.role.value} may not use this route"}, 403
+            )
+            auth.audit_entry(request, found, refusal.status_code)
+            await refusal(scope, receive, send)
+            return
+        request.state.caller = found
+
+        async def audited(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                auth.audit_entry(request, found, int(message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, audited)
 
 
 def install_auth(app: FastAPI, authenticator: Authenticator) -> None:
     """Put ``authenticator`` in front of every route of ``app``, and declare the bearer
     scheme in its OpenAPI document on every operation that needs a token."""
-    app.middleware("http")(authenticator)
+    app.add_middleware(AuthMiddleware, authenticator=authenticator)
     app.state.audit = authenticator.audit
 
     def openapi() -> dict[str, Any]:
