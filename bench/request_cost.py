@@ -1,14 +1,16 @@
 """The collector's CPU per HTTP request of a cheap route: the cost of the framework
 (middleware, authentication, routing), not of a query.
 
-    .venv/bin/python -m bench.request_cost [--requests 2000] [--src CHECKOUT]
+    .venv/bin/python -m bench.request_cost [--requests 2000] [--src CHECKOUT] [--asgi]
 
 Starts the collector's app (an empty SQLite store in a temporary directory, an admin token
 minted into it) under uvicorn in a child process on 127.0.0.1, then sends ``--requests``
 requests with keep-alive (one httpx client, one at a time) to each of: /healthz (public),
 /v1/signs (authenticated, empty store), a cached vector tile, and /v1/signs again with a
 rate limit that refuses nearly every request (429). ``--src`` runs the app of another
-checkout (e.g. one before a change) for a before/after comparison.
+checkout (e.g. one before a change) for a before/after comparison. ``--asgi`` calls the
+app in-process in a loop instead (no server, no socket: the middleware stack, routing and
+handler alone, the least noisy figure on a shared machine).
 
 Prints one JSON line per route: requests, their statuses, the child's CPU milliseconds per
 request (from /proc: load-independent) and the wall milliseconds per request, with the
@@ -57,6 +59,53 @@ async def main(path, port, rate, burst):
 
 path, port, rate, burst = sys.argv[1:5]
 asyncio.run(main(path, int(port), float(rate), int(burst)))
+"""
+
+# The child of ``--asgi``: the same app called directly (no server, no socket), ``n`` times
+# in a loop; prints the CPU ms per request (the middleware stack, routing and handler).
+_ASGI = """
+import asyncio, os, sys, tempfile, time
+from cloud_collector.api import create_app
+from cloud_collector.config import HttpConfig
+from cloud_collector.roles import Role
+from cloud_collector.store import open_store
+from cloud_collector.store.access import TokenRecord
+from cloud_collector.tokens_cli import create_token
+
+async def main(path, route, n, rate, burst):
+    store = await open_store(f"sqlite:///{path}")
+    record = TokenRecord(name="bench", token_hash="", role=Role.ADMIN, fleets=(),
+                         created_ms=0, expires_ms=None, revoked_ms=None)
+    token = await create_token(store.access, record)
+    app = create_app(store, http=HttpConfig(rate_per_s=rate, rate_burst=burst))
+    headers = [(b"host", b"t"), (b"authorization", f"Bearer {token}".encode())]
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def one():
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "GET", "scheme": "http", "path": route, "raw_path": route.encode(),
+                 "root_path": "", "query_string": b"", "headers": list(headers),
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
+        await app(scope, receive, send)
+
+    statuses = []
+    await one()
+    statuses.clear()
+    cpu0 = time.process_time()
+    for _ in range(n):
+        await one()
+    cpu = time.process_time() - cpu0
+    print(len(statuses), sorted(set(statuses)), cpu, flush=True)
+    os._exit(0)  # the store's threads: nothing to flush
+
+path, route, n, rate, burst = sys.argv[1:6]
+asyncio.run(main(path, route, int(n), float(rate), int(burst)))
 """
 
 OPEN = ("1000000", "1000000")  # rate per s, burst: no 429
@@ -131,14 +180,40 @@ def measure(
     }  # fmt: skip
 
 
+def measure_asgi(
+    name: str, path: str, limits: tuple[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """One route's figures with the app called in-process (no server)."""
+    env = dict(os.environ)
+    if args.src is not None:
+        env["PYTHONPATH"] = str(Path(args.src).resolve())
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [sys.executable, "-c", _ASGI, str(Path(tmp) / "s.sqlite3"), path,
+                str(args.requests), *limits]  # fmt: skip
+        done = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=args.timeout, check=True
+        )
+    words = done.stdout.strip().rsplit("\n", 1)[-1].split()
+    n, statuses, cpu_s = words[0], " ".join(words[1:-1]), float(words[-1])
+    return {
+        "route": name, "path": path, "requests": int(n), "statuses": statuses,
+        "asgi_cpu_ms_per_request": round(1000 * cpu_s / max(int(n), 1), 3),
+        "loadavg": os.getloadavg()[0], "src": args.src or ".",
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per route")
     parser.add_argument("--src", help="a checkout whose app to run (default: this one)")
+    parser.add_argument(
+        "--asgi", action="store_true", help="call the app in-process instead (no server)"
+    )
     args = parser.parse_args()
+    run = measure_asgi if args.asgi else measure
     for name, path, limits in ROUTES:
-        print(json.dumps(measure(name, path, limits, args)), flush=True)
+        print(json.dumps(run(name, path, limits, args)), flush=True)
 
 
 if __name__ == "__main__":
