@@ -119,6 +119,13 @@ ROUTES = (
 )
 
 
+def _child_env(src: str | None) -> dict[str, str]:
+    """The environment of a child running the app of ``src`` (default: this checkout); the
+    child runs in a directory of its own, so no other checkout's code can come first."""
+    root = Path(src) if src is not None else Path(__file__).resolve().parents[1]
+    return {**os.environ, "PYTHONPATH": str(root.resolve())}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -144,13 +151,11 @@ def measure(
     name: str, path: str, limits: tuple[str, str], args: argparse.Namespace
 ) -> dict[str, Any]:
     """One route's figures, from a child of its own (fresh limits and caches)."""
-    env = dict(os.environ)
-    if args.src is not None:
-        env["PYTHONPATH"] = str(Path(args.src).resolve())
+    env = _child_env(args.src)
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         argv = [sys.executable, "-c", _SERVE, str(Path(tmp) / "s.sqlite3"), str(port), *limits]
-        child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp)
         try:
             assert child.stdout is not None
             token = child.stdout.readline().strip()
@@ -184,14 +189,12 @@ def measure_asgi(
     name: str, path: str, limits: tuple[str, str], args: argparse.Namespace
 ) -> dict[str, Any]:
     """One route's figures with the app called in-process (no server)."""
-    env = dict(os.environ)
-    if args.src is not None:
-        env["PYTHONPATH"] = str(Path(args.src).resolve())
+    env = _child_env(args.src)
     with tempfile.TemporaryDirectory() as tmp:
         argv = [sys.executable, "-c", _ASGI, str(Path(tmp) / "s.sqlite3"), path,
                 str(args.requests), *limits]  # fmt: skip
         done = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=args.timeout, check=True
+            argv, env=env, cwd=tmp, capture_output=True, text=True, timeout=args.timeout, check=True
         )
     words = done.stdout.strip().rsplit("\n", 1)[-1].split()
     n, statuses, cpu_s = words[0], " ".join(words[1:-1]), float(words[-1])
