@@ -24,7 +24,6 @@ Every request and the export talk to the loopback database only; each loop is bo
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shlex
@@ -40,7 +39,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.road_query import SERVER_SETTINGS, START_MS, load
+from bench.road_query import START_MS, load, on_postgres
+from bench.tiles import bench_token
 from cloud_collector.api import create_app
 from cloud_collector.store import aggregate as agg
 from cloud_collector.store import open_store
@@ -91,7 +91,10 @@ async def _time_requests(url: str, n: int, runs: int) -> dict[str, Any]:
             times.append((time.perf_counter() - t) * 1000)
         out["extents (store, uncached)"] = _stats(times)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        auth = {"Authorization": f"Bearer {await bench_token(url)}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", headers=auth
+        ) as client:
             for name, (path, params) in cases.items():
                 times = []
                 cpu = []
@@ -169,20 +172,9 @@ def main() -> None:
     parser.add_argument("--no-export", action="store_true", help="time the requests only")
     args = parser.parse_args()
     print("command:", shlex.join([sys.executable, "-m", "bench.ogc_export", *sys.argv[1:]]))
-    started = time.monotonic()
-    if args.url:
-        result = asyncio.run(
-            bench(args.url, args.events, args.points, args.runs, not args.no_export)
-        )
-    else:
-        from harness.postgres import PgHarness
-
-        with PgHarness(extra_settings=SERVER_SETTINGS) as pg:
-            url = pg.create_database("bench")
-            result = asyncio.run(
-                bench(url, args.events, args.points, args.runs, not args.no_export)
-            )
-    result["total_s"] = round(time.monotonic() - started, 1)
+    result = on_postgres(
+        args.url, lambda url: bench(url, args.events, args.points, args.runs, not args.no_export)
+    )
     print(json.dumps(result, indent=1))
 
 

@@ -35,7 +35,6 @@ wall times, much less the CPU figures.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing
 import os
@@ -51,7 +50,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.road_query import SEOUL, SERVER_SETTINGS, START_MS, _Recorder, load
+from bench.road_query import SEOUL, START_MS, _Recorder, load, on_postgres
 from bench.tiles import Client, _free_port, _serve, _wait_up, copy_to_sqlite, cpu_ms
 from cloud_collector.roles import Role
 from cloud_collector.routes.road_conditions import DEFAULT_ROAD_LIMIT
@@ -276,15 +275,7 @@ def main() -> None:
     if args.limit is not None:
         V1_PARAMS["limit"] = OGC_PARAMS["limit"] = str(args.limit)
     print("command:", shlex.join([sys.executable, "-m", "bench.road_conditions", *sys.argv[1:]]))
-    started = time.monotonic()
-    if args.url:
-        result = asyncio.run(bench(args.url, args))
-    else:
-        from harness.postgres import PgHarness
-
-        with PgHarness(extra_settings=SERVER_SETTINGS) as pg:
-            result = asyncio.run(bench(pg.create_database("bench"), args))
-    result["total_s"] = round(time.monotonic() - started, 1)
+    result = on_postgres(args.url, lambda url: bench(url, args))
     print(json.dumps(result))
 
 

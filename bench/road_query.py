@@ -35,7 +35,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +265,24 @@ async def bench(url: str, n: int, n_points: int, runs: int, show_plan: bool) -> 
     }
 
 
+def on_postgres(
+    url: str | None, run: Callable[[str], Coroutine[Any, Any, dict[str, Any]]]
+) -> dict[str, Any]:
+    """``run`` on the database at ``url``, or on a PostgreSQL started for the bench (with
+    ``SERVER_SETTINGS``) when there is none; its result, with the total seconds taken."""
+    started = time.monotonic()
+    result: dict[str, Any]
+    if url:
+        result = asyncio.run(run(url))
+    else:
+        from harness.postgres import PgHarness
+
+        with PgHarness(extra_settings=SERVER_SETTINGS) as pg:
+            result = asyncio.run(run(pg.create_database("bench")))
+    result["total_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -274,16 +292,9 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true", help="print the query plan")
     args = parser.parse_args()
     print("command:", shlex.join([sys.executable, "-m", "bench.road_query", *sys.argv[1:]]))
-    started = time.monotonic()
-    if args.url:
-        result = asyncio.run(bench(args.url, args.events, args.points, args.runs, args.explain))
-    else:
-        from harness.postgres import PgHarness
-
-        with PgHarness(extra_settings=SERVER_SETTINGS) as pg:
-            url = pg.create_database("bench")
-            result = asyncio.run(bench(url, args.events, args.points, args.runs, args.explain))
-    result["total_s"] = round(time.monotonic() - started, 1)
+    result = on_postgres(
+        args.url, lambda url: bench(url, args.events, args.points, args.runs, args.explain)
+    )
     print(json.dumps(result))
 
 

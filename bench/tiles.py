@@ -63,7 +63,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.road_query import DAYS, SEOUL, SERVER_SETTINGS, START_MS, load
+from bench.road_query import DAYS, SEOUL, START_MS, load, on_postgres
 from cloud_collector import tiles
 from cloud_collector.store import aggregate as agg
 from cloud_collector.store import open_store, roads
@@ -537,15 +537,7 @@ def main() -> None:
     if args.ingest_cost:
         print(json.dumps(asyncio.run(ingest_costs(args.ingest_cost))))
         return
-    started = time.monotonic()
-    if args.url:
-        result = asyncio.run(bench(args.url, args))
-    else:
-        from harness.postgres import PgHarness
-
-        with PgHarness(extra_settings=SERVER_SETTINGS) as pg:
-            result = asyncio.run(bench(pg.create_database("bench"), args))
-    result["total_s"] = round(time.monotonic() - started, 1)
+    result = on_postgres(args.url, lambda url: bench(url, args))
     print(json.dumps(result))
 
 
