@@ -4,7 +4,6 @@ most N time buckets spanning the week, each with its last snapshot, count, min a
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from cloud_collector.geojson import iso_ms
 from cloud_collector.metrics import IngestMetrics
 from cloud_collector.store import Store, open_store
 from cloud_collector.store.base import HealthQuery
-from harness.postgres import PgHarness
 from protocol.batch import Batch
 from protocol.records import Health
 from tests.support.api_client import api_client
@@ -26,7 +24,6 @@ WEEK = 7 * 86_400_000
 STEP = 5_000
 N_SNAPSHOTS = WEEK // STEP  # 120,960
 PER_BATCH = 10_000
-_db_names = itertools.count()
 
 
 def snapshot(i: int) -> Health:
@@ -43,14 +40,9 @@ async def seed_week(store: Store) -> None:
         await store.ingest(b, topic_channel="health", payload_bytes=1000, received_ms=T0 + WEEK)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path / 'h.db'}"
-    else:
-        pg: PgHarness = request.getfixturevalue("pg_server")
-        url = pg.create_database(f"down{next(_db_names)}")
-    s = await open_store(url)
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = await open_store(store_url)
     try:
         await seed_week(s)
         yield s

@@ -32,14 +32,9 @@ def batch(seq: int, *, vehicle: str = "taxi-1", epoch: int = 2**64 - 3, **record
     )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path / 'h.db'}"
-    else:
-        pg: PgHarness = request.getfixturevalue("pg_server")
-        url = pg.create_database(f"h{next(_db_names)}")
-    s = await open_store(url, gap_grace_ms=600_000)
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = await open_store(store_url, gap_grace_ms=600_000)
     try:
         yield s
     finally:
