@@ -5,9 +5,11 @@
 
 Starts the collector's app (an empty SQLite store in a temporary directory, an admin token
 minted into it) under uvicorn in a child process on 127.0.0.1, then sends ``--requests``
-requests with keep-alive (one httpx client, one at a time) to each of: /healthz (public),
-/v1/signs (authenticated, empty store), a cached vector tile, and /v1/signs again with a
-rate limit that refuses nearly every request (429). ``--src`` runs the app of another
+requests with keep-alive (one httpx client, one at a time) to each of: /healthz and /readyz
+(public), /v1/signs (authenticated, empty store), a cached vector tile, /v1/signs again
+with a rate limit that refuses nearly every request (the token's 429, after
+authentication), and /v1/events with every overall slot taken (the overall limit's 429,
+before authentication since it exists). ``--src`` runs the app of another
 checkout (e.g. one before a change) for a before/after comparison. ``--asgi`` calls the
 app in-process in a loop instead (no server, no socket: the middleware stack, routing and
 handler alone, the least noisy figure on a shared machine).
@@ -45,20 +47,23 @@ from cloud_collector.store import open_store
 from cloud_collector.store.access import TokenRecord
 from cloud_collector.tokens_cli import create_token
 
-async def main(path, port, rate, burst):
+LIMITS = {"open": {}, "full": {"max_concurrent": 1, "max_concurrent_per_client": 1}}
+
+async def main(path, port, rate, burst, slots):
     store = await open_store(f"sqlite:///{path}")
     record = TokenRecord(name="bench", token_hash="", role=Role.ADMIN, fleets=(),
                          created_ms=0, expires_ms=None, revoked_ms=None)
     token = await create_token(store.access, record)
-    http = HttpConfig(rate_per_s=rate, rate_burst=burst)
-    app = create_app(store, http=http)
+    app = create_app(store, http=HttpConfig(rate_per_s=rate, rate_burst=burst, **LIMITS[slots]))
+    if slots == "full":  # the one overall slot held, as by a request in progress
+        app.state.guard.limits.admit("bench-holder", 0.0)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", access_log=False))
     print(token, flush=True)
     await server.serve()
 
-path, port, rate, burst = sys.argv[1:5]
-asyncio.run(main(path, int(port), float(rate), int(burst)))
+path, port, rate, burst, slots = sys.argv[1:6]
+asyncio.run(main(path, int(port), float(rate), int(burst), slots))
 """
 
 # The child of ``--asgi``: the same app called directly (no server, no socket), ``n`` times
@@ -72,12 +77,16 @@ from cloud_collector.store import open_store
 from cloud_collector.store.access import TokenRecord
 from cloud_collector.tokens_cli import create_token
 
-async def main(path, route, n, rate, burst):
+LIMITS = {"open": {}, "full": {"max_concurrent": 1, "max_concurrent_per_client": 1}}
+
+async def main(path, route, n, rate, burst, slots):
     store = await open_store(f"sqlite:///{path}")
     record = TokenRecord(name="bench", token_hash="", role=Role.ADMIN, fleets=(),
                          created_ms=0, expires_ms=None, revoked_ms=None)
     token = await create_token(store.access, record)
-    app = create_app(store, http=HttpConfig(rate_per_s=rate, rate_burst=burst))
+    app = create_app(store, http=HttpConfig(rate_per_s=rate, rate_burst=burst, **LIMITS[slots]))
+    if slots == "full":  # the one overall slot held, as by a request in progress
+        app.state.guard.limits.admit("bench-holder", 0.0)
     headers = [(b"host", b"t"), (b"authorization", f"Bearer {token}".encode())]
 
     async def receive():
@@ -104,18 +113,24 @@ async def main(path, route, n, rate, burst):
     print(len(statuses), sorted(set(statuses)), cpu, flush=True)
     os._exit(0)  # the store's threads: nothing to flush
 
-path, route, n, rate, burst = sys.argv[1:6]
-asyncio.run(main(path, route, int(n), float(rate), int(burst)))
+path, route, n, rate, burst, slots = sys.argv[1:7]
+asyncio.run(main(path, route, int(n), float(rate), int(burst), slots))
 """
 
-OPEN = ("1000000", "1000000")  # rate per s, burst: no 429
-REFUSING = ("0.001", "1")  # one request, then 429s
+# (rate per s, burst, overall slots): OPEN gives no 429; REFUSING one answer, then 429s
+# of the token's rate (after authentication); FULL the overall limit's 429 for every
+# request (its one slot held by a request "in progress").
+OPEN = ("1000000", "1000000", "open")
+REFUSING = ("0.001", "1", "open")
+FULL = ("1000000", "1000000", "full")
 
 ROUTES = (
     ("healthz", "/healthz", OPEN),
+    ("readyz", "/readyz", OPEN),
     ("signs", "/v1/signs", OPEN),
     ("tile (cached)", "/tiles/events/14/8800/5370.mvt", OPEN),
-    ("signs 429", "/v1/signs", REFUSING),
+    ("signs 429 (token's rate)", "/v1/signs", REFUSING),
+    ("events 429 (overall limit)", "/v1/events", FULL),
 )
 
 
@@ -148,7 +163,7 @@ def _wait_up(client: httpx.Client, deadline: float) -> None:
 
 
 def measure(
-    name: str, path: str, limits: tuple[str, str], args: argparse.Namespace
+    name: str, path: str, limits: tuple[str, str, str], args: argparse.Namespace
 ) -> dict[str, Any]:
     """One route's figures, from a child of its own (fresh limits and caches)."""
     env = _child_env(args.src)
@@ -186,7 +201,7 @@ def measure(
 
 
 def measure_asgi(
-    name: str, path: str, limits: tuple[str, str], args: argparse.Namespace
+    name: str, path: str, limits: tuple[str, str, str], args: argparse.Namespace
 ) -> dict[str, Any]:
     """One route's figures with the app called in-process (no server)."""
     env = _child_env(args.src)

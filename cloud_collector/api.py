@@ -13,15 +13,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
+from cloud_collector.admission import ClientAdmission, FrontDoor
 from cloud_collector.audit import AuditTrail
 from cloud_collector.auth import Authenticator, TokenCache, install_auth
 from cloud_collector.config import AlertsConfig, AuthConfig, DashboardConfig, HttpConfig
 from cloud_collector.dashboard import mount_dashboard
-from cloud_collector.http_guard import Guard, GuardMiddleware, admitted
+from cloud_collector.http_guard import Guard, GuardMiddleware, response_headers
 from cloud_collector.metrics import IngestMetrics
 from cloud_collector.privacy import Privacy
+from cloud_collector.readiness import Readiness
 from cloud_collector.routes import (
     alerts,
     audit,
@@ -86,23 +88,30 @@ def create_app(  # noqa: PLR0913 - wiring: one keyword per part the app is built
         description="Events, road conditions, signs and vehicle uplink health as GeoJSON.",
         lifespan=_closing(trail),
     )
+    http = http if http is not None else HttpConfig()
+    app.state.guard = guard = Guard(http)
+    readiness = Readiness(store.ping, mqtt_ready)
+    # Middleware added later runs earlier: ClientAdmission runs after authentication.
+    app.add_middleware(ClientAdmission, guard=guard)
     _install_access(app, tokens, auth if auth is not None else AuthConfig(), trail, clock_ms)
     app.state.api = ApiContext(
         queries=store,
         counters=metrics if metrics is not None else IngestMetrics(),
-        mqtt_ready=mqtt_ready,
+        readiness=readiness,
         max_limit=min(max_limit, MAX_EVENT_LIMIT),
         thresholds=thresholds if thresholds is not None else AlertsConfig(),
         clock_ms=clock_ms,
     )
     install_error_handlers(app)
-    http = http if http is not None else HttpConfig()
-    app.state.guard = Guard(http)
     for router in ROUTERS:
-        app.include_router(router, dependencies=[Depends(admitted)])
+        app.include_router(router)
     dashboard = dashboard if dashboard is not None else DashboardConfig()
     mount_dashboard(app, dashboard)  # GET /: the operator dashboard
-    app.add_middleware(GuardMiddleware, config=http, extra_origin=dashboard.basemap_origin())
+    origin = dashboard.basemap_origin()
+    app.add_middleware(GuardMiddleware, config=http, extra_origin=origin)
+    # Outermost (admission.py): probes, and the overall limit before anything is parsed.
+    headers = response_headers(http, origin)
+    app.add_middleware(FrontDoor, guard=guard, readiness=readiness, headers=headers)
     return app
 
 

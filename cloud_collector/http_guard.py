@@ -2,9 +2,11 @@
 
 * ``GuardMiddleware`` (ASGI): a query string over ``[http] max_query_bytes`` is a 414 and
   a body over ``max_body_bytes`` a 413, before any route runs; every response carries the
-  security headers (``SECURITY_HEADERS`` and the configured Content-Security-Policy).
-* ``admitted`` (a dependency of every API router): the client's rate and concurrency
-  (``limits.ApiLimits``), a 429 with ``Retry-After`` beyond them. The client is the
+  security headers (``response_headers``: ``SECURITY_HEADERS`` and the configured
+  Content-Security-Policy).
+* ``Guard``: one app's limits (``limits.ApiLimits``), applied by the plain ASGI layers of
+  ``admission``: the overall concurrency before authentication, the client's rate and
+  concurrency after it, a 429 with ``Retry-After`` beyond them. The client is the
   authenticated caller's token name (``request.state.caller``, or ``principal``), else
   its address: the peer's, or behind a trusted proxy (``[http] trusted_proxies``) the one
   ``X-Forwarded-For`` gives (``limits.client_address``). ``/healthz`` and ``/readyz`` are
@@ -16,11 +18,11 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud_collector.config import HttpConfig
@@ -31,7 +33,8 @@ EXEMPT: Final = frozenset({"/healthz", "/readyz"})
 # FastAPI's interactive documentation pages load their script from a CDN and inline; they
 # keep the other headers but no CSP (it would blank them).
 NO_CSP: Final = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
-SECURITY_HEADERS: Final = (
+Header = tuple[bytes, bytes]
+SECURITY_HEADERS: Final[tuple[Header, ...]] = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
@@ -68,39 +71,36 @@ class Guard:
 
 
 def client_of(request: Request, trusted: tuple[Network, ...] = ()) -> str:
+    """Whom a request's limits count against (``client_key`` of its scope)."""
+    return client_key(request.scope, trusted)
+
+
+def client_key(scope: Scope, trusted: tuple[Network, ...] = ()) -> str:
     """Whom a request's limits count against: its principal, else its address (behind a
-    ``trusted`` proxy, the client's it forwarded)."""
-    # ``caller``: what the auth middleware sets (``auth.Caller``).
-    principal = getattr(request.state, "principal", None) or getattr(request.state, "caller", None)
+    ``trusted`` proxy, the client's it forwarded). Read from the ASGI ``scope`` alone (no
+    ``Request`` built): it runs for every request, refused ones too."""
+    # ``caller``: what the auth middleware sets (``auth.Caller``) in the request's state.
+    state = scope.get("state") or {}
+    principal = state.get("principal") or state.get("caller")
     name = getattr(principal, "name", None)
     if isinstance(name, str) and name:
         return f"token:{name}"
-    if request.client is None:
+    peer = scope.get("client")
+    if peer is None:
         return "addr:?"
-    forwarded = request.headers.getlist("x-forwarded-for") if trusted else []
-    return f"addr:{client_address(request.client.host, forwarded, trusted)}"
+    forwarded = (
+        [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-forwarded-for"]
+        if trusted
+        else []
+    )
+    return f"addr:{client_address(peer[0], forwarded, trusted)}"
 
 
-async def admitted(request: Request) -> AsyncIterator[None]:
-    """Hold one of the client's slots while its request runs; 429 when there is none."""
-    guard = request.app.state.guard
-    if not isinstance(guard, Guard):
-        raise TypeError("the app has no Guard: build it with create_app")
-    if request.url.path in EXEMPT:
-        yield
-        return
-    client = client_of(request, guard.trusted)
-    refusal = guard.limits.admit(client, guard.monotonic())
-    if refusal is not None:
-        raise HTTPException(
-            status_code=429,
-            detail=f"too many requests ({refusal.reason}): retry after {refusal.retry_after_s} s",
-            headers={"Retry-After": str(refusal.retry_after_s)},
-        )
-    try:
-        yield
-    finally:
-        guard.limits.release(client)
+def response_headers(config: HttpConfig, extra_origin: str | None = None) -> list[Header]:
+    """The headers every response carries but those of ``NO_CSP`` pages: the security
+    headers and the Content-Security-Policy (see ``with_origin``)."""
+    csp = with_origin(config.content_security_policy, extra_origin)
+    return [*SECURITY_HEADERS, (b"content-security-policy", csp.encode())]
 
 
 def with_origin(csp: str, origin: str | None) -> str:
@@ -127,16 +127,13 @@ class GuardMiddleware:
     def __init__(self, app: ASGIApp, config: HttpConfig, extra_origin: str | None = None) -> None:
         self.app = app
         self.config = config
-        csp = with_origin(config.content_security_policy, extra_origin)
-        self._csp = (b"content-security-policy", csp.encode())
+        self._headers = response_headers(config, extra_origin)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = list(SECURITY_HEADERS)
-        if scope.get("path") not in NO_CSP:
-            headers.append(self._csp)
+        headers = self._headers if scope.get("path") not in NO_CSP else list(SECURITY_HEADERS)
         refusal = self._refusal(scope)
         if refusal is not None:
             await _plain(send, *refusal, headers)
@@ -186,7 +183,7 @@ class GuardMiddleware:
         return bounded
 
 
-async def _plain(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]]) -> None:
+async def _plain(send: Send, status: int, detail: str, headers: list[Header]) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send(
         {

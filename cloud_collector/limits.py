@@ -6,6 +6,12 @@ number of requests in progress at once; all clients together have a ceiling of r
 in progress. A request beyond any of them is refused at once with how long to wait
 (a 429 with ``Retry-After``), never queued: a query load cannot build up in the
 collector and hold up ingest or /readyz behind it.
+
+The overall slot and the client's slot are taken in two steps (``enter``, then
+``admit_client``) because the HTTP side takes them at two points: the overall one before
+authentication (who the client is is not known yet, and a refusal must cost next to
+nothing), the client's once its token is known (``admission``). ``admit`` takes both at
+once.
 """
 
 from __future__ import annotations
@@ -80,9 +86,14 @@ class Refusal:
     retry_after_s: int
 
 
+_SERVER_BUSY: Final = Refusal(SERVER_BUSY, 1)
+_CLIENT_BUSY: Final = Refusal(CLIENT_BUSY, 1)
+
+
 class ApiLimits:
-    """Admission of HTTP requests: ``admit`` takes a slot (or returns a ``Refusal``),
-    ``release`` gives it back once the response is done."""
+    """Admission of HTTP requests: ``enter`` / ``admit_client`` (or ``admit``, both) take
+    a slot or return a ``Refusal``; ``leave`` / ``release_client`` (``release``) give it
+    back once the response is done. ``in_progress``: requests holding an overall slot."""
 
     def __init__(
         self,
@@ -101,14 +112,26 @@ class ApiLimits:
         self.in_progress = 0
         self.refused: Counter[str] = Counter()
 
-    def admit(self, client: str, now_s: float) -> Refusal | None:
-        """Take one slot for ``client`` at ``now_s`` (monotonic seconds); a ``Refusal``
-        (nothing taken) when over its rate, its concurrency or the overall concurrency."""
-        refusal: Refusal | None = None
+    def enter(self) -> Refusal | None:
+        """Take one of the overall slots; a ``Refusal`` (nothing taken) when all are busy."""
         if self.in_progress >= self.max_concurrent:
-            refusal = Refusal(SERVER_BUSY, 1)
-        elif self._busy[client] >= self.max_concurrent_per_client:
-            refusal = Refusal(CLIENT_BUSY, 1)
+            self.refused[SERVER_BUSY] += 1
+            return _SERVER_BUSY
+        self.in_progress += 1
+        return None
+
+    def leave(self) -> None:
+        """Give back an overall slot ``enter`` took."""
+        if self.in_progress <= 0:
+            raise ValueError("leave without a slot")
+        self.in_progress -= 1
+
+    def admit_client(self, client: str, now_s: float) -> Refusal | None:
+        """Take one slot of ``client`` at ``now_s`` (monotonic seconds), after ``enter``;
+        a ``Refusal`` (nothing taken) when over its concurrency or its rate."""
+        refusal: Refusal | None = None
+        if self._busy[client] >= self.max_concurrent_per_client:
+            refusal = _CLIENT_BUSY
         elif not self._budgets.take(client, now_s):
             wait = self._budgets.wait_s(client, now_s)
             refusal = Refusal(RATE, max(1, math.ceil(wait)))
@@ -116,14 +139,27 @@ class ApiLimits:
             self.refused[refusal.reason] += 1
             return refusal
         self._busy[client] += 1
-        self.in_progress += 1
         return None
 
-    def release(self, client: str) -> None:
-        """Give back a slot ``admit`` took for ``client``."""
+    def release_client(self, client: str) -> None:
+        """Give back a slot ``admit_client`` took for ``client``."""
         if self._busy[client] <= 0:
             raise ValueError(f"release of {client!r} without a slot")
         self._busy[client] -= 1
         if not self._busy[client]:
             del self._busy[client]
-        self.in_progress -= 1
+
+    def admit(self, client: str, now_s: float) -> Refusal | None:
+        """Both slots at once (``enter`` and ``admit_client``): a ``Refusal`` (nothing
+        taken) when over the overall concurrency, the client's, or its rate."""
+        refusal = self.enter()
+        if refusal is None:
+            refusal = self.admit_client(client, now_s)
+            if refusal is not None:
+                self.leave()
+        return refusal
+
+    def release(self, client: str) -> None:
+        """Give back both slots ``admit`` took for ``client``."""
+        self.release_client(client)
+        self.leave()

@@ -269,7 +269,8 @@ def _http_families(w: _Writer, in_progress: int, refused: Counter[str]) -> None:
     w.sample("collector_http_requests_in_progress", in_progress)
     w.labelled(
         "collector_http_refused_total", "counter",
-        "API requests refused with a 429, by limit (rate, client_concurrency, concurrency).",
+        "API requests refused with a 429, by limit: rate, client_concurrency (after"
+        " authentication, in the audit log), concurrency (the overall limit, before it).",
         "limit", refused,
     )  # fmt: skip
 

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from cloud_collector import alerts as al
 from cloud_collector.config import AlertsConfig
 from cloud_collector.metrics import IngestMetrics
+from cloud_collector.readiness import Readiness
 from cloud_collector.store.base import Queries, VehicleHealth
 from cloud_collector.tile_cache import TileCache
 
@@ -19,13 +20,13 @@ Evaluated = tuple[VehicleHealth, al.Derived, list[al.Alert]]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApiContext:
-    """``mqtt_ready`` tells /readyz whether ingest is connected; ``thresholds`` are the
+    """``readiness`` is what /readyz answers (store and MQTT); ``thresholds`` are the
     alert thresholds, ``clock_ms`` the wall clock they are evaluated against;
     ``max_limit`` caps every page size."""
 
     queries: Queries
     counters: IngestMetrics
-    mqtt_ready: Callable[[], bool]
+    readiness: Readiness
     max_limit: int
     thresholds: AlertsConfig
     clock_ms: Callable[[], int]

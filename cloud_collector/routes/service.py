@@ -1,5 +1,8 @@
 """The service's own endpoints: ``/healthz`` (alive), ``/readyz`` (store reachable and
-MQTT connected) and ``/metrics`` (Prometheus text)."""
+MQTT connected, as the process's ``readiness.Readiness`` last saw it) and ``/metrics``
+(Prometheus text). On the API's port the probes are answered before routing
+(``admission.FrontDoor``, the same answers); these handlers serve the metrics listener
+and document them in the OpenAPI description."""
 
 from __future__ import annotations
 
@@ -21,13 +24,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Store reachable and MQTT connected")
 async def readyz(ctx: Ctx) -> JSONResponse:
-    problems: list[str] = []
-    try:
-        await ctx.queries.ping()
-    except StoreError as exc:
-        problems.append(f"store: {type(exc).__name__}")
-    if not ctx.mqtt_ready():
-        problems.append("mqtt: not connected")
+    problems = await ctx.readiness.problems()
     if problems:
         return JSONResponse({"status": "not ready", "problems": problems}, 503)
     return JSONResponse({"status": "ready"})
