@@ -9,8 +9,10 @@ benchmark loaded before)::
 
 Data: the events and cell-hours of ``bench.road_query`` (Seoul, 30 days), plus the roads
 layer's table from synthetic drives (``--drives`` random walks of 200 one-second fixes at
-12 m/s through ``roads.edges``, the function ingest uses). The SQLite database is a copy
-of the PostgreSQL one (road cells, events, roads), made through the store's own schema.
+12 m/s through ``roads.edges``, the function ingest uses) and its roll-up per coarse
+resolution (built from it by ``roads.rollup_rebuild_sql``, as migration 0012 does). The
+SQLite database is a copy of the PostgreSQL one (road cells, events, roads), made through
+the store's own schema.
 
 The collector's app (``create_app`` over ``open_store``) is served by uvicorn in a child
 process on 127.0.0.1; the client is one httpx client (``--token``, or ``COLLECTOR_TOKEN``,
@@ -111,7 +113,11 @@ async def load_roads(url: str, drives: int) -> int:
         await con.copy_records_to_table(
             "fleet_roads", records=rows, columns=["a", "b", "lat", "lon", "passes", "last_ms"]
         )
+        # The roll-up per coarse resolution, as migration 0012 builds it from fleet_roads.
+        await con.execute("DELETE FROM fleet_road_rollup")
+        await con.execute(roads.rollup_rebuild_sql("LEAST", "GREATEST"))
         await con.execute("VACUUM ANALYZE fleet_roads")
+        await con.execute("VACUUM ANALYZE fleet_road_rollup")
     finally:
         await con.close()
     return len(rows)
@@ -123,6 +129,7 @@ COPIED = {
     "events": "id, time_ms, vehicle, fleet, type, attrs, lat, lon, h3_12, speed_kmh,"
     " source_bus, source_id, epoch, seq",
     "fleet_roads": "a, b, lat, lon, passes, last_ms",
+    "fleet_road_rollup": "res, a, b, lat, lon, passes",
 }
 
 

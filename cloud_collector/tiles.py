@@ -93,6 +93,26 @@ def road_res(z: int) -> int:
     return min(STORED_ROAD_RES, cell_res(z) + 1 + max(0, z - 13))
 
 
+# Lines with an end this far outside a tile (tile units) are still drawn in it, so that a
+# street crossing the tile's border is drawn on both sides of it.
+ROAD_MARGIN: Final = EXTENT // 8
+# A roll-up row's position (a fix on one of its child edges) lies within about 3 average
+# edge lengths of either end's centre (the H3 children of a cell reach past its hexagon).
+ROLLUP_PAD_EDGES: Final = 5.0
+
+
+def road_bbox(t: Tile, res: int) -> BBox:
+    """The box the stored road rows at ``res`` are read from for tile ``t``. Below the
+    stored resolution (the roll-up): every row with an end inside the tile or its
+    ``ROAD_MARGIN``, so each line the tile shows has all its passes; at the stored res,
+    the tile padded as the cells are."""
+    if res >= STORED_ROAD_RES:
+        return padded(tile_bbox(t), res)
+    m = ROAD_MARGIN / EXTENT
+    box = (_lon(t.x - m, t.z), _lat(t.y + 1 + m, t.z), _lon(t.x + 1 + m, t.z), _lat(t.y - m, t.z))
+    return padded(box, res, ROLLUP_PAD_EDGES)
+
+
 def padded(bbox: BBox, res: int, edges: float = 2.0) -> BBox:
     """``bbox`` grown by ``edges`` average edge lengths of a res-``res`` hexagon, so that
     every stored row of a parent cell that touches ``bbox`` lies inside it."""
@@ -232,7 +252,7 @@ def event_features(t: Tile, events: Iterable[EventPoint]) -> list[Feature]:
 def road_features(t: Tile, edges: Iterable[RoadEdge], res: int) -> list[Feature]:
     """Each edge as a line between the centres of its two cells."""
     project = _Projector(t)
-    margin = EXTENT // 8
+    margin = ROAD_MARGIN
     out = []
     for e in edges:
         a, b = project(_centre(e.a)), project(_centre(e.b))
