@@ -36,6 +36,7 @@ from cloud_collector.routes import (
 )
 from cloud_collector.routes.context import ApiContext
 from cloud_collector.routes.errors import install_error_handlers
+from cloud_collector.routes.tile_hits import TileHits
 from cloud_collector.store.access import PSEUDONYM_SECRET, Access
 from cloud_collector.store.base import MAX_EVENT_LIMIT, Queries
 from daemon_kit.clock import wall_ms
@@ -86,6 +87,8 @@ def create_app(  # noqa: PLR0913 - wiring: one keyword per part the app is built
         description="Events, road conditions, signs and vehicle uplink health as GeoJSON.",
         lifespan=_closing(trail),
     )
+    # Inside the authentication (added before it): cached tiles answered before routing.
+    app.add_middleware(TileHits)
     _install_access(app, tokens, auth if auth is not None else AuthConfig(), trail, clock_ms)
     app.state.api = ApiContext(
         queries=store,

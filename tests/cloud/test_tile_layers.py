@@ -1,6 +1,7 @@
 """The roads and events tile layers against references computed here from the stored rows
-(both backends, the unrestricted and the city's view), and the roads roll-up against
-grouping ``fleet_roads`` (at ingest and at the upgrade)."""
+(both backends, the unrestricted and the city's view), the roads roll-up against grouping
+``fleet_roads`` (at ingest and at the upgrade), and cached tiles answered before routing
+with the route's own headers, limits and audit entry."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import pytest
 
 from cloud_collector import tiles
 from cloud_collector.api import create_app
-from cloud_collector.config import AuthConfig
+from cloud_collector.config import AuthConfig, HttpConfig
 from cloud_collector.privacy import city_time_ms
 from cloud_collector.roles import Role
+from cloud_collector.routes.tile_hits import TileHits
 from cloud_collector.store import Store, open_store, roads
 from cloud_collector.store import aggregate as agg
 from cloud_collector.store import migrations as mig
@@ -254,3 +256,42 @@ async def test_events_tiles_equal_the_latest_events_of_their_box(
                 assert _decoded(r.content, "events") == _decoded(want, "events"), (who, t, type)
                 shown += len(_decoded(want, "events"))
     assert shown > 100
+
+
+async def test_a_cached_tile_is_answered_as_the_route_answers_it(seeded: Store) -> None:
+    app = create_app(
+        seeded, clock_ms=lambda: NOW_MS, http=HttpConfig(rate_per_s=0.001, rate_burst=3)
+    )
+    classes: list[Any] = [m.cls for m in app.user_middleware]
+    assert classes[-1] is TileHits  # inside the authentication
+    cache = app.state.api.tile_cache
+    x, y = tiles.tile_of(LON, LAT, 13)
+    url = f"/tiles/events/13/{x}/{y}.mvt"
+    async with (
+        api_client(app, seeded.access, Role.CITY) as city,
+        api_client(app, seeded.access, Role.ADMIN) as admin,
+    ):
+        made = await city.get(url, params=PERIOD)  # a miss: the route makes it
+        hit = await city.get(url, params=PERIOD)
+        assert (cache.hits, cache.misses, len(cache)) == (1, 1, 1)
+        assert made.status_code == hit.status_code == 200
+        assert made.content == hit.content != b""
+        assert dict(made.headers) == dict(hit.headers)
+        assert hit.headers["cache-control"] == "private, max-age=86400"
+        assert hit.headers["x-content-type-options"] == "nosniff"  # the guard's headers
+        etag = {"If-None-Match": hit.headers["etag"]}
+        same = await city.get(url, params=PERIOD, headers=etag)
+        assert (same.status_code, same.content) == (304, b"")
+        assert same.headers["etag"] == hit.headers["etag"]
+        # The rate limit holds for hits too (a burst of 3, no refill).
+        assert (await city.get(url, params=PERIOD)).status_code == 429
+        anonymous = await city.get(url, params=PERIOD, headers={"Authorization": ""})
+        assert anonymous.status_code == 401
+        other = await admin.get(url, params=PERIOD)  # another view: its own entry
+        assert other.status_code == 200
+        assert len(cache) == 2
+        assert other.content != hit.content
+        entries = (await admin.get("/v1/audit")).json()["entries"]
+    routes = [(e["role"], e["route"], e["status"]) for e in entries]
+    tile = "/tiles/{layer}/{z}/{x}/{y}.mvt"
+    assert routes[:5] == [("city", tile, s) for s in (200, 200, 304, 429)] + [("admin", tile, 200)]
