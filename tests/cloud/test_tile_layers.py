@@ -5,6 +5,7 @@ with the route's own headers, limits and audit entry."""
 
 from __future__ import annotations
 
+import ast
 import math
 import random
 from collections import Counter
@@ -189,12 +190,19 @@ async def clients(seeded: Store) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
         yield {"admin": admin, "city": city}
 
 
+def _ends_inside(feature: str) -> bool:
+    """Whether a decoded line (``_decoded``) has an end inside the tile proper."""
+    points = ast.literal_eval(feature)[0]["coordinates"]
+    return any(0 <= x <= tiles.EXTENT and 0 <= y <= tiles.EXTENT for x, y in points)
+
+
 @pytest.mark.parametrize("who", ["admin", "city"])
 async def test_roads_tiles_equal_grouping_fleet_roads(
     clients: dict[str, httpx.AsyncClient], store_url: str, who: str
 ) -> None:
-    """Zooms 9-13 (the roll-up): every line with all its passes; 14-15 (the stored
-    edges): as before, the edges with a fix in the padded tile."""
+    """Zooms 9-13 (the roll-up): every line with an end in the tile, with all its passes,
+    and in the margin only such lines; 14-15 (the stored edges): as before, the edges
+    with a fix in the padded tile."""
     k = K if who == "city" else 0
     stored = await raw_sql.fetch(store_url, "SELECT a, b, passes, lat, lon FROM fleet_roads")
     shown = 0
@@ -207,11 +215,16 @@ async def test_roads_tiles_equal_grouping_fleet_roads(
                 if res < 12 or (box[1] <= lat <= box[3] and box[0] <= lon <= box[2])
             ]  # fmt: skip
             edges = [RoadEdge(a, b, n) for (a, b), n in _grouped(rows, res).items() if n >= k]
-            want = tiles.encode("roads", tiles.road_features(t, edges, res))
+            want = _decoded(tiles.encode("roads", tiles.road_features(t, edges, res)), "roads")
             r = await clients[who].get(f"/tiles/roads/{t.z}/{t.x}/{t.y}.mvt")
             assert r.status_code == 200, r.text
-            assert _decoded(r.content, "roads") == _decoded(want, "roads"), (who, t)
-            shown += len(_decoded(want, "roads"))
+            got = _decoded(r.content, "roads")
+            if res < 12:
+                assert set(got) <= set(want), (who, t)
+                want = [f for f in want if _ends_inside(f)]
+                got = [f for f in got if _ends_inside(f)]
+            assert got == want, (who, t)
+            shown += len(want)
     assert shown > 100
 
 
