@@ -129,7 +129,7 @@ async def _features(
             points = [replace(p, time_ms=city_time_ms(p.time_ms)) for p in points]
         return tiles.event_features(t, points)
     res = tiles.road_res(t.z)
-    q = TileQuery(bbox=tiles.road_bbox(t, res), res=res, since_ms=0, until_ms=0)
+    q = TileQuery(bbox=tiles.road_bbox(t, res), res=res, since_ms=0, until_ms=0, min_vehicles=k)
     edges = await ctx.queries.tile_roads(q)
     return tiles.road_features(t, [e for e in edges if e.passes >= k], res)
 

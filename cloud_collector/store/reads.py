@@ -381,6 +381,10 @@ async def tile_roads(tx: Tx, q: TileQuery) -> list[RoadEdge]:
     args: list[object] = []
     _bbox_sql(q.bbox, where, args)
     if q.res in roads.ROLLUP_RES:
+        # The city's view: only lines of at least k passes (the sums are whole here).
+        if q.min_vehicles > 0:
+            where.append("passes >= ?")
+            args.append(q.min_vehicles)
         rows = await tx.fetch(
             f"SELECT a, b, passes FROM fleet_road_rollup WHERE res = ? AND {' AND '.join(where)}",
             q.res, *args,
