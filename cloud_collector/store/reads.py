@@ -372,6 +372,23 @@ async def tile_events(tx: Tx, q: TileQuery) -> list[EventPoint]:
     return [EventPoint(int(r[0]), r[1], float(r[2]), float(r[3])) for r in rows]
 
 
+ROAD_EDGE_FIELDS: Final = ("a", "b", "passes")
+if tuple(f.name for f in dataclasses.fields(RoadEdge)) != ROAD_EDGE_FIELDS or hasattr(
+    RoadEdge, "__post_init__"
+):
+    raise ImportError("RoadEdge changed: update reads.road_edges")
+
+
+def road_edges(columns: Sequence[Sequence[int]]) -> list[RoadEdge]:
+    """``RoadEdge(a=c[0][i], b=c[1][i], passes=c[2][i])`` for each row i, built column by
+    column as ``cell_hours`` does: a city-zoom roads tile reads ~10^4 rows, and one
+    constructor call per row (with the rows' own objects) was a tenth of its time."""
+    edges: list[RoadEdge] = list(map(object.__new__, repeat(RoadEdge, len(columns[0]))))
+    for name, column in zip(ROAD_EDGE_FIELDS, columns, strict=True):
+        deque(map(getattr(RoadEdge, name).__set__, edges, column), maxlen=0)
+    return edges
+
+
 async def tile_roads(tx: Tx, q: TileQuery) -> list[RoadEdge]:
     """The stored road edges in the bbox with both ends moved to their res-``q.res``
     parents; edges inside one parent fall away, parallel ones add up. A resolution of
@@ -385,11 +402,11 @@ async def tile_roads(tx: Tx, q: TileQuery) -> list[RoadEdge]:
         if q.min_vehicles > 0:
             where.append("passes >= ?")
             args.append(q.min_vehicles)
-        rows = await tx.fetch(
+        columns = await tx.fetch_columns(
             f"SELECT a, b, passes FROM fleet_road_rollup WHERE res = ? AND {' AND '.join(where)}",
-            q.res, *args,
+            len(ROAD_EDGE_FIELDS), q.res, *args,
         )  # fmt: skip
-        return [RoadEdge(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+        return road_edges(columns)
     pa, pb = _parent_sql("a", min(q.res, 12)), _parent_sql("b", min(q.res, 12))
     rows = await tx.fetch(
         f"SELECT {tx.least}(pa, pb), {tx.greatest}(pa, pb), SUM(passes) FROM"
