@@ -9,12 +9,15 @@ benchmark loaded before)::
 
 Data: the events and cell-hours of ``bench.road_query`` (Seoul, 30 days), plus the roads
 layer's table from synthetic drives (``--drives`` random walks of 200 one-second fixes at
-12 m/s through ``roads.edges``, the function ingest uses). The SQLite database is a copy
-of the PostgreSQL one (road cells, events, roads), made through the store's own schema.
+12 m/s through ``roads.edges``, the function ingest uses) and its roll-up per coarse
+resolution (built from it by ``roads.rollup_rebuild_sql``, as migration 0012 does). The
+SQLite database is a copy of the PostgreSQL one (road cells, events, roads), made through
+the store's own schema.
 
 The collector's app (``create_app`` over ``open_store``) is served by uvicorn in a child
 process on 127.0.0.1; the client is one httpx client (``--token``, or ``COLLECTOR_TOKEN``,
-is sent as a bearer token; without one, an admin token is minted into the store). Period:
+is sent as a bearer token; without one, a token of ``--role``, admin by default, is
+minted into the store: ``--role city`` measures the city's k-anonymous view). Period:
 one day (day 10 of 30). Each backend is measured twice, by two collector processes:
 
 * ``cold``: the collector's tile cache off, so every tile is made from the store:
@@ -111,7 +114,11 @@ async def load_roads(url: str, drives: int) -> int:
         await con.copy_records_to_table(
             "fleet_roads", records=rows, columns=["a", "b", "lat", "lon", "passes", "last_ms"]
         )
+        # The roll-up per coarse resolution, as migration 0012 builds it from fleet_roads.
+        await con.execute("DELETE FROM fleet_road_rollup")
+        await con.execute(roads.rollup_rebuild_sql("LEAST", "GREATEST"))
         await con.execute("VACUUM ANALYZE fleet_roads")
+        await con.execute("VACUUM ANALYZE fleet_road_rollup")
     finally:
         await con.close()
     return len(rows)
@@ -123,6 +130,7 @@ COPIED = {
     "events": "id, time_ms, vehicle, fleet, type, attrs, lat, lon, h3_12, speed_kmh,"
     " source_bus, source_id, epoch, seq",
     "fleet_roads": "a, b, lat, lon, passes, last_ms",
+    "fleet_road_rollup": "res, a, b, lat, lon, passes",
 }
 
 
@@ -391,9 +399,9 @@ async def full_read(c: Client, params: dict[str, str]) -> dict[str, Any]:
     return {"pages": pages, "cell_hours": cells, "seconds": round(time.perf_counter() - t, 1)}
 
 
-async def bench_token(store_url: str) -> str:
-    """A new admin token in the store at ``store_url`` (named after the benchmark and the
-    time, so that reruns do not collide)."""
+async def bench_token(store_url: str, role: str = "admin") -> str:
+    """A new token of ``role`` in the store at ``store_url`` (named after the benchmark
+    and the time, so that reruns do not collide)."""
     from cloud_collector.roles import Role
     from cloud_collector.store.access import TokenRecord
     from cloud_collector.tokens_cli import create_token
@@ -401,7 +409,7 @@ async def bench_token(store_url: str) -> str:
     store = await open_store(store_url)
     try:
         record = TokenRecord(
-            name=f"bench-tiles-{time.time_ns()}", token_hash="", role=Role.ADMIN, fleets=(),
+            name=f"bench-tiles-{time.time_ns()}", token_hash="", role=Role(role), fleets=(),
             created_ms=int(time.time() * 1000), expires_ms=None, revoked_ms=None,
         )  # fmt: skip
         return await create_token(store.access, record)
@@ -412,7 +420,7 @@ async def bench_token(store_url: str) -> str:
 async def run_backend(store_url: str, args: argparse.Namespace) -> dict[str, Any]:
     """Cold (a collector without the tile cache) and warm (with it) figures."""
     out: dict[str, Any] = {}
-    token = args.token or await bench_token(store_url)
+    token = args.token or await bench_token(store_url, args.role)
     runs = (args.tile_runs, args.screen_runs, args.page_runs)
     for name, cache_bytes in (("cold", 0), ("warm", None)):
         port = _free_port()
@@ -529,6 +537,10 @@ def main() -> None:
     )
     parser.add_argument("--full-read", action="store_true", help="also follow every next link")
     parser.add_argument("--token", default=os.environ.get("COLLECTOR_TOKEN"))
+    parser.add_argument(
+        "--role", choices=("admin", "city"), default="admin",
+        help="the minted token's role (city: the k-anonymous view)",
+    )  # fmt: skip
     parser.add_argument(
         "--ingest-cost", type=int, metavar="N", help="only: ms per batch with/without roads"
     )

@@ -38,6 +38,7 @@ from cloud_collector.routes import (
 )
 from cloud_collector.routes.context import ApiContext
 from cloud_collector.routes.errors import install_error_handlers
+from cloud_collector.routes.tile_hits import TileHits
 from cloud_collector.store.access import PSEUDONYM_SECRET, Access
 from cloud_collector.store.base import MAX_EVENT_LIMIT, Queries
 from daemon_kit.clock import wall_ms
@@ -91,7 +92,9 @@ def create_app(  # noqa: PLR0913 - wiring: one keyword per part the app is built
     http = http if http is not None else HttpConfig()
     app.state.guard = guard = Guard(http)
     readiness = Readiness(store.ping, mqtt_ready)
-    # Middleware added later runs earlier: ClientAdmission runs after authentication.
+    # Middleware added later runs earlier: after authentication ClientAdmission (the
+    # client's limits), then TileHits (cached tiles answered before routing).
+    app.add_middleware(TileHits)
     app.add_middleware(ClientAdmission, guard=guard)
     _install_access(app, tokens, auth if auth is not None else AuthConfig(), trail, clock_ms)
     app.state.api = ApiContext(

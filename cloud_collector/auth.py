@@ -303,9 +303,14 @@ class CityView:
     privacy: Privacy
 
 
+def view_k(caller: Caller, privacy: Privacy) -> int:
+    """``CityView.k`` of ``caller``: the k-anonymity threshold for the city, else 0."""
+    return privacy.k if caller.role is Role.CITY else 0
+
+
 async def city_view_of(caller: CallerDep, privacy: PrivacyDep) -> CityView:
     """The caller's view (a FastAPI dependency)."""
-    return CityView(privacy.k if caller.role is Role.CITY else 0, privacy)
+    return CityView(view_k(caller, privacy), privacy)
 
 
 CityViewDep = Annotated[CityView, Depends(city_view_of)]

@@ -60,12 +60,15 @@ class TileCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: TileKey, now_ms: int) -> CachedTile | None:
+    def get(self, key: TileKey, now_ms: int, *, count_miss: bool = True) -> CachedTile | None:
+        """The live entry of ``key``; ``count_miss`` False: a look that the caller follows
+        with a counted ``get`` when it finds nothing (a miss is counted once)."""
         found = self._entries.get(key)
         if found is None or found.expires_ms <= now_ms:
             if found is not None:
                 self._drop(key)
-            self.misses += 1
+            if count_miss:
+                self.misses += 1
             return None
         self._entries.move_to_end(key)
         self.hits += 1

@@ -45,6 +45,7 @@ SETTLED_MAX_AGE_S: Final = 86_400
 RECENT_MAX_AGE_S: Final = 60
 WORLD: Final = (-180.0, -tiles.MERCATOR_MAX_LAT, 180.0, tiles.MERCATOR_MAX_LAT)
 LAYER_DOC: Final = "road_conditions, events or roads"
+TILE_PATH: Final = "/tiles/{layer}/{z}/{x}/{y}.mvt"
 _DESCRIPTIONS: Final = {
     "road_conditions": "Road conditions per H3 cell summed over the period; cell resolution"
     " by zoom: " + ", ".join(f"z{z}: {r}" for z, r in enumerate(tiles.CELL_RES)),
@@ -128,7 +129,7 @@ async def _features(
             points = [replace(p, time_ms=city_time_ms(p.time_ms)) for p in points]
         return tiles.event_features(t, points)
     res = tiles.road_res(t.z)
-    q = TileQuery(bbox=tiles.padded(bbox, res), res=res, since_ms=0, until_ms=0)
+    q = TileQuery(bbox=tiles.road_bbox(t, res), res=res, since_ms=0, until_ms=0, min_vehicles=k)
     edges = await ctx.queries.tile_roads(q)
     return tiles.road_features(t, [e for e in edges if e.passes >= k], res)
 
@@ -141,7 +142,7 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 
 
 @router.get(
-    "/tiles/{layer}/{z}/{x}/{y}.mvt",
+    TILE_PATH,
     summary="A Mapbox Vector Tile of one layer",
     response_class=Response,
     responses={
@@ -168,40 +169,36 @@ async def tile(
     now_ms = ctx.clock_ms()
     when = period(since, until, now_ms)
     settled = when[1] <= now_ms - SETTLED_MS
-    found = await _cached(ctx, name, t, when, type, view.k, settled)
-    max_age = SETTLED_MAX_AGE_S if settled else RECENT_MAX_AGE_S
-    headers = {"ETag": found.etag, "Cache-Control": f"private, max-age={max_age}"}
-    if _matches(request.headers.get("if-none-match"), found.etag):
-        return Response(status_code=304, headers=headers)
-    return Response(found.body, media_type=MVT, headers=headers)
-
-
-async def _cached(
-    ctx: Ctx,
-    layer: str,
-    t: tiles.Tile,
-    when: tuple[int, int],
-    type: str | None,
-    k: int,
-    settled: bool,
-) -> CachedTile:
-    """The encoded tile from the app's cache, or made and put there: a settled period's
-    tile for a day, a recent one's for ``RECENT_TTL_MS``, the roads (no period) for
-    ``ROADS_TTL_MS``."""
-    now_ms = ctx.clock_ms()
-    if layer == "roads":
-        key = TileKey(layer, t.z, t.x, t.y, 0, 0, None, k)
-        ttl = ROADS_TTL_MS
-    else:
-        key = TileKey(layer, t.z, t.x, t.y, when[0], when[1], type, k)
-        ttl = SETTLED_TTL_MS if settled else RECENT_TTL_MS
+    key, ttl = tile_key(name, t, when, type, view.k, settled)
     found = ctx.tile_cache.get(key, now_ms)
     if found is None:
-        body = tiles.encode(layer, await _features(ctx, layer, t, when, type, k))
+        body = tiles.encode(name, await _features(ctx, name, t, when, type, view.k))
         etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
         found = CachedTile(body, etag, now_ms + ttl)
         ctx.tile_cache.put(key, found)
-    return found
+    return tile_response(found, settled, request.headers.get("if-none-match"))
+
+
+def tile_key(
+    layer: str, t: tiles.Tile, when: tuple[int, int], type: str | None, k: int, settled: bool
+) -> tuple[TileKey, int]:
+    """The tile's key in the app's cache and how long it is kept there: a settled
+    period's tile for a day, a recent one's for ``RECENT_TTL_MS``, the roads (no period)
+    for ``ROADS_TTL_MS``."""
+    if layer == "roads":
+        return TileKey(layer, t.z, t.x, t.y, 0, 0, None, k), ROADS_TTL_MS
+    ttl = SETTLED_TTL_MS if settled else RECENT_TTL_MS
+    return TileKey(layer, t.z, t.x, t.y, when[0], when[1], type, k), ttl
+
+
+def tile_response(found: CachedTile, settled: bool, if_none_match: str | None) -> Response:
+    """The tile, or a 304 when ``If-None-Match`` names its ETag; Cache-Control by the
+    period's age."""
+    max_age = SETTLED_MAX_AGE_S if settled else RECENT_MAX_AGE_S
+    headers = {"ETag": found.etag, "Cache-Control": f"private, max-age={max_age}"}
+    if _matches(if_none_match, found.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(found.body, media_type=MVT, headers=headers)
 
 
 @router.get("/tiles/{layer}.json", summary="TileJSON 3.0.0 of one tile layer")

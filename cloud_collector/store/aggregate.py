@@ -99,6 +99,37 @@ def parent(cell: int, res: int = AGG_RES) -> int:
     return int(h3.str_to_int(h3.cell_to_parent(h3.int_to_str(cell), res)))
 
 
+def parent_bits(res: int) -> tuple[int, int]:
+    """``(keep, fill)``: the res-``res`` H3 parent of a finer index ``c`` is
+    ``(c & keep) | fill`` (the resolution field set, the finer digits set to 7), the same
+    bit arithmetic in Python and in SQL, so both give the same parent."""
+    if not 0 <= res <= 15:
+        raise ValueError(f"H3 resolution must be within [0, 15], not {res}")
+    low = (1 << (3 * (15 - res))) - 1
+    return ((1 << 63) - 1) & ~(0xF << 52) & ~low, (res << 52) | low
+
+
+def covering(bbox: tuple[float, float, float, float], res: int, max_cells: int) -> list[int] | None:
+    """The res-``res`` cells whose res-12 children may lie in ``bbox`` (min_lon, min_lat,
+    max_lon, max_lat): the cells whose centre lies in ``bbox`` grown by two edge lengths
+    (a cell's children reach past its hexagon by less than one), ascending; None when
+    that is more than ``max_cells`` (estimated from the area before any is listed)."""
+    edge_km = float(h3.average_hexagon_edge_length(res, unit="km"))
+    mid = math.cos(math.radians((bbox[1] + bbox[3]) / 2))
+    dlat = 2 * edge_km / (M_PER_DEG_LAT / 1000)
+    dlon = min(dlat / max(mid, 0.01), 360.0)
+    south, north = max(bbox[1] - dlat, -90.0), min(bbox[3] + dlat, 90.0)
+    west, east = max(bbox[0] - dlon, -180.0), min(bbox[2] + dlon, 180.0)
+    km2 = (north - south) * (east - west) * mid * (M_PER_DEG_LAT / 1000) ** 2
+    if km2 > max_cells * float(h3.average_hexagon_area(res, unit="km^2")):
+        return None
+    poly = h3.LatLngPoly([(south, west), (south, east), (north, east), (north, west)])
+    found = h3.h3shape_to_cells(poly, res)
+    if len(found) > max_cells:
+        return None
+    return sorted(int(h3.str_to_int(c)) for c in found)
+
+
 def centre(cell: int) -> tuple[float, float]:
     lat, lon = h3.cell_to_latlng(h3.int_to_str(cell))
     return float(lat), float(lon)

@@ -165,7 +165,8 @@ class TileQuery:
     type: str | None = None
     limit: int = 4096  # events only: the latest so many
     # Only k-anonymous cell-hours (at least this many distinct vehicles; 0: all) count, and
-    # events are placed on their cell's centre (the city's view, ``privacy``).
+    # events are placed on their cell's centre (the city's view, ``privacy``); road edges
+    # of the roll-up: only those of at least this many passes.
     min_vehicles: int = 0
 
 

@@ -59,6 +59,9 @@ class Tx(Protocol):
     # otherwise takes ``events_time`` and fetches every row of the period (10-30x slower
     # for a vector tile); PostgreSQL chooses by itself.
     events_by_time_pos: str
+    # ``events`` read through its (res-8 cell, time) index (a vector tile's events by
+    # place, then time; reads.TILE_CELL_RES): INDEXED BY in SQLite, as above.
+    events_by_cell_time: str
 
     async def execute(self, sql: str, *args: object) -> None: ...
 

@@ -75,6 +75,7 @@ class _PgTx:
     json_entries = "jsonb_each"
     entry_number = "CASE WHEN jsonb_typeof(j.value) = 'number' THEN (j.value #>> '{}')::float8 END"
     events_by_time_pos = "events"
+    events_by_cell_time = "events"
 
     def __init__(self, con: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
         self._con = con

@@ -59,6 +59,7 @@ class _SqliteTx:
     json_entries = "json_each"
     entry_number = "CASE WHEN j.type IN ('integer', 'real') THEN j.value END"
     events_by_time_pos = "events INDEXED BY events_time_pos"
+    events_by_cell_time = "events INDEXED BY events_cell_time"
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db

@@ -61,6 +61,7 @@ class _RecordingTx:
         self.json_entries = tx.json_entries
         self.entry_number = tx.entry_number
         self.events_by_time_pos = tx.events_by_time_pos
+        self.events_by_cell_time = tx.events_by_cell_time
 
     async def execute(self, sql: str, *args: object) -> None:
         self._statements.append(sql)
