@@ -102,9 +102,11 @@ class Sampler:
 
     def report(self) -> dict[str, Any]:
         wall = time.monotonic() - self.started
+        cpu_s = {name: sum(self.ticks.get(name, {}).values()) / CLK_TCK for name in self.roots}
         return {
             name: {
-                "cpu_pct": round(sum(self.ticks.get(name, {}).values()) / CLK_TCK / wall * 100, 1),
+                "cpu_pct": round(cpu_s[name] / wall * 100, 1),
+                "cpu_s": round(cpu_s[name], 2),  # user + system, the whole process tree
                 "peak_rss_mib": round(self.peak_rss[name] / 2**20, 1),
             }
             for name in self.roots
