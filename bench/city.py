@@ -77,12 +77,22 @@ def _usage(pid: int) -> tuple[int, int]:
     return int(fields[11]) + int(fields[12]), int(fields[21]) * PAGE
 
 
+def _main_thread_ticks(pid: int) -> int:
+    """CPU ticks of a process's main thread (a fleet-sim worker's event loop), 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
 @dataclass
 class Sampler:
     """CPU and memory of named process trees, once a second, in a thread."""
 
     roots: dict[str, int]
     ticks: dict[str, dict[int, int]] = field(default_factory=dict)
+    main_ticks: dict[str, dict[int, int]] = field(default_factory=dict)
     peak_rss: Counter[str] = field(default_factory=Counter)
     stop: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
@@ -93,18 +103,29 @@ class Sampler:
             for name, root in self.roots.items():
                 rss = 0
                 seen = self.ticks.setdefault(name, {})
+                main = self.main_ticks.setdefault(name, {})
                 for pid in _tree(root, tree):
                     cpu, mem = _usage(pid)
                     if cpu:
                         seen[pid] = max(seen.get(pid, 0), cpu)
+                        main[pid] = max(main.get(pid, 0), _main_thread_ticks(pid))
                     rss += mem
                 self.peak_rss[name] = max(self.peak_rss[name], rss)
 
     def report(self) -> dict[str, Any]:
         wall = time.monotonic() - self.started
+
+        def seconds(ticks: dict[str, dict[int, int]]) -> dict[str, float]:
+            return {name: sum(ticks.get(name, {}).values()) / CLK_TCK for name in self.roots}
+
+        cpu_s, main_s = seconds(self.ticks), seconds(self.main_ticks)
         return {
             name: {
-                "cpu_pct": round(sum(self.ticks.get(name, {}).values()) / CLK_TCK / wall * 100, 1),
+                "cpu_pct": round(cpu_s[name] / wall * 100, 1),
+                "cpu_s": round(cpu_s[name], 2),  # user + system, the whole process tree
+                # of which the processes' main threads (event loops) and all other threads
+                "main_threads_cpu_s": round(main_s[name], 2),
+                "other_threads_cpu_s": round(cpu_s[name] - main_s[name], 2),
                 "peak_rss_mib": round(self.peak_rss[name] / 2**20, 1),
             }
             for name in self.roots

@@ -5,7 +5,9 @@ msgpack chunks of their wire form (``edge_agent.chunks``), joined into wire batc
 ``(epoch, seq)`` by the policy in ``edge_agent.batching``, and kept until the collector's
 end-to-end ack (``acknowledge``) or eviction deletes them. This module is the storage:
 what is decided without the file lives in those two. Each public method is one SQLite
-transaction.
+transaction; a write transaction runs whole on the writer's own thread
+(``edge_agent.sqlite_thread``), so it costs one hand-off from the event loop, not one per
+statement.
 
 Scheduling (a lane's batch age, the resend timer) runs on the *outbox clock*: milliseconds
 the outbox has been open, summed over its runs (``_clock_ms``). It is monotonic, so a wall
@@ -39,7 +41,6 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import (
-    AsyncIterator,
     Awaitable,
     Callable,
     Coroutine,
@@ -47,7 +48,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
@@ -77,6 +78,8 @@ from edge_agent.batching import (
 from edge_agent.chunks import ClosedBody, StagedChunk, encode_chunks, join_chunks
 from edge_agent.epochs import local_number, local_span, wire_id
 from edge_agent.errors import OutboxError
+from edge_agent.free_space import FreeSpaceGauge
+from edge_agent.sqlite_thread import SqliteThread
 from protocol.body import Body
 from protocol.codec import decode_batch, peek_identity
 from protocol.errors import ProtocolError
@@ -356,13 +359,12 @@ def _intact(payload: bytes, crc: object, epoch: int, seq: int) -> bool:
     return (header.epoch, header.seq) == (epoch, seq)
 
 
-async def _payload_epoch(db: aiosqlite.Connection, first: int, end: int) -> int | None:
+def _payload_epoch(db: sqlite3.Connection, first: int, end: int) -> int | None:
     """The epoch that the first intact batch of local seqs ``[first, end)`` names, if any."""
-    async with db.execute(
+    rows = db.execute(
         "SELECT seq, crc, payload FROM batches WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT 8",
         (first, end),
-    ) as cursor:
-        rows = await cursor.fetchall()
+    ).fetchall()
     for local, crc, blob in rows:
         payload = bytes(blob)
         try:
@@ -442,8 +444,15 @@ def _is_corruption(exc: sqlite3.Error) -> bool:
 
 
 async def _scalar(db: aiosqlite.Connection, sql: str, params: Sequence[object] = ()) -> object:
-    async with db.execute(sql, params) as cursor:
-        row = await cursor.fetchone()
+    # execute_fetchall: one hand-off to the connection's thread (execute, fetch and the
+    # cursor's close are one each).
+    rows = list(await db.execute_fetchall(sql, params))
+    return rows[0][0] if rows else None
+
+
+def _value(db: sqlite3.Connection, sql: str, params: Sequence[object] = ()) -> object:
+    """The first column of the first row, on the writer's connection (its thread)."""
+    row = db.execute(sql, params).fetchone()
     return None if row is None else row[0]
 
 
@@ -570,6 +579,20 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return db
 
 
+def _setup_writer(db: sqlite3.Connection) -> None:
+    """The writer's connection (``Outbox._writer``): the settings of the reader's
+    (``_connect``), which has already checked, created or migrated the file."""
+    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    for pragma in _PRAGMAS:
+        db.execute(pragma)
+
+
+def _mark_clean_close(db: sqlite3.Connection) -> None:
+    # Every method is its own committed transaction: the file is consistent here, and
+    # the next open may continue this epoch.
+    db.execute(_UPSERT_META, (META_CLEAN_CLOSE, 1))
+
+
 # The outbox ------------------------------------------------------------------------------
 
 
@@ -643,11 +666,20 @@ def _unmarked_held_back(
 
 class Outbox:
     """The agent's SQLite outbox. Safe for the tasks of one process; a second process
-    opening the same file is refused (see ``_take_lock``)."""
+    opening the same file is refused (see ``_take_lock``).
+
+    Two connections to the file, both used under the outbox's lock, one call at a time:
+    reads go through aiosqlite (``_db``, one hand-off to its thread each), and each write
+    transaction runs whole, BEGIN to COMMIT, as one synchronous call on the writer's
+    thread (``_writer``, edge_agent.sqlite_thread): one hand-off however many statements
+    it has. In WAL mode a read sees every transaction committed before it. Methods named
+    ``_..._tx`` and those taking a ``sqlite3.Connection`` run on the writer's thread.
+    """
 
     def __init__(
         self,
         db: aiosqlite.Connection,
+        writer: SqliteThread,
         path: Path,
         *,
         fleet_id: str,
@@ -657,6 +689,7 @@ class Outbox:
         epoch: int,
     ) -> None:
         self._db: aiosqlite.Connection | None = db
+        self._writer: SqliteThread | None = writer
         self._lock = asyncio.Lock()
         self._lock_fd: int | None = None  # the file lock against a second process
         self.path = path
@@ -681,6 +714,11 @@ class Outbox:
         # Free space was below the reserve at the last write: checkpoint after each commit
         # so the WAL is reused from its start instead of growing.
         self._low_space = False
+        # Free space on the disk, read now and then (edge_agent.free_space).
+        self._space = FreeSpaceGauge(
+            read=functools.partial(filesystem_free_bytes, path),
+            clock=time.monotonic,  # the outbox's monotonic clock, set with it
+        )
         # Seqs whose PUBACK could not be recorded for lack of space -> monotonic time.
         self._unmarked: dict[tuple[int, int], int] = {}  # (epoch, seq) -> outbox clock
         # Evictions not yet in a warning, by condition (see EVICTION_LOG_S).
@@ -755,9 +793,12 @@ class Outbox:
                         f"outbox {path} is unusable ({exc}) and cannot be moved aside: {move_exc}"
                     ) from move_exc
                 db = await _connect(path)
+            writer: SqliteThread | None = None
             try:
+                writer = await SqliteThread.open(path, _setup_writer)
                 outbox = cls(
                     db,
+                    writer,
                     path,
                     fleet_id=fleet_id,
                     vehicle_id=vehicle_id,
@@ -766,11 +807,13 @@ class Outbox:
                     epoch=0,  # read and checked by _open_checks
                 )
                 outbox._lock_fd = lock_fd
-                outbox._monotonic = monotonic
+                outbox._monotonic = outbox._space.clock = monotonic
                 outbox._opened = monotonic()
-                await outbox._open_checks()
-                await outbox._load_state()
+                await writer.run(outbox._open_checks_tx)
+                await writer.run(outbox._load_state)
             except BaseException:
+                if writer is not None:
+                    await writer.close()
                 await db.close()
                 raise
         return outbox
@@ -783,6 +826,12 @@ class Outbox:
         if self._db is None:
             raise OutboxError(f"outbox {self.path} is closed")
         return self._db
+
+    async def _run(self, work: Callable[[sqlite3.Connection], _R]) -> _R:
+        """``work`` on the writer's thread (one hand-off)."""
+        if self._writer is None:
+            raise OutboxError(f"outbox {self.path} is closed")
+        return await self._writer.run(work)
 
     def _clock_ms(self) -> int:
         """The outbox clock: monotonic, continuing across restarts from the highest value
@@ -802,61 +851,64 @@ class Outbox:
     def _local(self, epoch: int, seq: int) -> int | None:
         return local_number(self._epochs, self._next_seq, epoch, seq)
 
-    async def _open_checks(self) -> None:
+    def _open_checks_tx(self, db: sqlite3.Connection) -> None:
         """Check the meta values against the batches present and start a new epoch for new
         batches when the seq history cannot be trusted, in one transaction committed
         before any seq is issued. Sets the epoch(s) and the outbox clock."""
-        async with self._transaction("check the outbox on open") as db:
-            async with db.execute("SELECT key, value FROM meta") as cursor:
-                meta = {str(k): v for k, v in await cursor.fetchall()}
-            problems = await self._check_epochs(db)
-            current_first, current = self._epochs[-1]
-            stored_epoch = _parse_int(meta.get(META_EPOCH), 1, (1 << 64) - 1)
-            next_seq = _parse_int(meta.get(META_NEXT_SEQ), 1, _MAX_SEQ)
-            acked = _parse_int(meta.get(META_ACKED_SEQ), 0, _MAX_SEQ)
-            top = await _scalar(db, "SELECT MAX(seq) FROM batches WHERE seq >= ?", (current_first,))
-            highest = 0 if top is None else int(str(top)) - current_first + 1
-            if stored_epoch != current:
-                problems.append(f"epoch {meta.get(META_EPOCH)!r}, the batches say {current}")
-            if next_seq is None or acked is None:
-                problems.append(
-                    f"next_seq {meta.get(META_NEXT_SEQ)!r} or acked_seq "
-                    f"{meta.get(META_ACKED_SEQ)!r} unreadable"
-                )
-            elif next_seq <= max(highest, acked):
-                problems.append(
-                    f"next_seq {next_seq} not above the highest stored seq {highest} "
-                    f"and the acknowledged seq {acked}"
-                )
-            self.epoch = current
-            self._next_seq = next_seq or 1
-            self._acked_seq = acked or 0
-            if problems:
-                log.error(
-                    "OUTBOX META DAMAGED: %s: %s; new batches get a new epoch, stored batches "
-                    "keep theirs",
-                    self.path,
-                    "; ".join(problems),
-                )
-                await db.execute(_BUMP_COUNTER, (META_REPAIRS, 1))
-                await self._start_epoch(db, "damaged meta values")
-            elif META_CLEAN_CLOSE not in meta:
-                await self._start_epoch(db, "the last run did not close cleanly")
-            await db.execute("DELETE FROM meta WHERE key=?", (META_CLEAN_CLOSE,))
-            await self._prune_epochs(db)
-            base = await _scalar(
-                db,
-                "SELECT MAX(m) FROM (SELECT MAX(published_mono) AS m FROM batches"
-                " UNION ALL SELECT MAX(staged_mono) FROM staged)",
-            )
-            self._clock_base = 0 if base is None else int(str(base))
+        self._transact(db, "check the outbox on open", self._open_checks)
 
-    async def _check_epochs(self, db: aiosqlite.Connection) -> list[str]:
+    def _open_checks(self, db: sqlite3.Connection) -> None:
+        meta = {str(k): v for k, v in db.execute("SELECT key, value FROM meta").fetchall()}
+        problems = self._check_epochs(db)
+        current_first, current = self._epochs[-1]
+        stored_epoch = _parse_int(meta.get(META_EPOCH), 1, (1 << 64) - 1)
+        next_seq = _parse_int(meta.get(META_NEXT_SEQ), 1, _MAX_SEQ)
+        acked = _parse_int(meta.get(META_ACKED_SEQ), 0, _MAX_SEQ)
+        top = _value(db, "SELECT MAX(seq) FROM batches WHERE seq >= ?", (current_first,))
+        highest = 0 if top is None else int(str(top)) - current_first + 1
+        if stored_epoch != current:
+            problems.append(f"epoch {meta.get(META_EPOCH)!r}, the batches say {current}")
+        if next_seq is None or acked is None:
+            problems.append(
+                f"next_seq {meta.get(META_NEXT_SEQ)!r} or acked_seq "
+                f"{meta.get(META_ACKED_SEQ)!r} unreadable"
+            )
+        elif next_seq <= max(highest, acked):
+            problems.append(
+                f"next_seq {next_seq} not above the highest stored seq {highest} "
+                f"and the acknowledged seq {acked}"
+            )
+        self.epoch = current
+        self._next_seq = next_seq or 1
+        self._acked_seq = acked or 0
+        if problems:
+            log.error(
+                "OUTBOX META DAMAGED: %s: %s; new batches get a new epoch, stored batches "
+                "keep theirs",
+                self.path,
+                "; ".join(problems),
+            )
+            db.execute(_BUMP_COUNTER, (META_REPAIRS, 1))
+            self._start_epoch(db, "damaged meta values")
+        elif META_CLEAN_CLOSE not in meta:
+            self._start_epoch(db, "the last run did not close cleanly")
+        db.execute("DELETE FROM meta WHERE key=?", (META_CLEAN_CLOSE,))
+        self._prune_epochs(db)
+        base = _value(
+            db,
+            "SELECT MAX(m) FROM (SELECT MAX(published_mono) AS m FROM batches"
+            " UNION ALL SELECT MAX(staged_mono) FROM staged)",
+        )
+        self._clock_base = 0 if base is None else int(str(base))
+
+    def _check_epochs(self, db: sqlite3.Connection) -> list[str]:
         """Load the epochs table, each epoch checked against the payload of its first
         intact batch (a payload is what the collector acknowledges); repairs the table from
         the payloads and returns what was wrong."""
-        async with db.execute("SELECT first_local, epoch FROM epochs ORDER BY first_local") as c:
-            rows = [(int(r[0]), _parse_int(r[1], 1, (1 << 64) - 1)) for r in await c.fetchall()]
+        rows = [
+            (int(r[0]), _parse_int(r[1], 1, (1 << 64) - 1))
+            for r in db.execute("SELECT first_local, epoch FROM epochs ORDER BY first_local")
+        ]
         problems: list[str] = []
         if not rows:
             problems.append("no epochs stored")
@@ -864,17 +916,17 @@ class Outbox:
         checked: list[tuple[int, int]] = []
         for i, (first, stored) in enumerate(rows):
             end = rows[i + 1][0] if i + 1 < len(rows) else _MAX_SEQ
-            said = await _payload_epoch(db, first, end)
+            said = _payload_epoch(db, first, end)
             if said is None and stored is None:
                 # No readable epoch and no batch naming one: nothing of it left to send.
                 problems.append(f"epoch of local seqs {first}.. unreadable")
-                await db.execute("DELETE FROM epochs WHERE first_local=?", (first,))
+                db.execute("DELETE FROM epochs WHERE first_local=?", (first,))
                 continue
             if said is not None and said != stored:
                 problems.append(
                     f"epoch of local seqs {first}.. is {stored}, the batches say {said}"
                 )
-                await db.execute(
+                db.execute(
                     "INSERT INTO epochs(first_local, epoch) VALUES(?, ?) ON CONFLICT(first_local)"
                     " DO UPDATE SET epoch=excluded.epoch",
                     (first, str(said)),
@@ -887,7 +939,7 @@ class Outbox:
             # is certain never to collide with anything sent before.
             epoch = _new_epoch()
             first = rows[-1][0]
-            await db.execute(
+            db.execute(
                 "INSERT INTO epochs(first_local, epoch) VALUES(?, ?) ON CONFLICT(first_local)"
                 " DO UPDATE SET epoch=excluded.epoch",
                 (first, str(epoch)),
@@ -896,16 +948,16 @@ class Outbox:
         self._epochs = checked
         return problems
 
-    async def _start_epoch(self, db: aiosqlite.Connection, reason: str) -> None:
+    def _start_epoch(self, db: sqlite3.Connection, reason: str) -> None:
         """New batches get a new epoch from seq 1; stored ones keep theirs."""
-        top = await _scalar(db, "SELECT MAX(seq) FROM batches")
+        top = _value(db, "SELECT MAX(seq) FROM batches")
         first = max(0 if top is None else int(str(top)), self._first_local) + 1
         old, epoch = self.epoch, _new_epoch()
-        await db.execute("INSERT INTO epochs(first_local, epoch) VALUES(?, ?)", (first, str(epoch)))
-        await db.executemany(
+        db.execute("INSERT INTO epochs(first_local, epoch) VALUES(?, ?)", (first, str(epoch)))
+        db.executemany(
             _UPSERT_META, [(META_EPOCH, str(epoch)), (META_NEXT_SEQ, 1), (META_ACKED_SEQ, 0)]
         )
-        await db.execute(_BUMP_COUNTER, (EPOCH_RESTARTS, 1))
+        db.execute(_BUMP_COUNTER, (EPOCH_RESTARTS, 1))
         self._epochs.append((first, epoch))
         self.epoch, self._next_seq, self._acked_seq = epoch, 1, 0
         log.warning(
@@ -916,45 +968,43 @@ class Outbox:
             old,
         )
 
-    async def _prune_epochs(self, db: aiosqlite.Connection) -> None:
+    def _prune_epochs(self, db: sqlite3.Connection) -> None:
         """Forget earlier epochs that hold no batch any more."""
         keep: list[tuple[int, int]] = []
         for i, (first, epoch) in enumerate(self._epochs[:-1]):
             end = self._epochs[i + 1][0]
-            held = await _scalar(
+            held = _value(
                 db, "SELECT 1 FROM batches WHERE seq >= ? AND seq < ? LIMIT 1", (first, end)
             )
             if held is None:
-                await db.execute("DELETE FROM epochs WHERE first_local=?", (first,))
+                db.execute("DELETE FROM epochs WHERE first_local=?", (first,))
             else:
                 keep.append((first, epoch))
         self._epochs = [*keep, self._epochs[-1]]
 
-    async def _load_state(self) -> None:
-        db = self._require()
-        async with db.execute(
-            "SELECT key, value FROM meta WHERE key IN (?, ?)", (META_NEXT_SEQ, META_ACKED_SEQ)
-        ) as cursor:
-            meta = {str(k): int(v) for k, v in await cursor.fetchall()}
+    def _load_state(self, db: sqlite3.Connection) -> None:
+        meta = {
+            str(k): int(v)
+            for k, v in db.execute(
+                "SELECT key, value FROM meta WHERE key IN (?, ?)", (META_NEXT_SEQ, META_ACKED_SEQ)
+            )
+        }
         self._next_seq = meta[META_NEXT_SEQ]
         self._acked_seq = meta[META_ACKED_SEQ]
-        self._batch_bytes = int(
-            str(await _scalar(db, "SELECT COALESCE(SUM(size), 0) FROM batches"))
-        )
-        self._staged_bytes = int(
-            str(await _scalar(db, "SELECT COALESCE(SUM(size), 0) FROM staged"))
-        )
+        self._batch_bytes = int(str(_value(db, "SELECT COALESCE(SUM(size), 0) FROM batches")))
+        self._staged_bytes = int(str(_value(db, "SELECT COALESCE(SUM(size), 0) FROM staged")))
 
-    @asynccontextmanager
-    async def _transaction(self, what: str) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction. On any failure it is rolled back and the in-memory
-        totals are reloaded from the file, so memory never runs ahead of the disk."""
-        db = self._require()
+    def _transact(
+        self, db: sqlite3.Connection, what: str, body: Callable[[sqlite3.Connection], _R]
+    ) -> _R:
+        """One write transaction: ``body`` between BEGIN IMMEDIATE and COMMIT, on the
+        writer's thread. On any failure it is rolled back and the in-memory totals are
+        reloaded from the file, so memory never runs ahead of the disk."""
         with _sqlite_errors(self.path, what):
-            await db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield db
-                await db.execute("COMMIT")
+                result = body(db)
+                db.execute("COMMIT")
             except BaseException as exc:
                 if isinstance(exc, sqlite3.Error) and _is_disk_full(exc):
                     self.space_failures += 1
@@ -962,20 +1012,21 @@ class Outbox:
                     # SQLite itself rolls back after some errors (SQLITE_FULL at COMMIT):
                     # a second ROLLBACK would fail and skip reloading the totals.
                     if db.in_transaction:
-                        await db.execute("ROLLBACK")
-                    await self._load_state()
+                        db.execute("ROLLBACK")
+                    self._load_state(db)
                 except sqlite3.Error:
                     log.exception("outbox %s: rollback after a failed %s failed", self.path, what)
                 raise
+        return result
 
-    async def _reusable_bytes(self, db: aiosqlite.Connection) -> int:
+    def _reusable_bytes(self, db: sqlite3.Connection) -> int:
         """Free pages inside the database file, as this transaction sees them."""
-        pages = await _scalar(db, "PRAGMA freelist_count")
-        size = await _scalar(db, "PRAGMA page_size")
+        pages = _value(db, "PRAGMA freelist_count")
+        size = _value(db, "PRAGMA page_size")
         return int(str(pages)) * int(str(size))
 
-    async def _stage_notices(
-        self, db: aiosqlite.Connection, lost: Sequence[tuple[int, int, int, str]]
+    def _stage_notices(
+        self, db: sqlite3.Connection, lost: Sequence[tuple[int, int, int, str]]
     ) -> int:
         """Stage eviction notices for the closed batches about to be deleted: ``lost`` is
         (local seq, last record time, records, cause) each. Runs of consecutive seqs of one
@@ -992,36 +1043,35 @@ class Outbox:
              len(c.blob), c.blob)
             for c in encode_chunks(self.policy, Body(events=notices))
         ]  # fmt: skip
-        await db.executemany(
+        db.executemany(
             "INSERT INTO staged(lane, staged_ms, staged_mono, first_ms, last_ms, n_records,"
             " size, body) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         return sum(row[6] for row in rows)
 
-    async def _evict(
-        self, db: aiosqlite.Connection, total_bytes: int, *, full: bool = False
+    def _evict(
+        self, db: sqlite3.Connection, total_bytes: int, *, adding: int = 0, full: bool = False
     ) -> tuple[int, int]:
         """Evict batches until ``total_bytes`` fits the cap and, below the free-space
         reserve (or with ``full``: a write failed for space), until the file has room
-        inside (``eviction_need``); returns the bytes of batches freed and of the eviction
-        notices staged for them."""
-        free = 0 if full else filesystem_free_bytes(self.path)
+        inside (``eviction_need``); ``adding`` is what this transaction writes. Returns the
+        bytes of batches freed and of the eviction notices staged for them."""
+        free = 0 if full else self._space.free_bytes(adding, self.reserve_bytes)
         self._low_space = free is not None and free < self.reserve_bytes
         need = eviction_need(
             stored_bytes=total_bytes,
             max_bytes=self.max_bytes,
             free_bytes=free,
             reserve_bytes=self.reserve_bytes,
-            reusable_bytes=await self._reusable_bytes(db) if self._low_space else 0,
+            reusable_bytes=self._reusable_bytes(db) if self._low_space else 0,
         )
         if need.nbytes <= 0:
             return 0, 0
         # Notices are never evicted: each stands for a seq the collector must still get.
-        async with db.execute(
+        rows = db.execute(
             "SELECT priority, seq, size, n_records, last_ms FROM batches WHERE notice = 0"
-        ) as cursor:
-            rows = list(await cursor.fetchall())
+        ).fetchall()
         records = {int(r[1]): int(r[3]) for r in rows}
         last_ms = {int(r[1]): int(r[4]) for r in rows}
         victims = choose_victims(
@@ -1031,13 +1081,13 @@ class Outbox:
         )
         if not victims:
             return 0, 0
-        await db.executemany("DELETE FROM batches WHERE seq=?", [(v.seq,) for v in victims])
+        db.executemany("DELETE FROM batches WHERE seq=?", [(v.seq,) for v in victims])
         lost = [(v.seq, last_ms[v.seq], records[v.seq], EVICTION_CAUSE[v.priority])
                 for v in victims]  # fmt: skip
-        staged = await self._stage_notices(db, lost)
+        staged = self._stage_notices(db, lost)
         by_cause = eviction_counters(victims, need.cause)
         by_cause[EVICTED_RECORDS] = sum(records[v.seq] for v in victims)
-        await db.executemany(_BUMP_COUNTER, list(by_cause.items()))
+        db.executemany(_BUMP_COUNTER, list(by_cause.items()))
         freed = sum(v.nbytes for v in victims)
         reason = (
             f"{free} bytes free on its disk, reserve {self.reserve_bytes}"
@@ -1050,32 +1100,35 @@ class Outbox:
             pending.flush(self.path, self._monotonic())
         return freed, staged
 
-    async def _checkpoint_if_low(self) -> None:
+    def _checkpoint_if_low(self, db: sqlite3.Connection) -> None:
         """With little free space, copy the WAL into the database after each commit: the
         next transaction then reuses the WAL from its start instead of growing it (by up
         to ~4 MB before SQLite's own checkpoint)."""
         if not self._low_space:
             return
         try:
-            await self._require().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:
             log.debug("outbox %s: checkpoint with little space failed: %s", self.path, exc)
 
-    async def _make_room(self) -> None:
+    def _make_room(self, db: sqlite3.Connection) -> None:
         """After a write failed for lack of space: checkpoint (the WAL's space is reused
         after a complete one) and evict for space in a transaction of its own. Either may
         fail again on a disk that is completely full; the caller then holds its records."""
         self._low_space = True
-        await self._checkpoint_if_low()
+        self._space.forget()
+        self._checkpoint_if_low(db)
         try:
-            async with self._transaction("evict for space") as db:
-                total = self._batch_bytes + self._staged_bytes
-                freed, staged = await self._evict(db, total, full=True)
+            freed, staged = self._transact(
+                db,
+                "evict for space",
+                lambda tx: self._evict(tx, self._batch_bytes + self._staged_bytes, full=True),
+            )
         except OutboxFullError:
             return
         self._batch_bytes -= freed
         self._staged_bytes += staged
-        await self._checkpoint_if_low()
+        self._checkpoint_if_low(db)
 
     @_serialized
     async def append(self, records: Records, now_ms: int, checkpoint: bytes | None = None) -> None:
@@ -1094,39 +1147,58 @@ class Outbox:
         ]
         if not rows and checkpoint is None:
             return
-        try:
-            await self._append_rows(rows, records.health, checkpoint)
-        except OutboxFullError:
-            await self._make_room()
-            await self._append_rows(rows, records.health, checkpoint)
-        await self._checkpoint_if_low()
+        await self._run(lambda db: self._append_tx(db, rows, records.health, checkpoint))
 
-    async def _append_rows(
+    def _append_tx(
         self,
+        db: sqlite3.Connection,
+        rows: list[tuple[str, int, int, int, int, int, bytes, int]],
+        health: Sequence[Health],
+        checkpoint: bytes | None,
+    ) -> None:
+        """``append`` on the writer's thread: with a full disk, make room and try once more."""
+        try:
+            self._append_rows(db, rows, health, checkpoint)
+        except OutboxFullError:
+            self._make_room(db)
+            self._append_rows(db, rows, health, checkpoint)
+        self._checkpoint_if_low(db)
+
+    def _append_rows(
+        self,
+        db: sqlite3.Connection,
         rows: list[tuple[str, int, int, int, int, int, bytes, int]],
         health: Sequence[Health],
         checkpoint: bytes | None,
     ) -> None:
         added = sum(len(row[6]) for row in rows)
-        async with self._transaction("append records") as db:
-            await db.executemany(
+
+        def body(tx: sqlite3.Connection) -> tuple[int, int]:
+            tx.executemany(
                 "INSERT INTO staged(lane, staged_ms, first_ms, last_ms, n_records, size, body,"
                 " staged_mono) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             if checkpoint is not None:
-                await db.execute(_UPSERT_META, (META_CHECKPOINT, bytes(checkpoint)))
+                tx.execute(_UPSERT_META, (META_CHECKPOINT, bytes(checkpoint)))
             if health:
-                await db.execute(_UPSERT_META, (META_HEALTH, _health_json(health)))
-            freed, staged = await self._evict(db, self._batch_bytes + self._staged_bytes + added)
+                tx.execute(_UPSERT_META, (META_HEALTH, _health_json(health)))
+            total = self._batch_bytes + self._staged_bytes + added
+            return self._evict(tx, total, adding=added)
+
+        freed, staged = self._transact(db, "append records", body)
         self._staged_bytes += added + staged
         self._batch_bytes -= freed
 
     @_serialized
     async def note_stop(self, values: Mapping[str, object]) -> None:
         """Keep how the last drain ended (a JSON object) for ``status``."""
-        async with self._transaction("note the stop") as db:
-            await db.execute(_UPSERT_META, (META_LAST_STOP, json.dumps(dict(values))))
+        text = json.dumps(dict(values))
+
+        def body(tx: sqlite3.Connection) -> None:
+            tx.execute(_UPSERT_META, (META_LAST_STOP, text))
+
+        await self._run(lambda db: self._transact(db, "note the stop", body))
 
     @_serialized
     async def load_checkpoint(self) -> bytes | None:
@@ -1136,16 +1208,15 @@ class Outbox:
             )
         return value if value is None else bytes(value)  # type: ignore[call-overload]
 
-    async def _lane_groups(
-        self, db: aiosqlite.Connection, lane: str, clock_ms: int, force: bool
+    def _lane_groups(
+        self, db: sqlite3.Connection, lane: str, clock_ms: int, force: bool
     ) -> tuple[list[list[int]], int | None]:
         """The staged row ids of ``lane`` to close now (``clock_ms``: the outbox clock),
         grouped into batches, and when what stays staged is due (outbox clock; None: the
         lane is left empty)."""
-        async with db.execute(
+        rows = db.execute(
             "SELECT id, staged_mono, n_records, size FROM staged WHERE lane=? ORDER BY id", (lane,)
-        ) as cursor:
-            rows = list(await cursor.fetchall())
+        ).fetchall()
         if not rows:
             return [], None
         groups = groups_to_close(
@@ -1160,22 +1231,21 @@ class Outbox:
         left = [int(r[1]) for r in rows if int(r[0]) not in closing]
         return groups, min(left) + self.policy.max_age_ms(lane) if left else None
 
-    async def _staged_chunks(
-        self, db: aiosqlite.Connection, ids: list[int]
+    def _staged_chunks(
+        self, db: sqlite3.Connection, ids: list[int]
     ) -> list[tuple[int, StagedChunk]]:
         marks = ",".join("?" * len(ids))
-        async with db.execute(
+        rows = db.execute(
             f"SELECT id, body, first_ms, last_ms, n_records FROM staged WHERE id IN ({marks})"
             " ORDER BY id",
             ids,
-        ) as cursor:
-            rows = await cursor.fetchall()
+        ).fetchall()
         return [
             (int(r[0]), StagedChunk(bytes(r[1]), int(r[2]), int(r[3]), int(r[4]))) for r in rows
         ]
 
-    async def _close_group(
-        self, db: aiosqlite.Connection, lane: str, ids: list[int], seq: int, now_ms: int
+    def _close_group(
+        self, db: sqlite3.Connection, lane: str, ids: list[int], seq: int, now_ms: int
     ) -> tuple[int, int]:
         """Close staged rows ``ids`` into batches numbered from ``seq``: one batch, or
         several if one would break a protocol limit. A single chunk that cannot be closed
@@ -1191,9 +1261,9 @@ class Outbox:
                 return None
 
         created = added = 0
-        for group, closed in split_on_failure(await self._staged_chunks(db, ids), attempt):
+        for group, closed in split_on_failure(self._staged_chunks(db, ids), attempt):
             if closed is None:
-                await self._drop_invalid(db, [ident for ident, _ in group], errors[-1])
+                self._drop_invalid(db, [ident for ident, _ in group], errors[-1])
                 continue
             payload = closed.payload(
                 fleet_id=self.fleet_id,
@@ -1202,7 +1272,7 @@ class Outbox:
                 seq=seq + created,
                 sent_ms=now_ms,
             )
-            await db.execute(
+            db.execute(
                 "INSERT INTO batches(seq, channel, priority, first_ms, last_ms,"
                 " n_records, size, crc, notice, payload) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -1227,57 +1297,57 @@ class Outbox:
         """Close staged records the policy says are due (all of them with ``force``, for a
         shutdown drain) into batches with the next seqs, in one transaction. Returns the
         number of batches created."""
+        return await self._run(lambda db: self._close_due_tx(db, now_ms, force))
+
+    def _close_due_tx(self, db: sqlite3.Connection, now_ms: int, force: bool) -> int:
         created = moved = added = 0
         due: list[int] = []  # when the lanes' records left staged are due (outbox clock)
-        async with self._transaction("close batches") as db:
+
+        def body(tx: sqlite3.Connection) -> tuple[int, int, int, int]:
+            nonlocal created, moved, added
             clock = self._clock_ms()
             for lane in LANES:
-                groups, lane_due = await self._lane_groups(db, lane, clock, force)
-                due += [] if lane_due is None else [lane_due]
+                groups, lane_due = self._lane_groups(tx, lane, clock, force)
+                due.extend([] if lane_due is None else [lane_due])
                 for group in groups:
-                    batches, nbytes = await self._close_group(
-                        db, lane, group, self._next_seq + created, now_ms
+                    batches, nbytes = self._close_group(
+                        tx, lane, group, self._next_seq + created, now_ms
                     )
                     created += batches
                     added += nbytes
-                    moved += await self._delete_staged(db, group)
+                    moved += self._delete_staged(tx, group)
             seq = self._next_seq + created
             if created:
-                await db.execute(_UPSERT_META, (META_NEXT_SEQ, seq))
-            freed, staged = await self._evict(
-                db, self._batch_bytes + added + self._staged_bytes - moved
-            )
+                tx.execute(_UPSERT_META, (META_NEXT_SEQ, seq))
+            total = self._batch_bytes + added + self._staged_bytes - moved
+            return (clock, seq, *self._evict(tx, total, adding=added))
+
+        clock, seq, freed, staged = self._transact(db, "close batches", body)
         self._next_seq = seq
         self._staged_bytes += staged - moved
         self._batch_bytes += added - freed
         self.next_close_in_ms = None if not due else max(0, min(due) - clock)
-        await self._checkpoint_if_low()
+        self._checkpoint_if_low(db)
         return created
 
-    async def _delete_staged(self, db: aiosqlite.Connection, ids: list[int]) -> int:
+    def _delete_staged(self, db: sqlite3.Connection, ids: list[int]) -> int:
         marks = ",".join("?" * len(ids))
         size = int(
-            str(
-                await _scalar(
-                    db, f"SELECT COALESCE(SUM(size), 0) FROM staged WHERE id IN ({marks})", ids
-                )
-            )
+            str(_value(db, f"SELECT COALESCE(SUM(size), 0) FROM staged WHERE id IN ({marks})", ids))
         )
-        await db.execute(f"DELETE FROM staged WHERE id IN ({marks})", ids)
+        db.execute(f"DELETE FROM staged WHERE id IN ({marks})", ids)
         return size
 
-    async def _drop_invalid(
-        self, db: aiosqlite.Connection, ids: list[int], exc: ProtocolError
-    ) -> None:
+    def _drop_invalid(self, db: sqlite3.Connection, ids: list[int], exc: ProtocolError) -> None:
         marks = ",".join("?" * len(ids))
         count = int(
             str(
-                await _scalar(
+                _value(
                     db, f"SELECT COALESCE(SUM(n_records), 0) FROM staged WHERE id IN ({marks})", ids
                 )
             )
         )
-        await db.execute(_BUMP_COUNTER, (DROPPED_INVALID, count))
+        db.execute(_BUMP_COUNTER, (DROPPED_INVALID, count))
         log.error("outbox: dropped %d staged records that cannot be encoded: %s", count, exc)
 
     @_unmarked_held_back
@@ -1292,14 +1362,13 @@ class Outbox:
         collector would quarantine it and acknowledge it, and it would be gone unnoticed.
         """
         with _sqlite_errors(self.path, "read due batches"):
-            async with self._require().execute(
+            rows = await self._require().execute_fetchall(
                 "SELECT seq, channel, priority, first_ms, last_ms, publish_count, payload, crc,"
                 " n_records, size FROM batches"
                 " WHERE published_mono IS NULL OR published_mono <= ?"
                 " ORDER BY priority DESC, seq LIMIT ?",
                 (self._clock_ms() - resend_after_ms, max(0, limit)),
-            ) as cursor:
-                rows = await cursor.fetchall()
+            )
         due: list[StoredBatch] = []
         damaged: list[tuple[int, int, int, int, int, int]] = []
         for r in rows:
@@ -1328,18 +1397,23 @@ class Outbox:
         """Replace batches (local seq, epoch, seq, records, bytes, last record time) whose
         bytes are damaged by eviction notices."""
         records = sum(d[3] for d in damaged)
+
+        def body(tx: sqlite3.Connection) -> int:
+            tx.executemany("DELETE FROM batches WHERE seq=?", [(d[0],) for d in damaged])
+            staged = self._stage_notices(tx, [(d[0], d[5], d[3], DROPPED_CORRUPT) for d in damaged])
+            tx.execute(_BUMP_COUNTER, (DROPPED_CORRUPT, records))
+            return staged
+
+        def remove(db: sqlite3.Connection) -> None:
+            staged = self._transact(db, "remove damaged batches", body)
+            self._batch_bytes -= sum(d[4] for d in damaged)
+            self._staged_bytes += staged
+
         try:
-            async with self._transaction("remove damaged batches") as db:
-                await db.executemany("DELETE FROM batches WHERE seq=?", [(d[0],) for d in damaged])
-                staged = await self._stage_notices(
-                    db, [(d[0], d[5], d[3], DROPPED_CORRUPT) for d in damaged]
-                )
-                await db.execute(_BUMP_COUNTER, (DROPPED_CORRUPT, records))
+            await self._run(remove)
         except OutboxError as exc:
             log.error("outbox %s: damaged batches stay held back: %s", self.path, exc)
             return
-        self._batch_bytes -= sum(d[4] for d in damaged)
-        self._staged_bytes += staged
         log.error(
             "OUTBOX BATCHES DAMAGED: %s: %d batch(es) no longer match their checksum and were "
             "replaced by eviction notices, %d records lost: (epoch, seq) %s",
@@ -1382,11 +1456,14 @@ class Outbox:
         if not keys:
             return
         clock = self._clock_ms()
-        async with self._transaction("mark batches published") as db:
-            await db.executemany(
+
+        def body(tx: sqlite3.Connection) -> None:
+            tx.executemany(
                 "UPDATE batches SET published_mono=?, publish_count=publish_count + 1 WHERE seq=?",
                 [(clock, key) for key in keys],
             )
+
+        await self._run(lambda db: self._transact(db, "mark batches published", body))
 
     @_skipped_when_full(0)
     @_serialized
@@ -1410,32 +1487,32 @@ class Outbox:
             held = await _scalar(self._require(), f"SELECT 1 {where} LIMIT 1", (first, last))
             if held is None:
                 return 0
-        async with self._transaction("acknowledge batches") as db:
-            async with db.execute(
+
+        def body(tx: sqlite3.Connection) -> tuple[int, int]:
+            count, size = tx.execute(
                 f"SELECT COUNT(*), COALESCE(SUM(size), 0) {where}", (first, last)
-            ) as cursor:
-                row = await cursor.fetchone()
-            assert row is not None
-            await db.execute(f"DELETE {where}", (first, last))
+            ).fetchone()
+            tx.execute(f"DELETE {where}", (first, last))
             if current:
-                await db.execute(_UPSERT_META, (META_ACKED_SEQ, last - first + 1))
-        if current:
-            self._acked_seq = last - first + 1
-        self._batch_bytes -= int(row[1])
-        return int(row[0])
+                tx.execute(_UPSERT_META, (META_ACKED_SEQ, last - first + 1))
+            return int(count), int(size)
+
+        def acknowledge(db: sqlite3.Connection) -> int:
+            count, size = self._transact(db, "acknowledge batches", body)
+            if current:
+                self._acked_seq = last - first + 1
+            self._batch_bytes -= size
+            return count
+
+        return await self._run(acknowledge)
 
     @_serialized
     async def stats(self, now_ms: int) -> OutboxStats:
         db = self._require()
         with _sqlite_errors(self.path, "read statistics"):
-            async with db.execute(BATCH_TOTALS_SQL) as cursor:
-                batches = await cursor.fetchone()
-            async with db.execute(STAGED_TOTALS_SQL) as cursor:
-                staged = await cursor.fetchone()
-            async with db.execute(COUNTERS_SQL) as cursor:
-                counters = {str(k): int(v) for k, v in await cursor.fetchall()}
-        assert batches is not None
-        assert staged is not None
+            (batches,) = await db.execute_fetchall(BATCH_TOTALS_SQL)
+            (staged,) = await db.execute_fetchall(STAGED_TOTALS_SQL)
+            counters = {str(k): int(v) for k, v in await db.execute_fetchall(COUNTERS_SQL)}
         return OutboxStats(
             epoch=self.epoch,
             next_seq=self._next_seq,
@@ -1456,17 +1533,20 @@ class Outbox:
             if pending.times:  # what the rate limit held back is not lost from the log
                 pending.flush(self.path, self._monotonic())
         db, self._db = self._db, None
+        writer, self._writer = self._writer, None
         lock_fd, self._lock_fd = self._lock_fd, None
         try:
-            if db is not None:
-                with _sqlite_errors(self.path, "close"):
-                    try:
-                        # Every method is its own committed transaction: the file is
-                        # consistent here, and the next open may continue this epoch.
-                        await db.execute(_UPSERT_META, (META_CLEAN_CLOSE, 1))
-                    except sqlite3.Error as exc:
-                        log.warning("outbox %s: cannot mark a clean close: %s", self.path, exc)
-                    await db.close()
+            with _sqlite_errors(self.path, "close"):
+                try:
+                    if writer is not None:
+                        try:
+                            await writer.run(_mark_clean_close)
+                        except sqlite3.Error as exc:
+                            log.warning("outbox %s: cannot mark a clean close: %s", self.path, exc)
+                        await writer.close()
+                finally:
+                    if db is not None:
+                        await db.close()
         finally:
             if lock_fd is not None:
                 os.close(lock_fd)  # releases the flock

@@ -220,7 +220,10 @@ async def power_cut(outbox: Outbox) -> None:
     """Leave the outbox's file as a power cut would: without its clean-close marker (every
     committed transaction is kept, as ``synchronous=FULL`` promises)."""
     db, outbox._db = outbox._db, None
+    writer, outbox._writer = outbox._writer, None
     fd, outbox._lock_fd = outbox._lock_fd, None
+    if writer is not None:
+        await writer.close()
     if db is not None:
         await db.close()
     if fd is not None:

@@ -29,6 +29,7 @@ from edge_agent.batching import (
 )
 from edge_agent.config import load_config, parse_config
 from edge_agent.errors import ConfigError
+from edge_agent.free_space import STATVFS_EVERY_BYTES, STATVFS_EVERY_S
 from edge_agent.holding import HoldingArea
 from edge_agent.outbox import Outbox, Records, effective_reserve, filesystem_free_bytes
 from edge_agent.outbox_status import format_human, headline
@@ -38,6 +39,7 @@ from harness.mosquitto import MosquittoHarness
 from protocol import EVICTION_NOTICE, decode_batch
 from protocol.contracts import DISK_FREE_BYTES, DISK_FULL, DISK_RESERVE_BYTES, OUTBOX_WRITE_FAILURES
 from protocol.records import Event, Health, SignalSeries
+from tests.support.outbox_box import FakeMonotonic
 
 T0 = 1_700_000_000_000
 MiB = 1 << 20
@@ -374,3 +376,85 @@ def test_the_reserve_is_at_most_half_the_filesystem() -> None:
     assert effective_reserve(32 * MiB, 8 * MiB) == 4 * MiB
     assert effective_reserve(32 * MiB, 8 * 1024 * MiB) == 32 * MiB
     assert effective_reserve(32 * MiB, None) == 32 * MiB
+
+
+# --- the guard reads free space now and then (edge_agent.free_space) -------------------------
+
+
+async def test_the_reserve_guard_reads_now_and_then_and_acts_once_the_disk_fills(
+    small_disk: Callable[[int], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = small_disk(24 * MiB)
+    statvfs = os.statvfs
+    reads: list[str] = []
+
+    def counting_statvfs(path: str | os.PathLike[str]) -> os.statvfs_result:
+        reads.append(os.fspath(path))
+        return statvfs(path)
+
+    monkeypatch.setattr(os, "statvfs", counting_statvfs)
+    clock = FakeMonotonic()
+    rng = random.Random(11)
+    box = await Outbox.open(
+        disk / "outbox.sqlite3",
+        fleet_id="f",
+        vehicle_id="taxi-1",
+        reserve_bytes=12 * MiB,
+        monotonic=clock,
+    )
+    try:
+        t = T0
+        for _ in range(50):  # about 500 kB of bulk batches, waiting for a link
+            await box.append(_bulk(rng, t), t)
+            await box.close_due_batches(t + 60_000, force=True)
+            clock.advance_ms(1000)
+            t += 1000
+        reads.clear()
+        for _ in range(30):  # a quiet half minute: one small write a second
+            await box.append(Records(events=(_event("fcw", t),)), t)
+            clock.advance_ms(1000)
+            t += 1000
+        assert 1 <= len(reads) <= 30 // STATVFS_EVERY_S + 1, reads
+        fill(disk, leave_bytes=6 * MiB)  # something else takes the disk below the reserve
+        assert (await box.stats(t)).counters.get(EVICTED_FOR_SPACE, 0) == 0
+        clock.advance_ms(round(STATVFS_EVERY_S * 1000))
+        await box.append(Records(events=(_event("fcw", t),)), t)
+        evicted = (await box.stats(t)).counters.get(EVICTED_FOR_SPACE, 0)
+        reads.clear()
+        for _ in range(3):  # below the reserve: every write reads afresh
+            await box.append(Records(events=(_event("fcw", t),)), t)
+    finally:
+        await box.close()
+    assert evicted > 0, "the first write a reading period after the fill evicts for space"
+    assert len(reads) == 3
+
+
+async def test_the_reserve_guard_reads_again_after_enough_bytes_on_a_stopped_clock(
+    small_disk: Callable[[int], Path],
+) -> None:
+    disk = small_disk(24 * MiB)
+    rng = random.Random(12)
+    box = await Outbox.open(
+        disk / "outbox.sqlite3",
+        fleet_id="f",
+        vehicle_id="taxi-1",
+        reserve_bytes=12 * MiB,
+        monotonic=FakeMonotonic(),  # never moves: only the bytes written count
+    )
+    try:
+        t = T0
+        for _ in range(50):
+            await box.append(_bulk(rng, t), t)
+            await box.close_due_batches(t + 60_000, force=True)
+            t += 1000
+        fill(disk, leave_bytes=6 * MiB)
+        written = 0
+        while written <= STATVFS_EVERY_BYTES:  # 10 kB of bulk a write
+            await box.append(_bulk(rng, t), t)
+            written += 10_000
+            t += 1000
+        await box.append(_bulk(rng, t), t)
+        stats = await box.stats(t)
+    finally:
+        await box.close()
+    assert stats.counters.get(EVICTED_FOR_SPACE, 0) > 0
