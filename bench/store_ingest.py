@@ -7,7 +7,8 @@ of 20 signals, 1 Hz GNSS, a few events, a health snapshot) into a fresh store, o
 time, and prints the time per batch (p50, p99, mean) and records per second. It only
 calls ``Store.ingest``, so the same script measures any revision of the store (run it with
 another checkout first on ``PYTHONPATH`` for a before/after). Bounded by the batch count
-and ``--timeout``.
+and ``--timeout``. ``--store postgres``: a fresh database in a PostgreSQL started for the
+bench (``harness/postgres.py``) instead of a SQLite file.
 """
 
 from __future__ import annotations
@@ -60,11 +61,18 @@ def main() -> None:
     parser.add_argument("--vehicles", type=int, default=10)
     parser.add_argument("--batches", type=int, default=30, help="per vehicle")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-store-ingest-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'store.sqlite3'}"
-        result = asyncio.run(measure(url, args.vehicles, args.batches, args.timeout))
-    print(json.dumps({"sqlite": result}))
+    run = (args.vehicles, args.batches, args.timeout)
+    if args.store == "postgres":
+        from harness.postgres import PgHarness
+
+        with PgHarness() as pg:
+            result = asyncio.run(measure(pg.create_database("ingest"), *run))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-store-ingest-") as tmp:
+            result = asyncio.run(measure(f"sqlite:///{Path(tmp) / 'store.sqlite3'}", *run))
+    print(json.dumps({args.store: result}))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ of the PostgreSQL one (road cells, events, roads), made through the store's own 
 
 The collector's app (``create_app`` over ``open_store``) is served by uvicorn in a child
 process on 127.0.0.1; the client is one httpx client (``--token``, or ``COLLECTOR_TOKEN``,
-is sent as a bearer token; without one, an admin token is minted into the store). Period:
+is sent as a bearer token; without one, a token of ``--role``, admin by default, is
+minted into the store; ``--role city`` measures the city's k-anonymous view). Period:
 one day (day 10 of 30). Each backend is measured twice, by two collector processes:
 
 * ``cold``: the collector's tile cache off, so every tile is made from the store:
@@ -66,7 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.road_query import DAYS, SEOUL, START_MS, load, on_postgres
 from cloud_collector import tiles
 from cloud_collector.store import aggregate as agg
-from cloud_collector.store import open_store, roads
+from cloud_collector.store import open_store, roads, rollup
 from protocol.batch import Batch
 from protocol.records import Event, FrameRef, GnssFix
 
@@ -123,6 +124,8 @@ COPIED = {
     "events": "id, time_ms, vehicle, fleet, type, attrs, lat, lon, h3_12, speed_kmh,"
     " source_bus, source_id, epoch, seq",
     "fleet_roads": "a, b, lat, lon, passes, last_ms",
+    "road_cells_day": ", ".join(rollup.DAY_COLUMNS),
+    "road_cells_day_k": "one, k",
 }
 
 
@@ -149,6 +152,7 @@ async def copy_to_sqlite(pg_url: str, path: Path, tables: tuple[str, ...] = (*CO
             marks = ", ".join("?" * len(columns.split(",")))
             sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
             cast = columns.replace("counts", "counts::text").replace("attrs", "attrs::text")
+            db.execute(f"DELETE FROM {table}")  # the rows a new store starts with
             async with con.transaction():
                 chunk: list[tuple[Any, ...]] = []
                 async for r in con.cursor(f"SELECT {cast} FROM {table}", prefetch=100_000):
@@ -391,9 +395,9 @@ async def full_read(c: Client, params: dict[str, str]) -> dict[str, Any]:
     return {"pages": pages, "cell_hours": cells, "seconds": round(time.perf_counter() - t, 1)}
 
 
-async def bench_token(store_url: str) -> str:
-    """A new admin token in the store at ``store_url`` (named after the benchmark and the
-    time, so that reruns do not collide)."""
+async def bench_token(store_url: str, role: str = "admin") -> str:
+    """A new token of ``role`` in the store at ``store_url`` (named after the benchmark and
+    the time, so that reruns do not collide)."""
     from cloud_collector.roles import Role
     from cloud_collector.store.access import TokenRecord
     from cloud_collector.tokens_cli import create_token
@@ -401,7 +405,7 @@ async def bench_token(store_url: str) -> str:
     store = await open_store(store_url)
     try:
         record = TokenRecord(
-            name=f"bench-tiles-{time.time_ns()}", token_hash="", role=Role.ADMIN, fleets=(),
+            name=f"bench-tiles-{time.time_ns()}", token_hash="", role=Role(role), fleets=(),
             created_ms=int(time.time() * 1000), expires_ms=None, revoked_ms=None,
         )  # fmt: skip
         return await create_token(store.access, record)
@@ -412,7 +416,7 @@ async def bench_token(store_url: str) -> str:
 async def run_backend(store_url: str, args: argparse.Namespace) -> dict[str, Any]:
     """Cold (a collector without the tile cache) and warm (with it) figures."""
     out: dict[str, Any] = {}
-    token = args.token or await bench_token(store_url)
+    token = args.token or await bench_token(store_url, args.role)
     runs = (args.tile_runs, args.screen_runs, args.page_runs)
     for name, cache_bytes in (("cold", 0), ("warm", None)):
         port = _free_port()
@@ -529,6 +533,10 @@ def main() -> None:
     )
     parser.add_argument("--full-read", action="store_true", help="also follow every next link")
     parser.add_argument("--token", default=os.environ.get("COLLECTOR_TOKEN"))
+    parser.add_argument(
+        "--role", choices=("admin", "city"), default="admin",
+        help="the minted token's role (city: k-anonymous tiles)",
+    )  # fmt: skip
     parser.add_argument(
         "--ingest-cost", type=int, metavar="N", help="only: ms per batch with/without roads"
     )
