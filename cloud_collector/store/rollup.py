@@ -230,14 +230,16 @@ async def rebuild_k(tx: Tx, k: int) -> None:
 
 async def rebuild(tx: Tx, k: int | None) -> None:
     """The whole table anew from the cell-hours (a loader that wrote ``road_cells``
-    directly); the k-anonymous sums for ``k`` (None: not built)."""
+    directly); the k-anonymous sums for ``k`` (None: not built). Rows are written in
+    (day, cell) order, as ingest creates them day after day: on PostgreSQL a day's rows
+    then share pages (a city tile of a day read ~500 pages instead of ~10,000)."""
     await tx.execute("DELETE FROM road_cells_day")
     scalars = ", ".join(f"s.{c}" for c in _SCALARS)
     await tx.execute(
         f"INSERT INTO road_cells_day (day_ms, cell, lat, lon, {', '.join(_SCALARS)}, counts)"
         f" SELECT s.day_ms, s.cell, s.lat, s.lon, {scalars}, COALESCE(c.counts, '{{}}')"
         f" FROM ({_sums_sql('')}) s LEFT JOIN ({_counts_sql(tx, '')}) c"
-        " ON c.day_ms = s.day_ms AND c.cell = s.cell"
+        " ON c.day_ms = s.day_ms AND c.cell = s.cell ORDER BY s.day_ms, s.cell"
     )
     await tx.execute("UPDATE road_cells_day_k SET k = NULL")
     if k is not None:

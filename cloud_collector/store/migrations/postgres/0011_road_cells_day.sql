@@ -46,4 +46,7 @@ LEFT JOIN (
             j.key, SUM(j.value::bigint) AS n
         FROM road_cells, jsonb_each_text(counts) j GROUP BY 1, 2, 3
     ) t GROUP BY day_ms, cell
-) c ON c.day_ms = s.day_ms AND c.cell = s.cell;
+) c ON c.day_ms = s.day_ms AND c.cell = s.cell
+-- In day order, as ingest writes them: a tile's day is then a few hundred pages of the
+-- table, not one page per row.
+ORDER BY s.day_ms, s.cell;
