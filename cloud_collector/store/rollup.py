@@ -19,7 +19,7 @@ Each (day, cell) row holds two sets of sums:
   an hour below k adds nothing.
 
 The k of the ``k_*`` sums is recorded in ``road_cells_day_k`` (NULL: not built, as after
-migration 0011). The collector rebuilds them at start when its ``[auth] k_anonymity``
+migration 0011). The collector rebuilds the table at start when its ``[auth] k_anonymity``
 differs (``ensure_k``, through ``open_store(k_anonymity=...)``); a city tile reads them
 only when the recorded k is its own, and otherwise sums the cell-hours. Ingest holds the
 recorded k shared for its transaction (``Tx.lock_day_sums``), a rebuild exclusively, so no
