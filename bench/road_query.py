@@ -17,8 +17,10 @@ traces in the bench, so each cell-hour's exposure (passes) is synthetic: the eve
 cell-hour times a random factor of 2..20, with shares drawn at random and 40 km/h; its
 distinct vehicles (the city's k-anonymity) uniform in 1..min(passes, 8).
 Cell-hour rows are written in (hour, cell) order, the order in which live ingest creates
-them. The indexes of both tables are dropped before loading and built afterwards;
-then ``VACUUM ANALYZE``.
+them; their per-day sums (``road_cells_day``, both views, the k-anonymous ones for the
+default ``[auth] k_anonymity``) are then built from them by ``rollup.rebuild``. The
+indexes of both tables are dropped before loading and built afterwards; then ``VACUUM
+ANALYZE``.
 
 Query: ``Store.road_conditions`` (bbox = whole city, one day, min_exposure 5), 50 runs
 after 3 warm-up runs; p50/p95/max, the rows returned and the load time are printed, and
@@ -37,13 +39,14 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cloud_collector.store import RoadQuery, open_store, reads
+from cloud_collector.config import AuthConfig
+from cloud_collector.store import RoadQuery, open_store, reads, rollup
 from cloud_collector.store import aggregate as agg
 from cloud_collector.store.postgres import SESSION_SETTINGS, _PgTx, columns_sql
 
@@ -150,6 +153,16 @@ async def no_autovacuum(con: asyncpg.Connection, table: str) -> None:
         await con.execute(f"ALTER TABLE {name} SET (autovacuum_enabled = false)")
 
 
+async def build_day_sums(con: asyncpg.Connection) -> None:
+    """``road_cells_day`` from the loaded cell-hours, by the store's own SQL."""
+    t = time.monotonic()
+    async with con.transaction():
+        # The store's transaction API on this connection (a pool's proxy wraps the same).
+        tx = _PgTx(cast("asyncpg.pool.PoolConnectionProxy[asyncpg.Record]", con))
+        await rollup.rebuild(tx, AuthConfig().k_anonymity)
+    print(f"  per-day sums built: {time.monotonic() - t:.1f} s", flush=True)
+
+
 async def load(url: str, n: int, n_points: int) -> float:
     started = time.monotonic()
     con = await asyncpg.connect(url)
@@ -198,12 +211,14 @@ async def load(url: str, n: int, n_points: int) -> float:
         for sql in rebuild:
             await con.execute(sql)
         print(f"  indexes built: {time.monotonic() - t:.1f} s", flush=True)
+        await build_day_sums(con)
         await con.execute(
             "SELECT setval(pg_get_serial_sequence('events', 'id'), GREATEST($1::bigint, 1))", n
         )
         await con.execute("DROP TABLE bench_points, bench_cells, bench_centres")
         t = time.monotonic()
         await con.execute("VACUUM ANALYZE road_cells")
+        await con.execute("VACUUM ANALYZE road_cells_day")
         await con.execute("VACUUM ANALYZE events")
         print(f"  vacuum analyze: {time.monotonic() - t:.1f} s", flush=True)
         cells = await con.fetchval("SELECT COUNT(*) FROM road_cells")

@@ -17,7 +17,7 @@ the store's own schema.
 The collector's app (``create_app`` over ``open_store``) is served by uvicorn in a child
 process on 127.0.0.1; the client is one httpx client (``--token``, or ``COLLECTOR_TOKEN``,
 is sent as a bearer token; without one, a token of ``--role``, admin by default, is
-minted into the store: ``--role city`` measures the city's k-anonymous view). Period:
+minted into the store; ``--role city`` measures the city's k-anonymous view). Period:
 one day (day 10 of 30). Each backend is measured twice, by two collector processes:
 
 * ``cold``: the collector's tile cache off, so every tile is made from the store:
@@ -39,7 +39,9 @@ per request (per screen), less sensitive to other load on the machine than wall 
 (the database's own CPU is not in it); and the load average at the end.
 
 A SQLite copy can be kept and reused with ``--sqlite-db PATH``; ``--no-postgres`` then
-measures SQLite alone.
+measures SQLite alone. ``--store-paths`` adds, per backend, the ``road_conditions`` tile
+query alone for the same tiles from the per-day sums and from the cell-hours
+(``store_paths``).
 """
 
 from __future__ import annotations
@@ -68,8 +70,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.road_query import DAYS, SEOUL, START_MS, load, on_postgres
 from cloud_collector import tiles
+from cloud_collector.config import AuthConfig
 from cloud_collector.store import aggregate as agg
-from cloud_collector.store import open_store, roads
+from cloud_collector.store import open_store, roads, rollup
+from cloud_collector.store.base import TileQuery
 from protocol.batch import Batch
 from protocol.records import Event, FrameRef, GnssFix
 
@@ -131,6 +135,8 @@ COPIED = {
     " source_bus, source_id, epoch, seq",
     "fleet_roads": "a, b, lat, lon, passes, last_ms",
     "fleet_road_rollup": "res, a, b, lat, lon, passes",
+    "road_cells_day": ", ".join(rollup.DAY_COLUMNS),
+    "road_cells_day_k": "one, k",
 }
 
 
@@ -157,6 +163,7 @@ async def copy_to_sqlite(pg_url: str, path: Path, tables: tuple[str, ...] = (*CO
             marks = ", ".join("?" * len(columns.split(",")))
             sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
             cast = columns.replace("counts", "counts::text").replace("attrs", "attrs::text")
+            db.execute(f"DELETE FROM {table}")  # the rows a new store starts with
             async with con.transaction():
                 chunk: list[tuple[Any, ...]] = []
                 async for r in con.cursor(f"SELECT {cast} FROM {table}", prefetch=100_000):
@@ -399,9 +406,43 @@ async def full_read(c: Client, params: dict[str, str]) -> dict[str, Any]:
     return {"pages": pages, "cell_hours": cells, "seconds": round(time.perf_counter() - t, 1)}
 
 
+async def store_paths(store_url: str, runs: int) -> dict[str, Any]:
+    """``Store.tile_cells`` alone, in this process, for the ``road_conditions`` tiles of
+    ``tile_urls``: the day (its per-day sums) and the same hours from the cell-hours (the
+    day less its last second: no whole day), alternating tile by tile, three passes;
+    every hour's view and the city's (the default k). p50/p95/max of the wall time and
+    this process's CPU per query (on SQLite the database's work is in it)."""
+    day = START_MS + 10 * DAY_MS
+    # "/tiles/road_conditions/{z}/{x}/{y}.mvt"
+    paths = [u.removesuffix(".mvt").split("/")[3:6] for u in tile_urls(runs, "")["road_conditions"]]
+    coords = [(int(z), int(x), int(y)) for z, x, y in paths]
+    store = await open_store(store_url)
+    out: dict[str, Any] = {}
+    try:
+        for view, k in (("all", 0), ("city", AuthConfig().k_anonymity)):
+            times: dict[str, list[float]] = {"days": [], "hours": []}
+            cpu = dict.fromkeys(times, 0.0)
+            for z, x, y in coords * 3:
+                res = tiles.cell_res(z)
+                bbox = tiles.padded(tiles.tile_bbox(tiles.Tile(z, x, y)), res)
+                for name, until in (("days", day + DAY_MS), ("hours", day + DAY_MS - 1000)):
+                    q = TileQuery(bbox=bbox, res=res, since_ms=day, until_ms=until, min_vehicles=k)
+                    c, t = time.process_time(), time.perf_counter()
+                    await store.tile_cells(q)
+                    times[name].append((time.perf_counter() - t) * 1000)
+                    cpu[name] += time.process_time() - c
+            out[view] = {
+                name: {**_stats(v), "cpu_ms": round(1000 * cpu[name] / len(v), 1)}
+                for name, v in times.items()
+            }
+    finally:
+        await store.close()
+    return out
+
+
 async def bench_token(store_url: str, role: str = "admin") -> str:
-    """A new token of ``role`` in the store at ``store_url`` (named after the benchmark
-    and the time, so that reruns do not collide)."""
+    """A new token of ``role`` in the store at ``store_url`` (named after the benchmark and
+    the time, so that reruns do not collide)."""
     from cloud_collector.roles import Role
     from cloud_collector.store.access import TokenRecord
     from cloud_collector.tokens_cli import create_token
@@ -443,6 +484,9 @@ async def run_backend(store_url: str, args: argparse.Namespace) -> dict[str, Any
             server.terminate()
             server.join(30)
         print(json.dumps({name: out[name]}), flush=True)
+    if args.store_paths:
+        out["store_paths"] = await store_paths(store_url, args.tile_runs)
+        print(json.dumps({"store_paths": out["store_paths"]}), flush=True)
     out["load_average"] = os.getloadavg()
     return out
 
@@ -536,6 +580,10 @@ def main() -> None:
         "--sqlite-db", type=Path, help="keep the SQLite copy here (reused when it exists)"
     )
     parser.add_argument("--full-read", action="store_true", help="also follow every next link")
+    parser.add_argument(
+        "--store-paths", action="store_true",
+        help="also: the road_conditions tile query from per-day sums vs from cell-hours",
+    )  # fmt: skip
     parser.add_argument("--token", default=os.environ.get("COLLECTOR_TOKEN"))
     parser.add_argument(
         "--role", choices=("admin", "city"), default="admin",

@@ -370,6 +370,7 @@ async def run(cfg: CollectorConfig, stop: asyncio.Event | None = None) -> None:
             gap_grace_ms=None if grace_s is None else grace_s * 1000,
             query_timeout_s=cfg.http.query_timeout_s,
             contributions_ms=cfg.retention.contributions_ms(),
+            k_anonymity=cfg.auth.k_anonymity,
         )
     except BaseException:
         for sock in listeners:

@@ -13,12 +13,14 @@ batch itself; ``ledger``/``engine``) and ``base.Queries`` (what the API reads; `
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from cloud_collector.errors import StoreError
 from cloud_collector.secrets import masked_url
+from cloud_collector.store import rollup
 from cloud_collector.store.base import (
     BBox,
     CellHour,
@@ -33,6 +35,7 @@ from cloud_collector.store.base import (
     StoredEvent,
     VehicleStatus,
 )
+from cloud_collector.store.shared import SplitStore
 
 # A seq gap holds an epoch's acks back until the missing batch arrives: an agent replaces
 # every batch it evicts by an eviction notice under the same seq, so a missing seq is still
@@ -40,6 +43,7 @@ from cloud_collector.store.base import (
 # Acknowledging past it would make the taxi delete batches it has not sent. A finite grace
 # (``[store] ack_gap_grace_s``) is for agents that do not send eviction notices.
 DEFAULT_GAP_GRACE_MS: Final[int | None] = None
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_GAP_GRACE_MS",
@@ -65,11 +69,36 @@ async def open_store(
     gap_grace_ms: int | None = DEFAULT_GAP_GRACE_MS,
     query_timeout_s: float | None = None,
     contributions_ms: int | None = None,
+    k_anonymity: int | None = None,
 ) -> Store:
     """Open (and migrate) the store at ``url``; the query side runs on connections of its
     own, each query cancelled after ``query_timeout_s`` (when given). ``contributions_ms``:
-    how long the vehicles of a cell-hour are kept (``engine.ingest``). Raises StoreError
-    for a bad URL or an unreachable or unmigratable database."""
+    how long the vehicles of a cell-hour are kept (``engine.ingest``). ``k_anonymity``:
+    the city's k (``[auth] k_anonymity``), for which the per-day k-anonymous road sums are
+    rebuilt now unless they hold it (``rollup``; None: left as they are). Raises
+    StoreError for a bad URL or an unreachable or unmigratable database."""
+    store = await _open(url, gap_grace_ms, query_timeout_s, contributions_ms)
+    if k_anonymity is not None:
+        try:
+            await _ensure_k(store, k_anonymity)
+        except BaseException:
+            await store.close()
+            raise
+    return store
+
+
+async def _ensure_k(store: SplitStore[Any], k: int) -> None:
+    held = await store.runner.run(rollup.recorded_k)
+    if held != k:
+        # One pass over every stored cell-hour: a while on a large store.
+        log.info("rebuilding the per-day road sums of the city's view for k=%d (held: %s)", k, held)
+    if await store.runner.run(lambda tx: rollup.ensure_k(tx, k)):
+        log.info("per-day road sums of the city's view rebuilt for k=%d", k)
+
+
+async def _open(
+    url: str, gap_grace_ms: int | None, query_timeout_s: float | None, contributions_ms: int | None
+) -> SplitStore[Any]:
     scheme = urlsplit(url).scheme.lower()
     if scheme == "sqlite":
         from cloud_collector.store.sqlite import open_sqlite

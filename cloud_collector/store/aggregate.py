@@ -139,6 +139,11 @@ def hour_of(time_ms: int) -> int:
     return time_ms - time_ms % HOUR_MS
 
 
+def day_of(time_ms: int) -> int:
+    """The start of the UTC day of ``time_ms`` (floored, before 1970 too)."""
+    return time_ms - time_ms % DAY_MS
+
+
 def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     p1, p2 = math.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
@@ -234,6 +239,13 @@ class Deltas:
 
     def cell(self, cell: int, hour_ms: int) -> CellDelta:
         return self.cells.setdefault((cell, hour_ms), CellDelta())
+
+    def counts(self) -> dict[tuple[int, int], dict[str, int]]:
+        """The event counts per type of each (cell, hour_ms) that has events."""
+        per_cell: dict[tuple[int, int], dict[str, int]] = {}
+        for (cell, hour, kind), n in self.events.items():
+            per_cell.setdefault((cell, hour), {})[kind] = n
+        return per_cell
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,9 @@
 The query side's SQL is in ``reads``. SQL is written once with ``?`` placeholders (the
 PostgreSQL adapter numbers them) and only uses what SQLite >= 3.35 and PostgreSQL >= 12
 share (``ON CONFLICT``, ``RETURNING``). Write order inside ``ingest`` is fixed (receipt,
-vehicle state, cell rows sorted by key, sign clusters, vehicle status, epoch ack) so
-concurrent PostgreSQL transactions of different vehicles cannot deadlock on the shared
-aggregate rows.
+vehicle state, cell rows sorted by key, their per-day sums sorted by key, sign clusters,
+vehicle status, epoch ack) so concurrent PostgreSQL transactions of different vehicles
+cannot deadlock on the shared aggregate rows.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 
 from cloud_collector.errors import IngestError
 from cloud_collector.store import aggregate as agg
-from cloud_collector.store import health, roads
+from cloud_collector.store import health, roads, rollup
 from cloud_collector.store import quarantine as quarantine_store
 from cloud_collector.store.base import (
     DEFAULT_QUARANTINE_LIMITS,
@@ -62,6 +62,8 @@ class Tx(Protocol):
     # ``events`` read through its (res-8 cell, time) index (a vector tile's events by
     # place, then time; reads.TILE_CELL_RES): INDEXED BY in SQLite, as above.
     events_by_cell_time: str
+    # The aggregate building a JSON object from (key, value) rows.
+    json_object_agg: str
 
     async def execute(self, sql: str, *args: object) -> None: ...
 
@@ -76,6 +78,16 @@ class Tx(Protocol):
         ...
 
     async def lock_signs(self) -> None: ...
+
+    def merge_json(self, old: str, new: str) -> str:
+        """SQL of the JSON object of counts ``old`` plus the non-empty ``new``, key by
+        key (``merge_counts`` is ``merge_json("road_cells.counts", "excluded.counts")``)."""
+        ...
+
+    async def lock_day_sums(self, exclusive: bool) -> None:
+        """Hold the per-day sums' k (``rollup``) until the end of the transaction: shared
+        by ingest, exclusive by a rebuild of the k-anonymous sums."""
+        ...
 
 
 async def fetchrow(tx: Tx, sql: str, *args: object) -> Row | None:
@@ -260,7 +272,9 @@ async def _aggregate(tx: Tx, batch: Batch, floor_ms: int | None = None) -> None:
         state.cell, state.hour_ms, state.last_fix_ms, state.wiper_bits, int(state.failsafe),
         state.lane_left, state.lane_right, state.pass_flags, vehicle,
     )  # fmt: skip
-    await upsert_deltas(tx, deltas, await _new_contributions(tx, vehicle, deltas, floor_ms))
+    new_vehicle = await _new_contributions(tx, vehicle, deltas, floor_ms)
+    await upsert_deltas(tx, deltas, new_vehicle)
+    await rollup.add(tx, deltas, new_vehicle)
     observations = agg.sign_observations(batch.events)
     if observations:
         await tx.lock_signs()
@@ -310,9 +324,7 @@ async def upsert_deltas(
     situations among them, ``aggregate.is_situation``), so a road query reads one row per
     cell-hour and no join. Rows written before situations were told apart hold the sum of
     their counts in ``events_n``."""
-    per_cell: dict[tuple[int, int], dict[str, int]] = {}
-    for (cell, hour, kind), n in deltas.events.items():
-        per_cell.setdefault((cell, hour), {})[kind] = n
+    per_cell = deltas.counts()
     rows = []
     for key, d in sorted(deltas.cells.items()):
         lat, lon = agg.centre(key[0])

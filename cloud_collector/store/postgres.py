@@ -32,6 +32,7 @@ T = TypeVar("T")
 # Arbitrary constants naming the advisory locks of this application.
 SIGN_LOCK_KEY: Final = 0x5349474E  # "SIGN"
 MIGRATION_LOCK_KEY: Final = 0x4D494752  # "MIGR"
+DAY_SUMS_LOCK_KEY: Final = 0x44415953  # "DAYS"
 # Retries of a transaction PostgreSQL aborted to resolve a deadlock or serialisation
 # conflict; the transaction had no effect, so running it again is safe.
 RETRIES: Final = 3
@@ -62,20 +63,25 @@ def columns_sql(sql: str, width: int) -> str:
     return numbered(f"SELECT COUNT(*), {aggregates} FROM ({sql}) AS s ({names})")
 
 
+def _merged(old: str, new: str) -> str:
+    """The JSON object of counts ``old`` plus ``new``, key by key (``new`` not empty)."""
+    return (
+        f"{old} || (SELECT jsonb_object_agg(key, value::bigint"
+        f" + COALESCE(({old} ->> key)::bigint, 0)) FROM jsonb_each_text({new}))"
+    )
+
+
 class _PgTx:
     lock_suffix = " FOR UPDATE"
     least = "LEAST"
     greatest = "GREATEST"
-    merge_counts = (
-        "road_cells.counts || (SELECT jsonb_object_agg(key, value::bigint"
-        " + COALESCE((road_cells.counts ->> key)::bigint, 0))"
-        " FROM jsonb_each_text(excluded.counts))"
-    )
+    merge_counts = _merged("road_cells.counts", "excluded.counts")
     count_of = "(counts ->> ?::text)::bigint"
     json_entries = "jsonb_each"
     entry_number = "CASE WHEN jsonb_typeof(j.value) = 'number' THEN (j.value #>> '{}')::float8 END"
     events_by_time_pos = "events"
     events_by_cell_time = "events"
+    json_object_agg = "jsonb_object_agg"
 
     def __init__(self, con: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
         self._con = con
@@ -102,6 +108,13 @@ class _PgTx:
 
     async def lock_signs(self) -> None:
         await self._con.execute("SELECT pg_advisory_xact_lock($1)", SIGN_LOCK_KEY)
+
+    def merge_json(self, old: str, new: str) -> str:
+        return _merged(old, new)
+
+    async def lock_day_sums(self, exclusive: bool) -> None:
+        kind = "" if exclusive else "_shared"
+        await self._con.execute(f"SELECT pg_advisory_xact_lock{kind}($1)", DAY_SUMS_LOCK_KEY)
 
 
 class PgRunner:

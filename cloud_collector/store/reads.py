@@ -19,7 +19,7 @@ from typing import Any, Final
 from cloud_collector.errors import QueryError
 from cloud_collector.offload import off_loop
 from cloud_collector.store import aggregate as agg
-from cloud_collector.store import roads
+from cloud_collector.store import roads, rollup
 from cloud_collector.store.base import (
     MAX_EVENT_LIMIT,
     BBox,
@@ -299,24 +299,26 @@ def _parent_sql(column: str, res: int) -> str:
 
 
 async def tile_cells(tx: Tx, q: TileQuery) -> list[CellTotals]:
-    """The road cells of the period summed per res-``q.res`` parent: one range scan of
-    the (hour_ms, cell) INCLUDE (lat, lon) index, the bbox tested on its centre columns."""
-    where = ["hour_ms >= ?", "hour_ms < ?"]
-    args: list[object] = [q.since_ms, q.until_ms]
-    _bbox_sql(q.bbox, where, args)
-    if q.min_vehicles > 0:
-        where.append("vehicles >= ?")
-        args.append(q.min_vehicles)
-    events_n, head = "events_n", []
-    if q.type is not None:
-        events_n, head = f"COALESCE({tx.count_of}, 0)", [q.type]
-    parent = _parent_sql("cell", min(q.res, 10))
+    """The road cells of the period summed per res-``q.res`` parent. The period's whole
+    UTC days come from their per-day sums (``rollup``; the city's k-anonymous ones only
+    when they hold its k), the hours before and after them from the cell-hours (a range
+    scan of the (hour_ms, cell) index, the bbox tested on its centre columns)."""
+    days = rollup.whole_days(q.since_ms, q.until_ms)
+    if days is not None and q.min_vehicles > 0 and await rollup.recorded_k(tx) != q.min_vehicles:
+        days = None
+    hours = (
+        [(q.since_ms, q.until_ms)]
+        if days is None
+        else [(q.since_ms, days[0]), (days[1], q.until_ms)]
+    )
+    parts = [_cell_hours_part(tx, q, lo, hi) for lo, hi in hours if lo < hi]
+    if days is not None:
+        parts.append(_cell_days_part(tx, q, days))
     rows = await tx.fetch(
-        f"SELECT p, SUM(passes), SUM(e), SUM(wipers), SUM(failsafe), SUM(lanes),"
-        f" SUM(speed_sum), SUM(speed_n) FROM (SELECT {parent} AS p, passes, {events_n} AS e,"
-        " wipers, failsafe, lanes, speed_sum, speed_n FROM road_cells"
-        f" WHERE {' AND '.join(where)}) s GROUP BY p",
-        *head, *args,
+        "SELECT p, SUM(passes), SUM(e), SUM(wipers), SUM(failsafe), SUM(lanes),"
+        f" SUM(speed_sum), SUM(speed_n) FROM ({' UNION ALL '.join(sql for sql, _ in parts)}) s"
+        " GROUP BY p",
+        *[arg for _, args in parts for arg in args],
     )  # fmt: skip
     return [
         CellTotals(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]),
@@ -332,6 +334,48 @@ async def tile_cells(tx: Tx, q: TileQuery) -> list[CellTotals]:
 # fewer entries when the box holds a good share of the city's events.
 TILE_CELL_RES: Final = 8
 MAX_TILE_CELLS: Final = 256
+
+
+# The columns one part of the tile's cell query gives (``_cell_part``).
+_CELL_PART: Final = "passes, {e} AS e, wipers, failsafe, lanes, speed_sum, speed_n"
+
+
+def _cell_part(
+    tx: Tx, q: TileQuery, source: str, where: list[str], args: list[object]
+) -> tuple[str, list[object]]:
+    """``(p, passes, e, ...)`` of ``source``'s rows (cell, lat, lon and the sums) in the
+    bbox and ``where``: the parent cell, the sums, the events (of ``q.type``)."""
+    _bbox_sql(q.bbox, where, args)
+    events_n, head = "events_n", []
+    if q.type is not None:
+        events_n, head = f"COALESCE({tx.count_of}, 0)", [q.type]
+    parent = _parent_sql("cell", min(q.res, 10))
+    columns = _CELL_PART.format(e=events_n)
+    sql = f"SELECT {parent} AS p, {columns} FROM {source} WHERE {' AND '.join(where)}"
+    return sql, [*head, *args]
+
+
+def _cell_hours_part(
+    tx: Tx, q: TileQuery, since_ms: int, until_ms: int
+) -> tuple[str, list[object]]:
+    where = ["hour_ms >= ?", "hour_ms < ?"]
+    args: list[object] = [since_ms, until_ms]
+    if q.min_vehicles > 0:
+        where.append("vehicles >= ?")
+        args.append(q.min_vehicles)
+    return _cell_part(tx, q, "road_cells", where, args)
+
+
+def _cell_days_part(tx: Tx, q: TileQuery, days: tuple[int, int]) -> tuple[str, list[object]]:
+    """The per-day sums of ``days``; the city's: its k-anonymous hours' sums, renamed to
+    the names of every hour's (days without such an hour left out)."""
+    where = ["day_ms >= ?", "day_ms < ?"]
+    source = "road_cells_day"
+    if q.min_vehicles > 0:
+        renamed = ", ".join(f"k_{c} AS {c}" for c in rollup.SUM_COLUMNS)
+        source = f"(SELECT day_ms, cell, lat, lon, k_hours, {renamed} FROM road_cells_day) d"
+        where.append("k_hours > 0")
+    return _cell_part(tx, q, source, where, [days[0], days[1]])
 
 
 async def tile_events(tx: Tx, q: TileQuery) -> list[EventPoint]:

@@ -10,9 +10,10 @@ million samples and a similar count of GNSS fixes a day: one partition per day k
 partition a size an index build and a drop handle quickly, and retention within a day of
 its setting. Events (tens per taxi-hour at most), their evidence frames and health
 snapshots (one a minute) are orders of magnitude fewer: a partition per week, about 53
-for a year of events. Road aggregates (``road_cells``, the sign inventory) are the
-product and are kept; they are not listed. The per-vehicle contributions to a cell-hour
-(``road_cell_vehicles``) expire by the hour they name.
+for a year of events. Road aggregates (``road_cells``, their per-day sums
+``road_cells_day``, the sign inventory) are the product and are kept; they are not
+listed. The per-vehicle contributions to a cell-hour (``road_cell_vehicles``) expire by
+the hour they name.
 """
 
 from __future__ import annotations

@@ -46,20 +46,26 @@ _PRAGMAS: Final = (
 PROGRESS_STEPS: Final = 10_000
 
 
+def _merged(old: str, new: str) -> str:
+    """The JSON object of counts ``old`` plus ``new``, key by key (``new`` not empty)."""
+    return (
+        f"json_patch({old}, (SELECT json_group_object(n.key, n.value + COALESCE("
+        f"(SELECT o.value FROM json_each({old}) o WHERE o.key = n.key), 0))"
+        f" FROM json_each({new}) n))"
+    )
+
+
 class _SqliteTx:
     lock_suffix = ""
     least = "MIN"
     greatest = "MAX"
-    merge_counts = (
-        "json_patch(road_cells.counts, (SELECT json_group_object(n.key, n.value + COALESCE("
-        "(SELECT o.value FROM json_each(road_cells.counts) o WHERE o.key = n.key), 0))"
-        " FROM json_each(excluded.counts) n))"
-    )
+    merge_counts = _merged("road_cells.counts", "excluded.counts")
     count_of = "(SELECT value FROM json_each(counts) WHERE key = ?)"
     json_entries = "json_each"
     entry_number = "CASE WHEN j.type IN ('integer', 'real') THEN j.value END"
     events_by_time_pos = "events INDEXED BY events_time_pos"
     events_by_cell_time = "events INDEXED BY events_cell_time"
+    json_object_agg = "json_group_object"
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
@@ -80,6 +86,12 @@ class _SqliteTx:
 
     async def lock_signs(self) -> None:
         """Nothing to do: the whole transaction already holds SQLite's write lock."""
+
+    def merge_json(self, old: str, new: str) -> str:
+        return _merged(old, new)
+
+    async def lock_day_sums(self, exclusive: bool) -> None:
+        """Nothing to do: one writer at a time (see ``lock_signs``)."""
 
 
 class SqliteRunner:

@@ -62,6 +62,7 @@ class _RecordingTx:
         self.entry_number = tx.entry_number
         self.events_by_time_pos = tx.events_by_time_pos
         self.events_by_cell_time = tx.events_by_cell_time
+        self.json_object_agg = tx.json_object_agg
 
     async def execute(self, sql: str, *args: object) -> None:
         self._statements.append(sql)
@@ -82,6 +83,13 @@ class _RecordingTx:
     async def lock_signs(self) -> None:
         self._statements.append("LOCK signs")
         await self._tx.lock_signs()
+
+    def merge_json(self, old: str, new: str) -> str:
+        return self._tx.merge_json(old, new)
+
+    async def lock_day_sums(self, exclusive: bool) -> None:
+        self._statements.append("LOCK day sums")
+        await self._tx.lock_day_sums(exclusive)
 
 
 class _Recording:
@@ -175,7 +183,8 @@ async def test_the_query_side_only_reads_and_the_ledger_alone_writes(store: Stor
     assert recorded_queries.statements
     assert {_first_word(sql) for sql in recorded_queries.statements} == {"SELECT"}
     written = " ".join(s for s in recorded_ledger.statements if _first_word(s) in WRITES)
-    for table in ("receipts", "epoch_acks", "quarantine", "vehicle_status", "events"):
+    tables = ("receipts", "epoch_acks", "quarantine", "vehicle_status", "events", "road_cells_day")
+    for table in tables:
         assert f" {table} " in written, table
     await split.ping()  # the ingest just committed proves the store
     await split.ping()  # nothing committed since: a round trip on the ledger's side
